@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what `make dev` and `make test` need on a fresh Debian/Ubuntu machine (or checks a laptop):
+# uv, the Python packages from uv.lock, and redis-server. PostgreSQL server binaries must be present
+# (they are in this project's machine image; elsewhere: apt-get install postgresql).
+set -euo pipefail
+
+export UV_PYTHON_DOWNLOADS=never
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "bootstrap: installing uv" >&2
+  python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing redis-server (apt)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "bootstrap: redis-server is missing: install it (apt-get install redis-server, brew install redis)" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing PostgreSQL server binaries (apt)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "bootstrap: PostgreSQL server binaries are missing (apt-get install postgresql)" >&2
+    exit 1
+  fi
+fi
+
+uv sync --frozen --python python3

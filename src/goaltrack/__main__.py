@@ -1,0 +1,3 @@
+from goaltrack.cli import app
+
+app()

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from goaltrack.errors import AppError
+
+
+class EmailTaken(AppError):
+    status_code = 409
+    code = "email_taken"
+    detail = "An account with this e-mail already exists."
+
+
+class InvalidCredentials(AppError):
+    status_code = 401
+    code = "invalid_credentials"
+    detail = "Wrong e-mail or password."
+
+
+class AccountDeleted(AppError):
+    status_code = 403
+    code = "account_deleted"
+    detail = "This account is scheduled for deletion; it can be restored until restore_until."
+
+    def __init__(self, restore_until: datetime) -> None:
+        super().__init__(extra={"restore_until": restore_until.isoformat()})
+
+
+class InvalidRefreshToken(AppError):
+    status_code = 401
+    code = "invalid_token"
+    detail = "The refresh token is invalid, expired or revoked."
+
+    def __init__(self, *, replay: bool = False) -> None:
+        super().__init__()
+        # A replay revokes the token family; that revocation must survive the error response.
+        self.commit_before_raising = replay
+
+
+class ResetTokenInvalid(AppError):
+    status_code = 400
+    code = "reset_token_invalid"
+    detail = "The reset link is invalid, used or expired."
+
+
+class InvalidPassword(AppError):
+    status_code = 400
+    code = "invalid_password"
+    detail = "The current password is wrong."

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from goaltrack.db import Base, CreatedAt, UUIDPrimaryKey
+
+
+class User(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "users"
+
+    # Stored lower-cased by the service; the unique index on lower(email) guards every other writer.
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # Bumped to invalidate every access token issued before (password change, reset, deletion).
+    token_version: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    deleted_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("uq_users_email_lower", func.lower(email), unique=True),
+        # The purge job: soft-deleted users whose grace period is over.
+        Index("ix_users_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL")),
+    )
+
+
+class RefreshToken(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "refresh_tokens"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # Every token rotated from one login shares the family; a replay revokes the whole family.
+    family_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    replaced_by: Mapped[uuid.UUID | None]
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+
+
+class PasswordResetToken(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "password_reset_tokens"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from goaltrack.auth import service
+from goaltrack.auth.errors import (
+    AccountDeleted,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    ResetTokenInvalid,
+)
+from goaltrack.auth.schemas import (
+    Accepted,
+    ForgotPasswordRequest,
+    LoginRequest,
+    LogoutRequest,
+    RefreshRequest,
+    RegisterRequest,
+    ResetPasswordRequest,
+    TokenPair,
+)
+from goaltrack.clock import Now
+from goaltrack.db import SessionDep
+from goaltrack.deps import PasswordsDep, SettingsDep
+from goaltrack.errors import RateLimited, error_responses
+from goaltrack.ratelimit import RateLimiterDep, client_ip
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+FORGOT_PASSWORD_ACCEPTED = "If an account exists for this e-mail, a reset link has been sent to it."
+
+
+def _user_agent(request: Request) -> str | None:
+    return request.headers.get("user-agent")
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(EmailTaken, RateLimited),
+)
+async def register(
+    body: RegisterRequest,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    passwords: PasswordsDep,
+    limiter: RateLimiterDep,
+    now: Now,
+) -> TokenPair:
+    await limiter.hit(
+        "register", client_ip(request, settings.trusted_proxy_hops), settings.register_limit
+    )
+    user = await service.register(
+        session,
+        passwords,
+        email=body.email,
+        password=body.password,
+        timezone=body.timezone,
+        locale=body.locale,
+    )
+    pair, _ = await service.issue_tokens(
+        session, settings, user, now, user_agent=_user_agent(request)
+    )
+    return pair
+
+
+@router.post("/login", responses=error_responses(InvalidCredentials, AccountDeleted, RateLimited))
+async def login(
+    body: LoginRequest,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    passwords: PasswordsDep,
+    limiter: RateLimiterDep,
+    now: Now,
+) -> TokenPair:
+    identity = f"{body.email}|{client_ip(request, settings.trusted_proxy_hops)}"
+    await limiter.hit("login", identity, settings.login_limit)
+    return await service.login(
+        session,
+        settings,
+        passwords,
+        email=body.email,
+        password=body.password,
+        now=now,
+        grace_days=settings.account_deletion_grace_days,
+        user_agent=_user_agent(request),
+    )
+
+
+@router.post("/refresh", responses=error_responses(InvalidRefreshToken))
+async def refresh(
+    body: RefreshRequest, request: Request, session: SessionDep, settings: SettingsDep, now: Now
+) -> TokenPair:
+    return await service.refresh(
+        session,
+        settings,
+        refresh_token=body.refresh_token,
+        now=now,
+        user_agent=_user_agent(request),
+    )
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: LogoutRequest, session: SessionDep, now: Now) -> Response:
+    await service.logout(session, refresh_token=body.refresh_token, now=now)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/forgot-password",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(RateLimited),
+)
+async def forgot_password(
+    body: ForgotPasswordRequest, session: SessionDep, settings: SettingsDep, limiter: RateLimiterDep
+) -> Accepted:
+    await limiter.hit("forgot", body.email, settings.forgot_limit)
+    service.request_password_reset(session, body.email)
+    return Accepted(detail=FORGOT_PASSWORD_ACCEPTED)
+
+
+@router.post(
+    "/reset-password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(ResetTokenInvalid),
+)
+async def reset_password(
+    body: ResetPasswordRequest, session: SessionDep, passwords: PasswordsDep, now: Now
+) -> Response:
+    await service.reset_password(
+        session, passwords, token=body.token, new_password=body.new_password, now=now
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

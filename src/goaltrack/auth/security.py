@@ -1,0 +1,88 @@
+"""Password hashing (pwdlib + bcrypt) and access tokens (PyJWT, HS256 only)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+
+import jwt
+from anyio import to_thread
+from pwdlib import PasswordHash
+from pwdlib.hashers.bcrypt import BcryptHasher
+
+from goaltrack.config import Settings
+
+JWT_ALGORITHM = "HS256"
+ACCESS_TOKEN_TYPE = "access"
+BCRYPT_MAX_BYTES = 72
+
+
+class Passwords:
+    """bcrypt through pwdlib, run in the threadpool: a login never stalls the event loop."""
+
+    def __init__(self, rounds: int) -> None:
+        self._hasher = PasswordHash((BcryptHasher(rounds=rounds),))
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        return self._hasher.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        return await to_thread.run_sync(self._hasher.hash, password)
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        """Compare against a dummy hash when there is no user, so timing does not reveal it."""
+        target = password_hash if password_hash is not None else self._dummy_hash
+        matches = await to_thread.run_sync(self._hasher.verify, password, target)
+        return matches and password_hash is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    token_version: int
+
+
+def create_access_token(
+    settings: Settings, user_id: uuid.UUID, token_version: int, now: datetime
+) -> str:
+    claims = {
+        "sub": str(user_id),
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=settings.access_token_ttl_seconds)).timestamp()),
+        "typ": ACCESS_TOKEN_TYPE,
+        "tv": token_version,
+        "iss": settings.jwt_issuer,
+    }
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
+
+
+def decode_access_token(settings: Settings, token: str) -> AccessClaims | None:
+    """The claims of a valid access token, or None for anything else (never raises)."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[JWT_ALGORITHM],
+            issuer=settings.jwt_issuer,
+            options={"require": ["sub", "iat", "exp", "typ", "tv", "iss"]},
+        )
+        if claims["typ"] != ACCESS_TOKEN_TYPE or type(claims["tv"]) is not int:
+            return None
+        return AccessClaims(user_id=uuid.UUID(claims["sub"]), token_version=claims["tv"])
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def new_opaque_token() -> str:
+    """256 bits of randomness, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """Tokens at rest are stored as their sha256: a database leak yields no usable token."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,238 @@
+"""Registration, login, token rotation with reuse detection, and password reset."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.account.models import UserSettings
+from goaltrack.auth import tasks
+from goaltrack.auth.errors import (
+    AccountDeleted,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    ResetTokenInvalid,
+)
+from goaltrack.auth.models import PasswordResetToken, RefreshToken, User
+from goaltrack.auth.schemas import TokenPair
+from goaltrack.auth.security import (
+    Passwords,
+    create_access_token,
+    hash_token,
+    new_opaque_token,
+)
+from goaltrack.config import Settings
+from goaltrack.tasks_queue import defer
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    # lower(email) matches the unique functional index.
+    return await session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+
+
+async def register(
+    session: AsyncSession,
+    passwords: Passwords,
+    *,
+    email: str,
+    password: str,
+    timezone: str | None = None,
+    locale: str | None = None,
+) -> User:
+    if await get_user_by_email(session, email) is not None:
+        raise EmailTaken
+    user = User(id=uuid.uuid4(), email=email.lower(), password_hash=await passwords.hash(password))
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent registration of the same address won the race
+        raise EmailTaken from exc
+    user_settings = UserSettings(user_id=user.id)
+    if timezone is not None:
+        user_settings.timezone = timezone
+    if locale is not None:
+        user_settings.locale = locale
+    session.add(user_settings)
+    await session.flush()
+    return user
+
+
+async def issue_tokens(
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+    now: datetime,
+    *,
+    family_id: uuid.UUID | None = None,
+    user_agent: str | None = None,
+) -> tuple[TokenPair, RefreshToken]:
+    refresh_token = new_opaque_token()
+    row = RefreshToken(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        family_id=family_id or uuid.uuid4(),
+        token_hash=hash_token(refresh_token),
+        expires_at=now + timedelta(days=settings.refresh_token_ttl_days),
+        user_agent=(user_agent or "")[:512] or None,
+    )
+    session.add(row)
+    await session.flush()
+    pair = TokenPair(
+        access_token=create_access_token(settings, user.id, user.token_version, now),
+        refresh_token=refresh_token,
+        expires_in=settings.access_token_ttl_seconds,
+    )
+    return pair, row
+
+
+async def authenticate(
+    session: AsyncSession, passwords: Passwords, email: str, password: str
+) -> User:
+    """The user with these credentials, whatever their deletion state; the same error otherwise."""
+    user = await get_user_by_email(session, email)
+    if not await passwords.verify(password, user.password_hash if user else None) or user is None:
+        raise InvalidCredentials
+    return user
+
+
+async def login(
+    session: AsyncSession,
+    settings: Settings,
+    passwords: Passwords,
+    *,
+    email: str,
+    password: str,
+    now: datetime,
+    grace_days: int,
+    user_agent: str | None,
+) -> TokenPair:
+    user = await authenticate(session, passwords, email, password)
+    if user.deleted_at is not None:
+        raise AccountDeleted(restore_until=user.deleted_at + timedelta(days=grace_days))
+    pair, _ = await issue_tokens(session, settings, user, now, user_agent=user_agent)
+    return pair
+
+
+async def refresh(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    refresh_token: str,
+    now: datetime,
+    user_agent: str | None,
+) -> TokenPair:
+    # The row lock makes two concurrent refreshes of one token serialise: the second sees it revoked.
+    current = await session.scalar(
+        select(RefreshToken)
+        .where(RefreshToken.token_hash == hash_token(refresh_token))
+        .with_for_update()
+    )
+    if current is None:
+        raise InvalidRefreshToken
+    if current.revoked_at is not None:
+        # A revoked token presented again: it was stolen or replayed. Kill the whole family (RFC 9700).
+        await revoke_family(session, current.family_id, now)
+        raise InvalidRefreshToken(replay=True)
+    if current.expires_at <= now:
+        raise InvalidRefreshToken
+    user = await session.get(User, current.user_id)
+    if user is None or user.deleted_at is not None:
+        raise InvalidRefreshToken
+    pair, successor = await issue_tokens(
+        session, settings, user, now, family_id=current.family_id, user_agent=user_agent
+    )
+    current.revoked_at = now
+    current.replaced_by = successor.id
+    return pair
+
+
+async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def revoke_all_sessions(session: AsyncSession, user: User, now: datetime) -> None:
+    """Every refresh token revoked and every access token invalidated (token_version bumped)."""
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    user.token_version += 1
+    await session.flush()
+
+
+async def logout(session: AsyncSession, *, refresh_token: str, now: datetime) -> None:
+    """Revoke the session's family; unknown tokens are ignored (logout is idempotent)."""
+    row = (
+        await session.execute(
+            select(RefreshToken.family_id).where(
+                RefreshToken.token_hash == hash_token(refresh_token)
+            )
+        )
+    ).first()
+    if row is not None:
+        await revoke_family(session, row.family_id, now)
+
+
+def request_password_reset(session: AsyncSession, email: str) -> None:
+    """Queue the reset e-mail. The worker looks the address up, so the response (and its timing)
+    is the same whether the account exists or not."""
+    defer(session, tasks.send_password_reset, email)
+
+
+async def create_password_reset_token(
+    session: AsyncSession, settings: Settings, user: User, now: datetime
+) -> str:
+    """A fresh single-use token; issuing it invalidates the user's older ones."""
+    await session.execute(
+        update(PasswordResetToken)
+        .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    token = new_opaque_token()
+    session.add(
+        PasswordResetToken(
+            user_id=user.id,
+            token_hash=hash_token(token),
+            expires_at=now + timedelta(minutes=settings.password_reset_ttl_minutes),
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def set_password(
+    session: AsyncSession, passwords: Passwords, user: User, new_password: str, now: datetime
+) -> None:
+    user.password_hash = await passwords.hash(new_password)
+    await revoke_all_sessions(session, user, now)
+    defer(session, tasks.send_password_changed, str(user.id))
+
+
+async def reset_password(
+    session: AsyncSession, passwords: Passwords, *, token: str, new_password: str, now: datetime
+) -> None:
+    # Consumed atomically: of two concurrent uses, exactly one gets the row back.
+    user_id = await session.scalar(
+        update(PasswordResetToken)
+        .where(
+            PasswordResetToken.token_hash == hash_token(token),
+            PasswordResetToken.used_at.is_(None),
+            PasswordResetToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(PasswordResetToken.user_id)
+    )
+    user = await session.get(User, user_id, with_for_update=True) if user_id else None
+    if user is None or user.deleted_at is not None:
+        raise ResetTokenInvalid
+    await set_password(session, passwords, user, new_password, now)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi_mail.errors import ConnectionErrors
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack import mail
+from goaltrack.account.models import UserSettings
+from goaltrack.auth import service
+from goaltrack.auth.models import User
+from goaltrack.clock import utcnow
+from goaltrack.config import get_settings
+from goaltrack.i18n import t
+from goaltrack.worker import backoff, celery_app, run_async, task_session
+
+MAIL_RETRIES = 5
+# SMTP outages are retried with backoff; anything else is a bug and fails loudly.
+MAIL_TRANSIENT_ERRORS = (OSError, ConnectionErrors)
+
+
+async def _locale(session: AsyncSession, user_id: uuid.UUID) -> str:
+    locale = await session.scalar(
+        select(UserSettings.locale).where(UserSettings.user_id == user_id)
+    )
+    return locale or "en"
+
+
+@celery_app.task(bind=True, max_retries=MAIL_RETRIES)
+def send_password_reset(self, email: str) -> None:  # type: ignore[no-untyped-def]
+    settings = get_settings()
+
+    async def run() -> None:
+        async with task_session() as session:
+            user = await service.get_user_by_email(session, email)
+            if user is None or user.deleted_at is not None:
+                return  # unknown address: nothing is sent, and the caller cannot tell
+            token = await service.create_password_reset_token(session, settings, user, utcnow())
+            locale = await _locale(session, user.id)
+        await mail.send_mail(
+            settings,
+            mail.Mail(
+                to=email,
+                subject=t(locale, "reset.subject"),
+                text=t(locale, "reset.text", minutes=settings.password_reset_ttl_minutes),
+                link=settings.password_reset_url.format(token=token),
+            ),
+        )
+
+    try:
+        run_async(run)
+    except MAIL_TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+
+
+@celery_app.task(bind=True, max_retries=MAIL_RETRIES)
+def send_password_changed(self, user_id: str) -> None:  # type: ignore[no-untyped-def]
+    settings = get_settings()
+
+    async def run() -> None:
+        async with task_session() as session:
+            user = await session.get(User, uuid.UUID(user_id))
+            if user is None:
+                return
+            email, locale = user.email, await _locale(session, user.id)
+        await mail.send_mail(
+            settings,
+            mail.Mail(
+                to=email, subject=t(locale, "changed.subject"), text=t(locale, "changed.text")
+            ),
+        )
+
+    try:
+        run_async(run)
+    except MAIL_TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc

@@ -1,0 +1,121 @@
+"""The `goaltrack` command: migrate, serve, worker, beat, and `dev` (everything, zero configuration)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Goaltrack backend.", no_args_is_help=True, add_completion=False)
+
+DEV_DIR = Path(".goaltrack")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every database migration (alembic upgrade head)."""
+    from goaltrack.migrations import upgrade
+
+    _configure_logging()
+    upgrade()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    uvicorn.run(
+        "goaltrack.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=False,
+        access_log=False,
+    )
+
+
+def _celery(*args: str) -> None:
+    from goaltrack.worker import celery_app
+
+    celery_app.start(argv=list(args))
+
+
+@app.command()
+def worker(concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2) -> None:
+    """Run a Celery worker."""
+    _celery(
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "--without-mingle",
+        "--without-gossip",
+    )
+
+
+@app.command()
+def beat() -> None:
+    """Run Celery beat (exactly one per deployment): it only ticks; PostgreSQL holds the schedule."""
+    DEV_DIR.mkdir(exist_ok=True)
+    _celery("beat", "--loglevel=INFO", f"--schedule={DEV_DIR / 'celerybeat-schedule'}")
+
+
+@app.command()
+def dev(port: Annotated[int, typer.Option(help="API port.")] = 8000) -> None:
+    """Start local PostgreSQL, Redis and S3, migrate, and run API + worker + beat. Ctrl-C stops all."""
+    from goaltrack.localstack import LocalStackError, running
+    from goaltrack.migrations import upgrade
+
+    _configure_logging()
+    try:
+        stack_context = running(DEV_DIR.resolve())
+        stack = stack_context.__enter__()
+    except LocalStackError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        env = {**os.environ, **stack.env(), "APP_ENV": os.environ.get("APP_ENV", "development")}
+        os.environ.update(env)
+        upgrade(stack.postgres.url)
+        goaltrack = [sys.executable, "-m", "goaltrack"]
+        for command in (["serve", "--port", str(port)], ["worker", "--concurrency", "1"], ["beat"]):
+            children.append(subprocess.Popen([*goaltrack, *command], env=env))
+        typer.secho(
+            f"Goaltrack is running: http://127.0.0.1:{port}/docs  (Ctrl-C stops)",
+            fg=typer.colors.GREEN,
+        )
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        stack_context.__exit__(None, None, None)

@@ -1,0 +1,118 @@
+"""Typed settings read from the environment (and `.env`); invalid configuration fails at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, ClassVar
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "development-only-secret"}
+DEVELOPMENT_JWT_SECRET = "development-only-secret"
+
+
+class AppEnv(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`N/period` where period is second, minute, hour or day (`5/minute`)."""
+
+    count: int
+    window_seconds: int
+
+    PERIODS: ClassVar[dict[str, int]] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+    @classmethod
+    def parse(cls, value: str) -> RateLimit:
+        count, _, period = value.strip().partition("/")
+        return cls(count=int(count), window_seconds=cls.PERIODS[period])
+
+
+RateLimitSetting = Annotated[str, Field(pattern=r"^\s*[1-9]\d*/(second|minute|hour|day)\s*$")]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    app_env: AppEnv = AppEnv.development
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/goaltrack"
+    database_pool_size: int = 10
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    docs_enabled: bool = True
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
+    jwt_issuer: str = "goaltrack"
+    access_token_ttl_seconds: int = 1800
+    refresh_token_ttl_days: int = 7
+    password_reset_ttl_minutes: int = 30
+    bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    account_deletion_grace_days: int = Field(default=7, ge=0)
+    password_reset_url: str = "http://127.0.0.1:8000/reset-password?token={token}"
+
+    mail_server: str | None = None
+    mail_port: int = 587
+    mail_from: str = "noreply@goaltrack.example.com"
+    mail_from_name: str = "Goaltrack"
+    mail_username: str = ""
+    mail_password: SecretStr = SecretStr("")
+    mail_starttls: bool = True
+    mail_ssl_tls: bool = False
+
+    rate_limit_login: RateLimitSetting = "5/minute"
+    rate_limit_register: RateLimitSetting = "10/hour"
+    rate_limit_forgot: RateLimitSetting = "3/hour"
+    trusted_proxy_hops: int = Field(default=0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_driver(cls, value: str) -> str:
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value.removeprefix(prefix)
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @field_validator("password_reset_url")
+    @classmethod
+    def _reset_url_has_token(cls, value: str) -> str:
+        if "{token}" not in value:
+            raise ValueError("PASSWORD_RESET_URL must contain '{token}'")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_weak_secrets_in_production(self) -> Settings:
+        if self.app_env is AppEnv.production:
+            secret = self.jwt_secret.get_secret_value()
+            if secret in PLACEHOLDER_SECRETS or len(secret.encode()) < 32:
+                raise ValueError(
+                    "JWT_SECRET must be a random value of at least 32 bytes in production"
+                )
+            if not self.mail_server:
+                raise ValueError("MAIL_SERVER is required in production")
+        return self
+
+    @property
+    def login_limit(self) -> RateLimit:
+        return RateLimit.parse(self.rate_limit_login)
+
+    @property
+    def register_limit(self) -> RateLimit:
+        return RateLimit.parse(self.rate_limit_register)
+
+    @property
+    def forgot_limit(self) -> RateLimit:
+        return RateLimit.parse(self.rate_limit_forgot)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

