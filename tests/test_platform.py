@@ -33,7 +33,9 @@ async def test_ready_is_503_when_a_dependency_is_down() -> None:
             assert response.status_code == 503
             assert response.json()["checks"] == {"postgres": "ok", "redis": "unavailable"}
             # The rate limiter fails closed: no Redis, no login attempts.
-            login = await client.post("/auth/login", json={"email": "a@example.com", "password": "x" * 8})
+            login = await client.post(
+                "/auth/login", json={"email": "a@example.com", "password": "x" * 8}
+            )
             assert_problem(login, 503, "service_unavailable")
 
 

@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     rate_limit_forgot: RateLimitSetting = "3/hour"
     trusted_proxy_hops: int = Field(default=0, ge=0)
 
+    s3_endpoint_url: str = "http://127.0.0.1:9000"
+    # Presigned URLs are signed for the host the clients reach (in compose: not `minio:9000`).
+    s3_public_endpoint_url: str | None = None
+    s3_bucket: str = "goaltrack"
+    s3_access_key_id: str = "goaltrack"
+    s3_secret_access_key: SecretStr = SecretStr("goaltrack-secret")
+    s3_region: str = "us-east-1"
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    attachment_url_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_driver(cls, value: str) -> str:
