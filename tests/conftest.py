@@ -70,7 +70,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(
         _stack.env(),
         APP_ENV="test",
-        JWT_SECRET="test-secret-" + uuid.uuid4().hex,
+        JWT_SECRET="test-secret-" + uuid.uuid4().hex + uuid.uuid4().hex,
         BCRYPT_ROUNDS="4",  # production keeps 12; the cost factor is a setting, not a code path
         MAIL_SERVER="127.0.0.1",
         MAIL_PORT=str(smtp_port),

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     attachment_url_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
 
+    scheduler_interval_seconds: int = Field(default=60, ge=1)
+
+    max_stages_per_goal: int = Field(default=100, ge=1)
+    max_attachments_per_goal: int = Field(default=20, ge=1)
+    max_reminders_per_goal: int = Field(default=5, ge=1)
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_driver(cls, value: str) -> str:

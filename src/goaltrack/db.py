@@ -47,6 +47,8 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
         "pool_size": settings.database_pool_size,
         "max_overflow": 0,
         "pool_pre_ping": True,
+        # Timestamps built inside SQL (json_build_object) come out in UTC, like asyncpg's own.
+        "connect_args": {"server_settings": {"timezone": "UTC"}},
     }
     options.update(kwargs)
     return create_async_engine(settings.database_url, **options)

@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
+from goaltrack.storage import Storage
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -26,6 +28,19 @@ def get_passwords(request: Request) -> Passwords:
     return passwords
 
 
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    """For the rare write that must commit apart from the request (an upload's outbox intent)."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    return sessionmaker
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]

@@ -17,8 +17,10 @@ from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings, get_settings
 from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.errors import install_error_handlers
+from goaltrack.goals.router import router as goals_router
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.schemas import Problem
+from goaltrack.storage import Storage, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +38,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(redis)
         app.state.passwords = Passwords(settings.bcrypt_rounds)
+        app.state.storage = storage = Storage(settings)
+        await storage.start()
+        try:
+            await storage.ensure_bucket()
+        except StorageUnavailable:
+            # The API still serves everything else; uploads answer 503 until S3 is back.
+            logger.error("S3 is unavailable at start-up; the bucket could not be checked")
         try:
             yield
         finally:
+            await storage.close()
             await redis.aclose()
             await engine.dispose()
 
@@ -54,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth_router)
     app.include_router(account_router)
+    app.include_router(goals_router)
     _document_problem_schema(app)
     return app
 

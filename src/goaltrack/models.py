@@ -3,5 +3,18 @@
 from goaltrack.account.models import UserSettings
 from goaltrack.auth.models import PasswordResetToken, RefreshToken, User
 from goaltrack.db import Base
+from goaltrack.files.models import FileDeletion
+from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 
-__all__ = ["Base", "PasswordResetToken", "RefreshToken", "User", "UserSettings"]
+__all__ = [
+    "Base",
+    "FileDeletion",
+    "Goal",
+    "GoalAttachment",
+    "GoalReminder",
+    "GoalStage",
+    "PasswordResetToken",
+    "RefreshToken",
+    "User",
+    "UserSettings",
+]

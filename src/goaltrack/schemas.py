@@ -1,6 +1,31 @@
 """Shared schema building blocks."""
 
-from pydantic import BaseModel, ConfigDict
+from datetime import time
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
+
+CLOCK_TIME_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+def _parse_clock_time(value: object) -> object:
+    """Exactly "HH:MM" (24 h) from clients; seconds, numbers and other formats are refused."""
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str) and len(value) == 5 and value[2] == ":":
+        hours, minutes = value[:2], value[3:]
+        if hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
+            return time(int(hours), int(minutes))
+    raise ValueError('time must be "HH:MM" (24 h)')
+
+
+# A wall-clock time of day in the user's own time zone, "HH:MM" both ways.
+ClockTime = Annotated[
+    time,
+    BeforeValidator(_parse_clock_time),
+    PlainSerializer(lambda value: value.strftime("%H:%M"), return_type=str),
+    WithJsonSchema({"type": "string", "pattern": CLOCK_TIME_PATTERN, "examples": ["09:30"]}),
+]
 
 
 class RequestModel(BaseModel):

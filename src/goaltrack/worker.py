@@ -16,11 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.config import Settings, get_settings
 from goaltrack.db import create_engine, create_sessionmaker
+from goaltrack.storage import Storage
 from goaltrack.tasks_queue import discard_deferred, send_deferred
 
 T = TypeVar("T")
 
-TASK_MODULES = ["goaltrack.auth.tasks"]
+TASK_MODULES = ["goaltrack.auth.tasks", "goaltrack.files.tasks"]
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -44,7 +45,14 @@ def create_celery(settings: Settings) -> Celery:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    return {}
+    """Beat only ticks: PostgreSQL holds what is due, so a tick that is missed or repeated is harmless."""
+    every = settings.scheduler_interval_seconds
+    return {
+        "process-file-deletions": {
+            "task": "goaltrack.files.tasks.process_file_deletions",
+            "schedule": every,
+        },
+    }
 
 
 celery_app = create_celery(get_settings())
@@ -55,6 +63,7 @@ class _WorkerRuntime(threading.local):
 
     loop: asyncio.AbstractEventLoop | None = None
     sessionmaker: async_sessionmaker[AsyncSession] | None = None
+    storage: Storage | None = None
 
 
 _runtime = _WorkerRuntime()
@@ -80,6 +89,15 @@ async def task_session() -> AsyncIterator[AsyncSession]:
             raise
         await session.commit()
     send_deferred(session)
+
+
+async def task_storage() -> Storage:
+    """The worker thread's S3 client, opened once."""
+    if _runtime.storage is None:
+        storage = Storage(get_settings())
+        await storage.start()
+        _runtime.storage = storage
+    return _runtime.storage
 
 
 def backoff(retries: int, base: float = 5, cap: float = 600) -> int:

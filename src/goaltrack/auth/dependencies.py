@@ -6,7 +6,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from goaltrack.auth.models import User
-from goaltrack.auth.security import decode_access_token
+from goaltrack.auth.security import AccessClaims, decode_access_token
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import NotAuthenticated
@@ -14,17 +14,27 @@ from goaltrack.errors import NotAuthenticated
 bearer_scheme = HTTPBearer(auto_error=False, description="The access token from /auth/login.")
 
 
-async def get_current_user(
-    session: SessionDep,
+def get_access_claims(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> User:
-    """The caller, from a valid access token whose version is still current (not revoked)."""
+) -> AccessClaims:
+    """A well-formed, correctly signed, unexpired access token (no database work).
+
+    Whether it is still current (token_version, account not deleted) is checked against the
+    database by `get_current_user`, or inside the single statement of a hot read."""
     if credentials is None:
         raise NotAuthenticated
     claims = decode_access_token(settings, credentials.credentials)
     if claims is None:
         raise NotAuthenticated
+    return claims
+
+
+AccessClaimsDep = Annotated[AccessClaims, Depends(get_access_claims)]
+
+
+async def get_current_user(session: SessionDep, claims: AccessClaimsDep) -> User:
+    """The caller, from a valid access token whose version is still current (not revoked)."""
     user = await session.get(User, claims.user_id)
     if user is None or user.deleted_at is not None or user.token_version != claims.token_version:
         raise NotAuthenticated

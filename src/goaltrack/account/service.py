@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import uuid
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.account.models import UserSettings
+
+
+async def get_zone(session: AsyncSession, user_id: uuid.UUID) -> ZoneInfo:
+    """The user's own time zone: reminders and digests fire at their local wall-clock time."""
+    name = await session.scalar(
+        select(UserSettings.timezone).where(UserSettings.user_id == user_id)
+    )
+    return ZoneInfo(name or "UTC")

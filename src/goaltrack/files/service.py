@@ -1,0 +1,75 @@
+"""The file-deletion outbox: S3 objects are deleted after the database forgets them, never before,
+and retried until S3 confirms."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.files.models import FileDeletion
+from goaltrack.storage import Storage, StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+SWEEP_BATCH = 100
+# An upload's intent row waits this long: by then its request has committed (the row is gone) or failed.
+UPLOAD_INTENT_GRACE = timedelta(minutes=15)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=min(3600, 30 * 2**attempts))
+
+
+async def record_upload_intent(session: AsyncSession, object_key: str, now: datetime) -> uuid.UUID:
+    """Written and committed before the upload: should the request die after the object is stored
+    but before its row commits, the sweep removes the object once the grace period is over."""
+    intent = FileDeletion(
+        id=uuid.uuid4(), object_key=object_key, not_before=now + UPLOAD_INTENT_GRACE
+    )
+    session.add(intent)
+    await session.flush()
+    return intent.id
+
+
+async def forget_upload_intent(session: AsyncSession, intent_id: uuid.UUID) -> None:
+    await session.execute(delete(FileDeletion).where(FileDeletion.id == intent_id))
+
+
+def queue_prefix_deletion(session: AsyncSession, prefix: str) -> None:
+    session.add(FileDeletion(object_key=prefix, is_prefix=True))
+
+
+async def sweep(session: AsyncSession, storage: Storage, now: datetime) -> tuple[int, bool]:
+    """Delete one batch of due objects. Returns (rows done, more may be due)."""
+    due = list(
+        await session.scalars(
+            select(FileDeletion)
+            .where(FileDeletion.not_before <= now)
+            .order_by(FileDeletion.not_before)
+            .limit(SWEEP_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    done = 0
+    for row in due:
+        try:
+            if row.is_prefix:
+                await storage.delete_prefix(row.object_key)
+            else:
+                await storage.delete(row.object_key)
+        except StorageUnavailable:
+            # S3 is down: every row waits; the next sweep (beat, or a retry) tries again.
+            logger.warning("file storage unavailable; %d deletions postponed", len(due) - done)
+            for pending in due[done:]:
+                pending.attempts += 1
+                pending.not_before = now + retry_delay(pending.attempts)
+            await session.flush()
+            return done, False
+        await session.delete(row)
+        done += 1
+    await session.flush()
+    return done, len(due) == SWEEP_BATCH

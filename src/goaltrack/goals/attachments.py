@@ -1,0 +1,115 @@
+"""Attachments: the file in S3, the row in PostgreSQL, and never one without the other for long.
+
+Upload order: an intent row is committed first (outbox), the object is stored, then the attachment
+row is inserted and the intent removed in the request's transaction. Whatever fails in between,
+the intent's sweep removes the object. Deletion goes the other way: the row goes (a trigger queues
+the object key in the same transaction) and the object follows from the outbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from goaltrack.config import Settings
+from goaltrack.errors import NotFound
+from goaltrack.files import service as files
+from goaltrack.files import tasks as file_tasks
+from goaltrack.goals.errors import AttachmentLimit
+from goaltrack.goals.models import Goal, GoalAttachment
+from goaltrack.storage import Storage, StorageUnavailable
+from goaltrack.tasks_queue import defer
+from goaltrack.uploads import Upload
+
+
+def object_key(goal: Goal, attachment_id: uuid.UUID) -> str:
+    return f"{goal.user_id}/{goal.id}/{attachment_id}"
+
+
+def fields(attachment: GoalAttachment) -> dict[str, Any]:
+    """The attachment as the API shows it (before its download URL is added)."""
+    return {
+        "id": attachment.id,
+        "file_name": attachment.file_name,
+        "file_type": attachment.file_type,
+        "size": attachment.size,
+        "object_key": attachment.object_key,
+        "created_at": attachment.created_at,
+    }
+
+
+async def list_attachments(session: AsyncSession, goal: Goal) -> list[GoalAttachment]:
+    return list(
+        await session.scalars(
+            select(GoalAttachment)
+            .where(GoalAttachment.goal_id == goal.id)
+            .order_by(GoalAttachment.created_at, GoalAttachment.id)
+        )
+    )
+
+
+async def add_attachment(
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    storage: Storage,
+    settings: Settings,
+    goal: Goal,
+    upload: Upload,
+    now: datetime,
+) -> GoalAttachment:
+    count = await session.scalar(
+        select(func.count()).select_from(GoalAttachment).where(GoalAttachment.goal_id == goal.id)
+    )
+    if (count or 0) >= settings.max_attachments_per_goal:
+        raise AttachmentLimit
+    attachment_id = uuid.uuid4()
+    key = object_key(goal, attachment_id)
+    # Its own short transaction, committed before the upload: it must survive this request's failure.
+    async with sessionmaker() as intent_session, intent_session.begin():
+        intent_id = await files.record_upload_intent(intent_session, key, now)
+    await storage.put(key, upload.file, size=upload.size, content_type=upload.content_type)
+    attachment = GoalAttachment(
+        id=attachment_id,
+        goal_id=goal.id,
+        user_id=goal.user_id,
+        object_key=key,
+        file_url=f"s3://{settings.s3_bucket}/{key}",
+        file_type=upload.content_type,
+        file_name=upload.file_name,
+        size=upload.size,
+        created_at=now,
+    )
+    try:
+        session.add(attachment)
+        await files.forget_upload_intent(session, intent_id)
+        await session.flush()
+    except Exception:
+        # Remove the object now if S3 lets us; otherwise the intent's sweep will.
+        with contextlib.suppress(StorageUnavailable):
+            await storage.delete(key)
+        raise
+    goal.updated_at = now
+    return attachment
+
+
+async def delete_attachment(session: AsyncSession, goal: Goal, attachment_id: uuid.UUID) -> None:
+    attachment = await session.scalar(
+        select(GoalAttachment).where(
+            GoalAttachment.id == attachment_id, GoalAttachment.goal_id == goal.id
+        )
+    )
+    if attachment is None:
+        raise NotFound
+    await session.delete(attachment)
+    await session.flush()
+    queue_file_sweep(session)
+
+
+def queue_file_sweep(session: AsyncSession) -> None:
+    """Process the file-deletion outbox as soon as this transaction has committed."""
+    defer(session, file_tasks.process_file_deletions)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from sqlalchemy import select
+
+from goaltrack.auth.dependencies import CurrentUser
+from goaltrack.auth.security import AccessClaims
+from goaltrack.db import SessionDep
+from goaltrack.deps import SettingsDep, StorageDep
+from goaltrack.errors import NotFound
+from goaltrack.goals import queries
+from goaltrack.goals.models import Goal
+from goaltrack.goals.schemas import GoalOut
+from goaltrack.uploads import Upload, read_upload
+
+GoalId = Annotated[uuid.UUID, Path(description="The goal's id.")]
+
+
+def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
+    async def load(goal_id: GoalId, user: CurrentUser, session: SessionDep) -> Goal:
+        """The caller's goal, or 404 — whether it does not exist or belongs to someone else.
+
+        Writes lock the row: changes to one goal (stages, progress, limits) are serialised."""
+        statement = select(Goal).where(Goal.id == goal_id, Goal.user_id == user.id)
+        goal = await session.scalar(statement.with_for_update() if lock else statement)
+        if goal is None:
+            raise NotFound
+        return goal
+
+    return load
+
+
+async def get_upload(request: Request, settings: SettingsDep) -> AsyncIterator[Upload]:
+    """The request's file, read and bounded before anything else (FastAPI resolves dependencies in
+    parameter order): a slow client must not hold a database connection or the goal's lock."""
+    upload = await read_upload(request, max_bytes=settings.max_upload_bytes)
+    try:
+        yield upload
+    finally:
+        upload.close()
+
+
+UploadDep = Annotated[Upload, Depends(get_upload)]
+
+# The one ownership check for every goal route (the hot reads fold it into their single query).
+OwnedGoal = Annotated[Goal, Depends(_owned_goal(lock=True))]
+ReadableGoal = Annotated[Goal, Depends(_owned_goal(lock=False))]
+
+
+class GoalView:
+    """Renders a goal as GET /goals/{goal_id} shows it, inside the current transaction: what a
+    write route returns after its change."""
+
+    def __init__(
+        self, session: SessionDep, storage: StorageDep, settings: SettingsDep, user: CurrentUser
+    ) -> None:
+        self._session = session
+        self._storage = storage
+        self._url_ttl = settings.attachment_url_ttl_seconds
+        self._caller = AccessClaims(user_id=user.id, token_version=user.token_version)
+
+    async def __call__(self, goal_id: uuid.UUID) -> GoalOut:
+        return await queries.get_goal(
+            self._session, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
+        )
+
+
+GoalViewDep = Annotated[GoalView, Depends()]

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, time
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from goaltrack.db import Base, CreatedAt, UUIDPrimaryKey
+
+AI_STATUSES = ("idle", "pending", "done", "failed")
+
+
+class Goal(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "goals"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    deadline: Mapped[date | None]
+    # Derived from the stages, kept in the row (recomputed in the same transaction as every stage
+    # change) so that lists need no per-goal count.
+    progress: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
+    stage_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    completed_stage_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    is_archived: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    completed_at: Mapped[datetime | None]
+    ai_status: Mapped[str] = mapped_column(
+        String(16), default="idle", server_default=text("'idle'")
+    )
+    ai_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+    __table_args__ = (
+        CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
+        CheckConstraint("ai_status IN ('idle', 'pending', 'done', 'failed')", name="ai_status"),
+        # GET /goals and /goals/archived: WHERE user_id = ? AND is_archived = ?
+        #   AND (created_at, id) < (cursor) ORDER BY created_at DESC, id DESC LIMIT n
+        Index(
+            "ix_goals_user_id_is_archived_created_at_id",
+            "user_id",
+            "is_archived",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+    )
+
+
+class GoalStage(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "goal_stages"
+
+    goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[int]
+    is_completed: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # Deferred, so a reorder can swap positions inside one transaction. It also serves
+        # the goal's stage list: WHERE goal_id = ? ORDER BY position.
+        UniqueConstraint(
+            "goal_id",
+            "position",
+            deferrable=True,
+            initially="DEFERRED",
+            name="uq_goal_stages_goal_id_position",
+        ),
+        CheckConstraint("position >= 0", name="position"),
+    )
+
+
+class GoalAttachment(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "goal_attachments"
+
+    goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    object_key: Mapped[str] = mapped_column(String(255), unique=True)
+    # The object's location (s3://bucket/key), kept from the product owner's schema; clients get
+    # a short-lived presigned URL instead.
+    file_url: Mapped[str] = mapped_column(String(1024))
+    file_type: Mapped[str] = mapped_column(String(64))
+    file_name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # A goal's attachments: WHERE goal_id = ? ORDER BY created_at, id
+        Index("ix_goal_attachments_goal_id_created_at", "goal_id", "created_at"),
+    )
+
+
+class GoalReminder(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "goal_reminders"
+
+    goal_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("goals.id", ondelete="CASCADE"), index=True
+    )
+    remind_time: Mapped[time]
+    frequency_days: Mapped[int] = mapped_column(SmallInteger)
+    # The local date the every-N-days cycle counts from (the day it was created or re-timed).
+    anchor_date: Mapped[date]
+    # The next occurrence in UTC; NULL when none is due (goal completed, archived, past deadline).
+    next_fire_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint("frequency_days BETWEEN 1 AND 3", name="frequency_days"),
+        # The scheduler: WHERE next_fire_at <= now() ... FOR UPDATE SKIP LOCKED
+        Index(
+            "ix_goal_reminders_next_fire_at",
+            "next_fire_at",
+            postgresql_where=text("next_fire_at IS NOT NULL"),
+        ),
+    )

@@ -1,0 +1,208 @@
+"""The hot reads: one statement each, the caller's token check and ownership folded in.
+
+A request to GET /goals or GET /goals/{id} is one round trip to PostgreSQL: the statement joins
+`users` on (id, token_version, not deleted), so a revoked token and the data are checked together.
+No row at all means the caller is not authenticated; a caller row without a goal means 404 or an
+empty page. Statements are built once at import; rows go straight into the response models.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Row, and_, bindparam, func, literal_column, select, true, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.auth.models import User
+from goaltrack.auth.security import AccessClaims
+from goaltrack.errors import NotAuthenticated, NotFound
+from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
+from goaltrack.goals.schemas import Attachment, GoalOut, GoalSummary, Reminder, Stage
+from goaltrack.pagination import Cursor, ListPage, Page
+from goaltrack.storage import Storage
+
+SUMMARY_COLUMNS = (
+    Goal.id,
+    Goal.title,
+    Goal.description,
+    Goal.deadline,
+    Goal.progress,
+    Goal.is_archived,
+    Goal.completed_at,
+    Goal.created_at,
+    Goal.updated_at,
+    Goal.stage_count,
+    Goal.completed_stage_count,
+    Goal.ai_status,
+)
+
+_caller = and_(
+    User.id == bindparam("user_id"),
+    User.token_version == bindparam("token_version"),
+    User.deleted_at.is_(None),
+)
+
+
+def _list_statement(*, after_cursor: bool) -> Any:
+    page = (
+        select(*SUMMARY_COLUMNS)
+        .where(Goal.user_id == User.id, Goal.is_archived == bindparam("archived"))
+        .order_by(Goal.created_at.desc(), Goal.id.desc())
+        .limit(bindparam("limit"))
+    )
+    if after_cursor:
+        page = page.where(
+            tuple_(Goal.created_at, Goal.id)
+            < tuple_(bindparam("after_created_at"), bindparam("after_id"))
+        )
+    goals = page.lateral("page")
+    return (
+        select(User.id.label("caller_id"), goals)
+        .select_from(User)
+        .outerjoin(goals, true())
+        .where(_caller)
+    )
+
+
+_LIST = _list_statement(after_cursor=False)
+_LIST_AFTER = _list_statement(after_cursor=True)
+
+
+def _detail_statement() -> Any:
+    stages = (
+        select(
+            func.coalesce(
+                func.json_agg(
+                    literal_column(
+                        "json_build_object('id', s.id, 'title', s.title, 'description', s.description, "
+                        "'position', s.position, 'is_completed', s.is_completed, 'completed_at', s.completed_at) "
+                        "ORDER BY s.position"
+                    )
+                ),
+                literal_column("'[]'::json"),
+            )
+        )
+        .select_from(GoalStage.__table__.alias("s"))
+        .where(literal_column("s.goal_id") == Goal.id)
+        .scalar_subquery()
+        .label("stages")
+    )
+    attachments = (
+        select(
+            func.coalesce(
+                func.json_agg(
+                    literal_column(
+                        "json_build_object('id', a.id, 'file_name', a.file_name, 'file_type', a.file_type, "
+                        "'size', a.size, 'object_key', a.object_key, 'created_at', a.created_at) "
+                        "ORDER BY a.created_at, a.id"
+                    )
+                ),
+                literal_column("'[]'::json"),
+            )
+        )
+        .select_from(GoalAttachment.__table__.alias("a"))
+        .where(literal_column("a.goal_id") == Goal.id)
+        .scalar_subquery()
+        .label("attachments")
+    )
+    reminders = (
+        select(
+            func.coalesce(
+                func.json_agg(
+                    literal_column(
+                        "json_build_object('id', r.id, 'remind_time', to_char(r.remind_time, 'HH24:MI'), "
+                        "'frequency_days', r.frequency_days, 'next_fire_at', r.next_fire_at) "
+                        "ORDER BY r.remind_time, r.id"
+                    )
+                ),
+                literal_column("'[]'::json"),
+            )
+        )
+        .select_from(GoalReminder.__table__.alias("r"))
+        .where(literal_column("r.goal_id") == Goal.id)
+        .scalar_subquery()
+        .label("reminders")
+    )
+    return (
+        select(
+            User.id.label("caller_id"),
+            *SUMMARY_COLUMNS,
+            Goal.ai_error,
+            stages,
+            attachments,
+            reminders,
+        )
+        .select_from(User)
+        .outerjoin(Goal, and_(Goal.user_id == User.id, Goal.id == bindparam("goal_id")))
+        .where(_caller)
+    )
+
+
+_DETAIL = _detail_statement()
+
+
+def _summary(row: Row[Any]) -> GoalSummary:
+    return GoalSummary.model_validate(row._mapping, from_attributes=False)
+
+
+async def list_goals(
+    session: AsyncSession, caller: AccessClaims, *, archived: bool, page: Page
+) -> ListPage[GoalSummary]:
+    params: dict[str, Any] = {
+        "user_id": caller.user_id,
+        "token_version": caller.token_version,
+        "archived": archived,
+        "limit": page.limit + 1,  # one more than asked tells whether a next page exists
+    }
+    statement = _LIST
+    if page.after is not None:
+        statement = _LIST_AFTER
+        params |= {"after_created_at": page.after.created_at, "after_id": page.after.id}
+    rows = (await session.execute(statement, params)).all()
+    if not rows:
+        raise NotAuthenticated
+    items = [_summary(row) for row in rows if row.id is not None]
+    next_cursor = None
+    if len(items) > page.limit:
+        items = items[: page.limit]
+        next_cursor = Cursor(items[-1].created_at, items[-1].id).encode()
+    return ListPage[GoalSummary](items=items, next_cursor=next_cursor)
+
+
+async def get_goal(
+    session: AsyncSession,
+    storage: Storage,
+    caller: AccessClaims,
+    goal_id: uuid.UUID,
+    *,
+    url_ttl: int,
+) -> GoalOut:
+    row = (
+        await session.execute(
+            _DETAIL,
+            {"user_id": caller.user_id, "token_version": caller.token_version, "goal_id": goal_id},
+        )
+    ).first()
+    if row is None:
+        raise NotAuthenticated
+    if row.id is None:
+        raise NotFound
+    values = dict(row._mapping)
+    values["stages"] = [Stage.model_validate(stage) for stage in row.stages]
+    values["reminders"] = [Reminder.model_validate(reminder) for reminder in row.reminders]
+    values["attachments"] = [
+        await attachment_out(storage, item, url_ttl=url_ttl) for item in row.attachments
+    ]
+    return GoalOut.model_validate(values)
+
+
+async def attachment_out(storage: Storage, item: dict[str, Any], *, url_ttl: int) -> Attachment:
+    """An attachment with a fresh short-lived download URL (PDFs download, images show inline)."""
+    url = await storage.presigned_get(
+        item["object_key"],
+        expires_in=url_ttl,
+        download_name=item["file_name"],
+        as_attachment=item["file_type"] == "application/pdf",
+    )
+    return Attachment.model_validate({**item, "url": url})

@@ -1,0 +1,118 @@
+"""Per-goal reminders: their rows and their next occurrence (`next_fire_at`, UTC).
+
+The schedule lives in PostgreSQL; the scheduler reads `next_fire_at`. It is computed from the
+user's wall-clock time in their own zone, and recomputed whenever the time, the frequency, the
+user's zone or the goal's state (completed, archived, deadline) changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.account.service import get_zone
+from goaltrack.config import Settings
+from goaltrack.errors import NotFound
+from goaltrack.goals.errors import ReminderLimit
+from goaltrack.goals.models import Goal, GoalReminder
+from goaltrack.goals.schedule import next_reminder_at
+from goaltrack.goals.schemas import ReminderIn, ReminderUpdate
+
+
+def next_fire_at(
+    goal: Goal, reminder: GoalReminder, zone: ZoneInfo, now: datetime
+) -> datetime | None:
+    if goal.completed_at is not None or goal.is_archived:
+        return None
+    return next_reminder_at(
+        anchor=reminder.anchor_date,
+        remind_time=reminder.remind_time,
+        frequency_days=reminder.frequency_days,
+        zone=zone,
+        after=now,
+        deadline=goal.deadline,
+    )
+
+
+async def list_reminders(session: AsyncSession, goal: Goal) -> list[GoalReminder]:
+    return list(
+        await session.scalars(
+            select(GoalReminder)
+            .where(GoalReminder.goal_id == goal.id)
+            .order_by(GoalReminder.remind_time, GoalReminder.id)
+        )
+    )
+
+
+async def get_reminder(session: AsyncSession, goal: Goal, reminder_id: uuid.UUID) -> GoalReminder:
+    reminder = await session.scalar(
+        select(GoalReminder).where(GoalReminder.id == reminder_id, GoalReminder.goal_id == goal.id)
+    )
+    if reminder is None:
+        raise NotFound
+    return reminder
+
+
+async def add_reminder(
+    session: AsyncSession, settings: Settings, goal: Goal, body: ReminderIn, now: datetime
+) -> GoalReminder:
+    count = await session.scalar(
+        select(func.count()).select_from(GoalReminder).where(GoalReminder.goal_id == goal.id)
+    )
+    if (count or 0) >= settings.max_reminders_per_goal:
+        raise ReminderLimit
+    zone = await get_zone(session, goal.user_id)
+    reminder = GoalReminder(
+        id=uuid.uuid4(),
+        goal_id=goal.id,
+        remind_time=body.remind_time,
+        frequency_days=body.frequency_days,
+        anchor_date=now.astimezone(zone).date(),
+        created_at=now,
+    )
+    reminder.next_fire_at = next_fire_at(goal, reminder, zone, now)
+    session.add(reminder)
+    await session.flush()
+    return reminder
+
+
+async def update_reminder(
+    session: AsyncSession, goal: Goal, reminder_id: uuid.UUID, body: ReminderUpdate, now: datetime
+) -> GoalReminder:
+    reminder = await get_reminder(session, goal, reminder_id)
+    if body.remind_time is not None:
+        reminder.remind_time = body.remind_time
+    if body.frequency_days is not None:
+        reminder.frequency_days = body.frequency_days
+    reminder.next_fire_at = next_fire_at(goal, reminder, await get_zone(session, goal.user_id), now)
+    await session.flush()
+    return reminder
+
+
+async def delete_reminder(session: AsyncSession, goal: Goal, reminder_id: uuid.UUID) -> None:
+    await session.delete(await get_reminder(session, goal, reminder_id))
+    await session.flush()
+
+
+async def reschedule_goal(session: AsyncSession, goal: Goal, now: datetime) -> None:
+    zone = await get_zone(session, goal.user_id)
+    for reminder in await list_reminders(session, goal):
+        reminder.next_fire_at = next_fire_at(goal, reminder, zone, now)
+    await session.flush()
+
+
+async def reschedule_user(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> None:
+    """After a time-zone change: every reminder of the user, at the same wall-clock time there."""
+    zone = await get_zone(session, user_id)
+    rows = await session.execute(
+        select(GoalReminder, Goal)
+        .join(Goal, Goal.id == GoalReminder.goal_id)
+        .where(Goal.user_id == user_id)
+    )
+    for reminder, goal in rows.tuples():
+        reminder.next_fire_at = next_fire_at(goal, reminder, zone, now)
+    await session.flush()

@@ -1,0 +1,265 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Depends, Response, status
+
+from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser, get_access_claims
+from goaltrack.clock import Now
+from goaltrack.db import SessionDep
+from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
+from goaltrack.errors import NotFound, error_responses
+from goaltrack.goals import attachments, queries, reminders, service
+from goaltrack.goals.dependencies import GoalId, GoalViewDep, OwnedGoal, ReadableGoal, UploadDep
+from goaltrack.goals.errors import AttachmentLimit, InvalidStageOrder, ReminderLimit, StageLimit
+from goaltrack.goals.schemas import (
+    Attachment,
+    GoalCreate,
+    GoalOut,
+    GoalSummary,
+    GoalUpdate,
+    Reminder,
+    ReminderIn,
+    ReminderUpdate,
+    Stage,
+    StageCreate,
+    StageOrder,
+    StageUpdate,
+)
+from goaltrack.pagination import InvalidCursor, ListPage, PageDep
+from goaltrack.storage import StorageUnavailable
+from goaltrack.uploads import FileTooLarge, InvalidUpload, UnsupportedFileType
+
+router = APIRouter(
+    prefix="/goals",
+    tags=["goals"],
+    # The token is checked before anything else runs (an upload is not read for a stranger).
+    dependencies=[Depends(get_access_claims)],
+    responses=error_responses(NotFound),
+)
+
+NO_CONTENT = status.HTTP_204_NO_CONTENT
+
+
+@router.get("", responses=error_responses(InvalidCursor))
+async def list_goals(
+    session: SessionDep, caller: AccessClaimsDep, page: PageDep
+) -> ListPage[GoalSummary]:
+    """Active goals, newest first."""
+    return await queries.list_goals(session, caller, archived=False, page=page)
+
+
+@router.get("/archived", responses=error_responses(InvalidCursor))
+async def list_archived_goals(
+    session: SessionDep, caller: AccessClaimsDep, page: PageDep
+) -> ListPage[GoalSummary]:
+    """Archived goals, newest first."""
+    return await queries.list_goals(session, caller, archived=True, page=page)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_goal(
+    body: GoalCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    view: GoalViewDep,
+    now: Now,
+) -> GoalOut:
+    goal = await service.create_goal(session, settings, user.id, body, now)
+    return await view(goal.id)
+
+
+@router.get("/{goal_id}")
+async def get_goal(
+    goal_id: GoalId,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    caller: AccessClaimsDep,
+) -> GoalOut:
+    return await queries.get_goal(
+        session, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
+    )
+
+
+@router.put("/{goal_id}")
+async def update_goal(
+    body: GoalUpdate, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
+) -> GoalOut:
+    await service.update_goal(session, goal, body, now)
+    return await view(goal.id)
+
+
+@router.put("/{goal_id}/archive")
+async def archive_goal(
+    goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
+) -> GoalOut:
+    await service.set_archived(session, goal, True, now)
+    return await view(goal.id)
+
+
+@router.put("/{goal_id}/unarchive")
+async def unarchive_goal(
+    goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
+) -> GoalOut:
+    await service.set_archived(session, goal, False, now)
+    return await view(goal.id)
+
+
+@router.delete("/{goal_id}", status_code=NO_CONTENT)
+async def delete_goal(goal: OwnedGoal, session: SessionDep) -> Response:
+    await service.delete_goal(session, goal)
+    attachments.queue_file_sweep(session)
+    return Response(status_code=NO_CONTENT)
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/{goal_id}/stages", status_code=status.HTTP_201_CREATED, responses=error_responses(StageLimit)
+)
+async def add_stage(
+    body: StageCreate, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
+) -> Stage:
+    stage = await service.add_stage(session, settings, goal, body, now)
+    return Stage.model_validate(stage, from_attributes=True)
+
+
+@router.put("/{goal_id}/stages/order", responses=error_responses(InvalidStageOrder))
+async def reorder_stages(
+    body: StageOrder, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
+) -> GoalOut:
+    await service.reorder_stages(session, goal, body, now)
+    return await view(goal.id)
+
+
+@router.put("/{goal_id}/stages/{stage_id}")
+async def update_stage(
+    stage_id: uuid.UUID, body: StageUpdate, goal: OwnedGoal, session: SessionDep, now: Now
+) -> Stage:
+    stage = await service.update_stage(session, goal, stage_id, body, now)
+    return Stage.model_validate(stage, from_attributes=True)
+
+
+@router.delete("/{goal_id}/stages/{stage_id}", status_code=NO_CONTENT)
+async def delete_stage(
+    stage_id: uuid.UUID, goal: OwnedGoal, session: SessionDep, now: Now
+) -> Response:
+    await service.delete_stage(session, goal, stage_id, now)
+    return Response(status_code=NO_CONTENT)
+
+
+@router.put("/{goal_id}/stages/{stage_id}/complete")
+async def complete_stage(
+    stage_id: uuid.UUID, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
+) -> GoalOut:
+    await service.set_stage_completed(session, goal, stage_id, True, now)
+    return await view(goal.id)
+
+
+@router.put("/{goal_id}/stages/{stage_id}/uncomplete")
+async def uncomplete_stage(
+    stage_id: uuid.UUID, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
+) -> GoalOut:
+    await service.set_stage_completed(session, goal, stage_id, False, now)
+    return await view(goal.id)
+
+
+# --- attachments -------------------------------------------------------------------------------
+
+
+@router.post(
+    "/{goal_id}/attachments",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(
+        FileTooLarge, UnsupportedFileType, InvalidUpload, AttachmentLimit, StorageUnavailable
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        }
+    },
+)
+async def add_attachment(
+    upload: UploadDep,
+    goal: OwnedGoal,
+    session: SessionDep,
+    sessionmaker: SessionmakerDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    now: Now,
+) -> Attachment:
+    attachment = await attachments.add_attachment(
+        session, sessionmaker, storage, settings, goal, upload, now
+    )
+    return await queries.attachment_out(
+        storage, attachments.fields(attachment), url_ttl=settings.attachment_url_ttl_seconds
+    )
+
+
+@router.get("/{goal_id}/attachments")
+async def list_attachments(
+    goal: ReadableGoal, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> list[Attachment]:
+    return [
+        await queries.attachment_out(
+            storage, attachments.fields(row), url_ttl=settings.attachment_url_ttl_seconds
+        )
+        for row in await attachments.list_attachments(session, goal)
+    ]
+
+
+@router.delete("/{goal_id}/attachments/{attachment_id}", status_code=NO_CONTENT)
+async def delete_attachment(
+    attachment_id: uuid.UUID, goal: OwnedGoal, session: SessionDep
+) -> Response:
+    await attachments.delete_attachment(session, goal, attachment_id)
+    return Response(status_code=NO_CONTENT)
+
+
+# --- reminders ---------------------------------------------------------------------------------
+
+
+@router.post(
+    "/{goal_id}/reminders",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(ReminderLimit),
+)
+async def add_reminder(
+    body: ReminderIn, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
+) -> Reminder:
+    reminder = await reminders.add_reminder(session, settings, goal, body, now)
+    return Reminder.model_validate(reminder, from_attributes=True)
+
+
+@router.get("/{goal_id}/reminders")
+async def list_reminders(goal: ReadableGoal, session: SessionDep) -> list[Reminder]:
+    return [
+        Reminder.model_validate(r, from_attributes=True)
+        for r in await reminders.list_reminders(session, goal)
+    ]
+
+
+@router.put("/{goal_id}/reminders/{reminder_id}")
+async def update_reminder(
+    reminder_id: uuid.UUID, body: ReminderUpdate, goal: OwnedGoal, session: SessionDep, now: Now
+) -> Reminder:
+    reminder = await reminders.update_reminder(session, goal, reminder_id, body, now)
+    return Reminder.model_validate(reminder, from_attributes=True)
+
+
+@router.delete("/{goal_id}/reminders/{reminder_id}", status_code=NO_CONTENT)
+async def delete_reminder(reminder_id: uuid.UUID, goal: OwnedGoal, session: SessionDep) -> Response:
+    await reminders.delete_reminder(session, goal, reminder_id)
+    return Response(status_code=NO_CONTENT)

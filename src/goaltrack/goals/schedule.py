@@ -1,0 +1,116 @@
+"""Reminder and digest schedules: wall-clock times in the user's zone, turned into UTC instants.
+
+Pure functions (no I/O, no clock): callers pass `after` (usually "now") and get the next instant
+to fire at. Every occurrence is computed from its *local date* and wall time, never by adding
+N*86400 seconds to a previous instant, so a 09:00 reminder stays at 09:00 across DST changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+DIGEST_FREQUENCIES = ("off", "daily", "weekly")
+
+
+def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
+    """The UTC instant of wall-clock `at` on `day` in `zone` (a tzinfo on `at` is ignored).
+
+    DST gap (the wall time does not exist): the transition instant, i.e. the first valid instant
+    after the gap (02:30 on Berlin's spring-forward day -> 03:00 CEST = 01:00 UTC).
+    DST overlap (the wall time happens twice): the first occurrence (fold=0).
+    """
+    wall = datetime.combine(day, at.replace(tzinfo=None, fold=0))
+    # PEP 495: fold=0 resolves with the offset in force *before* a transition, which is the
+    # first occurrence in an overlap; in a gap it gives an instant that lands after the gap.
+    before = wall.replace(tzinfo=zone)
+    instant = before.astimezone(UTC)
+    if instant.astimezone(zone).replace(tzinfo=None) == wall:
+        return instant  # the wall time exists (round trip gives it back)
+    # Gap. With the pre-transition offset the wall time maps to an instant at or after the
+    # transition; with the post-transition offset (fold=1) to one before it. The transition
+    # itself is not exposed by zoneinfo, so bisect between the two. tzdata transitions are on
+    # whole seconds, and gaps are at most a day (Samoa, 2011), so this is ~17 steps.
+    post_offset = wall.replace(tzinfo=zone, fold=1).utcoffset()
+    lo = math.floor(wall.replace(tzinfo=zone, fold=1).timestamp())  # before the transition
+    hi = math.ceil(instant.timestamp())  # at or after the transition
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == post_offset:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC)
+
+
+def _local_date(after: datetime, zone: ZoneInfo) -> date:
+    # A naive datetime would silently be read in the server's zone by astimezone(): refuse it.
+    if after.utcoffset() is None:
+        raise ValueError("`after` must be timezone-aware")
+    return after.astimezone(zone).date()
+
+
+def next_reminder_at(
+    *,
+    anchor: date,
+    remind_time: time,
+    frequency_days: int,
+    zone: ZoneInfo,
+    after: datetime,
+    deadline: date | None = None,
+) -> datetime | None:
+    """The first occurrence strictly after `after`, or None if it falls after `deadline`.
+
+    Occurrences are the local dates anchor + k*frequency_days (k >= 0) at `remind_time` in `zone`.
+    The deadline day itself is allowed (the goal is due by the end of that day, user's zone).
+    """
+    if frequency_days < 1:
+        raise ValueError("frequency_days must be >= 1")
+    # Jump straight to the first occurrence dated on or after the local date of `after`
+    # (ceil division; k >= 0 so an anchor in the future is the first occurrence). Earlier dates
+    # cannot fire later: even a wall time pushed forward by a gap lands no later than any
+    # instant of `after`'s local date. Then step at most once or twice if that day's time passed.
+    elapsed = (_local_date(after, zone) - anchor).days
+    k = max(0, -(-elapsed // frequency_days))
+    day = anchor + timedelta(days=k * frequency_days)
+    while (instant := local_instant(day, remind_time, zone)) <= after:
+        day += timedelta(days=frequency_days)
+    if deadline is not None and day > deadline:
+        return None
+    return instant
+
+
+def next_digest_at(
+    *,
+    times: Sequence[time],
+    frequency: str,
+    weekday: int,
+    zone: ZoneInfo,
+    after: datetime,
+) -> datetime | None:
+    """The next digest instant strictly after `after`, or None when digests are off.
+
+    'daily': the first of (each local date, each time in `times`); 'weekly': the same, only on
+    local dates whose weekday() == `weekday` (0 = Monday). `times` need not be sorted; empty
+    means no digest. Wall times go through `local_instant` (gap -> transition, overlap -> first).
+    """
+    if frequency not in DIGEST_FREQUENCIES:
+        raise ValueError(f"unknown digest frequency: {frequency!r}")
+    if frequency == "weekly" and not 0 <= weekday <= 6:
+        raise ValueError("weekday must be 0 (Monday) .. 6 (Sunday)")
+    if frequency == "off" or not times:
+        return None
+    start = _local_date(after, zone)
+    # Any instant on a later local date is later than every instant on an earlier one, so the
+    # answer is the earliest candidate of the first eligible day that still has one. Every time
+    # of the next eligible day is after `after`, so 2 days (daily) or 8 (weekly) always suffice.
+    for offset in range(8 if frequency == "weekly" else 2):
+        day = start + timedelta(days=offset)
+        if frequency == "weekly" and day.weekday() != weekday:
+            continue
+        upcoming = [i for t in times if (i := local_instant(day, t, zone)) > after]
+        if upcoming:
+            return min(upcoming)
+    raise AssertionError("unreachable: the window always contains an eligible day")

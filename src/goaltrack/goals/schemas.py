@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from goaltrack.schemas import ClockTime, RequestModel
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Title = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
+Description = Annotated[str, Field(max_length=5000)]
+FrequencyDays = Literal[1, 2, 3]
+AiStatus = Literal["idle", "pending", "done", "failed"]
+
+
+class ReminderIn(RequestModel):
+    remind_time: ClockTime
+    frequency_days: FrequencyDays
+
+
+class ReminderUpdate(RequestModel):
+    remind_time: ClockTime | None = None
+    frequency_days: FrequencyDays | None = None
+
+
+class GoalCreate(RequestModel):
+    title: Title
+    description: Description | None = None
+    deadline: date | None = None
+    reminder: ReminderIn | None = None
+
+
+class GoalUpdate(RequestModel):
+    title: Title | None = None
+    description: Description | None = None
+    deadline: date | None = None
+
+
+class StageCreate(RequestModel):
+    title: Title
+    description: Description | None = None
+
+
+class StageUpdate(RequestModel):
+    title: Title | None = None
+    description: Description | None = None
+
+
+class StageOrder(RequestModel):
+    stage_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=1000)]
+
+
+class Stage(BaseModel):
+    id: uuid.UUID
+    title: str
+    description: str | None
+    position: int
+    is_completed: bool
+    completed_at: datetime | None
+
+
+class Attachment(BaseModel):
+    id: uuid.UUID
+    file_name: str
+    file_type: str
+    size: int
+    url: str
+    created_at: datetime
+
+
+class Reminder(BaseModel):
+    id: uuid.UUID
+    remind_time: ClockTime
+    frequency_days: int
+    next_fire_at: datetime | None
+
+
+class GoalSummary(BaseModel):
+    id: uuid.UUID
+    title: str
+    description: str | None
+    deadline: date | None
+    progress: int
+    is_archived: bool
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    stage_count: int
+    completed_stage_count: int
+    ai_status: AiStatus
+
+
+class GoalOut(GoalSummary):
+    stages: list[Stage]
+    attachments: list[Attachment]
+    reminders: list[Reminder]
+    ai_error: str | None
+
+
+class AiSyncRequest(RequestModel):
+    max_stages: Annotated[int, Field(ge=3, le=10)] | None = None

@@ -1,0 +1,168 @@
+"""Goals and their stages. Every change to the stages recomputes progress in the same transaction,
+with the goal row locked (the OwnedGoal dependency), so concurrent changes cannot lose a count."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ARRAY, Uuid, bindparam, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack import events
+from goaltrack.config import Settings
+from goaltrack.errors import NotFound
+from goaltrack.goals import reminders
+from goaltrack.goals.errors import InvalidStageOrder, StageLimit
+from goaltrack.goals.models import Goal, GoalStage
+from goaltrack.goals.schemas import GoalCreate, GoalUpdate, StageCreate, StageOrder, StageUpdate
+
+
+async def create_goal(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID, body: GoalCreate, now: datetime
+) -> Goal:
+    goal = Goal(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        title=body.title,
+        description=body.description,
+        deadline=body.deadline,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(goal)
+    await session.flush()
+    if body.reminder is not None:
+        await reminders.add_reminder(session, settings, goal, body.reminder, now)
+    return goal
+
+
+async def update_goal(session: AsyncSession, goal: Goal, body: GoalUpdate, now: datetime) -> None:
+    changes = body.model_dump(exclude_unset=True)
+    if "title" in changes and changes["title"] is None:
+        changes.pop("title")  # the title can be changed, never removed
+    for field, value in changes.items():
+        setattr(goal, field, value)
+    goal.updated_at = now
+    await session.flush()
+    if "deadline" in changes:
+        await reminders.reschedule_goal(session, goal, now)
+
+
+async def set_archived(session: AsyncSession, goal: Goal, archived: bool, now: datetime) -> None:
+    if goal.is_archived != archived:
+        goal.is_archived = archived
+        goal.updated_at = now
+        await session.flush()
+        await reminders.reschedule_goal(session, goal, now)
+
+
+async def delete_goal(session: AsyncSession, goal: Goal) -> None:
+    """Stages, attachments and reminders go by cascade; the attachments' trigger queues their files."""
+    await session.delete(goal)
+    await session.flush()
+
+
+async def _stage(session: AsyncSession, goal: Goal, stage_id: uuid.UUID) -> GoalStage:
+    stage = await session.scalar(
+        select(GoalStage).where(GoalStage.id == stage_id, GoalStage.goal_id == goal.id)
+    )
+    if stage is None:
+        raise NotFound
+    return stage
+
+
+async def add_stage(
+    session: AsyncSession, settings: Settings, goal: Goal, body: StageCreate, now: datetime
+) -> GoalStage:
+    if goal.stage_count >= settings.max_stages_per_goal:
+        raise StageLimit
+    stage = GoalStage(
+        id=uuid.uuid4(),
+        goal_id=goal.id,
+        title=body.title,
+        description=body.description,
+        position=goal.stage_count,  # appended last; positions are kept gapless
+        created_at=now,
+    )
+    session.add(stage)
+    await session.flush()
+    await recompute_progress(session, goal, now)
+    return stage
+
+
+async def update_stage(
+    session: AsyncSession, goal: Goal, stage_id: uuid.UUID, body: StageUpdate, now: datetime
+) -> GoalStage:
+    stage = await _stage(session, goal, stage_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "title" in changes and changes["title"] is None:
+        changes.pop("title")
+    for field, value in changes.items():
+        setattr(stage, field, value)
+    goal.updated_at = now
+    await session.flush()
+    return stage
+
+
+async def delete_stage(
+    session: AsyncSession, goal: Goal, stage_id: uuid.UUID, now: datetime
+) -> None:
+    stage = await _stage(session, goal, stage_id)
+    await session.execute(delete(GoalStage).where(GoalStage.id == stage.id))
+    await session.execute(
+        update(GoalStage)
+        .where(GoalStage.goal_id == goal.id, GoalStage.position > stage.position)
+        .values(position=GoalStage.position - 1)
+    )
+    await recompute_progress(session, goal, now)
+
+
+async def reorder_stages(
+    session: AsyncSession, goal: Goal, body: StageOrder, now: datetime
+) -> None:
+    current = set(await session.scalars(select(GoalStage.id).where(GoalStage.goal_id == goal.id)))
+    if len(body.stage_ids) != len(set(body.stage_ids)) or set(body.stage_ids) != current:
+        raise InvalidStageOrder
+    # One statement; the (goal_id, position) unique constraint is checked at commit (deferred).
+    order = bindparam("stage_ids", body.stage_ids, type_=ARRAY(Uuid()))
+    await session.execute(
+        update(GoalStage)
+        .where(GoalStage.goal_id == goal.id)
+        .values(position=func.array_position(order, GoalStage.id) - 1)
+    )
+    goal.updated_at = now
+    await session.flush()
+
+
+async def set_stage_completed(
+    session: AsyncSession, goal: Goal, stage_id: uuid.UUID, completed: bool, now: datetime
+) -> None:
+    stage = await _stage(session, goal, stage_id)
+    if stage.is_completed != completed:
+        stage.is_completed = completed
+        stage.completed_at = now if completed else None
+        await session.flush()
+        await recompute_progress(session, goal, now)
+
+
+async def recompute_progress(session: AsyncSession, goal: Goal, now: datetime) -> None:
+    """progress = ⌊100 × completed / all⌋; reaching 100 completes the goal, dropping below reopens it."""
+    total, completed = (
+        await session.execute(
+            select(func.count(), func.count().filter(GoalStage.is_completed)).where(
+                GoalStage.goal_id == goal.id
+            )
+        )
+    ).one()
+    was_completed = goal.completed_at is not None
+    goal.stage_count = total
+    goal.completed_stage_count = completed
+    goal.progress = 100 * completed // total if total else 0
+    goal.completed_at = (goal.completed_at or now) if goal.progress == 100 else None
+    goal.updated_at = now
+    await session.flush()
+    if was_completed != (goal.completed_at is not None):
+        await reminders.reschedule_goal(session, goal, now)
+    if goal.completed_at is not None and not was_completed:
+        await events.emit(session, events.GoalCompleted(user_id=goal.user_id, goal_id=goal.id))

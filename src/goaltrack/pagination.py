@@ -1,0 +1,74 @@
+"""Keyset pagination: an opaque cursor holding the last row's (created_at, id).
+
+Page 1,000 costs what page 1 costs: the query seeks the index to the cursor instead of skipping rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+
+from goaltrack.errors import AppError
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+T = TypeVar("T")
+
+
+class InvalidCursor(AppError):
+    status_code = 422
+    code = "invalid_cursor"
+    detail = "The cursor is not valid for this list."
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    created_at: datetime
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = f"{self.created_at.isoformat()}|{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+            created_at, _, row_id = raw.partition("|")
+            cursor = cls(datetime.fromisoformat(created_at), uuid.UUID(row_id))
+        except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+            raise InvalidCursor from exc
+        if cursor.created_at.tzinfo is None:
+            raise InvalidCursor
+        return cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int
+    after: Cursor | None
+
+
+def get_page(
+    limit: Annotated[
+        int, Query(ge=1, description=f"1–{MAX_LIMIT}; larger values are capped")
+    ] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Page:
+    return Page(limit=min(limit, MAX_LIMIT), after=Cursor.decode(cursor) if cursor else None)
+
+
+PageDep = Annotated[Page, Depends(get_page)]
+
+
+class ListPage(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None

@@ -1,0 +1,323 @@
+"""One multipart file field read from the raw request stream, with a hard size limit.
+
+Starlette's form parser accepts file parts of any size (it spools everything first), keeps the
+client's file name verbatim and trusts the client's Content-Type. Here the body is streamed into
+`python_multipart.MultipartParser`, the file part's bytes are counted and reading stops the moment
+they pass the limit (413), the type is detected from magic bytes only (415 for anything else) and
+the file name is reduced to a safe base name kept as metadata (object keys are generated, never
+derived from it).
+
+HEIC/HEIF: an ISO-BMFF file (`ftyp` box at offset 4) is `image/heic` when its major brand or one
+of its compatible brands is in the HEIC family (heic, heix, heim, heis, hevc, hevx, hevm, hevs).
+The generic HEIF brands `mif1`/`msf1` alone are NOT accepted: AVIF files carry them too
+(`avif` + `mif1` + `miaf`), and so would be mislabelled as HEIC. iPhone photos list `mif1` *and*
+`heic`, so they are accepted.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from python_multipart import MultipartParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartState, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+
+from goaltrack.errors import AppError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
+# Room for the multipart framing (boundaries, part headers, small extra fields) beyond the file.
+MULTIPART_OVERHEAD: Final = 64 * 1024
+SPOOL_MAX_SIZE: Final = 1024 * 1024
+# Enough of the file to tell its type (an ISO-BMFF `ftyp` box with its brand list fits easily).
+SNIFF_BYTES: Final = 512
+MAX_FILE_NAME_LENGTH: Final = 200
+
+EXTENSIONS: Final = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/webp": ".webp",
+    "image/heic": ".heic",
+    "application/pdf": ".pdf",
+}
+HEIC_BRANDS: Final = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+)
+
+
+class FileTooLarge(AppError):
+    status_code = 413
+    code = "file_too_large"
+    detail = "The file is too large."
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            f"The file is larger than the {max_bytes}-byte limit.", extra={"max_bytes": max_bytes}
+        )
+
+
+class UnsupportedFileType(AppError):
+    status_code = 415
+    code = "unsupported_file_type"
+    detail = "Only JPEG, PNG, WebP, HEIC images and PDF documents are accepted."
+
+
+class InvalidUpload(AppError):
+    status_code = 422
+    code = "validation_error"
+    detail = "Send one file as multipart/form-data in the `file` field."
+
+
+@dataclass
+class Upload:
+    """A validated upload: `file` is binary and positioned at 0; close it when done."""
+
+    file: tempfile.SpooledTemporaryFile[bytes]
+    size: int
+    file_name: str  # sanitised, metadata only
+    content_type: str  # detected from the content, never the client's claim
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def sniff_content_type(head: bytes) -> str | None:
+    """The type of a file from its first bytes, or None when it is not one we accept."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        box_size = int.from_bytes(head[:4], "big")
+        if box_size < 16:  # not a valid ftyp box (major brand + minor version need 16 bytes)
+            return None
+        brands = head[16 : min(box_size, len(head))]
+        compatible = {brands[i : i + 4] for i in range(0, len(brands) - 3, 4)}
+        if head[8:12] in HEIC_BRANDS or compatible & HEIC_BRANDS:
+            return "image/heic"
+    return None
+
+
+_SAFE_PUNCTUATION = frozenset(" .-_()")
+_SPACES = re.compile(r" {2,}")
+
+
+def _is_safe(char: str) -> bool:
+    # Letters, marks (accents, Indic vowel signs) and digits of any script, plus a few symbols.
+    return char in _SAFE_PUNCTUATION or unicodedata.category(char)[0] in "LMN"
+
+
+def sanitise_file_name(name: str | None, content_type: str) -> str:
+    """A safe display/download name: base name only, safe characters, ≤ 200 chars, never empty."""
+    fallback = "file" + EXTENSIONS.get(content_type, "")
+    if not name:
+        return fallback
+    base = re.split(r"[/\\]", name)[-1]
+    base = unicodedata.normalize("NFC", base)
+    base = "".join(" " if char.isspace() else char for char in base)
+    base = "".join(char for char in base if _is_safe(char))
+    base = _SPACES.sub(" ", base).strip(" ").lstrip(".").strip(" ").rstrip(". ")
+    if not base:
+        return fallback
+    if len(base) > MAX_FILE_NAME_LENGTH:
+        stem, dot, extension = base.rpartition(".")
+        if dot and stem and 0 < len(extension) <= 10:
+            keep = MAX_FILE_NAME_LENGTH - len(extension) - 1
+            base = stem[:keep].rstrip(". ") + "." + extension
+        else:
+            base = base[:MAX_FILE_NAME_LENGTH].rstrip(". ")
+    return base or fallback
+
+
+def _decode(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+# Browsers (HTML5 form encoding) and httpx send `"`, CR, LF (httpx: every control character)
+# in a multipart file name as %22 / %0D / %0A / %XX.
+_HTML5_ESCAPE = re.compile(r"%(22|[01][0-9A-Fa-f])")
+
+
+def _unescape_file_name(value: str) -> str:
+    return _HTML5_ESCAPE.sub(lambda match: chr(int(match[1], 16)), value)
+
+
+class _Reader:
+    """Collects the one file part from MultipartParser callbacks, counting its bytes."""
+
+    def __init__(self, field: str, max_bytes: int) -> None:
+        self.field = field
+        self.max_bytes = max_bytes
+        # Closed by read_upload on error, else handed to the caller in the Upload.
+        self.file: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=SPOOL_MAX_SIZE
+        )
+        self.size = 0
+        self.found = False
+        self.file_name: str | None = None
+        self.head = b""
+        self.content_type: str | None = None
+        # Data of the current parser.write() call, written to the spool file afterwards
+        # (off the event loop once the spool has rolled over to disk).
+        self.pending: list[bytes] = []
+        self._in_file = False
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[bytes, bytes] = {}
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field_data,
+            "on_header_value": self._header_value_data,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._in_file = False
+
+    def _header_field_data(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def _header_value_data(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._header_field).strip().lower()] = bytes(self._header_value)
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        disposition, options = parse_options_header(self._headers.get(b"content-disposition"))
+        if disposition != b"form-data" or b"name" not in options:
+            raise InvalidUpload("A multipart part has no form-data name.")
+        name = _decode(options[b"name"])
+        has_file_name = b"filename" in options
+        if name == self.field:
+            if self.found:
+                raise InvalidUpload("Send exactly one file.")
+            self.found = True
+            self._in_file = True
+            self.file_name = (
+                _unescape_file_name(_decode(options[b"filename"])) if has_file_name else None
+            )
+        elif has_file_name:
+            raise InvalidUpload("Send exactly one file.")
+        # Other (non-file) fields are skipped; the body limit bounds them.
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            return
+        self.size += end - start
+        if self.size > self.max_bytes:
+            raise FileTooLarge(self.max_bytes)
+        chunk = data[start:end]
+        if self.content_type is None and len(self.head) < SNIFF_BYTES:
+            self.head += chunk[: SNIFF_BYTES - len(self.head)]
+            if len(self.head) >= SNIFF_BYTES:
+                self._detect()
+        self.pending.append(chunk)
+
+    def _part_end(self) -> None:
+        self._in_file = False
+
+    def _detect(self) -> None:
+        self.content_type = sniff_content_type(self.head)
+        if self.content_type is None:
+            raise UnsupportedFileType()
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        data = b"".join(self.pending)
+        self.pending.clear()
+        if getattr(self.file, "_rolled", True) or self.file.tell() + len(data) > SPOOL_MAX_SIZE:
+            await run_in_threadpool(self.file.write, data)
+        else:
+            self.file.write(data)
+
+    def finish(self, parser: MultipartParser) -> Upload:
+        if parser.state != MultipartState.END:
+            raise InvalidUpload("The multipart body is incomplete or malformed.")
+        if not self.found:
+            raise InvalidUpload(f"The `{self.field}` file part is missing.")
+        if self.size == 0:
+            raise InvalidUpload("The file is empty.")
+        if self.content_type is None:
+            self._detect()
+        assert self.content_type is not None
+        self.file.seek(0)
+        return Upload(
+            file=self.file,
+            size=self.size,
+            file_name=sanitise_file_name(self.file_name, self.content_type),
+            content_type=self.content_type,
+        )
+
+
+async def read_upload(request: Request, *, field: str = "file", max_bytes: int) -> Upload:
+    """Stream the request body and return its one `field` file, at most `max_bytes` long.
+
+    Raises FileTooLarge (413), UnsupportedFileType (415) or InvalidUpload (422). Reading stops
+    at the first error; the rest of the body is never read.
+    """
+    body_limit = max_bytes + MULTIPART_OVERHEAD
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        declared = declared.strip()
+        if not (declared.isascii() and declared.isdigit()):
+            raise InvalidUpload("The Content-Length header is not valid.")
+        if int(declared) > body_limit:
+            raise FileTooLarge(max_bytes)
+
+    media_type, options = parse_options_header(request.headers.get("content-type"))
+    if media_type != b"multipart/form-data":
+        raise InvalidUpload("The request must be multipart/form-data.")
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise InvalidUpload("The multipart boundary is missing.")
+
+    reader = _Reader(field, max_bytes)
+    try:
+        try:
+            parser = MultipartParser(boundary, reader.callbacks())
+        except FormParserError as exc:
+            raise InvalidUpload("The multipart boundary is not valid.") from exc
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > body_limit:
+                raise FileTooLarge(max_bytes)
+            try:
+                parser.write(chunk)
+            except FormParserError as exc:
+                raise InvalidUpload("The multipart body is malformed.") from exc
+            await reader.flush()
+            if parser.state == MultipartState.END:
+                break
+        parser.finalize()
+        return reader.finish(parser)
+    except ClientDisconnect as exc:
+        reader.file.close()
+        raise InvalidUpload("The upload was interrupted.") from exc
+    except BaseException:
+        reader.file.close()
+        raise
