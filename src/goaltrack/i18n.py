@@ -12,6 +12,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Open the link below within {minutes} minutes to choose a new password. "
             "If it was not you, ignore this e-mail."
         ),
+        "export.title": "Your data export is ready",
+        "export.body": "Download your Goaltrack data within {days} days.",
         "changed.subject": "Your Goaltrack password was changed",
         "changed.text": (
             "The password of your Goaltrack account was just changed and every session was signed out.\n\n"
@@ -25,6 +27,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Откройте ссылку ниже в течение {minutes} минут, чтобы задать новый пароль. "
             "Если это были не вы, просто проигнорируйте письмо."
         ),
+        "export.title": "Экспорт данных готов",
+        "export.body": "Скачайте свои данные Goaltrack в течение {days} дней.",
         "changed.subject": "Пароль Goaltrack изменён",
         "changed.text": (
             "Пароль вашей учётной записи Goaltrack только что изменён, все сеансы завершены.\n\n"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from goaltrack import health
+from goaltrack.account.router import public_router as account_public_router
 from goaltrack.account.router import router as account_router
 from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth_router)
     app.include_router(account_router)
+    app.include_router(account_public_router)
     app.include_router(goals_router)
     _document_problem_schema(app)
     return app

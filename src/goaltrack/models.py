@@ -1,18 +1,21 @@
 """Every model, imported in one place so Alembic sees the whole schema."""
 
-from goaltrack.account.models import UserSettings
+from goaltrack.account.models import DataExport, UserSettings
 from goaltrack.auth.models import PasswordResetToken, RefreshToken, User
 from goaltrack.db import Base
 from goaltrack.files.models import FileDeletion
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
+from goaltrack.notifications.models import Notification
 
 __all__ = [
     "Base",
+    "DataExport",
     "FileDeletion",
     "Goal",
     "GoalAttachment",
     "GoalReminder",
     "GoalStage",
+    "Notification",
     "PasswordResetToken",
     "RefreshToken",
     "User",

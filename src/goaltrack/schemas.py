@@ -1,9 +1,19 @@
 """Shared schema building blocks."""
 
+import zoneinfo
 from datetime import time
-from typing import Annotated
+from functools import cache
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 CLOCK_TIME_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
@@ -46,3 +56,20 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
+
+
+Locale = Literal["en", "ru"]
+
+
+@cache
+def _available_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _check_zone(value: str) -> str:
+    if value not in _available_zones():
+        raise ValueError("unknown IANA time zone")
+    return value
+
+
+TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_zone)]

@@ -198,42 +198,51 @@ class Storage:
                 if _error_code(exc) not in _MISSING_CODES:
                     raise
 
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (pages of BATCH_SIZE)."""
+        return [key async for page in self._pages(prefix, "list") for key in page]
+
+    async def _pages(self, prefix: str, operation: str) -> AsyncIterator[list[str]]:
+        start_after = ""
+        while True:
+            params: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": prefix,
+                "MaxKeys": BATCH_SIZE,
+            }
+            if start_after:
+                params["StartAfter"] = start_after
+            async with self._guard(operation):
+                page = await self.client.list_objects_v2(**params)
+            keys = [item["Key"] for item in page.get("Contents", [])]
+            if keys:
+                yield keys
+            if not keys or not page.get("IsTruncated"):
+                return
+            start_after = keys[-1]
+
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every object whose key starts with `prefix`; returns how many were deleted."""
         if not prefix:
             raise ValueError("refusing to delete the whole bucket (empty prefix)")
         deleted = 0
-        start_after = ""
-        async with self._guard("delete_prefix"):
-            while True:
-                params: dict[str, Any] = {
-                    "Bucket": self.bucket,
-                    "Prefix": prefix,
-                    "MaxKeys": BATCH_SIZE,
-                }
-                if start_after:
-                    params["StartAfter"] = start_after
-                page = await self.client.list_objects_v2(**params)
-                keys = [item["Key"] for item in page.get("Contents", [])]
-                for index in range(0, len(keys), BATCH_SIZE):
-                    batch = keys[index : index + BATCH_SIZE]
-                    result = await self.client.delete_objects(
-                        Bucket=self.bucket,
-                        Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
-                    )
-                    errors = [
-                        error
-                        for error in result.get("Errors", [])
-                        if error.get("Code") not in _MISSING_CODES
-                    ]
-                    if errors:
-                        raise StorageUnavailable(
-                            f"File storage could not delete {len(errors)} file(s); try again later."
-                        )
-                    deleted += len(batch)
-                if not keys or not page.get("IsTruncated"):
-                    return deleted
-                start_after = keys[-1]
+        async for keys in self._pages(prefix, "delete_prefix"):
+            async with self._guard("delete_prefix"):
+                result = await self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+                )
+            errors = [
+                error
+                for error in result.get("Errors", [])
+                if error.get("Code") not in _MISSING_CODES
+            ]
+            if errors:
+                raise StorageUnavailable(
+                    f"File storage could not delete {len(errors)} file(s); try again later."
+                )
+            deleted += len(keys)
+        return deleted
 
     async def exists(self, key: str) -> bool:
         async with self._guard("exists"):

@@ -21,7 +21,7 @@ from goaltrack.tasks_queue import discard_deferred, send_deferred
 
 T = TypeVar("T")
 
-TASK_MODULES = ["goaltrack.auth.tasks", "goaltrack.files.tasks"]
+TASK_MODULES = ["goaltrack.auth.tasks", "goaltrack.account.tasks", "goaltrack.files.tasks"]
 
 
 def create_celery(settings: Settings) -> Celery:

@@ -3,10 +3,21 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, time
 
-from sqlalchemy import ARRAY, CheckConstraint, ForeignKey, SmallInteger, String, Time, text
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    Time,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from goaltrack.db import Base, UUIDPrimaryKey
+from goaltrack.db import Base, CreatedAt, UUIDPrimaryKey
 
 
 class UserSettings(UUIDPrimaryKey, Base):
@@ -19,6 +30,7 @@ class UserSettings(UUIDPrimaryKey, Base):
     notification_frequency: Mapped[str] = mapped_column(
         String(16), default="off", server_default=text("'off'")
     )
+    # Wall-clock times in `timezone`, stored sorted.
     notification_times: Mapped[list[time]] = mapped_column(
         ARRAY(Time()), default=list, server_default=text("'{}'")
     )
@@ -27,6 +39,7 @@ class UserSettings(UUIDPrimaryKey, Base):
     )
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default=text("'UTC'"))
     locale: Mapped[str] = mapped_column(String(8), default="en", server_default=text("'en'"))
+    # The next digest instant (UTC), recomputed with the times, frequency and zone.
     next_digest_at: Mapped[datetime | None] = mapped_column(index=True)
 
     __table_args__ = (
@@ -34,4 +47,39 @@ class UserSettings(UUIDPrimaryKey, Base):
             "notification_frequency IN ('daily', 'weekly', 'off')", name="notification_frequency"
         ),
         CheckConstraint("notification_weekday BETWEEN 0 AND 6", name="notification_weekday"),
+    )
+
+
+class DataExport(UUIDPrimaryKey, CreatedAt, Base):
+    """A GDPR export: a ZIP of everything the user owns, kept in S3 for a week."""
+
+    __tablename__ = "data_exports"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(
+        String(16), default="pending", server_default=text("'pending'")
+    )
+    object_key: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    completed_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'ready', 'failed')", name="status"),
+        # One export at a time: a second pending row for the user violates this.
+        Index(
+            "uq_data_exports_user_id_pending",
+            "user_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # The expiry job: WHERE expires_at <= now()
+        Index(
+            "ix_data_exports_expires_at",
+            "expires_at",
+            postgresql_where=text("expires_at IS NOT NULL"),
+        ),
     )

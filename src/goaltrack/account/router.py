@@ -1,13 +1,158 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request, Response, status
 
-from goaltrack.account.schemas import AccountOut
-from goaltrack.auth.dependencies import CurrentUser
+from goaltrack.account import service
+from goaltrack.account.errors import ExportInProgress, RestoreExpired
+from goaltrack.account.schemas import (
+    AccountOut,
+    DeletionScheduled,
+    ExportAccepted,
+    NotificationSchedule,
+    PasswordChange,
+    PasswordConfirmation,
+    PushToggle,
+    RestoreRequest,
+    SettingsOut,
+    SettingsUpdate,
+)
+from goaltrack.auth.dependencies import CurrentUser, get_current_user
+from goaltrack.auth.errors import InvalidCredentials, InvalidPassword
+from goaltrack.auth.schemas import TokenPair
+from goaltrack.clock import Now
+from goaltrack.db import SessionDep
+from goaltrack.deps import PasswordsDep, SettingsDep
+from goaltrack.errors import RateLimited, error_responses
+from goaltrack.ratelimit import RateLimiterDep, client_ip
 
-router = APIRouter(tags=["account"])
+router = APIRouter(tags=["account"], dependencies=[Depends(get_current_user)])
+# Restoring a soft-deleted account: its tokens are revoked, so e-mail and password identify it.
+public_router = APIRouter(tags=["account"])
 
 
 @router.get("/account")
 async def get_account(user: CurrentUser) -> AccountOut:
     return AccountOut.model_validate(user)
+
+
+@router.put("/account/password", responses=error_responses(InvalidPassword))
+async def change_password(
+    body: PasswordChange,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    passwords: PasswordsDep,
+    now: Now,
+) -> TokenPair:
+    """A new token pair; every other session and access token of the user stops working."""
+    return await service.change_password(
+        session,
+        settings,
+        passwords,
+        user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        now=now,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+@router.delete(
+    "/account", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(InvalidPassword)
+)
+async def delete_account(
+    body: PasswordConfirmation,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    passwords: PasswordsDep,
+    now: Now,
+) -> DeletionScheduled:
+    """Soft delete: restorable for ACCOUNT_DELETION_GRACE_DAYS, then purged for good."""
+    restore_until = await service.soft_delete(
+        session, passwords, user, body.password, now, settings.account_deletion_grace_days
+    )
+    return DeletionScheduled(restore_until=restore_until)
+
+
+@router.delete(
+    "/account/data",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(InvalidPassword),
+)
+async def delete_all_data(
+    body: PasswordConfirmation, user: CurrentUser, session: SessionDep, passwords: PasswordsDep
+) -> Response:
+    """Immediate hard delete of the user, every row and every stored file."""
+    await service.delete_all_data(session, passwords, user, body.password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/account/export",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(ExportInProgress),
+)
+async def request_export(user: CurrentUser, session: SessionDep, now: Now) -> ExportAccepted:
+    await service.request_export(session, user, now)
+    return ExportAccepted()
+
+
+@public_router.post(
+    "/account/restore",
+    responses=error_responses(InvalidCredentials, RestoreExpired, RateLimited),
+)
+async def restore_account(
+    body: RestoreRequest,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    passwords: PasswordsDep,
+    limiter: RateLimiterDep,
+    now: Now,
+) -> TokenPair:
+    # The same budget as logins: restoring is logging in to a hidden account.
+    identity = f"{body.email}|{client_ip(request, settings.trusted_proxy_hops)}"
+    await limiter.hit("login", identity, settings.login_limit)
+    return await service.restore(
+        session,
+        settings,
+        passwords,
+        email=body.email,
+        password=body.password,
+        now=now,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+@router.get("/settings")
+async def get_settings(user: CurrentUser, session: SessionDep) -> SettingsOut:
+    return SettingsOut.model_validate(await service.get_settings_row(session, user.id))
+
+
+@router.put("/settings")
+async def update_settings(
+    body: SettingsUpdate, user: CurrentUser, session: SessionDep, now: Now
+) -> SettingsOut:
+    """Changing the zone moves every reminder and digest to the same wall-clock time there."""
+    return SettingsOut.model_validate(await service.update_settings(session, user.id, body, now))
+
+
+@router.put("/settings/notifications")
+async def set_push_enabled(body: PushToggle, user: CurrentUser, session: SessionDep) -> SettingsOut:
+    return SettingsOut.model_validate(
+        await service.set_push_enabled(session, user.id, body.push_enabled)
+    )
+
+
+@router.put("/settings/notifications/frequency")
+async def set_notification_schedule(
+    body: NotificationSchedule, user: CurrentUser, session: SessionDep, now: Now
+) -> SettingsOut:
+    return SettingsOut.model_validate(
+        await service.set_notification_schedule(session, user.id, body, now)
+    )

@@ -1,34 +1,76 @@
 from __future__ import annotations
 
 import uuid
-import zoneinfo
 from datetime import datetime
-from functools import cache
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import BaseModel, Field, model_validator
 
-from goaltrack.schemas import ResponseModel
+from goaltrack.auth.schemas import Email, GivenPassword, NewPassword
+from goaltrack.schemas import ClockTime, Locale, RequestModel, ResponseModel, TimeZoneName
 
-Locale = Literal["en", "ru"]
 Frequency = Literal["daily", "weekly", "off"]
-
-
-@cache
-def _available_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
-def _check_zone(value: str) -> str:
-    if value not in _available_zones():
-        raise ValueError("unknown IANA time zone")
-    return value
-
-
-TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_zone)]
+MAX_NOTIFICATION_TIMES = 6
 
 
 class AccountOut(ResponseModel):
     id: uuid.UUID
     email: str
     created_at: datetime
+
+
+class SettingsOut(ResponseModel):
+    push_enabled: bool
+    notification_frequency: Frequency
+    notification_times: list[ClockTime]
+    notification_weekday: int
+    timezone: str
+    locale: Locale
+
+
+class SettingsUpdate(RequestModel):
+    timezone: TimeZoneName | None = None
+    locale: Locale | None = None
+
+
+class PushToggle(RequestModel):
+    push_enabled: bool
+
+
+class NotificationSchedule(RequestModel):
+    times: Annotated[list[ClockTime], Field(max_length=MAX_NOTIFICATION_TIMES)]
+    frequency: Frequency
+    weekday: Annotated[int, Field(ge=0, le=6)] | None = None
+
+    @model_validator(mode="after")
+    def _times_are_distinct_and_present(self) -> NotificationSchedule:
+        if len(set(self.times)) != len(self.times):
+            raise ValueError("times must be distinct")
+        if self.frequency != "off" and not self.times:
+            raise ValueError(
+                f"times needs 1 to {MAX_NOTIFICATION_TIMES} values unless frequency is 'off'"
+            )
+        return self
+
+
+class PasswordChange(RequestModel):
+    current_password: GivenPassword
+    new_password: NewPassword
+
+
+class PasswordConfirmation(RequestModel):
+    password: GivenPassword
+
+
+class RestoreRequest(RequestModel):
+    email: Email
+    password: GivenPassword
+
+
+class DeletionScheduled(BaseModel):
+    restore_until: datetime
+
+
+class ExportAccepted(BaseModel):
+    status: Literal["pending"] = "pending"
+    detail: str = "The export is being prepared; a notification will carry its download link."

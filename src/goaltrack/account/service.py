@@ -1,17 +1,193 @@
+"""Settings, password change, soft and hard deletion, and the data export request."""
+
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.models import UserSettings
+from goaltrack.account import tasks
+from goaltrack.account.errors import ExportInProgress, RestoreExpired
+from goaltrack.account.models import DataExport, UserSettings
+from goaltrack.account.schemas import NotificationSchedule, SettingsUpdate
+from goaltrack.auth import service as auth
+from goaltrack.auth.errors import InvalidPassword
+from goaltrack.auth.models import User
+from goaltrack.auth.schemas import TokenPair
+from goaltrack.auth.security import Passwords
+from goaltrack.config import Settings
+from goaltrack.files import service as files
+from goaltrack.goals import reminders
+from goaltrack.goals.schedule import next_digest_at
+from goaltrack.tasks_queue import defer
 
 
-async def get_zone(session: AsyncSession, user_id: uuid.UUID) -> ZoneInfo:
-    """The user's own time zone: reminders and digests fire at their local wall-clock time."""
-    name = await session.scalar(
-        select(UserSettings.timezone).where(UserSettings.user_id == user_id)
+async def get_settings_row(session: AsyncSession, user_id: uuid.UUID) -> UserSettings:
+    row = await session.scalar(select(UserSettings).where(UserSettings.user_id == user_id))
+    if row is None:  # created at registration; only a broken database lacks it
+        raise LookupError(f"user {user_id} has no settings row")
+    return row
+
+
+def _schedule_digest(row: UserSettings, now: datetime) -> None:
+    row.next_digest_at = next_digest_at(
+        times=row.notification_times,
+        frequency=row.notification_frequency,
+        weekday=row.notification_weekday,
+        zone=ZoneInfo(row.timezone),
+        after=now,
     )
-    return ZoneInfo(name or "UTC")
+
+
+async def update_settings(
+    session: AsyncSession, user_id: uuid.UUID, body: SettingsUpdate, now: datetime
+) -> UserSettings:
+    row = await get_settings_row(session, user_id)
+    if body.locale is not None:
+        row.locale = body.locale
+    if body.timezone is not None and body.timezone != row.timezone:
+        row.timezone = body.timezone
+        _schedule_digest(row, now)
+        await session.flush()
+        # Same wall-clock times, new zone: every reminder's next instant moves.
+        await reminders.reschedule_user(session, user_id, now)
+    await session.flush()
+    return row
+
+
+async def set_push_enabled(
+    session: AsyncSession, user_id: uuid.UUID, enabled: bool
+) -> UserSettings:
+    row: UserSettings | None = await session.scalar(
+        update(UserSettings)
+        .where(UserSettings.user_id == user_id)
+        .values(push_enabled=enabled)
+        .returning(UserSettings)
+    )
+    if row is None:
+        raise LookupError(f"user {user_id} has no settings row")
+    return row
+
+
+async def set_notification_schedule(
+    session: AsyncSession, user_id: uuid.UUID, body: NotificationSchedule, now: datetime
+) -> UserSettings:
+    row = await get_settings_row(session, user_id)
+    row.notification_times = sorted(body.times)
+    row.notification_frequency = body.frequency
+    if body.weekday is not None:
+        row.notification_weekday = body.weekday
+    _schedule_digest(row, now)
+    await session.flush()
+    return row
+
+
+async def _check_password(passwords: Passwords, user: User, password: str) -> None:
+    if not await passwords.verify(password, user.password_hash):
+        raise InvalidPassword
+
+
+async def change_password(
+    session: AsyncSession,
+    settings: Settings,
+    passwords: Passwords,
+    user: User,
+    *,
+    current_password: str,
+    new_password: str,
+    now: datetime,
+    user_agent: str | None,
+) -> TokenPair:
+    await _check_password(passwords, user, current_password)
+    await auth.set_password(session, passwords, user, new_password, now)
+    pair, _ = await auth.issue_tokens(session, settings, user, now, user_agent=user_agent)
+    return pair
+
+
+async def soft_delete(
+    session: AsyncSession,
+    passwords: Passwords,
+    user: User,
+    password: str,
+    now: datetime,
+    grace_days: int,
+) -> datetime:
+    """Sign out everywhere and hide the account; it can be restored for `grace_days`."""
+    await _check_password(passwords, user, password)
+    user.deleted_at = now
+    await auth.revoke_all_sessions(session, user, now)
+    return now + timedelta(days=grace_days)
+
+
+async def restore(
+    session: AsyncSession,
+    settings: Settings,
+    passwords: Passwords,
+    *,
+    email: str,
+    password: str,
+    now: datetime,
+    user_agent: str | None,
+) -> TokenPair:
+    user = await auth.authenticate(session, passwords, email, password)
+    if user.deleted_at is not None:
+        if user.deleted_at + timedelta(days=settings.account_deletion_grace_days) <= now:
+            raise RestoreExpired
+        user.deleted_at = None
+    pair, _ = await auth.issue_tokens(session, settings, user, now, user_agent=user_agent)
+    return pair
+
+
+async def hard_delete(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """The user row goes and every row of theirs with it (ON DELETE CASCADE); every stored file
+    (attachments, exports: all under `{user_id}/`) is queued in the same transaction."""
+    await session.execute(delete(User).where(User.id == user_id))
+    files.queue_prefix_deletion(session, f"{user_id}/")
+    await session.flush()
+
+
+async def delete_all_data(
+    session: AsyncSession, passwords: Passwords, user: User, password: str
+) -> None:
+    await _check_password(passwords, user, password)
+    await hard_delete(session, user.id)
+
+
+async def purge_expired_accounts(
+    session: AsyncSession, now: datetime, grace_days: int, limit: int
+) -> int:
+    """Hard-delete one batch of accounts whose grace period is over (ix_users_deleted_at)."""
+    user_ids = list(
+        await session.scalars(
+            select(User.id)
+            .where(
+                User.deleted_at.is_not(None), User.deleted_at <= now - timedelta(days=grace_days)
+            )
+            .order_by(User.deleted_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for user_id in user_ids:
+        await hard_delete(session, user_id)
+    return len(user_ids)
+
+
+async def request_export(session: AsyncSession, user: User, now: datetime) -> DataExport:
+    pending = await session.scalar(
+        select(exists().where(DataExport.user_id == user.id, DataExport.status == "pending"))
+    )
+    if pending:
+        raise ExportInProgress
+    export = DataExport(id=uuid.uuid4(), user_id=user.id, created_at=now)
+    session.add(export)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent request won (uq_data_exports_user_id_pending)
+        raise ExportInProgress from exc
+    defer(session, tasks.build_export, str(export.id))
+    return export

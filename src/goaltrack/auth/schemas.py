@@ -4,9 +4,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
-from goaltrack.account.schemas import Locale, TimeZoneName
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
-from goaltrack.schemas import RequestModel
+from goaltrack.schemas import Locale, RequestModel, TimeZoneName
 
 PASSWORD_MIN_CHARS = 8
 

@@ -3,11 +3,9 @@ from __future__ import annotations
 import uuid
 
 from fastapi_mail.errors import ConnectionErrors
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack import mail
-from goaltrack.account.models import UserSettings
+from goaltrack.account.queries import get_locale
 from goaltrack.auth import service
 from goaltrack.auth.models import User
 from goaltrack.clock import utcnow
@@ -20,13 +18,6 @@ MAIL_RETRIES = 5
 MAIL_TRANSIENT_ERRORS = (OSError, ConnectionErrors)
 
 
-async def _locale(session: AsyncSession, user_id: uuid.UUID) -> str:
-    locale = await session.scalar(
-        select(UserSettings.locale).where(UserSettings.user_id == user_id)
-    )
-    return locale or "en"
-
-
 @celery_app.task(bind=True, max_retries=MAIL_RETRIES)
 def send_password_reset(self, email: str) -> None:  # type: ignore[no-untyped-def]
     settings = get_settings()
@@ -37,7 +28,7 @@ def send_password_reset(self, email: str) -> None:  # type: ignore[no-untyped-de
             if user is None or user.deleted_at is not None:
                 return  # unknown address: nothing is sent, and the caller cannot tell
             token = await service.create_password_reset_token(session, settings, user, utcnow())
-            locale = await _locale(session, user.id)
+            locale = await get_locale(session, user.id)
         await mail.send_mail(
             settings,
             mail.Mail(
@@ -63,7 +54,7 @@ def send_password_changed(self, user_id: str) -> None:  # type: ignore[no-untype
             user = await session.get(User, uuid.UUID(user_id))
             if user is None:
                 return
-            email, locale = user.email, await _locale(session, user.id)
+            email, locale = user.email, await get_locale(session, user.id)
         await mail.send_mail(
             settings,
             mail.Mail(

@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from goaltrack.files import tasks
 from goaltrack.files.models import FileDeletion
 from goaltrack.storage import Storage, StorageUnavailable
+from goaltrack.tasks_queue import defer
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,17 @@ async def forget_upload_intent(session: AsyncSession, intent_id: uuid.UUID) -> N
 
 def queue_prefix_deletion(session: AsyncSession, prefix: str) -> None:
     session.add(FileDeletion(object_key=prefix, is_prefix=True))
+    sweep_after_commit(session)
+
+
+def queue_object_deletion(session: AsyncSession, object_key: str) -> None:
+    session.add(FileDeletion(object_key=object_key))
+    sweep_after_commit(session)
+
+
+def sweep_after_commit(session: AsyncSession) -> None:
+    """Process the outbox as soon as this transaction has committed (beat sweeps it anyway)."""
+    defer(session, tasks.process_file_deletions)
 
 
 async def sweep(session: AsyncSession, storage: Storage, now: datetime) -> tuple[int, bool]:

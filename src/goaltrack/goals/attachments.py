@@ -19,11 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from goaltrack.config import Settings
 from goaltrack.errors import NotFound
 from goaltrack.files import service as files
-from goaltrack.files import tasks as file_tasks
 from goaltrack.goals.errors import AttachmentLimit
 from goaltrack.goals.models import Goal, GoalAttachment
 from goaltrack.storage import Storage, StorageUnavailable
-from goaltrack.tasks_queue import defer
 from goaltrack.uploads import Upload
 
 
@@ -107,9 +105,4 @@ async def delete_attachment(session: AsyncSession, goal: Goal, attachment_id: uu
         raise NotFound
     await session.delete(attachment)
     await session.flush()
-    queue_file_sweep(session)
-
-
-def queue_file_sweep(session: AsyncSession) -> None:
-    """Process the file-deletion outbox as soon as this transaction has committed."""
-    defer(session, file_tasks.process_file_deletions)
+    files.sweep_after_commit(session)  # the trigger has queued the object

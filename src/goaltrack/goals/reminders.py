@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.service import get_zone
+from goaltrack.account.queries import get_zone
 from goaltrack.config import Settings
 from goaltrack.errors import NotFound
 from goaltrack.goals.errors import ReminderLimit
@@ -113,6 +113,6 @@ async def reschedule_user(session: AsyncSession, user_id: uuid.UUID, now: dateti
         .join(Goal, Goal.id == GoalReminder.goal_id)
         .where(Goal.user_id == user_id)
     )
-    for reminder, goal in rows.tuples():
+    for reminder, goal in rows:
         reminder.next_fire_at = next_fire_at(goal, reminder, zone, now)
     await session.flush()

@@ -110,7 +110,6 @@ async def unarchive_goal(
 @router.delete("/{goal_id}", status_code=NO_CONTENT)
 async def delete_goal(goal: OwnedGoal, session: SessionDep) -> Response:
     await service.delete_goal(session, goal)
-    attachments.queue_file_sweep(session)
     return Response(status_code=NO_CONTENT)
 
 

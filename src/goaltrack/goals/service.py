@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from goaltrack import events
 from goaltrack.config import Settings
 from goaltrack.errors import NotFound
+from goaltrack.files import service as files
 from goaltrack.goals import reminders
 from goaltrack.goals.errors import InvalidStageOrder, StageLimit
 from goaltrack.goals.models import Goal, GoalStage
@@ -61,6 +62,7 @@ async def delete_goal(session: AsyncSession, goal: Goal) -> None:
     """Stages, attachments and reminders go by cascade; the attachments' trigger queues their files."""
     await session.delete(goal)
     await session.flush()
+    files.sweep_after_commit(session)
 
 
 async def _stage(session: AsyncSession, goal: Goal, stage_id: uuid.UUID) -> GoalStage:

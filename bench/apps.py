@@ -1,0 +1,146 @@
+"""The apps under test: each one uvicorn process (1 worker, uvloop + httptools, no access log)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from goaltrack.localstack import free_port
+
+START_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AppSpec:
+    key: str
+    label: str
+    target: str
+    factory: bool = False
+
+
+BASELINE = AppSpec("baseline", "Starlette + raw asyncpg + orjson (ceiling)", "bench.baseline:app")
+REAL = AppSpec(
+    "goaltrack", "Goaltrack (goaltrack.main:create_app)", "goaltrack.main:create_app", True
+)
+PEER = AppSpec(
+    "peer_template", "sync FastAPI + SQLAlchemy ORM + psycopg (template)", "bench.peer_template:app"
+)
+
+
+class AppError(RuntimeError):
+    pass
+
+
+@dataclass
+class RunningApp:
+    spec: AppSpec
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def _wait_until_serving(app: RunningApp, probe_path: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if app.process.poll() is not None:
+            raise AppError(f"{app.spec.key} exited at start-up:\n{app.log_tail()}")
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(app.base_url + probe_path, timeout=1.0)
+            return
+        time.sleep(0.1)
+    raise AppError(
+        f"{app.spec.key} did not answer in {START_TIMEOUT_SECONDS:.0f} s:\n{app.log_tail()}"
+    )
+
+
+@contextlib.contextmanager
+def running(
+    spec: AppSpec, env: dict[str, str], work_dir: Path, probe_path: str = "/goals"
+) -> Iterator[RunningApp]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        spec.target,
+        *(["--factory"] if spec.factory else []),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    log = work_dir / f"{spec.key}.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    app = RunningApp(spec, port, process, log)
+    try:
+        _wait_until_serving(app, probe_path)
+        yield app
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def check_goals(app: RunningApp, token: str, expected_items: int) -> list[str]:
+    """GET /goals answers 200 with the expected page for a real token (and 401 without one).
+
+    Returns the ids of the page, so the caller can check that every app returns the same rows.
+    """
+    with httpx.Client(base_url=app.base_url, timeout=10.0) as client:
+        response = client.get("/goals", headers={"Authorization": f"Bearer {token}"})
+        if response.status_code != 200:
+            raise AppError(
+                f"{app.spec.key}: GET /goals answered {response.status_code}: "
+                f"{response.text[:500]}\n{app.log_tail()}"
+            )
+        body: dict[str, Any] = response.json()
+        items = body.get("items")
+        if not isinstance(items, list) or len(items) != expected_items:
+            count = len(items) if isinstance(items, list) else None
+            raise AppError(f"{app.spec.key}: expected {expected_items} items, got {count}")
+        if "next_cursor" not in body:
+            raise AppError(f"{app.spec.key}: no next_cursor in the response")
+        anonymous = client.get("/goals")
+        if anonymous.status_code != 401:
+            raise AppError(
+                f"{app.spec.key}: GET /goals without a token answered {anonymous.status_code}"
+            )
+        return [str(item["id"]) for item in items]

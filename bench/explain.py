@@ -1,0 +1,172 @@
+"""EXPLAIN (ANALYZE, BUFFERS) of GET /goals' SQL: page 1 and a page deep into one heavy user's list.
+
+Used by `python -m bench --explain-goals N` on the benchmark's database, or on its own:
+
+    uv run python -m bench.explain --users 50000 --goals-per-user 20 --heavy-goals 10000
+
+which starts a local stack, seeds users × goals of background data plus one user with N goals,
+and prints the plans both as a fresh statement would get them (custom plan) and as a prepared
+statement reused many times does (generic plan: what the app's asyncpg connections run once warm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.seed import PASSWORD_HASH, asyncpg_dsn, insert_goals, seed
+from bench.sql import list_param_names, list_sql
+from goaltrack.localstack import LocalStack
+from goaltrack.migrations import upgrade
+
+HEAVY_EMAIL = "heavy@bench.goaltrack.example.com"
+INDEX_NAME = "ix_goals_user_id_is_archived_created_at_id"
+
+
+async def add_heavy_user(conn: asyncpg.Connection, goals: int) -> tuple[uuid.UUID, int]:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO users (id, email, password_hash, token_version)
+        VALUES (gen_random_uuid(), $1, $2, 4)
+        ON CONFLICT DO NOTHING
+        RETURNING id, token_version
+        """,
+        HEAVY_EMAIL,
+        PASSWORD_HASH,
+    )
+    if row is None:
+        raise RuntimeError("the heavy user exists already")
+    await insert_goals(conn, active=goals, archived=goals // 10, email_like=HEAVY_EMAIL)
+    await conn.execute("ANALYZE users; ANALYZE goals")
+    return uuid.UUID(str(row["id"])), int(row["token_version"])
+
+
+async def _explain(conn: asyncpg.Connection, sql: str, args: list[Any], *, generic: bool) -> str:
+    async with conn.transaction():
+        if generic:
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+    return "\n".join(row[0] for row in rows)
+
+
+def _args(names: tuple[str, ...], values: dict[str, Any]) -> list[Any]:
+    return [values[name] for name in names]
+
+
+async def explain_list(conn: asyncpg.Connection, heavy_goals: int) -> dict[str, str]:
+    """The plans of page 1 and of a page ~90 % deep into a user with `heavy_goals` goals."""
+    user_id, token_version = await add_heavy_user(conn, heavy_goals)
+    values: dict[str, Any] = {
+        "user_id": user_id,
+        "token_version": token_version,
+        "archived": False,
+        "limit": 21,
+    }
+    deep = await conn.fetchrow(
+        """
+        SELECT created_at, id FROM goals WHERE user_id = $1 AND NOT is_archived
+        ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT 1
+        """,
+        user_id,
+        heavy_goals * 9 // 10,
+    )
+    assert deep is not None
+    after_created_at: datetime = deep["created_at"]
+    deep_values = values | {"after_created_at": after_created_at, "after_id": deep["id"]}
+    first_sql, first_names = list_sql(), list_param_names()
+    after_sql, after_names = list_sql(after_cursor=True), list_param_names(after_cursor=True)
+    plans: dict[str, str] = {}
+    for generic in (False, True):
+        kind = "generic" if generic else "custom"
+        plans[f"page 1 ({kind} plan)"] = await _explain(
+            conn, first_sql, _args(first_names, values), generic=generic
+        )
+        plans[f"deep page, after goal #{heavy_goals * 9 // 10 + 1} ({kind} plan)"] = await _explain(
+            conn, after_sql, _args(after_names, deep_values), generic=generic
+        )
+    return plans
+
+
+def print_plans(plans: dict[str, str], totals: dict[str, int]) -> bool:
+    """Print every plan; True when each uses the index and none has a Seq Scan on goals or a Sort."""
+    print(
+        f"\nEXPLAIN (ANALYZE, BUFFERS) of GET /goals' SQL — {totals['goals']:,} goals, "
+        f"{totals['users']:,} users"
+    )
+    ok = True
+    for name, plan in plans.items():
+        uses_index = INDEX_NAME in plan
+        bad = "Seq Scan on goals" in plan or re.search(r"\bSort\s+\(cost", plan) is not None
+        ok = ok and uses_index and not bad
+        verdict = "index scan" if uses_index and not bad else "NOT AN INDEX RANGE SCAN"
+        print(f"\n--- {name}: {verdict}\n{plan}")
+    return ok
+
+
+async def _totals(conn: asyncpg.Connection) -> dict[str, int]:
+    return {
+        "users": int(await conn.fetchval("SELECT count(*) FROM users")),
+        "goals": int(await conn.fetchval("SELECT count(*) FROM goals")),
+    }
+
+
+async def run_on(database_url: str, heavy_goals: int) -> bool:
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        plans = await explain_list(conn, heavy_goals)
+        return print_plans(plans, await _totals(conn))
+    finally:
+        await conn.close()
+
+
+async def _seed_and_explain(
+    database_url: str, users: int, goals_per_user: int, heavy_goals: int
+) -> bool:
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        started = time.monotonic()
+        seeded = await seed(conn, users=users, goals_per_user=goals_per_user)
+        print(
+            f"seeded {seeded.users:,} users, {seeded.goals:,} goals "
+            f"in {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
+    finally:
+        await conn.close()
+    return await run_on(database_url, heavy_goals)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.explain", description=__doc__)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--goals-per-user", type=int, default=20)
+    parser.add_argument("--heavy-goals", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    root = Path(tempfile.mkdtemp(prefix="goaltrack-explain-", dir=base))
+    root.chmod(0o755)
+    stack = LocalStack(root, with_s3=False)
+    try:
+        stack.start()
+        upgrade(stack.postgres.url)
+        ok = asyncio.run(
+            _seed_and_explain(stack.postgres.url, args.users, args.goals_per_user, args.heavy_goals)
+        )
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""The GDPR export: one ZIP with `data.json` (everything the user owns) and their attachment files."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+import zipfile
+from datetime import date, datetime, time
+from typing import IO, Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.account.models import DataExport, UserSettings
+from goaltrack.auth.models import User
+from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
+from goaltrack.notifications.models import Notification
+from goaltrack.storage import Storage
+
+EXPORT_FORMAT_VERSION = 1
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime | date | time | uuid.UUID):
+        return value.isoformat() if not isinstance(value, uuid.UUID) else str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _columns(row: Any, *names: str) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in names}
+
+
+def export_key(user_id: uuid.UUID, export_id: uuid.UUID) -> str:
+    """Under the user's prefix, so the account's hard delete removes it too."""
+    return f"{user_id}/exports/{export_id}.zip"
+
+
+async def collect(
+    session: AsyncSession, user_id: uuid.UUID, now: datetime
+) -> tuple[dict[str, Any], list[GoalAttachment]]:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise LookupError(f"user {user_id} does not exist")
+    settings = await session.scalar(select(UserSettings).where(UserSettings.user_id == user_id))
+    goals = list(
+        await session.scalars(
+            select(Goal).where(Goal.user_id == user_id).order_by(Goal.created_at, Goal.id)
+        )
+    )
+    goal_ids = [goal.id for goal in goals]
+    stages = list(
+        await session.scalars(
+            select(GoalStage)
+            .where(GoalStage.goal_id.in_(goal_ids))
+            .order_by(GoalStage.goal_id, GoalStage.position)
+        )
+    )
+    reminders = list(
+        await session.scalars(select(GoalReminder).where(GoalReminder.goal_id.in_(goal_ids)))
+    )
+    attachments = list(
+        await session.scalars(
+            select(GoalAttachment)
+            .where(GoalAttachment.user_id == user_id)
+            .order_by(GoalAttachment.created_at)
+        )
+    )
+    notifications = list(
+        await session.scalars(
+            select(Notification)
+            .where(Notification.user_id == user_id)
+            .order_by(Notification.created_at)
+        )
+    )
+    exports = list(await session.scalars(select(DataExport).where(DataExport.user_id == user_id)))
+
+    def children(rows: list[Any], goal_id: uuid.UUID) -> list[Any]:
+        return [row for row in rows if row.goal_id == goal_id]
+
+    document = {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "exported_at": now,
+        "account": _columns(user, "id", "email", "created_at"),
+        "settings": _columns(
+            settings,
+            "push_enabled",
+            "notification_frequency",
+            "notification_times",
+            "notification_weekday",
+            "timezone",
+            "locale",
+        )
+        if settings
+        else None,
+        "goals": [
+            {
+                **_columns(
+                    goal,
+                    "id",
+                    "title",
+                    "description",
+                    "deadline",
+                    "progress",
+                    "is_archived",
+                    "completed_at",
+                    "ai_status",
+                    "created_at",
+                    "updated_at",
+                ),
+                "stages": [
+                    _columns(
+                        s,
+                        "id",
+                        "title",
+                        "description",
+                        "position",
+                        "is_completed",
+                        "completed_at",
+                        "created_at",
+                    )
+                    for s in children(stages, goal.id)
+                ],
+                "reminders": [
+                    _columns(r, "id", "remind_time", "frequency_days", "next_fire_at", "created_at")
+                    for r in children(reminders, goal.id)
+                ],
+                "attachments": [
+                    {
+                        **_columns(a, "id", "file_name", "file_type", "size", "created_at"),
+                        "path": attachment_path(a),
+                    }
+                    for a in children(attachments, goal.id)
+                ],
+            }
+            for goal in goals
+        ],
+        "notifications": [
+            _columns(n, "id", "type", "title", "body", "data", "is_read", "created_at")
+            for n in notifications
+        ],
+        "exports": [
+            _columns(e, "id", "status", "created_at", "completed_at", "expires_at") for e in exports
+        ],
+    }
+    return document, attachments
+
+
+def attachment_path(attachment: GoalAttachment) -> str:
+    return f"attachments/{attachment.goal_id}/{attachment.id}-{attachment.file_name}"
+
+
+async def write_zip(
+    document: dict[str, Any], attachments: list[GoalAttachment], storage: Storage
+) -> IO[bytes]:
+    """The archive in a temporary file (spilled to disk past 8 MiB), positioned at 0."""
+    archive = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - returned open
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        zipped.writestr(
+            "data.json", json.dumps(document, default=_json_default, ensure_ascii=False, indent=2)
+        )
+        for attachment in attachments:
+            # Stored as is: images and PDFs are already compressed.
+            zipped.writestr(
+                zipfile.ZipInfo(attachment_path(attachment)),
+                await storage.get_bytes(attachment.object_key),
+            )
+    archive.seek(0)
+    return archive

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import uuid
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.account.models import UserSettings
+
+
+async def get_zone(session: AsyncSession, user_id: uuid.UUID) -> ZoneInfo:
+    """The user's own time zone: reminders and digests fire at their local wall-clock time."""
+    name = await session.scalar(
+        select(UserSettings.timezone).where(UserSettings.user_id == user_id)
+    )
+    return ZoneInfo(name or "UTC")
+
+
+async def get_locale(session: AsyncSession, user_id: uuid.UUID) -> str:
+    """The language of the texts the server writes for this user."""
+    locale = await session.scalar(
+        select(UserSettings.locale).where(UserSettings.user_id == user_id)
+    )
+    return locale or "en"

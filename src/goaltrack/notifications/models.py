@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from goaltrack.db import Base, CreatedAt, UUIDPrimaryKey
+
+NOTIFICATION_TYPES = (
+    "reminder",
+    "digest",
+    "achievement",
+    "goal_completed",
+    "ai_stages_ready",
+    "ai_failed",
+    "export_ready",
+)
+
+
+class Notification(UUIDPrimaryKey, CreatedAt, Base):
+    __tablename__ = "notifications"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'"))
+    is_read: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+
+    __table_args__ = (
+        # The feed: WHERE user_id = ? AND (created_at, id) < cursor ORDER BY created_at DESC, id DESC
+        Index(
+            "ix_notifications_user_id_created_at_id",
+            "user_id",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+        # unread_count: WHERE user_id = ? AND NOT is_read
+        Index("ix_notifications_user_id_unread", "user_id", postgresql_where=text("NOT is_read")),
+    )
