@@ -113,3 +113,38 @@ async def test_unexpected_errors_are_problem_json_without_internals(app: Any) ->
         response = await client.get("/account")
     assert_problem(response, 500, "internal_error")
     assert "secret internals" not in response.text
+
+
+async def test_oversized_json_body_is_413(client: Any, user: Any) -> None:
+    huge = b'{"title": "' + b"x" * (1024 * 1024) + b'"}'
+    declared = await client.post(
+        "/goals", content=huge, headers={**user.headers, "Content-Type": "application/json"}
+    )
+    assert_problem(declared, 413, "payload_too_large")
+
+    async def chunks() -> Any:
+        for _ in range(20):
+            yield b"x" * 100_000
+
+    streamed = await client.post(
+        "/goals", content=chunks(), headers={**user.headers, "Content-Type": "application/json"}
+    )
+    assert_problem(streamed, 413, "payload_too_large")
+
+
+async def test_database_down_is_503_not_500(user: Any) -> None:
+    closed = free_port()
+    settings = get_settings().model_copy(
+        update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/goaltrack"}
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/account", headers=user.headers)
+            assert_problem(response, 503, "service_unavailable")
+            assert response.headers["Retry-After"] == "5"
+            login = await client.post(
+                "/auth/login", json={"email": user.email, "password": user.password}
+            )
+            assert_problem(login, 503, "service_unavailable")

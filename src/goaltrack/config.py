@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr = SecretStr("goaltrack-secret")
     s3_region: str = "us-east-1"
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     attachment_url_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
 
     scheduler_interval_seconds: int = Field(default=60, ge=1)

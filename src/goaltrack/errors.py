@@ -6,6 +6,9 @@ import logging
 from http import HTTPStatus
 from typing import Any, ClassVar
 
+import asyncpg
+import redis.exceptions
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,6 +17,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
+# Connection-level failures of PostgreSQL (through SQLAlchemy) and Redis, and plain network errors.
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 class AppError(Exception):
@@ -144,6 +159,19 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, detail, headers=dict(exc.headers or {}))
 
 
+async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL or Redis unreachable (restart, failover): a retryable 503, never a 500.
+    logger.warning(
+        "dependency unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
+    )
+    return problem(
+        503,
+        ServiceUnavailable.code,
+        ServiceUnavailable.detail,
+        headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal_error", "An unexpected error occurred.")
@@ -153,4 +181,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for error in DEPENDENCY_ERRORS:
+        app.add_exception_handler(error, _dependency_down)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -17,11 +17,14 @@ from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings, get_settings
 from goaltrack.db import create_engine, create_sessionmaker
+from goaltrack.devices.router import router as devices_router
 from goaltrack.errors import install_error_handlers
 from goaltrack.goals.router import router as goals_router
+from goaltrack.middleware import BodySizeLimit
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.schemas import Problem
 from goaltrack.storage import Storage, StorageUnavailable
+from goaltrack.uploads import MULTIPART_OVERHEAD
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +65,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        json_limit=settings.max_json_body_bytes,
+        multipart_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+    )
     app.include_router(health.router)
     app.include_router(auth_router)
     app.include_router(account_router)
     app.include_router(account_public_router)
     app.include_router(goals_router)
+    app.include_router(devices_router)
     _document_problem_schema(app)
     return app
 

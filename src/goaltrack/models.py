@@ -3,6 +3,7 @@
 from goaltrack.account.models import DataExport, UserSettings
 from goaltrack.auth.models import PasswordResetToken, RefreshToken, User
 from goaltrack.db import Base
+from goaltrack.devices.models import Device
 from goaltrack.files.models import FileDeletion
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.notifications.models import Notification
@@ -10,6 +11,7 @@ from goaltrack.notifications.models import Notification
 __all__ = [
     "Base",
     "DataExport",
+    "Device",
     "FileDeletion",
     "Goal",
     "GoalAttachment",

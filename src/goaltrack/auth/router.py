@@ -105,7 +105,9 @@ async def refresh(
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(body: LogoutRequest, session: SessionDep, now: Now) -> Response:
-    await service.logout(session, refresh_token=body.refresh_token, now=now)
+    await service.logout(
+        session, refresh_token=body.refresh_token, device_token=body.device_token, now=now
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

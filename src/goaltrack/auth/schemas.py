@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
+from goaltrack.devices.schemas import DeviceToken
 from goaltrack.schemas import Locale, RequestModel, TimeZoneName
 
 PASSWORD_MIN_CHARS = 8
@@ -46,7 +47,7 @@ class RefreshRequest(RequestModel):
 
 class LogoutRequest(RequestModel):
     refresh_token: OpaqueToken
-    device_token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    device_token: DeviceToken | None = None
 
 
 class ForgotPasswordRequest(RequestModel):

@@ -27,6 +27,7 @@ from goaltrack.auth.security import (
     new_opaque_token,
 )
 from goaltrack.config import Settings
+from goaltrack.devices import service as devices
 from goaltrack.tasks_queue import defer
 
 
@@ -170,17 +171,23 @@ async def revoke_all_sessions(session: AsyncSession, user: User, now: datetime) 
     await session.flush()
 
 
-async def logout(session: AsyncSession, *, refresh_token: str, now: datetime) -> None:
-    """Revoke the session's family; unknown tokens are ignored (logout is idempotent)."""
+async def logout(
+    session: AsyncSession, *, refresh_token: str, device_token: str | None, now: datetime
+) -> None:
+    """Revoke the session's family and stop its device's pushes; unknown tokens are ignored
+    (logout is idempotent)."""
     row = (
         await session.execute(
-            select(RefreshToken.family_id).where(
+            select(RefreshToken.family_id, RefreshToken.user_id).where(
                 RefreshToken.token_hash == hash_token(refresh_token)
             )
         )
     ).first()
-    if row is not None:
-        await revoke_family(session, row.family_id, now)
+    if row is None:
+        return
+    await revoke_family(session, row.family_id, now)
+    if device_token is not None:
+        await devices.forget_device(session, row.user_id, device_token)
 
 
 def request_password_reset(session: AsyncSession, email: str) -> None:

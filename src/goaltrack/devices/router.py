@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response, status
+
+from goaltrack.auth.dependencies import CurrentUser, get_current_user
+from goaltrack.clock import Now
+from goaltrack.db import SessionDep
+from goaltrack.devices import service
+from goaltrack.devices.schemas import DeviceIn, DeviceOut
+from goaltrack.errors import NotFound, error_responses
+
+router = APIRouter(prefix="/devices", tags=["devices"], dependencies=[Depends(get_current_user)])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {
+            "model": DeviceOut,
+            "description": "The token was known; it now belongs to the caller",
+        }
+    },
+)
+async def register_device(
+    body: DeviceIn, user: CurrentUser, session: SessionDep, response: Response, now: Now
+) -> DeviceOut:
+    """Register an FCM token for pushes: 201 when new, 200 when known."""
+    device, created = await service.register_device(
+        session, user.id, body.token, body.platform, now
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return device
+
+
+@router.delete(
+    "/{token}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(NotFound)
+)
+async def remove_device(
+    token: Annotated[str, Path(min_length=1, max_length=1024)],
+    user: CurrentUser,
+    session: SessionDep,
+) -> Response:
+    await service.remove_device(session, user.id, token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
