@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -87,35 +88,48 @@ def dev(port: Annotated[int, typer.Option(help="API port.")] = 8000) -> None:
     from goaltrack.migrations import upgrade
 
     _configure_logging()
-    try:
-        stack_context = running(DEV_DIR.resolve())
-        stack = stack_context.__enter__()
-    except LocalStackError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
-    children: list[subprocess.Popen[bytes]] = []
-    try:
+    # `kill` stops everything as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.ExitStack() as cleanup:
+        try:
+            stack = cleanup.enter_context(running(DEV_DIR.resolve()))
+        except LocalStackError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from exc
         env = {**os.environ, **stack.env(), "APP_ENV": os.environ.get("APP_ENV", "development")}
         os.environ.update(env)
         upgrade(stack.postgres.url)
         goaltrack = [sys.executable, "-m", "goaltrack"]
-        for command in (["serve", "--port", str(port)], ["worker", "--concurrency", "1"], ["beat"]):
-            children.append(subprocess.Popen([*goaltrack, *command], env=env))
+        children = [
+            subprocess.Popen([*goaltrack, *command], env=env)
+            for command in (
+                ["serve", "--port", str(port)],
+                ["worker", "--concurrency", "1"],
+                ["beat"],
+            )
+        ]
+        cleanup.callback(_stop_children, children)
         typer.secho(
-            f"Goaltrack is running: http://127.0.0.1:{port}/docs  (Ctrl-C stops)",
+            f"Goaltrack: http://127.0.0.1:{port}/docs  (Ctrl-C stops everything)",
             fg=typer.colors.GREEN,
         )
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        stack_context.__exit__(None, None, None)
+        try:
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            typer.echo("stopping...")
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 15) -> None:
+    """A terminal's Ctrl-C has reached the children too; anything else gets SIGTERM (a graceful
+    stop for uvicorn and Celery), and whatever is still running after `timeout` is killed."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
