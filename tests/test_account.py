@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text, update
 
 from goaltrack.account import service as account_service
 from goaltrack.account.models import DataExport, UserSettings
-from goaltrack.account.tasks import purge_deleted_accounts, purge_expired_exports
+from goaltrack.account.tasks import maintain_exports, purge_deleted_accounts
 from goaltrack.auth.models import User
 from goaltrack.clock import get_now
 from goaltrack.db import Base
@@ -463,7 +463,7 @@ async def test_expired_exports_are_purged(client: Any, app: Any, user: Account) 
         )
         await session.commit()
     await app.state.storage.put(key, b"zip", size=3, content_type="application/zip")
-    purge_expired_exports.delay()
+    maintain_exports.delay()
 
     async def purged() -> bool:
         async with app.state.sessionmaker() as session:
@@ -487,3 +487,37 @@ async def test_account_routes_require_authentication(client: Any) -> None:
     ):
         assert_problem(await client.request(method, path, json={}), 401, "not_authenticated")
     _ = (GoalAttachment, GoalReminder)
+
+
+async def test_lost_export_tasks_are_sent_again_then_given_up(
+    client: Any, app: Any, user: Account
+) -> None:
+    """The broker was down when the export was requested: the row waits, maintenance resends."""
+    async with app.state.sessionmaker() as session:
+        user_id = await session.scalar(select(User.id).where(User.email == user.email))
+        lost = DataExport(
+            user_id=user_id, status="pending", created_at=datetime.now(UTC) - timedelta(minutes=20)
+        )
+        session.add(lost)
+        await session.commit()
+    maintain_exports.delay()
+
+    async def built() -> bool:
+        async with app.state.sessionmaker() as session:
+            return await session.scalar(select(DataExport.status)) == "ready"
+
+    await wait_until(built, timeout=30)
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(DataExport).values(
+                status="pending", created_at=datetime.now(UTC) - timedelta(hours=3)
+            )
+        )
+    maintain_exports.delay()
+
+    async def given_up() -> bool:
+        async with app.state.sessionmaker() as session:
+            return await session.scalar(select(DataExport.status)) == "failed"
+
+    await wait_until(given_up)
+    assert (await client.post("/account/export", headers=user.headers)).status_code == 202

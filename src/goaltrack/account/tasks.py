@@ -17,12 +17,16 @@ from goaltrack.files import service as files
 from goaltrack.i18n import t
 from goaltrack.notifications.service import notify
 from goaltrack.storage import StorageUnavailable
+from goaltrack.tasks_queue import defer
 from goaltrack.worker import backoff, celery_app, run_async, task_session, task_storage
 
 logger = logging.getLogger(__name__)
 
 EXPORT_TTL = timedelta(days=7)  # also the longest a SigV4 presigned URL may live
 EXPORT_RETRIES = 5
+# Longer than the task's time limit: a pending export this old has no task working on it.
+EXPORT_RESEND_AFTER = timedelta(minutes=15)
+EXPORT_GIVE_UP = timedelta(hours=2)
 PURGE_BATCH = 100
 
 
@@ -118,15 +122,18 @@ def purge_deleted_accounts() -> int:
 
 
 @celery_app.task
-def purge_expired_exports() -> int:
-    """Exports live a week: then the file goes (through the outbox) and so does the row."""
+def maintain_exports() -> None:
+    """Exports live a week: then the file goes (through the outbox) and so does the row. A pending
+    export whose task was lost (broker down at enqueue time) is sent again, and given up after
+    EXPORT_GIVE_UP so that the user can ask again."""
 
-    async def run() -> int:
+    async def run() -> None:
+        now = utcnow()
         async with task_session() as session:
             expired = list(
                 await session.scalars(
                     select(DataExport)
-                    .where(DataExport.expires_at <= utcnow())
+                    .where(DataExport.expires_at <= now)
                     .limit(1000)
                     .with_for_update(skip_locked=True)
                 )
@@ -135,6 +142,19 @@ def purge_expired_exports() -> int:
                 if export.object_key:
                     files.queue_object_deletion(session, export.object_key)
                 await session.delete(export)
-        return len(expired)
+            stale = await session.scalars(
+                select(DataExport)
+                .where(
+                    DataExport.status == "pending",
+                    DataExport.created_at <= now - EXPORT_RESEND_AFTER,
+                )
+                .with_for_update(skip_locked=True)
+            )
+            for export in stale:
+                if export.created_at <= now - EXPORT_GIVE_UP:
+                    export.status = "failed"
+                    export.error = "the export did not complete in time"
+                else:
+                    defer(session, build_export, str(export.id))
 
-    return run_async(run)
+    run_async(run)
