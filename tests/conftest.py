@@ -125,12 +125,22 @@ async def app() -> AsyncIterator[Any]:
 async def clean_state(app: Any) -> AsyncIterator[None]:
     """Every test starts from an empty database (schema from Alembic) and an empty Redis."""
     from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
 
     from goaltrack.db import Base
 
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    async with app.state.engine.begin() as connection:
-        await connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    for attempt in range(5):
+        # A task of the previous test may still hold row locks on the worker; TRUNCATE then
+        # deadlocks with it, and one of the two is cancelled. Try again.
+        try:
+            async with app.state.engine.begin() as connection:
+                await connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+            break
+        except DBAPIError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
     await app.state.redis.flushdb()
     MAILBOX.messages.clear()
     app.dependency_overrides.clear()

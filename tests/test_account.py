@@ -521,3 +521,10 @@ async def test_lost_export_tasks_are_sent_again_then_given_up(
 
     await wait_until(given_up)
     assert (await client.post("/account/export", headers=user.headers)).status_code == 202
+
+    async def rebuilt() -> bool:
+        async with app.state.sessionmaker() as session:
+            statuses = set(await session.scalars(select(DataExport.status)))
+        return statuses == {"failed", "ready"}
+
+    await wait_until(rebuilt, timeout=30)

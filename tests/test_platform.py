@@ -148,3 +148,42 @@ async def test_database_down_is_503_not_500(user: Any) -> None:
                 "/auth/login", json={"email": user.email, "password": user.password}
             )
             assert_problem(login, 503, "service_unavailable")
+
+
+async def test_undecodable_json_is_422_like_any_malformed_body(client: Any) -> None:
+    response = await client.post(
+        "/auth/login",
+        content=b'{"email": "\xc3\x28"}',
+        headers={"Content-Type": "application/json"},
+    )
+    body = assert_problem(response, 422, "validation_error")
+    assert body["errors"][0]["type"] == "json_invalid"
+
+
+async def test_text_with_nul_characters_is_422(client: Any, user: Any) -> None:
+    response = await client.post("/goals", json={"title": "a\x00b"}, headers=user.headers)
+    assert_problem(response, 422, "validation_error")
+
+
+async def test_overlong_password_on_login_is_a_plain_mismatch(client: Any, user: Any) -> None:
+    """bcrypt refuses > 72 bytes; a check of such a password fails like any wrong one (not 500)."""
+    for password in ("a" * 73, "é" * 40, user.password + "x" * 72):
+        response = await client.post(
+            "/auth/login", json={"email": user.email, "password": password}
+        )
+        assert_problem(response, 401, "invalid_credentials")
+    wrong = await client.request(
+        "DELETE", "/account", json={"password": "a" * 100}, headers=user.headers
+    )
+    assert_problem(wrong, 400, "invalid_password")
+
+
+async def test_openapi_documents_problem_responses(client: Any) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    register = schema["paths"]["/auth/register"]["post"]["responses"]
+    assert register["422"]["content"]["application/problem+json"]["schema"]["$ref"].endswith(
+        "ValidationProblem"
+    )
+    account = schema["paths"]["/account"]["get"]["responses"]
+    assert "401" in account
+    assert "HTTPValidationError" not in schema["components"]["schemas"]

@@ -37,6 +37,8 @@ class AppError(Exception):
     detail: ClassVar[str] = "The request could not be processed."
     # Errors that record a security event (a refresh-token replay) keep the request's writes.
     commit_before_raising: bool = False
+    # For 422s: where in the request the problem is, reported in `errors` like any validation error.
+    location: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -136,7 +138,14 @@ _STATUS_CODES = {
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return problem(exc.status_code, exc.code, exc.message, headers=exc.headers, **exc.extra)
+    extra = exc.extra
+    if exc.status_code == 422:
+        # Every 422 has the same shape (ValidationProblem), whichever check refused the request.
+        extra = {
+            "errors": [{"loc": list(exc.location), "msg": exc.message, "type": exc.code}],
+            **extra,
+        }
+    return problem(exc.status_code, exc.code, exc.message, headers=exc.headers, **extra)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -152,8 +161,18 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(422, "validation_error", "The request is not valid.", errors=errors)
 
 
+# FastAPI's own words when a JSON body cannot even be decoded (invalid UTF-8).
+_UNDECODABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNDECODABLE_BODY:
+        # The same answer as any other malformed JSON body.
+        errors = [
+            {"loc": ["body"], "msg": "The body is not valid UTF-8 JSON.", "type": "json_invalid"}
+        ]
+        return problem(422, "validation_error", "The request is not valid.", errors=errors)
     code = _STATUS_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     return problem(exc.status_code, code, detail, headers=dict(exc.headers or {}))

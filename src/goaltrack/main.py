@@ -18,11 +18,11 @@ from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings, get_settings
 from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
-from goaltrack.errors import install_error_handlers
+from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
 from goaltrack.middleware import BodySizeLimit
 from goaltrack.ratelimit import RateLimiter
-from goaltrack.schemas import Problem
+from goaltrack.schemas import Problem, ValidationProblem
 from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.uploads import MULTIPART_OVERHEAD
 
@@ -81,16 +81,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _document_problem_schema(app: FastAPI) -> None:
-    """Add the Problem schema that every route's `responses=` refers to."""
+    """Make the OpenAPI document honest about errors: every 422 is a ValidationProblem (not
+    FastAPI's default shape), every secured operation may answer 401, every body may be too large."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
-                Problem.model_json_schema()
-            )
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            for model in (Problem, ValidationProblem):
+                document = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(document.pop("$defs", {}))
+                schemas[model.__name__] = document
+            for operation in _operations(schema):
+                responses = operation.setdefault("responses", {})
+                if "422" in responses:
+                    responses["422"] = _problem_response(
+                        "Validation error (`validation_error`)", "ValidationProblem"
+                    )
+                if operation.get("security"):
+                    responses.setdefault(
+                        "401", _problem_response("Not authenticated (`not_authenticated`)")
+                    )
+                if "requestBody" in operation:
+                    responses.setdefault(
+                        "413", _problem_response("Body too large (`payload_too_large`)")
+                    )
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _operations(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    methods = {"get", "put", "post", "delete", "patch"}
+    return [
+        op
+        for item in schema.get("paths", {}).values()
+        for method, op in item.items()
+        if method in methods
+    ]
+
+
+def _problem_response(description: str, model: str = "Problem") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": f"#/components/schemas/{model}"}}},
+    }

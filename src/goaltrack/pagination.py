@@ -27,6 +27,7 @@ class InvalidCursor(AppError):
     status_code = 422
     code = "invalid_cursor"
     detail = "The cursor is not valid for this list."
+    location = ("query", "cursor")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Shared schema building blocks."""
 
 import zoneinfo
-from datetime import time
+from datetime import date, time
 from functools import cache
 from typing import Annotated, Literal
 
@@ -12,7 +12,9 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     WithJsonSchema,
+    field_validator,
 )
 
 CLOCK_TIME_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -29,6 +31,27 @@ def _parse_clock_time(value: object) -> object:
     raise ValueError('time must be "HH:MM" (24 h)')
 
 
+def _parse_iso_date(value: object) -> object:
+    """Exactly "YYYY-MM-DD" from clients (not a timestamp number)."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError('date must be "YYYY-MM-DD"')
+
+
+IsoDate = Annotated[
+    date,
+    BeforeValidator(_parse_iso_date),
+    WithJsonSchema({"type": "string", "format": "date", "examples": ["2027-05-01"]}),
+]
+StrictFlag = Annotated[bool, Strict()]
+# An integer, where `true` or `1.0` are not accepted as one.
+StrictInt = Annotated[int, Strict()]
+
 # A wall-clock time of day in the user's own time zone, "HH:MM" both ways.
 ClockTime = Annotated[
     time,
@@ -39,9 +62,18 @@ ClockTime = Annotated[
 
 
 class RequestModel(BaseModel):
-    """Request bodies: unknown or read-only fields are rejected (no mass assignment)."""
+    """Request bodies: unknown or read-only fields are rejected (no mass assignment), and text
+    never carries NUL characters (PostgreSQL cannot store them). Fields whose lax coercion would
+    surprise (`0` as `false`, a number as a date) use the strict types below."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul_characters(cls, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
 
 
 class ResponseModel(BaseModel):
@@ -56,6 +88,18 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(Problem):
+    """422: the problem with the list of what is wrong, field by field."""
+
+    errors: list[ValidationErrorItem]
 
 
 Locale = Literal["en", "ru"]

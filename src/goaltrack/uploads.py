@@ -73,6 +73,7 @@ class InvalidUpload(AppError):
     status_code = 422
     code = "validation_error"
     detail = "Send one file as multipart/form-data in the `file` field."
+    location = ("body", "file")
 
 
 @dataclass

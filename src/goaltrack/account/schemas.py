@@ -7,7 +7,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from goaltrack.auth.schemas import Email, GivenPassword, NewPassword
-from goaltrack.schemas import ClockTime, Locale, RequestModel, ResponseModel, TimeZoneName
+from goaltrack.schemas import (
+    ClockTime,
+    Locale,
+    RequestModel,
+    ResponseModel,
+    StrictFlag,
+    StrictInt,
+    TimeZoneName,
+)
 
 Frequency = Literal["daily", "weekly", "off"]
 MAX_NOTIFICATION_TIMES = 6
@@ -34,13 +42,13 @@ class SettingsUpdate(RequestModel):
 
 
 class PushToggle(RequestModel):
-    push_enabled: bool
+    push_enabled: StrictFlag
 
 
 class NotificationSchedule(RequestModel):
     times: Annotated[list[ClockTime], Field(max_length=MAX_NOTIFICATION_TIMES)]
     frequency: Frequency
-    weekday: Annotated[int, Field(ge=0, le=6)] | None = None
+    weekday: Annotated[StrictInt, Field(ge=0, le=6)] | None = None
 
     @model_validator(mode="after")
     def _times_are_distinct_and_present(self) -> NotificationSchedule:

@@ -35,10 +35,17 @@ class Passwords:
         return await to_thread.run_sync(self._hasher.hash, password)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
-        """Compare against a dummy hash when there is no user, so timing does not reveal it."""
+        """Compare against a dummy hash when there is no user, so timing does not reveal it.
+
+        No stored password is longer than bcrypt's 72 bytes (registration refuses them), so a
+        longer one cannot match; it is still hashed (truncated) so that it takes the usual time."""
+        fits = len(password.encode()) <= BCRYPT_MAX_BYTES
+        candidate = (
+            password if fits else password.encode()[:BCRYPT_MAX_BYTES].decode(errors="ignore")
+        )
         target = password_hash if password_hash is not None else self._dummy_hash
-        matches = await to_thread.run_sync(self._hasher.verify, password, target)
-        return matches and password_hash is not None
+        matches = await to_thread.run_sync(self._hasher.verify, candidate, target)
+        return matches and fits and password_hash is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,3 +25,4 @@ class InvalidStageOrder(AppError):
     status_code = 422
     code = "invalid_stage_order"
     detail = "stage_ids must list every stage of the goal exactly once."
+    location = ("body", "stage_ids")

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from goaltrack.schemas import ClockTime, RequestModel
+from goaltrack.schemas import ClockTime, IsoDate, RequestModel, StrictInt
 
 
 def _not_blank(value: str) -> str:
@@ -17,7 +17,7 @@ def _not_blank(value: str) -> str:
 
 Title = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
 Description = Annotated[str, Field(max_length=5000)]
-FrequencyDays = Literal[1, 2, 3]
+FrequencyDays = Annotated[StrictInt, Field(ge=1, le=3)]
 AiStatus = Literal["idle", "pending", "done", "failed"]
 
 
@@ -34,14 +34,14 @@ class ReminderUpdate(RequestModel):
 class GoalCreate(RequestModel):
     title: Title
     description: Description | None = None
-    deadline: date | None = None
+    deadline: IsoDate | None = None
     reminder: ReminderIn | None = None
 
 
 class GoalUpdate(RequestModel):
     title: Title | None = None
     description: Description | None = None
-    deadline: date | None = None
+    deadline: IsoDate | None = None
 
 
 class StageCreate(RequestModel):
@@ -106,4 +106,4 @@ class GoalOut(GoalSummary):
 
 
 class AiSyncRequest(RequestModel):
-    max_stages: Annotated[int, Field(ge=3, le=10)] | None = None
+    max_stages: Annotated[StrictInt, Field(ge=3, le=10)] | None = None
