@@ -69,60 +69,50 @@ _LIST = _list_statement(after_cursor=False)
 _LIST_AFTER = _list_statement(after_cursor=True)
 
 
+def _json_children(table: Any, fields: dict[str, str], order_by: str, label: str) -> Any:
+    """A goal's child rows as one JSON array, built by PostgreSQL inside the goal's row: the goal
+    and all its children come back in a single round trip, with no ORM objects in between."""
+    child = table.alias("child")
+    pairs = ", ".join(f"'{name}', {expression}" for name, expression in fields.items())
+    rows: Any = literal_column(f"json_build_object({pairs}) ORDER BY {order_by}")
+    return (
+        select(func.coalesce(func.json_agg(rows), literal_column("'[]'::json")))
+        .select_from(child)
+        .where(child.c.goal_id == Goal.id)
+        .scalar_subquery()
+        .label(label)
+    )
+
+
 def _detail_statement() -> Any:
-    stages = (
-        select(
-            func.coalesce(
-                func.json_agg(
-                    literal_column(
-                        "json_build_object('id', s.id, 'title', s.title, 'description', s.description, "
-                        "'position', s.position, 'is_completed', s.is_completed, 'completed_at', s.completed_at) "
-                        "ORDER BY s.position"
-                    )
-                ),
-                literal_column("'[]'::json"),
-            )
-        )
-        .select_from(GoalStage.__table__.alias("s"))
-        .where(literal_column("s.goal_id") == Goal.id)
-        .scalar_subquery()
-        .label("stages")
+    stages = _json_children(
+        GoalStage.__table__,
+        {
+            name: f"child.{name}"
+            for name in ("id", "title", "description", "position", "is_completed", "completed_at")
+        },
+        order_by="child.position",
+        label="stages",
     )
-    attachments = (
-        select(
-            func.coalesce(
-                func.json_agg(
-                    literal_column(
-                        "json_build_object('id', a.id, 'file_name', a.file_name, 'file_type', a.file_type, "
-                        "'size', a.size, 'object_key', a.object_key, 'created_at', a.created_at) "
-                        "ORDER BY a.created_at, a.id"
-                    )
-                ),
-                literal_column("'[]'::json"),
-            )
-        )
-        .select_from(GoalAttachment.__table__.alias("a"))
-        .where(literal_column("a.goal_id") == Goal.id)
-        .scalar_subquery()
-        .label("attachments")
+    attachments = _json_children(
+        GoalAttachment.__table__,
+        {
+            name: f"child.{name}"
+            for name in ("id", "file_name", "file_type", "size", "object_key", "created_at")
+        },
+        order_by="child.created_at, child.id",
+        label="attachments",
     )
-    reminders = (
-        select(
-            func.coalesce(
-                func.json_agg(
-                    literal_column(
-                        "json_build_object('id', r.id, 'remind_time', to_char(r.remind_time, 'HH24:MI'), "
-                        "'frequency_days', r.frequency_days, 'next_fire_at', r.next_fire_at) "
-                        "ORDER BY r.remind_time, r.id"
-                    )
-                ),
-                literal_column("'[]'::json"),
-            )
-        )
-        .select_from(GoalReminder.__table__.alias("r"))
-        .where(literal_column("r.goal_id") == Goal.id)
-        .scalar_subquery()
-        .label("reminders")
+    reminders = _json_children(
+        GoalReminder.__table__,
+        {
+            "id": "child.id",
+            "remind_time": "to_char(child.remind_time, 'HH24:MI')",
+            "frequency_days": "child.frequency_days",
+            "next_fire_at": "child.next_fire_at",
+        },
+        order_by="child.remind_time, child.id",
+        label="reminders",
     )
     return (
         select(
