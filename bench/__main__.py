@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None) -> Config:
         type=int,
         default=0,
         metavar="N",
-        help="afterwards, add a user with N goals and print the list query's plans",
+        help="seed one more user with N goals (not in the load) and print the list query's plans",
     )
     parser.add_argument(
         "--json",
@@ -124,7 +124,12 @@ async def prepare_database(
 ) -> tuple[Seeded, list[str]]:
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        seeded = await seed(conn, users=config.users, goals_per_user=config.goals_per_user)
+        seeded = await seed(
+            conn,
+            users=config.users,
+            goals_per_user=config.goals_per_user,
+            heavy_goals=config.explain_goals,
+        )
         tokens = await mint_tokens(conn, settings, config.users)
     finally:
         await conn.close()
@@ -347,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(summary, report)
         ok = True
         if config.explain_goals:
-            ok = asyncio.run(explain_on(stack.postgres.url, config.explain_goals))
+            ok = asyncio.run(explain_on(stack.postgres.url))
     finally:
         stack.stop()
         shutil.rmtree(root, ignore_errors=True)

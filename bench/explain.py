@@ -1,12 +1,14 @@
 """EXPLAIN (ANALYZE, BUFFERS) of GET /goals' SQL: page 1 and a page deep into one heavy user's list.
 
-Used by `python -m bench --explain-goals N` on the benchmark's database, or on its own:
+Used by `python -m bench --explain-goals N` on the benchmark's database (seeded with one extra
+user with N goals, left out of the load), or on its own:
 
     uv run python -m bench.explain --users 50000 --goals-per-user 20 --heavy-goals 10000
 
-which starts a local stack, seeds users × goals of background data plus one user with N goals,
-and prints the plans both as a fresh statement would get them (custom plan) and as a prepared
-statement reused many times does (generic plan: what the app's asyncpg connections run once warm).
+which starts a local stack, seeds users × goals of background data plus one user with N goals
+(rows in random heap order), and prints the plans both as a fresh statement gets them (custom
+plan) and as a prepared statement reused many times may (generic plan: the app's asyncpg
+connections prepare their statements, and PostgreSQL may switch to it after five executions).
 """
 
 from __future__ import annotations
@@ -17,45 +19,45 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench.seed import PASSWORD_HASH, asyncpg_dsn, insert_goals, seed
+from bench.seed import HEAVY_EMAIL, asyncpg_dsn, seed
 from bench.sql import list_param_names, list_sql
 from goaltrack.localstack import LocalStack
 from goaltrack.migrations import upgrade
 
-HEAVY_EMAIL = "heavy@bench.goaltrack.example.com"
 INDEX_NAME = "ix_goals_user_id_is_archived_created_at_id"
 
 
-async def add_heavy_user(conn: asyncpg.Connection, goals: int) -> tuple[uuid.UUID, int]:
-    row = await conn.fetchrow(
-        """
-        INSERT INTO users (id, email, password_hash, token_version)
-        VALUES (gen_random_uuid(), $1, $2, 4)
-        ON CONFLICT DO NOTHING
-        RETURNING id, token_version
-        """,
-        HEAVY_EMAIL,
-        PASSWORD_HASH,
-    )
-    if row is None:
-        raise RuntimeError("the heavy user exists already")
-    await insert_goals(conn, active=goals, archived=goals // 10, email_like=HEAVY_EMAIL)
-    await conn.execute("ANALYZE users; ANALYZE goals")
-    return uuid.UUID(str(row["id"])), int(row["token_version"])
+def _literal(value: Any) -> str:
+    """A SQL literal for EXECUTE (values come from our own database: booleans, numbers, uuids, times)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return f"'{value.isoformat()}'"
+    return f"'{value}'"
 
 
 async def _explain(conn: asyncpg.Connection, sql: str, args: list[Any], *, generic: bool) -> str:
+    """The plan a fresh statement gets (custom: parameters known), or the generic plan that a
+    prepared statement reused many times may switch to (asyncpg and SQLAlchemy prepare theirs)."""
     async with conn.transaction():
-        if generic:
-            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+        if not generic:
+            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+            return "\n".join(row[0] for row in rows)
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE bench_list AS {sql}")
+        try:
+            literals = ", ".join(_literal(value) for value in args)
+            rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_list({literals})")
+        finally:
+            await conn.execute("DEALLOCATE bench_list")
     return "\n".join(row[0] for row in rows)
 
 
@@ -63,9 +65,18 @@ def _args(names: tuple[str, ...], values: dict[str, Any]) -> list[Any]:
     return [values[name] for name in names]
 
 
-async def explain_list(conn: asyncpg.Connection, heavy_goals: int) -> dict[str, str]:
-    """The plans of page 1 and of a page ~90 % deep into a user with `heavy_goals` goals."""
-    user_id, token_version = await add_heavy_user(conn, heavy_goals)
+async def explain_list(conn: asyncpg.Connection) -> dict[str, str]:
+    """The plans of a typical user's page 1, and of page 1 and a page ~90 % deep into the list of
+    the heavy user (seeded with `seed(..., heavy_goals=N)`)."""
+    heavy = await conn.fetchrow(
+        "SELECT u.id, u.token_version, count(g.id) AS goals FROM users u "
+        "JOIN goals g ON g.user_id = u.id AND NOT g.is_archived "
+        "WHERE u.email = $1 GROUP BY u.id",
+        HEAVY_EMAIL,
+    )
+    if heavy is None:
+        raise RuntimeError("no heavy user: seed with heavy_goals > 0")
+    user_id, token_version, heavy_goals = heavy["id"], heavy["token_version"], heavy["goals"]
     values: dict[str, Any] = {
         "user_id": user_id,
         "token_version": token_version,
@@ -85,15 +96,26 @@ async def explain_list(conn: asyncpg.Connection, heavy_goals: int) -> dict[str, 
     deep_values = values | {"after_created_at": after_created_at, "after_id": deep["id"]}
     first_sql, first_names = list_sql(), list_param_names()
     after_sql, after_names = list_sql(after_cursor=True), list_param_names(after_cursor=True)
+    typical = await conn.fetchrow(
+        "SELECT id, token_version FROM users WHERE email <> $1 ORDER BY email LIMIT 1", HEAVY_EMAIL
+    )
     plans: dict[str, str] = {}
     for generic in (False, True):
         kind = "generic" if generic else "custom"
-        plans[f"page 1 ({kind} plan)"] = await _explain(
+        if typical is not None:
+            typical_values = values | {
+                "user_id": typical["id"],
+                "token_version": typical["token_version"],
+            }
+            plans[f"typical user, page 1 ({kind} plan)"] = await _explain(
+                conn, first_sql, _args(first_names, typical_values), generic=generic
+            )
+        plans[f"heavy user ({heavy_goals:,} goals), page 1 ({kind} plan)"] = await _explain(
             conn, first_sql, _args(first_names, values), generic=generic
         )
-        plans[f"deep page, after goal #{heavy_goals * 9 // 10 + 1} ({kind} plan)"] = await _explain(
-            conn, after_sql, _args(after_names, deep_values), generic=generic
-        )
+        plans[
+            f"heavy user, deep page after goal #{heavy_goals * 9 // 10:,} ({kind} plan)"
+        ] = await _explain(conn, after_sql, _args(after_names, deep_values), generic=generic)
     return plans
 
 
@@ -120,10 +142,10 @@ async def _totals(conn: asyncpg.Connection) -> dict[str, int]:
     }
 
 
-async def run_on(database_url: str, heavy_goals: int) -> bool:
+async def run_on(database_url: str) -> bool:
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        plans = await explain_list(conn, heavy_goals)
+        plans = await explain_list(conn)
         return print_plans(plans, await _totals(conn))
     finally:
         await conn.close()
@@ -135,7 +157,9 @@ async def _seed_and_explain(
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         started = time.monotonic()
-        seeded = await seed(conn, users=users, goals_per_user=goals_per_user)
+        seeded = await seed(
+            conn, users=users, goals_per_user=goals_per_user, heavy_goals=heavy_goals
+        )
         print(
             f"seeded {seeded.users:,} users, {seeded.goals:,} goals "
             f"in {time.monotonic() - started:.1f} s",
@@ -143,7 +167,7 @@ async def _seed_and_explain(
         )
     finally:
         await conn.close()
-    return await run_on(database_url, heavy_goals)
+    return await run_on(database_url)
 
 
 def main(argv: list[str] | None = None) -> int:

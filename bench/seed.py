@@ -1,6 +1,7 @@
 """Realistic data, fast: set-based INSERT ... SELECT generate_series, then ANALYZE.
 
-Every user has a settings row, `goals_per_user` active goals and a tenth as many archived ones,
+Every user has a settings row, `goals_per_user` active goals and a tenth as many archived ones
+(optionally one heavy user has many more, for the query plans of deep pages),
 with titles and descriptions of varied length, stage counts and progress that agree, some
 deadlines and completions, and creation times spread over two years.
 """
@@ -17,6 +18,7 @@ from goaltrack.auth.security import create_access_token
 from goaltrack.config import Settings
 
 # Nobody logs in during the benchmark: a well-formed bcrypt string is all the column needs.
+HEAVY_EMAIL = "heavy@bench.goaltrack.example.com"
 PASSWORD_HASH = "$2b$12$C6UzMDM.H6dfI/f/IKcEeO5p8b1d2wW0VqTqO9Xcz3yJb4H5i6E7G"
 
 TITLES = [
@@ -59,13 +61,18 @@ DESCRIPTIONS = [
     "Reward at the end: a weekend away.",
 ]
 
+# Rows go in in random order, as years of inserts by many users would leave them: one user's
+# goals are spread over the table's pages, not packed together.
 GOALS_SQL = """
 WITH spec AS (
-    SELECT u.id AS user_id, g, g > $1::int AS archived,
+    SELECT u.id AS user_id, g > n.active AS archived,
            floor(random() * 9)::int AS stages,
            now() - random() * interval '730 days' AS created
-    FROM users u CROSS JOIN generate_series(1, $1::int + $2::int) AS g
-    WHERE u.email LIKE $5::text
+    FROM users u
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN u.email = $4::text THEN $5::int ELSE $1::int END AS active
+    ) AS n
+    CROSS JOIN LATERAL generate_series(1, n.active + n.active / 10) AS g
 ),
 counted AS (
     SELECT *, floor(random() * (stages + 1))::int AS done FROM spec
@@ -75,8 +82,8 @@ INSERT INTO goals (id, user_id, title, description, deadline, progress, stage_co
                    created_at)
 SELECT gen_random_uuid(),
        user_id,
+       ($2::text[])[1 + floor(random() * cardinality($2::text[]))::int],
        ($3::text[])[1 + floor(random() * cardinality($3::text[]))::int],
-       ($4::text[])[1 + floor(random() * cardinality($4::text[]))::int],
        CASE WHEN random() < 0.6 THEN (created + random() * interval '365 days')::date END,
        CASE WHEN stages = 0 THEN 0 ELSE done * 100 / stages END,
        stages,
@@ -86,7 +93,18 @@ SELECT gen_random_uuid(),
        (ARRAY['idle', 'idle', 'idle', 'done', 'failed'])[1 + floor(random() * 5)::int],
        created + random() * interval '30 days',
        created
-FROM counted;
+FROM counted
+ORDER BY random()
+"""
+
+SETTINGS_SQL = """
+INSERT INTO user_settings (id, user_id, notification_frequency, timezone, locale)
+SELECT gen_random_uuid(), u.id,
+       (ARRAY['daily', 'weekly', 'off'])[1 + abs(hashtext(u.email)) % 3],
+       (ARRAY['UTC', 'Europe/London', 'America/New_York', 'Asia/Tokyo'])
+           [1 + abs(hashtext(u.email)) % 4],
+       (ARRAY['en', 'ru', 'de'])[1 + abs(hashtext(u.email)) % 3]
+FROM users u
 """
 
 
@@ -101,12 +119,11 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 async def seed(
-    conn: asyncpg.Connection,
-    *,
-    users: int,
-    goals_per_user: int,
+    conn: asyncpg.Connection, *, users: int, goals_per_user: int, heavy_goals: int = 0
 ) -> Seeded:
-    """Insert `users` users with their settings and goals, then ANALYZE."""
+    """Insert `users` users with their settings and goals (and, when `heavy_goals` > 0, one more
+    user, HEAVY_EMAIL, with that many active goals), then ANALYZE. Run once, on an empty database.
+    """
     async with conn.transaction():
         await conn.execute("SELECT setseed(0.42)")
         await conn.execute(
@@ -117,47 +134,34 @@ async def seed(
                    $1,
                    n % 3,
                    now() - interval '800 days' + n * interval '1 second'
-            FROM generate_series($2::int, $3::int) AS n
+            FROM generate_series(1, $2::int) AS n
             """,
             PASSWORD_HASH,
-            1,
             users,
         )
-        await conn.execute(
-            """
-            INSERT INTO user_settings (id, user_id, notification_frequency, timezone, locale)
-            SELECT gen_random_uuid(), u.id,
-                   (ARRAY['daily', 'weekly', 'off'])[1 + abs(hashtext(u.email)) % 3],
-                   (ARRAY['UTC', 'Europe/London', 'America/New_York', 'Asia/Tokyo'])
-                       [1 + abs(hashtext(u.email)) % 4],
-                   (ARRAY['en', 'ru', 'de'])[1 + abs(hashtext(u.email)) % 3]
-            FROM users u
-            WHERE NOT EXISTS (SELECT 1 FROM user_settings s WHERE s.user_id = u.id)
-            """
-        )
-        if users and goals_per_user:
-            await insert_goals(
-                conn,
-                active=goals_per_user,
-                archived=goals_per_user // 10,
-                email_like="%",
+        if heavy_goals:
+            await conn.execute(
+                "INSERT INTO users (id, email, password_hash, token_version) "
+                "VALUES (gen_random_uuid(), $1, $2, 4)",
+                HEAVY_EMAIL,
+                PASSWORD_HASH,
             )
+        await conn.execute(SETTINGS_SQL)
+        await conn.execute(
+            GOALS_SQL, goals_per_user, TITLES, DESCRIPTIONS, HEAVY_EMAIL, heavy_goals
+        )
     await conn.execute("ANALYZE")
     total_users = await conn.fetchval("SELECT count(*) FROM users")
     total_goals = await conn.fetchval("SELECT count(*) FROM goals")
     return Seeded(users=int(total_users), goals=int(total_goals))
 
 
-async def insert_goals(
-    conn: asyncpg.Connection, *, active: int, archived: int, email_like: str
-) -> None:
-    await conn.execute(GOALS_SQL, active, archived, TITLES, DESCRIPTIONS, email_like)
-
-
 async def mint_tokens(conn: asyncpg.Connection, settings: Settings, limit: int) -> list[str]:
-    """One real access token per user (the app's own `create_access_token`)."""
+    """One real access token per user (the app's own `create_access_token`); not the heavy one."""
     rows = await conn.fetch(
-        "SELECT id, token_version FROM users WHERE deleted_at IS NULL ORDER BY created_at LIMIT $1",
+        "SELECT id, token_version FROM users WHERE deleted_at IS NULL AND email <> $1 "
+        "ORDER BY created_at LIMIT $2",
+        HEAVY_EMAIL,
         limit,
     )
     now = datetime.now(UTC)
