@@ -337,6 +337,23 @@ async def test_rejected_access_tokens(client: Any, user: Account) -> None:
     assert_problem(basic, 401, "not_authenticated")
 
 
+async def test_access_token_expires_even_after_it_was_verified_once(
+    client: Any, app: Any, user: Account
+) -> None:
+    assert (await client.get("/account", headers=user.headers)).status_code == 200
+    expires_at = datetime.fromtimestamp(_claims(user.access_token)["exp"], UTC)
+    app.dependency_overrides[get_now] = lambda: expires_at - timedelta(seconds=1)
+    assert (await client.get("/goals", headers=user.headers)).status_code == 200
+    app.dependency_overrides[get_now] = lambda: expires_at
+    assert_problem(await client.get("/account", headers=user.headers), 401, "not_authenticated")
+    assert_problem(await client.get("/goals", headers=user.headers), 401, "not_authenticated")
+
+
+async def test_oversized_bearer_token_is_refused(client: Any) -> None:
+    response = await client.get("/account", headers={"Authorization": "Bearer " + "a" * 5000})
+    assert_problem(response, 401, "not_authenticated")
+
+
 # --- password reset ---------------------------------------------------------------------------
 
 

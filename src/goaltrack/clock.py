@@ -10,7 +10,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def get_now() -> datetime:
+async def get_now() -> datetime:
     return utcnow()
 
 

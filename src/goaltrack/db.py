@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -46,7 +47,8 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     options: dict[str, Any] = {
         "pool_size": settings.database_pool_size,
         "max_overflow": 0,
-        "pool_pre_ping": True,
+        # No pre-ping: it costs three round trips per checkout. A connection PostgreSQL dropped
+        # fails its statement once (503, see errors.py) and the pool discards it.
         # Timestamps built inside SQL (json_build_object) come out in UTC, like asyncpg's own.
         "connect_args": {"server_settings": {"timezone": "UTC"}},
     }
@@ -79,3 +81,14 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """For the hot single-statement reads: a pooled connection in autocommit mode, so no
+    BEGIN/COMMIT round trips and no ORM session around one SELECT."""
+    engine: AsyncEngine = request.app.state.read_engine
+    async with engine.connect() as connection:
+        yield connection
+
+
+ReadConnectionDep = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]

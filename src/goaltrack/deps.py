@@ -1,4 +1,7 @@
-"""Application-wide dependencies: the objects created once at start-up and kept on `app.state`."""
+"""Application-wide dependencies: the objects created once at start-up and kept on `app.state`.
+
+They are `async def` although they do not await: FastAPI runs plain `def` dependencies in the
+threadpool, a thread hop per dependency per request for nothing."""
 
 from __future__ import annotations
 
@@ -13,27 +16,27 @@ from goaltrack.config import Settings
 from goaltrack.storage import Storage
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
 
 
-def get_passwords(request: Request) -> Passwords:
+async def get_passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 
 
-def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     """For the rare write that must commit apart from the request (an upload's outbox intent)."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     return sessionmaker

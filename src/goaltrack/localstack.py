@@ -146,7 +146,8 @@ class Postgres:
             )
         options = (
             f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            "-c random_page_cost=1.1"
         )
         log = self.data_dir / "server.log"
         self._check(

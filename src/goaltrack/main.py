@@ -38,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.settings = settings
         app.state.engine = engine
+        # The same pool, without transactions: for the one-statement hot reads.
+        app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(redis)

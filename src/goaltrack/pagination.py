@@ -58,7 +58,7 @@ class Page:
     after: Cursor | None
 
 
-def get_page(
+async def get_page(
     limit: Annotated[
         int, Query(ge=1, description=f"1–{MAX_LIMIT}; larger values are capped")
     ] = DEFAULT_LIMIT,

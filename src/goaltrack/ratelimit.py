@@ -41,7 +41,7 @@ class RateLimiter:
             raise RateLimited(retry_after=max(int(ttl), 1))
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
+async def get_rate_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
 

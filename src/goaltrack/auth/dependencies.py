@@ -7,6 +7,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from goaltrack.auth.models import User
 from goaltrack.auth.security import AccessClaims, decode_access_token
+from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import NotAuthenticated
@@ -14,8 +15,9 @@ from goaltrack.errors import NotAuthenticated
 bearer_scheme = HTTPBearer(auto_error=False, description="The access token from /auth/login.")
 
 
-def get_access_claims(
+async def get_access_claims(
     settings: SettingsDep,
+    now: Now,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> AccessClaims:
     """A well-formed, correctly signed, unexpired access token (no database work).
@@ -24,7 +26,7 @@ def get_access_claims(
     database by `get_current_user`, or inside the single statement of a hot read."""
     if credentials is None:
         raise NotAuthenticated
-    claims = decode_access_token(settings, credentials.credentials)
+    claims = decode_access_token(settings, credentials.credentials, now)
     if claims is None:
         raise NotAuthenticated
     return claims

@@ -7,7 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import jwt
 from anyio import to_thread
@@ -19,6 +19,7 @@ from goaltrack.config import Settings
 JWT_ALGORITHM = "HS256"
 ACCESS_TOKEN_TYPE = "access"
 BCRYPT_MAX_BYTES = 72
+MAX_ACCESS_TOKEN_LENGTH = 1024
 
 
 class Passwords:
@@ -68,19 +69,36 @@ def create_access_token(
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
 
 
-def decode_access_token(settings: Settings, token: str) -> AccessClaims | None:
-    """The claims of a valid access token, or None for anything else (never raises)."""
+def decode_access_token(settings: Settings, token: str, now: datetime) -> AccessClaims | None:
+    """The claims of a valid access token unexpired at `now`, or None for anything else (never raises)."""
+    if len(token) > MAX_ACCESS_TOKEN_LENGTH:
+        return None  # ours are ~250 characters; nothing longer is worth verifying (or caching)
+    verified = _verify(token, settings.jwt_secret.get_secret_value(), settings.jwt_issuer)
+    if verified is None:
+        return None
+    claims, expires_at = verified
+    return claims if now.timestamp() < expires_at else None
+
+
+@lru_cache(maxsize=8192)
+def _verify(token: str, secret: str, issuer: str) -> tuple[AccessClaims, int] | None:
+    """Signature and claims, checked once per token: a client sends the same token for its whole
+    30 minutes, and verifying it is a good part of a hot read's CPU. Expiry is checked by the
+    caller at every use; revocation (token_version) against the database, as always."""
     try:
         claims = jwt.decode(
             token,
-            settings.jwt_secret.get_secret_value(),
+            secret,
             algorithms=[JWT_ALGORITHM],
-            issuer=settings.jwt_issuer,
-            options={"require": ["sub", "iat", "exp", "typ", "tv", "iss"]},
+            issuer=issuer,
+            options={"require": ["sub", "iat", "exp", "typ", "tv", "iss"], "verify_exp": False},
         )
         if claims["typ"] != ACCESS_TOKEN_TYPE or type(claims["tv"]) is not int:
             return None
-        return AccessClaims(user_id=uuid.UUID(claims["sub"]), token_version=claims["tv"])
+        if type(claims["exp"]) is not int:
+            return None
+        access = AccessClaims(user_id=uuid.UUID(claims["sub"]), token_version=claims["tv"])
+        return access, claims["exp"]
     except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
         return None
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser, get_access_claims
 from goaltrack.clock import Now
-from goaltrack.db import SessionDep
+from goaltrack.db import ReadConnectionDep, SessionDep
 from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
 from goaltrack.errors import NotFound, error_responses
 from goaltrack.goals import attachments, queries, reminders, service
@@ -43,18 +43,18 @@ NO_CONTENT = status.HTTP_204_NO_CONTENT
 
 @router.get("", responses=error_responses(InvalidCursor))
 async def list_goals(
-    session: SessionDep, caller: AccessClaimsDep, page: PageDep
+    connection: ReadConnectionDep, caller: AccessClaimsDep, page: PageDep
 ) -> ListPage[GoalSummary]:
     """Active goals, newest first."""
-    return await queries.list_goals(session, caller, archived=False, page=page)
+    return await queries.list_goals(connection, caller, archived=False, page=page)
 
 
 @router.get("/archived", responses=error_responses(InvalidCursor))
 async def list_archived_goals(
-    session: SessionDep, caller: AccessClaimsDep, page: PageDep
+    connection: ReadConnectionDep, caller: AccessClaimsDep, page: PageDep
 ) -> ListPage[GoalSummary]:
     """Archived goals, newest first."""
-    return await queries.list_goals(session, caller, archived=True, page=page)
+    return await queries.list_goals(connection, caller, archived=True, page=page)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -73,13 +73,13 @@ async def create_goal(
 @router.get("/{goal_id}")
 async def get_goal(
     goal_id: GoalId,
-    session: SessionDep,
+    connection: ReadConnectionDep,
     storage: StorageDep,
     settings: SettingsDep,
     caller: AccessClaimsDep,
 ) -> GoalOut:
     return await queries.get_goal(
-        session, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
+        connection, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
     )
 
 
