@@ -1,12 +1,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from goaltrack.schemas import ClockTime, IsoDate, RequestModel, StrictInt
+
+
+def reject_null(*fields: str) -> Callable[[Any], Any]:
+    """For partial updates: these fields may be left out, but not set to null."""
+
+    def check(model: Any) -> Any:
+        for field in fields:
+            if field in model.model_fields_set and getattr(model, field) is None:
+                raise ValueError(f"{field} cannot be null")
+        return model
+
+    return check
 
 
 def _not_blank(value: str) -> str:
@@ -30,6 +43,8 @@ class ReminderUpdate(RequestModel):
     remind_time: ClockTime | None = None
     frequency_days: FrequencyDays | None = None
 
+    _not_null = model_validator(mode="after")(reject_null("remind_time", "frequency_days"))
+
 
 class GoalCreate(RequestModel):
     title: Title
@@ -39,9 +54,13 @@ class GoalCreate(RequestModel):
 
 
 class GoalUpdate(RequestModel):
+    """Fields left out stay as they are; `null` clears a description or deadline."""
+
     title: Title | None = None
     description: Description | None = None
     deadline: IsoDate | None = None
+
+    _title_not_null = model_validator(mode="after")(reject_null("title"))
 
 
 class StageCreate(RequestModel):
@@ -52,6 +71,8 @@ class StageCreate(RequestModel):
 class StageUpdate(RequestModel):
     title: Title | None = None
     description: Description | None = None
+
+    _title_not_null = model_validator(mode="after")(reject_null("title"))
 
 
 class StageOrder(RequestModel):

@@ -40,8 +40,6 @@ async def create_goal(
 
 async def update_goal(session: AsyncSession, goal: Goal, body: GoalUpdate, now: datetime) -> None:
     changes = body.model_dump(exclude_unset=True)
-    if "title" in changes and changes["title"] is None:
-        changes.pop("title")  # the title can be changed, never removed
     for field, value in changes.items():
         setattr(goal, field, value)
     goal.updated_at = now
@@ -97,10 +95,7 @@ async def update_stage(
     session: AsyncSession, goal: Goal, stage_id: uuid.UUID, body: StageUpdate, now: datetime
 ) -> GoalStage:
     stage = await _stage(session, goal, stage_id)
-    changes = body.model_dump(exclude_unset=True)
-    if "title" in changes and changes["title"] is None:
-        changes.pop("title")
-    for field, value in changes.items():
+    for field, value in body.model_dump(exclude_unset=True).items():
         setattr(stage, field, value)
     goal.updated_at = now
     await session.flush()
