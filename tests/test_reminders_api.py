@@ -66,7 +66,7 @@ async def test_update_reminder_recomputes(client: Any, app: Any, register: Any) 
         {"remind_time": "7:00"},
         {"frequency_days": 0},
         {"next_fire_at": "2026-01-01T00:00:00Z"},
-        {"remind_time": None},,
+        {"remind_time": None},
     ):
         response = await client.put(
             f"/goals/{goal['id']}/reminders/{created['id']}", json=body, headers=account.headers
