@@ -528,3 +528,17 @@ async def test_lost_export_tasks_are_sent_again_then_given_up(
         return statuses == {"failed", "ready"}
 
     await wait_until(rebuilt, timeout=30)
+
+
+async def test_restore_shares_the_login_attempt_budget(client: Any, user: Account) -> None:
+    for _ in range(3):
+        await client.post("/auth/login", json={"email": user.email, "password": "wrong password"})
+    for _ in range(2):
+        response = await client.post(
+            "/account/restore", json={"email": user.email, "password": "wrong password"}
+        )
+        assert_problem(response, 401, "invalid_credentials")
+    blocked = await client.post(
+        "/account/restore", json={"email": user.email, "password": user.password}
+    )
+    assert_problem(blocked, 429, "rate_limited")

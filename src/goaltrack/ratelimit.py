@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from goaltrack.config import RateLimit
+from goaltrack.config import RateLimit, Settings
 from goaltrack.errors import RateLimited, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -57,3 +57,11 @@ def client_ip(request: Request, trusted_proxy_hops: int) -> str:
         if len(forwarded) >= trusted_proxy_hops:
             return forwarded[-trusted_proxy_hops]
     return request.client.host if request.client else "unknown"
+
+
+async def limit_login_attempts(
+    limiter: RateLimiter, request: Request, settings: Settings, email: str
+) -> None:
+    """Password guesses, per e-mail and client IP: login and account restore share the budget."""
+    identity = f"{email}|{client_ip(request, settings.trusted_proxy_hops)}"
+    await limiter.hit("login", identity, settings.login_limit)

@@ -23,7 +23,7 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import PasswordsDep, SettingsDep
 from goaltrack.errors import RateLimited, error_responses
-from goaltrack.ratelimit import RateLimiterDep, client_ip
+from goaltrack.ratelimit import RateLimiterDep, limit_login_attempts
 
 router = APIRouter(tags=["account"], dependencies=[Depends(get_current_user)])
 # Restoring a soft-deleted account: its tokens are revoked, so e-mail and password identify it.
@@ -112,9 +112,7 @@ async def restore_account(
     limiter: RateLimiterDep,
     now: Now,
 ) -> TokenPair:
-    # The same budget as logins: restoring is logging in to a hidden account.
-    identity = f"{body.email}|{client_ip(request, settings.trusted_proxy_hops)}"
-    await limiter.hit("login", identity, settings.login_limit)
+    await limit_login_attempts(limiter, request, settings, body.email)
     return await service.restore(
         session,
         settings,

@@ -24,7 +24,7 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import PasswordsDep, SettingsDep
 from goaltrack.errors import RateLimited, error_responses
-from goaltrack.ratelimit import RateLimiterDep, client_ip
+from goaltrack.ratelimit import RateLimiterDep, client_ip, limit_login_attempts
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -76,8 +76,7 @@ async def login(
     limiter: RateLimiterDep,
     now: Now,
 ) -> TokenPair:
-    identity = f"{body.email}|{client_ip(request, settings.trusted_proxy_hops)}"
-    await limiter.hit("login", identity, settings.login_limit)
+    await limit_login_attempts(limiter, request, settings, body.email)
     return await service.login(
         session,
         settings,
