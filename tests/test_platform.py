@@ -187,3 +187,15 @@ async def test_openapi_documents_problem_responses(client: Any) -> None:
     account = schema["paths"]["/account"]["get"]["responses"]
     assert "401" in account
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_beat_schedules_every_periodic_job() -> None:
+    from goaltrack.worker import celery_app
+
+    scheduled = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
+    assert scheduled == {
+        "goaltrack.files.tasks.process_file_deletions",
+        "goaltrack.account.tasks.purge_deleted_accounts",
+        "goaltrack.account.tasks.maintain_exports",
+    }
+    assert scheduled <= set(celery_app.tasks)

@@ -47,12 +47,12 @@ def create_celery(settings: Settings) -> Celery:
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Beat only ticks: PostgreSQL holds what is due, so a tick that is missed or repeated is harmless."""
     every = settings.scheduler_interval_seconds
-    return {
-        "process-file-deletions": {
-            "task": "goaltrack.files.tasks.process_file_deletions",
-            "schedule": every,
-        },
-    }
+    tasks = (
+        "goaltrack.files.tasks.process_file_deletions",
+        "goaltrack.account.tasks.purge_deleted_accounts",
+        "goaltrack.account.tasks.maintain_exports",
+    )
+    return {name.rsplit(".", 1)[1]: {"task": name, "schedule": every} for name in tasks}
 
 
 celery_app = create_celery(get_settings())
