@@ -542,3 +542,36 @@ async def test_restore_shares_the_login_attempt_budget(client: Any, user: Accoun
         "/account/restore", json={"email": user.email, "password": user.password}
     )
     assert_problem(blocked, 429, "rate_limited")
+
+
+async def test_a_refresh_racing_a_password_change_does_not_survive_it(
+    client: Any, user: Account
+) -> None:
+    """Refresh and revocation take the user's lock in the same order: a token minted by a refresh
+    that ran concurrently with the change is revoked with the rest."""
+    refresh_token, password = user.refresh_token, user.password
+    for round_ in range(4):
+        new_password = f"new password {round_}"
+        refreshed, changed = await asyncio.gather(
+            client.post("/auth/refresh", json={"refresh_token": refresh_token}),
+            client.put(
+                "/account/password",
+                json={"current_password": password, "new_password": new_password},
+                headers=user.headers,
+            ),
+        )
+        assert changed.status_code == 200
+        if refreshed.status_code == 200:
+            minted = refreshed.json()
+            again = await client.post(
+                "/auth/refresh", json={"refresh_token": minted["refresh_token"]}
+            )
+            assert_problem(again, 401, "invalid_token")
+            headers = {"Authorization": f"Bearer {minted['access_token']}"}
+            assert_problem(await client.get("/account", headers=headers), 401, "not_authenticated")
+        tokens = changed.json()
+        user.access_token, refresh_token, password = (
+            tokens["access_token"],
+            tokens["refresh_token"],
+            new_password,
+        )

@@ -118,6 +118,7 @@ async def soft_delete(
 ) -> datetime:
     """Sign out everywhere and hide the account; it can be restored for `grace_days`."""
     await _check_password(passwords, user, password)
+    await auth.lock_user(session, user.id)
     user.deleted_at = now
     await auth.revoke_all_sessions(session, user, now)
     return now + timedelta(days=grace_days)
@@ -134,6 +135,8 @@ async def restore(
     user_agent: str | None,
 ) -> TokenPair:
     user = await auth.authenticate(session, passwords, email, password)
+    if await auth.lock_user(session, user.id) is None:
+        raise RestoreExpired  # purged meanwhile
     if user.deleted_at is not None:
         if user.deleted_at + timedelta(days=settings.account_deletion_grace_days) <= now:
             raise RestoreExpired

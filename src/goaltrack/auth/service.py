@@ -119,6 +119,18 @@ async def login(
     return pair
 
 
+async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The user row, locked and re-read. Every change to a user's sessions takes this lock first
+    (always in the order user, then tokens), so a refresh and a revocation never interleave: a
+    token minted by a refresh is either visible to the revocation or refused by it."""
+    return await session.scalar(
+        select(User)
+        .where(User.id == user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 async def refresh(
     session: AsyncSession,
     settings: Settings,
@@ -127,22 +139,27 @@ async def refresh(
     now: datetime,
     user_agent: str | None,
 ) -> TokenPair:
-    # The row lock makes two concurrent refreshes of one token serialise: the second sees it revoked.
+    token_hash = hash_token(refresh_token)
+    owner = await session.scalar(
+        select(RefreshToken.user_id).where(RefreshToken.token_hash == token_hash)
+    )
+    if owner is None:
+        raise InvalidRefreshToken
+    user = await lock_user(session, owner)
+    # Re-read under the lock: of two concurrent refreshes of one token, the second sees it revoked.
     current = await session.scalar(
         select(RefreshToken)
-        .where(RefreshToken.token_hash == hash_token(refresh_token))
+        .where(RefreshToken.token_hash == token_hash)
         .with_for_update()
+        .execution_options(populate_existing=True)
     )
-    if current is None:
+    if user is None or current is None:
         raise InvalidRefreshToken
     if current.revoked_at is not None:
         # A revoked token presented again: it was stolen or replayed. Kill the whole family (RFC 9700).
         await revoke_family(session, current.family_id, now)
         raise InvalidRefreshToken(replay=True)
-    if current.expires_at <= now:
-        raise InvalidRefreshToken
-    user = await session.get(User, current.user_id)
-    if user is None or user.deleted_at is not None:
+    if current.expires_at <= now or user.deleted_at is not None:
         raise InvalidRefreshToken
     pair, successor = await issue_tokens(
         session, settings, user, now, family_id=current.family_id, user_agent=user_agent
@@ -153,6 +170,7 @@ async def refresh(
 
 
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> None:
+    """Callers hold the family owner's lock (`lock_user`)."""
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
@@ -161,7 +179,8 @@ async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: dateti
 
 
 async def revoke_all_sessions(session: AsyncSession, user: User, now: datetime) -> None:
-    """Every refresh token revoked and every access token invalidated (token_version bumped)."""
+    """Every refresh token revoked and every access token invalidated (token_version bumped).
+    The caller holds the user's lock (`lock_user`, taken before changing the user object)."""
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
@@ -176,18 +195,20 @@ async def logout(
 ) -> None:
     """Revoke the session's family and stop its device's pushes; unknown tokens are ignored
     (logout is idempotent)."""
-    row = (
-        await session.execute(
-            select(RefreshToken.family_id, RefreshToken.user_id).where(
-                RefreshToken.token_hash == hash_token(refresh_token)
-            )
-        )
-    ).first()
-    if row is None:
+    token_hash = hash_token(refresh_token)
+    owner = await session.scalar(
+        select(RefreshToken.user_id).where(RefreshToken.token_hash == token_hash)
+    )
+    if owner is None:
         return
-    await revoke_family(session, row.family_id, now)
+    await lock_user(session, owner)
+    family_id = await session.scalar(
+        select(RefreshToken.family_id).where(RefreshToken.token_hash == token_hash)
+    )
+    if family_id is not None:
+        await revoke_family(session, family_id, now)
     if device_token is not None:
-        await devices.forget_device(session, row.user_id, device_token)
+        await devices.forget_device(session, owner, device_token)
 
 
 def request_password_reset(session: AsyncSession, email: str) -> None:
@@ -220,7 +241,9 @@ async def create_password_reset_token(
 async def set_password(
     session: AsyncSession, passwords: Passwords, user: User, new_password: str, now: datetime
 ) -> None:
-    user.password_hash = await passwords.hash(new_password)
+    new_hash = await passwords.hash(new_password)  # ~0.25 s of bcrypt: not while holding the lock
+    await lock_user(session, user.id)
+    user.password_hash = new_hash
     await revoke_all_sessions(session, user, now)
     defer(session, tasks.send_password_changed, str(user.id))
 
@@ -239,7 +262,7 @@ async def reset_password(
         .values(used_at=now)
         .returning(PasswordResetToken.user_id)
     )
-    user = await session.get(User, user_id, with_for_update=True) if user_id else None
+    user = await lock_user(session, user_id) if user_id else None
     if user is None or user.deleted_at is not None:
         raise ResetTokenInvalid
     await set_password(session, passwords, user, new_password, now)
