@@ -173,18 +173,18 @@ async def test_row_insert_failure_after_upload_deletes_the_object(app: Any, user
     """Fault injection: the database write after the upload fails."""
     from goaltrack.goals import attachments
 
-    async def failing(session: Any, intent_id: uuid.UUID) -> None:
+    async def failing(session: Any, object_key: str) -> None:
         raise RuntimeError("injected database failure")
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         goal_id = await new_goal(client, user)
-        original = attachments.files.forget_upload_intent
-        attachments.files.forget_upload_intent = failing  # type: ignore[assignment]
+        original = attachments.files.forget_upload_intents
+        attachments.files.forget_upload_intents = failing  # type: ignore[assignment]
         try:
             response = await upload(client, user, goal_id, "a.png", PNG, "image/png")
         finally:
-            attachments.files.forget_upload_intent = original  # type: ignore[assignment]
+            attachments.files.forget_upload_intents = original  # type: ignore[assignment]
     assert_problem(response, 500, "internal_error")
     assert await rows(app, GoalAttachment) == []
     [intent] = await rows(app, FileDeletion)
@@ -278,3 +278,34 @@ async def test_sweep_task_runs_on_the_worker(app: Any) -> None:
         return not await app.state.storage.exists(key)
 
     await wait_until(gone)
+
+
+async def test_parallel_uploads_do_not_exhaust_a_small_pool(user: Account) -> None:
+    """Each upload holds one pooled connection at a time: with a pool of 3, three uploads to one
+    goal at once all succeed (they used to wait on each other's second connection)."""
+    from goaltrack.main import create_app
+
+    app = create_app(get_settings().model_copy(update={"database_pool_size": 3}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            goal_id = await new_goal(client, user)
+            responses = await asyncio.wait_for(
+                asyncio.gather(
+                    *(upload(client, user, goal_id, f"{i}.png", PNG, "image/png") for i in range(3))
+                ),
+                timeout=15,
+            )
+    assert [r.status_code for r in responses] == [201, 201, 201]
+
+
+async def test_a_live_objects_intents_all_go_when_its_row_commits(app: Any) -> None:
+    key = f"exports/{uuid.uuid4()}.zip"
+    async with app.state.sessionmaker() as session, session.begin():
+        await files.record_upload_intent(session, key, utcnow())  # a first, failed attempt
+        await files.record_upload_intent(session, key, utcnow())  # the retry
+        files.queue_prefix_deletion(session, key)  # a prefix is not an intent
+    async with app.state.sessionmaker() as session, session.begin():
+        await files.forget_upload_intents(session, key)
+    [left] = await rows(app, FileDeletion)
+    assert left.is_prefix

@@ -46,7 +46,7 @@ def build_export(self, export_id: str) -> None:  # type: ignore[no-untyped-def]
             key = exporter.export_key(user_id, export.id)
             document, attachments = await exporter.collect(session, user_id, now)
             # If this task dies between the upload and the final commit, the sweep removes the file.
-            intent_id = await files.record_upload_intent(session, key, now)
+            await files.record_upload_intent(session, key, now)
         archive = await exporter.write_zip(document, attachments, storage)
         try:
             size = archive.seek(0, os.SEEK_END)
@@ -69,7 +69,7 @@ def build_export(self, export_id: str) -> None:  # type: ignore[no-untyped-def]
             export.size = size
             export.completed_at = now
             export.expires_at = now + EXPORT_TTL
-            await files.forget_upload_intent(session, intent_id)
+            await files.forget_upload_intents(session, key)
             locale = await get_locale(session, user_id)
             await notify(
                 session,

@@ -4,7 +4,6 @@ and retried until S3 confirms."""
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
@@ -26,19 +25,21 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(3600, 30 * 2**attempts))
 
 
-async def record_upload_intent(session: AsyncSession, object_key: str, now: datetime) -> uuid.UUID:
+async def record_upload_intent(session: AsyncSession, object_key: str, now: datetime) -> None:
     """Written and committed before the upload: should the request die after the object is stored
     but before its row commits, the sweep removes the object once the grace period is over."""
-    intent = FileDeletion(
-        id=uuid.uuid4(), object_key=object_key, not_before=now + UPLOAD_INTENT_GRACE
-    )
-    session.add(intent)
+    session.add(FileDeletion(object_key=object_key, not_before=now + UPLOAD_INTENT_GRACE))
     await session.flush()
-    return intent.id
 
 
-async def forget_upload_intent(session: AsyncSession, intent_id: uuid.UUID) -> None:
-    await session.execute(delete(FileDeletion).where(FileDeletion.id == intent_id))
+async def forget_upload_intents(session: AsyncSession, object_key: str) -> None:
+    """The object is live now (its row commits with this): drop every intent for its key, those
+    of earlier attempts included (a retried export writes one per attempt)."""
+    await session.execute(
+        delete(FileDeletion).where(
+            FileDeletion.object_key == object_key, FileDeletion.is_prefix.is_(False)
+        )
+    )
 
 
 def queue_prefix_deletion(session: AsyncSession, prefix: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,8 +26,10 @@ from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.uploads import Upload
 
 
-def object_key(goal: Goal, attachment_id: uuid.UUID) -> str:
-    return f"{goal.user_id}/{goal.id}/{attachment_id}"
+@dataclass(frozen=True, slots=True)
+class UploadSlot:
+    attachment_id: uuid.UUID
+    object_key: str  # `{user_id}/{goal_id}/{attachment_id}`: generated, never from the client
 
 
 def fields(attachment: GoalAttachment) -> dict[str, Any]:
@@ -51,13 +54,31 @@ async def list_attachments(session: AsyncSession, goal: Goal) -> list[GoalAttach
     )
 
 
+async def reserve_upload(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    user_id: uuid.UUID,
+    goal_id: uuid.UUID,
+    now: datetime,
+) -> UploadSlot:
+    """The new attachment's id and key, with its intent committed in a short transaction of its
+    own: it must survive the request's failure. Done before the request's session takes its pooled
+    connection, so an upload never holds two connections at once."""
+    slot = UploadSlot(
+        attachment_id=(attachment_id := uuid.uuid4()),
+        object_key=f"{user_id}/{goal_id}/{attachment_id}",
+    )
+    async with sessionmaker() as session, session.begin():
+        await files.record_upload_intent(session, slot.object_key, now)
+    return slot
+
+
 async def add_attachment(
     session: AsyncSession,
-    sessionmaker: async_sessionmaker[AsyncSession],
     storage: Storage,
     settings: Settings,
     goal: Goal,
     upload: Upload,
+    slot: UploadSlot,
     now: datetime,
 ) -> GoalAttachment:
     count = await session.scalar(
@@ -65,18 +86,15 @@ async def add_attachment(
     )
     if (count or 0) >= settings.max_attachments_per_goal:
         raise AttachmentLimit
-    attachment_id = uuid.uuid4()
-    key = object_key(goal, attachment_id)
-    # Its own short transaction, committed before the upload: it must survive this request's failure.
-    async with sessionmaker() as intent_session, intent_session.begin():
-        intent_id = await files.record_upload_intent(intent_session, key, now)
-    await storage.put(key, upload.file, size=upload.size, content_type=upload.content_type)
+    await storage.put(
+        slot.object_key, upload.file, size=upload.size, content_type=upload.content_type
+    )
     attachment = GoalAttachment(
-        id=attachment_id,
+        id=slot.attachment_id,
         goal_id=goal.id,
         user_id=goal.user_id,
-        object_key=key,
-        file_url=f"s3://{settings.s3_bucket}/{key}",
+        object_key=slot.object_key,
+        file_url=f"s3://{settings.s3_bucket}/{slot.object_key}",
         file_type=upload.content_type,
         file_name=upload.file_name,
         size=upload.size,
@@ -84,12 +102,12 @@ async def add_attachment(
     )
     try:
         session.add(attachment)
-        await files.forget_upload_intent(session, intent_id)
+        await files.forget_upload_intents(session, slot.object_key)
         await session.flush()
     except Exception:
         # Remove the object now if S3 lets us; otherwise the intent's sweep will.
         with contextlib.suppress(StorageUnavailable):
-            await storage.delete(key)
+            await storage.delete(slot.object_key)
         raise
     goal.updated_at = now
     return attachment

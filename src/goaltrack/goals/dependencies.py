@@ -7,12 +7,14 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy import select
 
-from goaltrack.auth.dependencies import CurrentUser
+from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser
 from goaltrack.auth.security import AccessClaims
+from goaltrack.clock import Now
 from goaltrack.db import SessionDep
-from goaltrack.deps import SettingsDep, StorageDep
+from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
 from goaltrack.errors import NotFound
-from goaltrack.goals import queries
+from goaltrack.goals import attachments, queries
+from goaltrack.goals.attachments import UploadSlot
 from goaltrack.goals.models import Goal
 from goaltrack.goals.schemas import GoalOut
 from goaltrack.uploads import Upload, read_upload
@@ -45,6 +47,17 @@ async def get_upload(request: Request, settings: SettingsDep) -> AsyncIterator[U
 
 
 UploadDep = Annotated[Upload, Depends(get_upload)]
+
+
+async def get_upload_slot(
+    goal_id: GoalId, claims: AccessClaimsDep, sessionmaker: SessionmakerDep, now: Now
+) -> UploadSlot:
+    return await attachments.reserve_upload(sessionmaker, claims.user_id, goal_id, now)
+
+
+# Declared after UploadDep and before OwnedGoal: body read, then intent committed, then the
+# request's own connection and the goal's lock.
+UploadSlotDep = Annotated[UploadSlot, Depends(get_upload_slot)]
 
 # The one ownership check for every goal route (the hot reads fold it into their single query).
 OwnedGoal = Annotated[Goal, Depends(_owned_goal(lock=True))]

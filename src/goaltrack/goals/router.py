@@ -7,10 +7,17 @@ from fastapi import APIRouter, Depends, Response, status
 from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser, get_access_claims
 from goaltrack.clock import Now
 from goaltrack.db import ReadConnectionDep, SessionDep
-from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
+from goaltrack.deps import SettingsDep, StorageDep
 from goaltrack.errors import NotFound, error_responses
 from goaltrack.goals import attachments, queries, reminders, service
-from goaltrack.goals.dependencies import GoalId, GoalViewDep, OwnedGoal, ReadableGoal, UploadDep
+from goaltrack.goals.dependencies import (
+    GoalId,
+    GoalViewDep,
+    OwnedGoal,
+    ReadableGoal,
+    UploadDep,
+    UploadSlotDep,
+)
 from goaltrack.goals.errors import AttachmentLimit, InvalidStageOrder, ReminderLimit, StageLimit
 from goaltrack.goals.schemas import (
     Attachment,
@@ -192,15 +199,15 @@ async def uncomplete_stage(
 )
 async def add_attachment(
     upload: UploadDep,
+    slot: UploadSlotDep,
     goal: OwnedGoal,
     session: SessionDep,
-    sessionmaker: SessionmakerDep,
     storage: StorageDep,
     settings: SettingsDep,
     now: Now,
 ) -> Attachment:
     attachment = await attachments.add_attachment(
-        session, sessionmaker, storage, settings, goal, upload, now
+        session, storage, settings, goal, upload, slot, now
     )
     return await queries.attachment_out(
         storage, attachments.fields(attachment), url_ttl=settings.attachment_url_ttl_seconds
