@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -199,3 +200,34 @@ def test_beat_schedules_every_periodic_job() -> None:
         "goaltrack.account.tasks.maintain_exports",
     }
     assert scheduled <= set(celery_app.tasks)
+
+
+async def test_extreme_cursor_and_nul_in_path_are_4xx(client: Any, user: Any) -> None:
+    import base64
+
+    for instant in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        raw = f"{instant}|{uuid.uuid4()}".encode()
+        cursor = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        response = await client.get("/goals", params={"cursor": cursor}, headers=user.headers)
+        assert_problem(response, 422, "invalid_cursor")
+    assert_problem(
+        await client.delete("/devices/%00x", headers=user.headers), 422, "validation_error"
+    )
+
+
+async def test_hot_reads_survive_a_dropped_connection(app: Any, client: Any, user: Any) -> None:
+    """PostgreSQL restarts (here: every backend of the pool is terminated): the read answers 503
+    at worst, and the next one works."""
+    from sqlalchemy import text
+
+    assert (await client.get("/goals", headers=user.headers)).status_code == 200
+    async with app.state.sessionmaker() as session:
+        await session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'goaltrack-api' AND pid <> pg_backend_pid()"
+            )
+        )
+    statuses = [(await client.get("/goals", headers=user.headers)).status_code for _ in range(12)]
+    assert set(statuses) <= {200, 503}
+    assert statuses[-1] == 200

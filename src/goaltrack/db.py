@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.ext.asyncio import (
@@ -43,17 +44,31 @@ class CreatedAt:
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
-    options: dict[str, Any] = {
-        "pool_size": settings.database_pool_size,
-        "max_overflow": 0,
-        # No pre-ping: it costs three round trips per checkout. A connection PostgreSQL dropped
-        # fails its statement once (503, see errors.py) and the pool discards it.
-        # Timestamps built inside SQL (json_build_object) come out in UTC, like asyncpg's own.
-        "connect_args": {"server_settings": {"timezone": "UTC"}},
-    }
-    options.update(kwargs)
-    return create_async_engine(settings.database_url, **options)
+def create_engine(
+    settings: Settings,
+    *,
+    application_name: str,
+    pool_size: int | None = None,
+    pre_ping: bool = False,
+) -> AsyncEngine:
+    """The API engine has no pre-ping: it costs three round trips per checkout, and a connection
+    PostgreSQL dropped fails its statement once (503, see errors.py) before the pool discards it.
+    Workers, where a retry costs more than a ping, ping."""
+    return create_async_engine(
+        settings.database_url,
+        pool_size=pool_size or settings.database_pool_size,
+        max_overflow=0,
+        pool_pre_ping=pre_ping,
+        # Statement parameters (token hashes, e-mail addresses) stay out of error messages and logs.
+        hide_parameters=True,
+        connect_args={
+            "server_settings": {
+                # Timestamps built inside SQL (json_build_object) come out in UTC, like asyncpg's.
+                "timezone": "UTC",
+                "application_name": application_name,  # who is who in pg_stat_activity
+            }
+        },
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -77,7 +92,8 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
-    send_deferred(session)
+    # Off the event loop: with the broker down, publishing blocks for most of a second.
+    await to_thread.run_sync(send_deferred, session)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]

@@ -22,8 +22,10 @@ DEPENDENCY_RETRY_AFTER_SECONDS = 5
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection free within pool_timeout
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,  # "connection is closed" on the hot reads' driver path
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     ConnectionError,

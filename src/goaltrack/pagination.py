@@ -9,7 +9,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query
@@ -44,12 +44,13 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
             created_at, _, row_id = raw.partition("|")
-            cursor = cls(datetime.fromisoformat(created_at), uuid.UUID(row_id))
-        except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+            instant = datetime.fromisoformat(created_at)
+            if instant.tzinfo is None:
+                raise InvalidCursor
+            # In UTC and within range: 0001-01-01T00:00+14:00 would overflow in the driver.
+            return cls(instant.astimezone(UTC), uuid.UUID(row_id))
+        except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
             raise InvalidCursor from exc
-        if cursor.created_at.tzinfo is None:
-            raise InvalidCursor
-        return cursor
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,11 @@ def run_async(make_coroutine: Callable[[], Awaitable[T]]) -> T:
 async def task_session() -> AsyncIterator[AsyncSession]:
     """A task's transaction: commit on success, roll back on error, then send deferred tasks."""
     if _runtime.sessionmaker is None:
-        _runtime.sessionmaker = create_sessionmaker(create_engine(get_settings(), pool_size=2))
+        _runtime.sessionmaker = create_sessionmaker(
+            create_engine(
+                get_settings(), application_name="goaltrack-worker", pool_size=2, pre_ping=True
+            )
+        )
     async with _runtime.sessionmaker() as session:
         try:
             yield session

@@ -10,7 +10,8 @@ from goaltrack.schemas import RequestModel
 
 Platform = Literal["android", "ios", "web"]
 # FCM registration tokens are printable ASCII (~160-200 characters).
-DeviceToken = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[\x21-\x7e]+$")]
+DEVICE_TOKEN_PATTERN = r"^[\x21-\x7e]+$"
+DeviceToken = Annotated[str, Field(min_length=1, max_length=1024, pattern=DEVICE_TOKEN_PATTERN)]
 
 
 class DeviceIn(RequestModel):

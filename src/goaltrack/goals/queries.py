@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, bindparam, func, literal_column, select, true, tuple_
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -149,7 +150,13 @@ class _Prepared:
         connection = await executor.connection() if isinstance(executor, AsyncSession) else executor
         driver = (await connection.get_raw_connection()).driver_connection
         assert driver is not None
-        rows: list[Any] = await driver.fetch(self.sql, *(params[name] for name in self.names))
+        try:
+            rows: list[Any] = await driver.fetch(self.sql, *(params[name] for name in self.names))
+        except asyncpg.exceptions.InterfaceError:
+            # The server dropped the connection (restart, failover). SQLAlchemy did not see the
+            # error, so discard the connection here; this request answers 503, the next reconnects.
+            await connection.invalidate()
+            raise
         return rows
 
 
