@@ -77,19 +77,45 @@ async def test_docs_can_be_disabled() -> None:
         assert (await client.get("/docs")).status_code == 404
 
 
-@pytest.mark.parametrize("secret", ["", "changeme", "short-secret", "development-only-secret"])
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "",
+        "changeme",
+        "short-secret",
+        "development-only-secret",
+        "replace-with-at-least-32-random-bytes",
+    ],
+)
 def test_production_refuses_weak_jwt_secret(secret: str) -> None:
     with pytest.raises(ValidationError, match="JWT_SECRET"):
-        Settings(app_env="production", jwt_secret=secret, mail_server="smtp.example.com")
+        Settings(**{**PRODUCTION, "jwt_secret": secret})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mail_server", None, "MAIL_SERVER"),
+        ("s3_secret_access_key", "goaltrack-secret", "S3_SECRET_ACCESS_KEY"),
+        ("password_reset_url", "http://127.0.0.1:8000/reset?token={token}", "PASSWORD_RESET_URL"),
+    ],
+)
+def test_production_refuses_development_defaults(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**{**PRODUCTION, field: value})
+
+
+PRODUCTION = {
+    "app_env": "production",
+    "jwt_secret": "x" * 32,
+    "mail_server": "smtp.example.com",
+    "s3_secret_access_key": "a-real-minio-password",
+    "password_reset_url": "https://app.example.com/reset?token={token}",
+}
 
 
 def test_production_accepts_strong_secret_and_normalises_database_url() -> None:
-    settings = Settings(
-        app_env="production",
-        jwt_secret="x" * 32,
-        mail_server="smtp.example.com",
-        database_url="postgresql://u:p@db/goaltrack",
-    )
+    settings = Settings(**PRODUCTION, database_url="postgresql://u:p@db/goaltrack")
     assert settings.database_url == "postgresql+asyncpg://u:p@db/goaltrack"
 
 

@@ -62,6 +62,18 @@ async def test_update_reminder_recomputes(client: Any, app: Any, register: Any) 
     )
     assert updated.json()["next_fire_at"] == "2026-03-28T22:45:00Z"
     assert updated.json()["frequency_days"] == 3
+    # A new frequency starts its rhythm today: every 2 days from the 28th, at 18:45 EDT.
+    app.dependency_overrides[get_now] = lambda: datetime(
+        2026, 3, 29, 23, 0, tzinfo=UTC
+    )  # 19:00 local
+    every_two = await client.put(
+        f"/goals/{goal['id']}/reminders/{created['id']}",
+        json={"frequency_days": 2},
+        headers=account.headers,
+    )
+    assert (
+        every_two.json()["next_fire_at"] == "2026-03-31T22:45:00Z"
+    )  # the 31st, anchored on the 29th
     for body in (
         {"remind_time": "7:00"},
         {"frequency_days": 0},

@@ -10,7 +10,15 @@ from typing import Annotated, ClassVar
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "development-only-secret"}
+PLACEHOLDER_SECRETS = {
+    "",
+    "changeme",
+    "change-me",
+    "secret",
+    "development-only-secret",
+    "replace-with-at-least-32-random-bytes",
+}
+DEVELOPMENT_S3_SECRET = "goaltrack-secret"
 DEVELOPMENT_JWT_SECRET = "development-only-secret"
 
 
@@ -76,7 +84,7 @@ class Settings(BaseSettings):
     s3_public_endpoint_url: str | None = None
     s3_bucket: str = "goaltrack"
     s3_access_key_id: str = "goaltrack"
-    s3_secret_access_key: SecretStr = SecretStr("goaltrack-secret")
+    s3_secret_access_key: SecretStr = SecretStr(DEVELOPMENT_S3_SECRET)
     s3_region: str = "us-east-1"
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -115,6 +123,12 @@ class Settings(BaseSettings):
                 )
             if not self.mail_server:
                 raise ValueError("MAIL_SERVER is required in production")
+            if self.s3_secret_access_key.get_secret_value() in PLACEHOLDER_SECRETS | {
+                DEVELOPMENT_S3_SECRET
+            }:
+                raise ValueError("S3_SECRET_ACCESS_KEY must be set in production")
+            if not self.password_reset_url.startswith("https://"):
+                raise ValueError("PASSWORD_RESET_URL must be an https:// link in production")
         return self
 
     @property

@@ -110,7 +110,8 @@ class GoalReminder(UUIDPrimaryKey, CreatedAt, Base):
     )
     remind_time: Mapped[time]
     frequency_days: Mapped[int] = mapped_column(SmallInteger)
-    # The local date the every-N-days cycle counts from (the day it was created or re-timed).
+    # The local date the every-N-days cycle counts from: the day it was created, or the day its
+    # frequency last changed.
     anchor_date: Mapped[date]
     # The next occurrence in UTC; NULL when none is due (goal completed, archived, past deadline).
     next_fire_at: Mapped[datetime | None]

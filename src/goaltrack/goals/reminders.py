@@ -86,9 +86,12 @@ async def update_reminder(
     reminder = await get_reminder(session, goal, reminder_id)
     if body.remind_time is not None:
         reminder.remind_time = body.remind_time
-    if body.frequency_days is not None:
+    zone = await get_zone(session, goal.user_id)
+    if body.frequency_days is not None and body.frequency_days != reminder.frequency_days:
+        # A new rhythm starts today; a new time of day alone keeps the old rhythm's days.
         reminder.frequency_days = body.frequency_days
-    reminder.next_fire_at = next_fire_at(goal, reminder, await get_zone(session, goal.user_id), now)
+        reminder.anchor_date = now.astimezone(zone).date()
+    reminder.next_fire_at = next_fire_at(goal, reminder, zone, now)
     await session.flush()
     return reminder
 
