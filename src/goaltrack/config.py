@@ -115,6 +115,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_in_production(self) -> Settings:
+        if not self.jwt_secret.get_secret_value():
+            raise ValueError("JWT_SECRET must not be empty (leave it unset in development)")
         if self.app_env is AppEnv.production:
             secret = self.jwt_secret.get_secret_value()
             if secret in PLACEHOLDER_SECRETS or len(secret.encode()) < 32:
