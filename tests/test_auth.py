@@ -489,3 +489,20 @@ async def test_user_row_keeps_only_a_bcrypt_hash(app: Any, user: Account) -> Non
     assert stored is not None
     assert stored.startswith("$2b$04$")
     assert user.password not in stored
+
+
+async def test_register_is_rate_limited_per_ip(client: Any, app: Any) -> None:
+    from goaltrack.deps import get_app_settings
+
+    limited = app.state.settings.model_copy(update={"rate_limit_register": "2/hour"})
+    app.dependency_overrides[get_app_settings] = lambda: limited
+    for index in range(2):
+        response = await client.post(
+            "/auth/register", json={"email": f"r{index}@example.com", "password": PASSWORD}
+        )
+        assert response.status_code == 201
+    blocked = await client.post(
+        "/auth/register", json={"email": "r3@example.com", "password": PASSWORD}
+    )
+    assert_problem(blocked, 429, "rate_limited")
+    assert 3500 <= int(blocked.headers["Retry-After"]) <= 3600
