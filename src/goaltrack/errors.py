@@ -25,7 +25,10 @@ DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     sqlalchemy.exc.TimeoutError,  # no pooled connection free within pool_timeout
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.InterfaceError,  # "connection is closed" on the hot reads' driver path
+    # Raised on the hot reads' driver path, where SQLAlchemy does not wrap them:
+    asyncpg.exceptions.InterfaceError,  # "connection is closed"
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown (server restart)
+    asyncpg.exceptions.InternalClientError,  # a connection left mid-protocol by one of the above
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     ConnectionError,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import asyncpg
 from sqlalchemy import and_, bindparam, func, literal_column, select, true, tuple_
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -152,9 +151,10 @@ class _Prepared:
         assert driver is not None
         try:
             rows: list[Any] = await driver.fetch(self.sql, *(params[name] for name in self.names))
-        except asyncpg.exceptions.InterfaceError:
-            # The server dropped the connection (restart, failover). SQLAlchemy did not see the
-            # error, so discard the connection here; this request answers 503, the next reconnects.
+        except BaseException:
+            # SQLAlchemy does not see errors raised on the driver, so it cannot tell a dropped or
+            # half-used connection (server restart, failover, a cancelled request) from a healthy
+            # one: discard it. This request fails (503 for an outage); the next one reconnects.
             await connection.invalidate()
             raise
         return rows
