@@ -16,8 +16,9 @@ lint: bootstrap  ## ruff (lint + format check) and mypy
 	uv run ruff format --check src tests bench
 	uv run mypy
 
-test: lint  ## lint, then the whole suite against real services
+test: lint  ## lint, then the whole suite against real services, then the benchmark's smoke run
 	uv run pytest
+	uv run python -m bench --smoke
 
 format:
 	uv run ruff format src tests bench

@@ -8,6 +8,7 @@ per user, then runs each app in its own uvicorn process (1 worker, uvloop + http
 time, alternating within every repetition: baseline, Goaltrack, peer, baseline, Goaltrack, ...
 Load is wrk rotating through every user's token. Absolute figures drift on a shared machine; the
 ratios inside one repetition are what we compare (see docs/performance.md).
+BENCH_POOL_SIZE sets Goaltrack's DATABASE_POOL_SIZE (default 10, as in production).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def app_env(stack: LocalStack, jwt_secret: str) -> dict[str, str]:
         "APP_ENV": "development",
         "JWT_SECRET": jwt_secret,
         "JWT_ISSUER": "goaltrack",
-        "DATABASE_POOL_SIZE": "10",
+        "DATABASE_POOL_SIZE": os.environ.get("BENCH_POOL_SIZE", "10"),
         # No S3 in this run: a closed port fails the start-up bucket check at once (logged only).
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "PYTHONUNBUFFERED": "1",

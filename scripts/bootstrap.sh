@@ -23,6 +23,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+if ! command -v wrk >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing wrk (apt), the benchmark's load generator" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  else
+    echo "bootstrap: wrk is missing (apt-get install wrk, brew install wrk); only the benchmark needs it" >&2
+  fi
+fi
+
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing PostgreSQL server binaries (apt)" >&2
