@@ -16,9 +16,9 @@ lint: bootstrap  ## ruff (lint + format check) and mypy
 	uv run ruff format --check src tests bench
 	uv run mypy
 
-test: lint  ## lint, then the whole suite against real services, then the benchmark's smoke run
-	uv run pytest
+test: lint  ## lint, the benchmark's smoke run, then the whole suite against real services
 	uv run python -m bench --smoke
+	uv run pytest
 
 format:
 	uv run ruff format src tests bench
