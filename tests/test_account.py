@@ -437,6 +437,8 @@ async def test_export_contains_everything_and_the_link_works(
     [attachment] = goal["attachments"]
     assert attachment["id"] == data["attachment"]["id"]
     assert archive.read(attachment["path"]) == PNG
+    assert document["sessions"]
+    assert all("token_hash" not in item for item in document["sessions"])
 
 
 async def test_one_export_at_a_time(client: Any, app: Any, user: Account) -> None:

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack.account.models import DataExport, UserSettings
-from goaltrack.auth.models import User
+from goaltrack.auth.models import RefreshToken, User
+from goaltrack.devices.models import Device
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.notifications.models import Notification
 from goaltrack.storage import Storage
@@ -74,6 +75,14 @@ async def collect(
         )
     )
     exports = list(await session.scalars(select(DataExport).where(DataExport.user_id == user_id)))
+    devices = list(await session.scalars(select(Device).where(Device.user_id == user_id)))
+    sessions = list(
+        await session.scalars(
+            select(RefreshToken)
+            .where(RefreshToken.user_id == user_id)
+            .order_by(RefreshToken.created_at)
+        )
+    )
 
     def children(rows: list[Any], goal_id: uuid.UUID) -> list[Any]:
         return [row for row in rows if row.goal_id == goal_id]
@@ -141,6 +150,12 @@ async def collect(
         ],
         "exports": [
             _columns(e, "id", "status", "created_at", "completed_at", "expires_at") for e in exports
+        ],
+        # Metadata only: push tokens and token hashes are credentials, not the user's data.
+        "devices": [_columns(d, "id", "platform", "created_at", "last_seen_at") for d in devices],
+        "sessions": [
+            _columns(t, "family_id", "user_agent", "created_at", "expires_at", "revoked_at")
+            for t in sessions
         ],
     }
     return document, attachments
