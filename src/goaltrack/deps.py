@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.auth.security import Passwords
@@ -19,11 +18,6 @@ from goaltrack.storage import Storage
 async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-async def get_redis(request: Request) -> Redis:
-    redis: Redis = request.app.state.redis
-    return redis
 
 
 async def get_passwords(request: Request) -> Passwords:
@@ -43,7 +37,6 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-RedisDep = Annotated[Redis, Depends(get_redis)]
 PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi_mail.errors import ConnectionErrors
 
@@ -16,6 +18,13 @@ from goaltrack.worker import backoff, celery_app, run_async, task_session
 MAIL_RETRIES = 5
 # SMTP outages are retried with backoff; anything else is a bug and fails loudly.
 MAIL_TRANSIENT_ERRORS = (OSError, ConnectionErrors)
+
+
+def _send_retrying(task: Any, send: Callable[[], Awaitable[None]]) -> None:
+    try:
+        run_async(send)
+    except MAIL_TRANSIENT_ERRORS as exc:
+        raise task.retry(exc=exc, countdown=backoff(task.request.retries)) from exc
 
 
 @celery_app.task(bind=True, max_retries=MAIL_RETRIES)
@@ -39,10 +48,7 @@ def send_password_reset(self, email: str) -> None:  # type: ignore[no-untyped-de
             ),
         )
 
-    try:
-        run_async(run)
-    except MAIL_TRANSIENT_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+    _send_retrying(self, run)
 
 
 @celery_app.task(bind=True, max_retries=MAIL_RETRIES)
@@ -62,7 +68,4 @@ def send_password_changed(self, user_id: str) -> None:  # type: ignore[no-untype
             ),
         )
 
-    try:
-        run_async(run)
-    except MAIL_TRANSIENT_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+    _send_retrying(self, run)

@@ -19,8 +19,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from goaltrack.db import Base, CreatedAt, UUIDPrimaryKey
 
-AI_STATUSES = ("idle", "pending", "done", "failed")
-
 
 class Goal(UUIDPrimaryKey, CreatedAt, Base):
     __tablename__ = "goals"

@@ -124,7 +124,3 @@ class GoalOut(GoalSummary):
     attachments: list[Attachment]
     reminders: list[Reminder]
     ai_error: str | None
-
-
-class AiSyncRequest(RequestModel):
-    max_stages: Annotated[StrictInt, Field(ge=3, le=10)] | None = None

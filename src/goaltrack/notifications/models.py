@@ -9,16 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from goaltrack.db import Base, CreatedAt, UUIDPrimaryKey
 
-NOTIFICATION_TYPES = (
-    "reminder",
-    "digest",
-    "achievement",
-    "goal_completed",
-    "ai_stages_ready",
-    "ai_failed",
-    "export_ready",
-)
-
 
 class Notification(UUIDPrimaryKey, CreatedAt, Base):
     __tablename__ = "notifications"
