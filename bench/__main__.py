@@ -38,7 +38,7 @@ from bench import apps, wrk
 from bench.explain import run_on as explain_on
 from bench.seed import Seeded, asyncpg_dsn, mint_tokens, seed
 from goaltrack.config import Settings
-from goaltrack.localstack import LocalStack, free_port
+from goaltrack.dev.localstack import LocalStack, free_port
 from goaltrack.migrations import upgrade
 
 PAGE_SIZE = 20

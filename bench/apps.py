@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from goaltrack.localstack import free_port
+from goaltrack.dev.localstack import free_port
 
 START_TIMEOUT_SECONDS = 60.0
 

@@ -27,7 +27,7 @@ import asyncpg
 
 from bench.seed import HEAVY_EMAIL, asyncpg_dsn, seed
 from bench.sql import list_param_names, list_sql
-from goaltrack.localstack import LocalStack
+from goaltrack.dev.localstack import LocalStack
 from goaltrack.migrations import upgrade
 
 INDEX_NAME = "ix_goals_user_id_is_archived_created_at_id"

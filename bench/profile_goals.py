@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from bench.seed import asyncpg_dsn, mint_tokens, seed
 from goaltrack.config import Settings
-from goaltrack.localstack import LocalStack, free_port
+from goaltrack.dev.localstack import LocalStack, free_port
 from goaltrack.migrations import upgrade
 
 Message = MutableMapping[str, Any]

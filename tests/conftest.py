@@ -18,12 +18,14 @@ from typing import Any
 
 import pytest
 
-from goaltrack.localstack import LocalStack, free_port
+from fakes.fcm import FakeFcm
+from goaltrack.dev.localstack import LocalStack, free_port
 from helpers import Account
 
 _stack: LocalStack | None = None
 _smtp: Any = None
 _root: Path | None = None
+FCM = FakeFcm()
 
 
 @dataclass
@@ -67,6 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
     smtp_port = free_port()
     _smtp = Controller(MAILBOX, hostname="127.0.0.1", port=smtp_port)
     _smtp.start()
+    FCM.start()
     os.environ.update(
         _stack.env(),
         APP_ENV="test",
@@ -79,6 +82,8 @@ def pytest_configure(config: pytest.Config) -> None:
         MAIL_FROM="noreply@goaltrack.example.com",
         RATE_LIMIT_REGISTER="1000/hour",
         PASSWORD_RESET_URL="https://app.goaltrack.example.com/reset?token={token}",
+        FCM_CREDENTIALS_FILE=str(FCM.write_credentials(_root / "fcm-service-account.json")),
+        FCM_BASE_URL=FCM.url,
     )
     from goaltrack.migrations import upgrade
 
@@ -88,6 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _smtp is not None:
         _smtp.stop()
+    FCM.stop()
     if _stack is not None:
         _stack.stop()
     if _root is not None:
@@ -100,11 +106,18 @@ def stack() -> LocalStack:
     return _stack
 
 
-@pytest.fixture(scope="session", autouse=True)
-def celery_worker() -> Iterator[Any]:
-    from celery.contrib.testing.worker import start_worker
+@pytest.fixture(scope="session")
+def celery_app() -> Any:
+    """The worker's Celery app, built by the same factory as `goaltrack worker`."""
+    from goaltrack.celery_app import create_celery
+    from goaltrack.config import get_settings
 
-    from goaltrack.worker import celery_app
+    return create_celery(get_settings())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def celery_worker(celery_app: Any) -> Iterator[Any]:
+    from celery.contrib.testing.worker import start_worker
 
     with start_worker(
         celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30
@@ -127,6 +140,7 @@ async def clean_state(app: Any) -> AsyncIterator[None]:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
+    from goaltrack.clock import set_clock
     from goaltrack.db import Base
 
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
@@ -143,14 +157,21 @@ async def clean_state(app: Any) -> AsyncIterator[None]:
             await asyncio.sleep(0.2)
     await app.state.redis.flushdb()
     MAILBOX.messages.clear()
+    FCM.reset()
     app.dependency_overrides.clear()
     yield
     app.dependency_overrides.clear()
+    set_clock(None)
 
 
 @pytest.fixture
 def mailbox() -> Mailbox:
     return MAILBOX
+
+
+@pytest.fixture
+def fcm() -> FakeFcm:
+    return FCM
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from sqlalchemy import func, select, text, update
 
 from goaltrack.account import service as account_service
 from goaltrack.account.models import DataExport, UserSettings
-from goaltrack.account.tasks import maintain_exports, purge_deleted_accounts
 from goaltrack.auth.models import User
 from goaltrack.clock import get_now
 from goaltrack.db import Base
@@ -277,19 +276,24 @@ async def test_grace_expiry_refuses_restore_and_purges(
     async with app.state.sessionmaker() as session, session.begin():
         assert (
             await account_service.purge_expired_accounts(
-                session, deleted_at + timedelta(days=6), 7, 100
+                session, now=deleted_at + timedelta(days=6), grace_days=7, limit=100
             )
             == 0
         )
     async with app.state.sessionmaker() as session, session.begin():
-        assert await account_service.purge_expired_accounts(session, after_grace, 7, 100) == 1
+        assert (
+            await account_service.purge_expired_accounts(
+                session, now=after_grace, grace_days=7, limit=100
+            )
+            == 1
+        )
     async with app.state.sessionmaker() as session:
         emails = set(await session.scalars(select(User.email)))
     assert emails == {other_user.email}
 
 
 async def test_purge_task_runs_on_the_worker(
-    client: Any, app: Any, user: Account, other_user: Account
+    celery_app: Any, client: Any, app: Any, user: Account, other_user: Account
 ) -> None:
     await client.request(
         "DELETE", "/account", json={"password": user.password}, headers=user.headers
@@ -300,7 +304,7 @@ async def test_purge_task_runs_on_the_worker(
             .where(User.email == user.email)
             .values(deleted_at=datetime.now(UTC) - timedelta(days=8))
         )
-    purge_deleted_accounts.delay()
+    celery_app.send_task("account.purge_deleted_accounts")
 
     async def purged() -> bool:
         async with app.state.sessionmaker() as session:
@@ -451,7 +455,9 @@ async def test_one_export_at_a_time(client: Any, app: Any, user: Account) -> Non
     )
 
 
-async def test_expired_exports_are_purged(client: Any, app: Any, user: Account) -> None:
+async def test_expired_exports_are_purged(
+    celery_app: Any, client: Any, app: Any, user: Account
+) -> None:
     async with app.state.sessionmaker() as session:
         user_id = await session.scalar(select(User.id).where(User.email == user.email))
         key = f"{user_id}/exports/{uuid.uuid4()}.zip"
@@ -465,7 +471,7 @@ async def test_expired_exports_are_purged(client: Any, app: Any, user: Account) 
         )
         await session.commit()
     await app.state.storage.put(key, b"zip", size=3, content_type="application/zip")
-    maintain_exports.delay()
+    celery_app.send_task("account.maintain_exports")
 
     async def purged() -> bool:
         async with app.state.sessionmaker() as session:
@@ -492,7 +498,7 @@ async def test_account_routes_require_authentication(client: Any) -> None:
 
 
 async def test_lost_export_tasks_are_sent_again_then_given_up(
-    client: Any, app: Any, user: Account
+    celery_app: Any, client: Any, app: Any, user: Account
 ) -> None:
     """The broker was down when the export was requested: the row waits, maintenance resends."""
     async with app.state.sessionmaker() as session:
@@ -502,7 +508,7 @@ async def test_lost_export_tasks_are_sent_again_then_given_up(
         )
         session.add(lost)
         await session.commit()
-    maintain_exports.delay()
+    celery_app.send_task("account.maintain_exports")
 
     async def built() -> bool:
         async with app.state.sessionmaker() as session:
@@ -515,7 +521,7 @@ async def test_lost_export_tasks_are_sent_again_then_given_up(
                 status="pending", created_at=datetime.now(UTC) - timedelta(hours=3)
             )
         )
-    maintain_exports.delay()
+    celery_app.send_task("account.maintain_exports")
 
     async def given_up() -> bool:
         async with app.state.sessionmaker() as session:

@@ -12,11 +12,10 @@ from sqlalchemy import func, select
 from goaltrack.clock import utcnow
 from goaltrack.config import get_settings
 from goaltrack.deps import get_app_settings, get_storage
+from goaltrack.dev.localstack import free_port
 from goaltrack.files import service as files
 from goaltrack.files.models import FileDeletion
-from goaltrack.files.tasks import process_file_deletions
 from goaltrack.goals.models import GoalAttachment
-from goaltrack.localstack import free_port
 from goaltrack.storage import Storage
 from helpers import Account, assert_problem
 
@@ -266,13 +265,13 @@ async def test_objects_deleted_while_s3_is_down_go_once_it_is_back(
         assert await session.scalar(select(func.count()).select_from(FileDeletion)) == 0
 
 
-async def test_sweep_task_runs_on_the_worker(app: Any) -> None:
+async def test_sweep_task_runs_on_the_worker(celery_app: Any, app: Any) -> None:
     key = f"orphans/{uuid.uuid4()}"
     await app.state.storage.put(key, b"x", size=1, content_type="image/png")
     async with app.state.sessionmaker() as session, session.begin():
         session.add(FileDeletion(object_key=key))
     assert get_settings().s3_bucket == app.state.settings.s3_bucket
-    process_file_deletions.delay()
+    celery_app.send_task("files.process_file_deletions")
 
     async def gone() -> bool:
         return not await app.state.storage.exists(key)

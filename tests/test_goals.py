@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from goaltrack import events
 from goaltrack.auth.models import User
 from goaltrack.clock import get_now
 from goaltrack.goals.models import Goal, GoalStage
@@ -224,28 +223,27 @@ async def test_completing_twice_is_idempotent(client: Any, user: Account) -> Non
     assert first["stages"][0]["completed_at"] == second["stages"][0]["completed_at"]
 
 
-async def test_goal_completed_event_fires_on_reaching_100_only(client: Any, user: Account) -> None:
-    received: list[events.GoalCompleted] = []
+async def test_goal_completed_notifies_on_reaching_100_only(client: Any, user: Account) -> None:
+    """The GoalCompleted event is wired (goaltrack.subscriptions) to a `goal_completed` row."""
 
-    async def handler(session: Any, event: events.GoalCompleted) -> None:
-        received.append(event)
+    async def completed_notifications() -> list[dict[str, Any]]:
+        feed = (await client.get("/notifications", headers=user.headers)).json()
+        return [item for item in feed["items"] if item["type"] == "goal_completed"]
 
-    events.subscribe(events.GoalCompleted, handler)
-    try:
-        goal = await create_goal(client, user)
-        stages = await add_stages(client, user, goal["id"], 2)
-        url = f"/goals/{goal['id']}/stages"
-        await client.put(f"{url}/{stages[0]['id']}/complete", headers=user.headers)
-        assert received == []
-        await client.put(f"{url}/{stages[1]['id']}/complete", headers=user.headers)
-        assert [e.goal_id for e in received] == [uuid.UUID(goal["id"])]
-        await client.put(f"{url}/{stages[1]['id']}/complete", headers=user.headers)  # already there
-        assert len(received) == 1
-        await client.put(f"{url}/{stages[1]['id']}/uncomplete", headers=user.headers)
-        await client.put(f"{url}/{stages[1]['id']}/complete", headers=user.headers)
-        assert len(received) == 2
-    finally:
-        events.unsubscribe(events.GoalCompleted, handler)
+    goal = await create_goal(client, user)
+    stages = await add_stages(client, user, goal["id"], 2)
+    url = f"/goals/{goal['id']}/stages"
+    await client.put(f"{url}/{stages[0]['id']}/complete", headers=user.headers)
+    assert await completed_notifications() == []
+    await client.put(f"{url}/{stages[1]['id']}/complete", headers=user.headers)
+    [first] = await completed_notifications()
+    assert first["data"] == {"goal_id": goal["id"]}
+    assert "Run a marathon" in first["body"]
+    await client.put(f"{url}/{stages[1]['id']}/complete", headers=user.headers)  # already there
+    assert len(await completed_notifications()) == 1
+    await client.put(f"{url}/{stages[1]['id']}/uncomplete", headers=user.headers)
+    await client.put(f"{url}/{stages[1]['id']}/complete", headers=user.headers)
+    assert len(await completed_notifications()) == 2
 
 
 async def test_concurrent_completions_count_every_stage(

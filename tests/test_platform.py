@@ -10,7 +10,7 @@ from alembic import command
 from pydantic import ValidationError
 
 from goaltrack.config import Settings, get_settings
-from goaltrack.localstack import free_port
+from goaltrack.dev.localstack import free_port
 from goaltrack.main import create_app
 from goaltrack.migrations import alembic_config
 from helpers import assert_problem
@@ -217,14 +217,15 @@ async def test_openapi_documents_problem_responses(client: Any) -> None:
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 
-def test_beat_schedules_every_periodic_job() -> None:
-    from goaltrack.worker import celery_app
-
+def test_beat_schedules_every_periodic_job(celery_app: Any) -> None:
     scheduled = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
     assert scheduled == {
-        "goaltrack.files.tasks.process_file_deletions",
-        "goaltrack.account.tasks.purge_deleted_accounts",
-        "goaltrack.account.tasks.maintain_exports",
+        "files.process_file_deletions",
+        "account.purge_deleted_accounts",
+        "account.maintain_exports",
+        "worker.sweep_outbox",
+        "notifications.dispatch_due",
+        "notifications.delete_expired",
     }
     assert scheduled <= set(celery_app.tasks)
 

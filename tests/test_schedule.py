@@ -1,4 +1,4 @@
-"""Unit tests of goaltrack.goals.schedule: wall-clock schedules across DST, month ends, zones."""
+"""Unit tests of goaltrack.schedule: wall-clock schedules across DST, month ends, zones."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from goaltrack.goals import schedule
-from goaltrack.goals.schedule import local_instant, next_digest_at, next_reminder_at
+from goaltrack import schedule
+from goaltrack.schedule import local_instant, next_digest_at, next_reminder_at
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

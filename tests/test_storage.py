@@ -16,7 +16,7 @@ from aiohttp import web
 
 from goaltrack import storage as storage_module
 from goaltrack.config import Settings, get_settings
-from goaltrack.localstack import free_port
+from goaltrack.dev.localstack import free_port
 from goaltrack.storage import ObjectNotFound, Storage, StorageUnavailable
 
 

@@ -57,9 +57,10 @@ def serve(
 
 
 def _celery(*args: str) -> None:
-    from goaltrack.worker import celery_app
+    from goaltrack.celery_app import create_celery
+    from goaltrack.config import get_settings
 
-    celery_app.start(argv=list(args))
+    create_celery(get_settings()).start(argv=list(args))
 
 
 @app.command()
@@ -84,7 +85,7 @@ def beat() -> None:
 @app.command()
 def dev(port: Annotated[int, typer.Option(help="API port.")] = 8000) -> None:
     """Start local PostgreSQL, Redis and S3, migrate, and run API + worker + beat. Ctrl-C stops all."""
-    from goaltrack.localstack import LocalStackError, running
+    from goaltrack.dev.localstack import LocalStackError, running
     from goaltrack.migrations import upgrade
 
     _configure_logging()

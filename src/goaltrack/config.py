@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, ClassVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -54,7 +55,6 @@ class Settings(BaseSettings):
     database_pool_size: int = 10
     redis_url: str = "redis://127.0.0.1:6379/0"
     docs_enabled: bool = True
-    public_base_url: str = "http://127.0.0.1:8000"
 
     jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
     jwt_issuer: str = "goaltrack"
@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     attachment_url_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
 
     scheduler_interval_seconds: int = Field(default=60, ge=1)
+    # An occurrence found later than this (beat or workers were down) is skipped, not sent late.
+    reminder_max_lateness_minutes: int = Field(default=60, ge=1)
+    notification_retention_days: int = Field(default=180, ge=1)
+
+    # Push through FCM HTTP v1; without a service-account key file push is off (the feed works).
+    fcm_credentials_file: Path | None = None
+    fcm_project_id: str | None = None  # default: the key file's project_id
+    fcm_base_url: str = "https://fcm.googleapis.com"
 
     max_stages_per_goal: int = Field(default=100, ge=1)
     max_attachments_per_goal: int = Field(default=20, ge=1)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from goaltrack.config import Settings
-from goaltrack.tasks_queue import send_deferred
+from goaltrack.worker.defer import PRODUCER, Producer, send_deferred
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -71,8 +71,12 @@ def create_engine(
     )
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def create_sessionmaker(
+    engine: AsyncEngine, producer: Producer | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """`producer` publishes the tasks a session defers, once it has committed."""
+    info = {PRODUCER: producer} if producer is not None else None
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info)
 
 
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -84,11 +88,8 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as session:
         try:
             yield session
-        except BaseException as exc:
-            if getattr(exc, "commit_before_raising", False):
-                await session.commit()
-            else:
-                await session.rollback()
+        except BaseException:
+            await session.rollback()
             raise
         else:
             await session.commit()

@@ -10,7 +10,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
 from goaltrack.storage import Storage
 
@@ -18,11 +17,6 @@ from goaltrack.storage import Storage
 async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-async def get_passwords(request: Request) -> Passwords:
-    passwords: Passwords = request.app.state.passwords
-    return passwords
 
 
 async def get_storage(request: Request) -> Storage:
@@ -37,6 +31,5 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]

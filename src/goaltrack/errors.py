@@ -6,13 +6,14 @@ import logging
 from http import HTTPStatus
 from typing import Any, ClassVar
 
-import asyncpg
 import redis.exceptions
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from goaltrack.reads import DRIVER_CONNECTION_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +24,7 @@ DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,  # no pooled connection free within pool_timeout
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    # Raised on the hot reads' driver path, where SQLAlchemy does not wrap them:
-    asyncpg.exceptions.InterfaceError,  # "connection is closed"
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown (server restart)
-    asyncpg.exceptions.InternalClientError,  # a connection left mid-protocol by one of the above
+    *DRIVER_CONNECTION_ERRORS,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     ConnectionError,
@@ -40,8 +36,6 @@ class AppError(Exception):
     status_code: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
     detail: ClassVar[str] = "The request could not be processed."
-    # Errors that record a security event (a refresh-token replay) keep the request's writes.
-    commit_before_raising: bool = False
     # For 422s: where in the request the problem is, reported in `errors` like any validation error.
     location: ClassVar[tuple[str, ...]] = ()
 

@@ -1,38 +1,27 @@
 """In-process domain events, handled inside the transaction that raised them.
 
-A domain announces what happened (`GoalCompleted`); other domains (achievements, notifications)
-subscribe and write their rows in the same transaction, so an event is never half-applied.
+A domain announces what happened (`goals.events.GoalCompleted`); other domains (achievements,
+notifications) handle it and write their rows in the same transaction, so an event is never
+half-applied. Who handles what is one table, `goaltrack.subscriptions`, installed by the API
+and the worker alike.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-
-@dataclass(frozen=True, slots=True)
-class GoalCompleted:
-    user_id: uuid.UUID
-    goal_id: uuid.UUID
-
-
 Handler = Callable[[AsyncSession, Any], Awaitable[None]]
-_handlers: dict[type[Any], list[Handler]] = defaultdict(list)
+_subscriptions: Mapping[type[Any], Sequence[Handler]] = {}
 
 
-def subscribe(event_type: type[Any], handler: Handler) -> None:
-    _handlers[event_type].append(handler)
-
-
-def unsubscribe(event_type: type[Any], handler: Handler) -> None:
-    _handlers[event_type].remove(handler)
+def install(subscriptions: Mapping[type[Any], Sequence[Handler]]) -> None:
+    global _subscriptions
+    _subscriptions = subscriptions
 
 
 async def emit(session: AsyncSession, event: Any) -> None:
-    for handler in list(_handlers[type(event)]):
+    for handler in _subscriptions.get(type(event), ()):
         await handler(session, event)

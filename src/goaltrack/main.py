@@ -15,12 +15,14 @@ from goaltrack.account.router import public_router as account_public_router
 from goaltrack.account.router import router as account_router
 from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
+from goaltrack.celery_app import create_celery
 from goaltrack.config import Settings, get_settings
 from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
 from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
 from goaltrack.middleware import BodySizeLimit
+from goaltrack.notifications.router import router as notifications_router
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.schemas import Problem, ValidationProblem
 from goaltrack.storage import Storage, StorageUnavailable
@@ -35,12 +37,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings, application_name="goaltrack-api")
+        # The API only publishes tasks; create_celery also installs the event subscriptions.
+        producer = create_celery(settings)
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.settings = settings
         app.state.engine = engine
         # The same pool, without transactions: for the one-statement hot reads.
         app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.sessionmaker = create_sessionmaker(engine, producer)
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(redis)
         app.state.passwords = Passwords(settings.bcrypt_rounds)
@@ -57,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await storage.close()
             await redis.aclose()
             await engine.dispose()
+            producer.close()
 
     app = FastAPI(
         title="Goaltrack API",
@@ -78,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account_public_router)
     app.include_router(goals_router)
     app.include_router(devices_router)
+    app.include_router(notifications_router)
     _document_problem_schema(app)
     return app
 

@@ -6,7 +6,8 @@ from goaltrack.db import Base
 from goaltrack.devices.models import Device
 from goaltrack.files.models import FileDeletion
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
-from goaltrack.notifications.models import Notification
+from goaltrack.notifications.models import Notification, PushDelivery, ScheduledDelivery
+from goaltrack.worker.outbox import OutboxTask
 
 __all__ = [
     "Base",
@@ -18,8 +19,11 @@ __all__ = [
     "GoalReminder",
     "GoalStage",
     "Notification",
+    "OutboxTask",
     "PasswordResetToken",
+    "PushDelivery",
     "RefreshToken",
+    "ScheduledDelivery",
     "User",
     "UserSettings",
 ]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time
+from datetime import date, datetime, time
 
 from sqlalchemy import (
     ARRAY,
@@ -41,6 +41,9 @@ class UserSettings(UUIDPrimaryKey, Base):
     locale: Mapped[str] = mapped_column(String(8), default="en", server_default=text("'en'"))
     # The next digest instant (UTC), recomputed with the times, frequency and zone.
     next_digest_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The local date and wall time that digest belongs to (the ledger's key).
+    next_digest_date: Mapped[date | None]
+    next_digest_time: Mapped[time | None] = mapped_column(Time())
 
     __table_args__ = (
         CheckConstraint(

@@ -16,12 +16,12 @@ from goaltrack.account.schemas import (
     SettingsOut,
     SettingsUpdate,
 )
-from goaltrack.auth.dependencies import CurrentUser, get_current_user
+from goaltrack.auth.dependencies import CurrentUser, PasswordsDep, get_current_user
 from goaltrack.auth.errors import InvalidCredentials, InvalidPassword
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
-from goaltrack.deps import PasswordsDep, SettingsDep
+from goaltrack.deps import SettingsDep
 from goaltrack.errors import RateLimited, error_responses
 from goaltrack.ratelimit import RateLimiterDep, limit_login_attempts
 
@@ -71,7 +71,12 @@ async def delete_account(
 ) -> DeletionScheduled:
     """Soft delete: restorable for ACCOUNT_DELETION_GRACE_DAYS, then purged for good."""
     restore_until = await service.soft_delete(
-        session, passwords, user, body.password, now, settings.account_deletion_grace_days
+        session,
+        passwords,
+        user=user,
+        password=body.password,
+        now=now,
+        grace_days=settings.account_deletion_grace_days,
     )
     return DeletionScheduled(restore_until=restore_until)
 
@@ -85,7 +90,7 @@ async def delete_all_data(
     body: PasswordConfirmation, user: CurrentUser, session: SessionDep, passwords: PasswordsDep
 ) -> Response:
     """Immediate hard delete of the user, every row and every stored file."""
-    await service.delete_all_data(session, passwords, user, body.password)
+    await service.delete_all_data(session, passwords, user=user, password=body.password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -95,7 +100,7 @@ async def delete_all_data(
     responses=error_responses(ExportInProgress),
 )
 async def request_export(user: CurrentUser, session: SessionDep, now: Now) -> ExportAccepted:
-    await service.request_export(session, user, now)
+    await service.request_export(session, user=user, now=now)
     return ExportAccepted()
 
 
@@ -120,6 +125,7 @@ async def restore_account(
         email=body.email,
         password=body.password,
         now=now,
+        grace_days=settings.account_deletion_grace_days,
         user_agent=request.headers.get("user-agent"),
     )
 
@@ -137,13 +143,15 @@ async def update_settings(
     body: SettingsUpdate, user: CurrentUser, session: SessionDep, now: Now
 ) -> SettingsOut:
     """Changing the zone moves every reminder and digest to the same wall-clock time there."""
-    return SettingsOut.model_validate(await service.update_settings(session, user.id, body, now))
+    return SettingsOut.model_validate(
+        await service.update_settings(session, user_id=user.id, body=body, now=now)
+    )
 
 
 @router.put("/settings/notifications")
 async def set_push_enabled(body: PushToggle, user: CurrentUser, session: SessionDep) -> SettingsOut:
     return SettingsOut.model_validate(
-        await service.set_push_enabled(session, user.id, body.push_enabled)
+        await service.set_push_enabled(session, user_id=user.id, enabled=body.push_enabled)
     )
 
 
@@ -152,5 +160,5 @@ async def set_notification_schedule(
     body: NotificationSchedule, user: CurrentUser, session: SessionDep, now: Now
 ) -> SettingsOut:
     return SettingsOut.model_validate(
-        await service.set_notification_schedule(session, user.id, body, now)
+        await service.set_notification_schedule(session, user_id=user.id, body=body, now=now)
     )

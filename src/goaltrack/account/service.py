@@ -10,7 +10,6 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account import tasks
 from goaltrack.account.errors import ExportInProgress, RestoreExpired
 from goaltrack.account.models import DataExport, UserSettings
 from goaltrack.account.schemas import NotificationSchedule, SettingsUpdate
@@ -22,8 +21,10 @@ from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
 from goaltrack.files import service as files
 from goaltrack.goals import reminders
-from goaltrack.goals.schedule import next_digest_at
-from goaltrack.tasks_queue import defer
+from goaltrack.schedule import next_digest
+from goaltrack.worker.defer import defer
+
+BUILD_EXPORT = "account.build_export"
 
 
 async def get_settings_row(session: AsyncSession, user_id: uuid.UUID) -> UserSettings:
@@ -33,25 +34,30 @@ async def get_settings_row(session: AsyncSession, user_id: uuid.UUID) -> UserSet
     return row
 
 
-def _schedule_digest(row: UserSettings, now: datetime) -> None:
-    row.next_digest_at = next_digest_at(
+def schedule_digest(row: UserSettings, after: datetime) -> None:
+    """The next digest after `after`. A digest already sent for a (local date, time) is never
+    sent again (the scheduler's ledger), so a zone change cannot repeat one."""
+    occurrence = next_digest(
         times=row.notification_times,
         frequency=row.notification_frequency,
         weekday=row.notification_weekday,
         zone=ZoneInfo(row.timezone),
-        after=now,
+        after=after,
     )
+    row.next_digest_at = occurrence.at if occurrence else None
+    row.next_digest_date = occurrence.day if occurrence else None
+    row.next_digest_time = occurrence.time if occurrence else None
 
 
 async def update_settings(
-    session: AsyncSession, user_id: uuid.UUID, body: SettingsUpdate, now: datetime
+    session: AsyncSession, *, user_id: uuid.UUID, body: SettingsUpdate, now: datetime
 ) -> UserSettings:
     row = await get_settings_row(session, user_id)
     if body.locale is not None:
         row.locale = body.locale
     if body.timezone is not None and body.timezone != row.timezone:
         row.timezone = body.timezone
-        _schedule_digest(row, now)
+        schedule_digest(row, now)
         await session.flush()
         # Same wall-clock times, new zone: every reminder's next instant moves.
         await reminders.reschedule_user(session, user_id, now)
@@ -60,7 +66,7 @@ async def update_settings(
 
 
 async def set_push_enabled(
-    session: AsyncSession, user_id: uuid.UUID, enabled: bool
+    session: AsyncSession, *, user_id: uuid.UUID, enabled: bool
 ) -> UserSettings:
     row: UserSettings | None = await session.scalar(
         update(UserSettings)
@@ -74,14 +80,14 @@ async def set_push_enabled(
 
 
 async def set_notification_schedule(
-    session: AsyncSession, user_id: uuid.UUID, body: NotificationSchedule, now: datetime
+    session: AsyncSession, *, user_id: uuid.UUID, body: NotificationSchedule, now: datetime
 ) -> UserSettings:
     row = await get_settings_row(session, user_id)
     row.notification_times = sorted(body.times)
     row.notification_frequency = body.frequency
     if body.weekday is not None:
         row.notification_weekday = body.weekday
-    _schedule_digest(row, now)
+    schedule_digest(row, now)
     await session.flush()
     return row
 
@@ -111,6 +117,7 @@ async def change_password(
 async def soft_delete(
     session: AsyncSession,
     passwords: Passwords,
+    *,
     user: User,
     password: str,
     now: datetime,
@@ -132,20 +139,21 @@ async def restore(
     email: str,
     password: str,
     now: datetime,
+    grace_days: int,
     user_agent: str | None,
 ) -> TokenPair:
     user = await auth.authenticate(session, passwords, email, password)
     if await auth.lock_user(session, user.id) is None:
         raise RestoreExpired  # purged meanwhile
     if user.deleted_at is not None:
-        if user.deleted_at + timedelta(days=settings.account_deletion_grace_days) <= now:
+        if user.deleted_at + timedelta(days=grace_days) <= now:
             raise RestoreExpired
         user.deleted_at = None
     pair, _ = await auth.issue_tokens(session, settings, user, now, user_agent=user_agent)
     return pair
 
 
-async def hard_delete(session: AsyncSession, user_id: uuid.UUID) -> None:
+async def hard_delete(session: AsyncSession, *, user_id: uuid.UUID) -> None:
     """The user row goes and every row of theirs with it (ON DELETE CASCADE); every stored file
     (attachments, exports: all under `{user_id}/`) is queued in the same transaction."""
     await session.execute(delete(User).where(User.id == user_id))
@@ -154,14 +162,14 @@ async def hard_delete(session: AsyncSession, user_id: uuid.UUID) -> None:
 
 
 async def delete_all_data(
-    session: AsyncSession, passwords: Passwords, user: User, password: str
+    session: AsyncSession, passwords: Passwords, *, user: User, password: str
 ) -> None:
     await _check_password(passwords, user, password)
-    await hard_delete(session, user.id)
+    await hard_delete(session, user_id=user.id)
 
 
 async def purge_expired_accounts(
-    session: AsyncSession, now: datetime, grace_days: int, limit: int
+    session: AsyncSession, *, now: datetime, grace_days: int, limit: int
 ) -> int:
     """Hard-delete one batch of accounts whose grace period is over (ix_users_deleted_at)."""
     user_ids = list(
@@ -176,11 +184,11 @@ async def purge_expired_accounts(
         )
     )
     for user_id in user_ids:
-        await hard_delete(session, user_id)
+        await hard_delete(session, user_id=user_id)
     return len(user_ids)
 
 
-async def request_export(session: AsyncSession, user: User, now: datetime) -> DataExport:
+async def request_export(session: AsyncSession, *, user: User, now: datetime) -> DataExport:
     pending = await session.scalar(
         select(exists().where(DataExport.user_id == user.id, DataExport.status == "pending"))
     )
@@ -192,5 +200,5 @@ async def request_export(session: AsyncSession, user: User, now: datetime) -> Da
         await session.flush()
     except IntegrityError as exc:  # a concurrent request won (uq_data_exports_user_id_pending)
         raise ExportInProgress from exc
-    defer(session, tasks.build_export, str(export.id))
+    defer(session, BUILD_EXPORT, str(export.id))
     return export

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from goaltrack.auth.models import User
-from goaltrack.auth.security import AccessClaims, decode_access_token
+from goaltrack.auth.security import AccessClaims, Passwords, decode_access_token
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
@@ -44,3 +44,11 @@ async def get_current_user(session: SessionDep, claims: AccessClaimsDep) -> User
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+PasswordsDep = Annotated[Passwords, Depends(get_passwords)]

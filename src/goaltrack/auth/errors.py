@@ -31,11 +31,6 @@ class InvalidRefreshToken(AppError):
     code = "invalid_token"
     detail = "The refresh token is invalid, expired or revoked."
 
-    def __init__(self, *, replay: bool = False) -> None:
-        super().__init__()
-        # A replay revokes the token family; that revocation must survive the error response.
-        self.commit_before_raising = replay
-
 
 class ResetTokenInvalid(AppError):
     status_code = 400

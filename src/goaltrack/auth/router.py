@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from goaltrack.auth import service
+from goaltrack.auth.dependencies import PasswordsDep
 from goaltrack.auth.errors import (
     AccountDeleted,
     EmailTaken,
@@ -22,7 +23,7 @@ from goaltrack.auth.schemas import (
 )
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
-from goaltrack.deps import PasswordsDep, SettingsDep
+from goaltrack.deps import SessionmakerDep, SettingsDep
 from goaltrack.errors import RateLimited, error_responses
 from goaltrack.ratelimit import RateLimiterDep, client_ip, limit_login_attempts
 
@@ -91,10 +92,16 @@ async def login(
 
 @router.post("/refresh", responses=error_responses(InvalidRefreshToken))
 async def refresh(
-    body: RefreshRequest, request: Request, session: SessionDep, settings: SettingsDep, now: Now
+    body: RefreshRequest,
+    request: Request,
+    session: SessionDep,
+    sessionmaker: SessionmakerDep,
+    settings: SettingsDep,
+    now: Now,
 ) -> TokenPair:
     return await service.refresh(
         session,
+        sessionmaker,
         settings,
         refresh_token=body.refresh_token,
         now=now,
@@ -116,10 +123,14 @@ async def logout(body: LogoutRequest, session: SessionDep, now: Now) -> Response
     responses=error_responses(RateLimited),
 )
 async def forgot_password(
-    body: ForgotPasswordRequest, session: SessionDep, settings: SettingsDep, limiter: RateLimiterDep
+    body: ForgotPasswordRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    limiter: RateLimiterDep,
+    now: Now,
 ) -> Accepted:
     await limiter.hit("forgot", body.email, settings.forgot_limit)
-    service.request_password_reset(session, body.email)
+    service.request_password_reset(session, body.email, now=now)
     return Accepted(detail=FORGOT_PASSWORD_ACCEPTED)
 
 

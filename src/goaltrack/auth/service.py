@@ -7,10 +7,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.account.models import UserSettings
-from goaltrack.auth import tasks
 from goaltrack.auth.errors import (
     AccountDeleted,
     EmailTaken,
@@ -28,7 +27,10 @@ from goaltrack.auth.security import (
 )
 from goaltrack.config import Settings
 from goaltrack.devices import service as devices
-from goaltrack.tasks_queue import defer
+from goaltrack.worker.outbox import defer_durably
+
+SEND_PASSWORD_RESET = "auth.send_password_reset"
+SEND_PASSWORD_CHANGED = "auth.send_password_changed"
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -133,6 +135,7 @@ async def lock_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 async def refresh(
     session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
     *,
     refresh_token: str,
@@ -140,25 +143,31 @@ async def refresh(
     user_agent: str | None,
 ) -> TokenPair:
     token_hash = hash_token(refresh_token)
-    owner = await session.scalar(
-        select(RefreshToken.user_id).where(RefreshToken.token_hash == token_hash)
-    )
-    if owner is None:
+    presented = (
+        await session.execute(
+            select(RefreshToken.user_id, RefreshToken.family_id, RefreshToken.revoked_at).where(
+                RefreshToken.token_hash == token_hash
+            )
+        )
+    ).one_or_none()
+    if presented is None:
         raise InvalidRefreshToken
-    user = await lock_user(session, owner)
-    # Re-read under the lock: of two concurrent refreshes of one token, the second sees it revoked.
+    if presented.revoked_at is not None:
+        # A revoked token presented again: it was stolen or replayed. Kill the whole family
+        # (RFC 9700) in a transaction of its own, so the revocation outlives this 401.
+        await revoke_replayed_family(sessionmaker, presented.user_id, presented.family_id, now)
+        raise InvalidRefreshToken
+    user = await lock_user(session, presented.user_id)
+    # Re-read under the lock: of two concurrent refreshes of one token, the second sees it
+    # revoked and is refused (a duplicate in flight, not a replay: the winner's pair stays valid).
     current = await session.scalar(
         select(RefreshToken)
         .where(RefreshToken.token_hash == token_hash)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    if user is None or current is None:
+    if user is None or current is None or current.revoked_at is not None:
         raise InvalidRefreshToken
-    if current.revoked_at is not None:
-        # A revoked token presented again: it was stolen or replayed. Kill the whole family (RFC 9700).
-        await revoke_family(session, current.family_id, now)
-        raise InvalidRefreshToken(replay=True)
     if current.expires_at <= now or user.deleted_at is not None:
         raise InvalidRefreshToken
     pair, successor = await issue_tokens(
@@ -167,6 +176,17 @@ async def refresh(
     current.revoked_at = now
     current.replaced_by = successor.id
     return pair
+
+
+async def revoke_replayed_family(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    now: datetime,
+) -> None:
+    async with sessionmaker() as own, own.begin():
+        await lock_user(own, user_id)
+        await revoke_family(own, family_id, now)
 
 
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> None:
@@ -211,10 +231,10 @@ async def logout(
         await devices.forget_device(session, owner, device_token)
 
 
-def request_password_reset(session: AsyncSession, email: str) -> None:
+def request_password_reset(session: AsyncSession, email: str, *, now: datetime) -> None:
     """Queue the reset e-mail. The worker looks the address up, so the response (and its timing)
     is the same whether the account exists or not."""
-    defer(session, tasks.send_password_reset, email)
+    defer_durably(session, SEND_PASSWORD_RESET, email, now=now)
 
 
 async def create_password_reset_token(
@@ -245,7 +265,7 @@ async def set_password(
     await lock_user(session, user.id)
     user.password_hash = new_hash
     await revoke_all_sessions(session, user, now)
-    defer(session, tasks.send_password_changed, str(user.id))
+    defer_durably(session, SEND_PASSWORD_CHANGED, str(user.id), now=now, user_id=user.id)
 
 
 async def reset_password(

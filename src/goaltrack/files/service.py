@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.files import tasks
 from goaltrack.files.models import FileDeletion
 from goaltrack.storage import Storage, StorageUnavailable
-from goaltrack.tasks_queue import defer
+from goaltrack.worker.defer import defer
 
 logger = logging.getLogger(__name__)
 
+PROCESS_FILE_DELETIONS = "files.process_file_deletions"
 SWEEP_BATCH = 100
 # An upload's intent row waits this long: by then its request has committed (the row is gone) or failed.
 UPLOAD_INTENT_GRACE = timedelta(minutes=15)
@@ -54,7 +54,7 @@ def queue_object_deletion(session: AsyncSession, object_key: str) -> None:
 
 def sweep_after_commit(session: AsyncSession) -> None:
     """Process the outbox as soon as this transaction has committed (beat sweeps it anyway)."""
-    defer(session, tasks.process_file_deletions)
+    defer(session, PROCESS_FILE_DELETIONS)
 
 
 async def sweep(session: AsyncSession, storage: Storage, now: datetime) -> tuple[int, bool]:

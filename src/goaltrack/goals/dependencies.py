@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from sqlalchemy import select
 
 from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser
 from goaltrack.auth.security import AccessClaims
@@ -13,7 +12,7 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
 from goaltrack.errors import NotFound
-from goaltrack.goals import attachments, queries
+from goaltrack.goals import attachments, queries, service
 from goaltrack.goals.attachments import UploadSlot
 from goaltrack.goals.models import Goal
 from goaltrack.goals.schemas import GoalOut
@@ -27,8 +26,7 @@ def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
         """The caller's goal, or 404 — whether it does not exist or belongs to someone else.
 
         Writes lock the row: changes to one goal (stages, progress, limits) are serialised."""
-        statement = select(Goal).where(Goal.id == goal_id, Goal.user_id == user.id)
-        goal = await session.scalar(statement.with_for_update() if lock else statement)
+        goal = await service.get_goal(session, user_id=user.id, goal_id=goal_id, lock=lock)
         if goal is None:
             raise NotFound
         return goal

@@ -113,6 +113,10 @@ class GoalReminder(UUIDPrimaryKey, CreatedAt, Base):
     anchor_date: Mapped[date]
     # The next occurrence in UTC; NULL when none is due (goal completed, archived, past deadline).
     next_fire_at: Mapped[datetime | None]
+    # The local date that occurrence belongs to (a DST gap may push its instant past midnight).
+    next_fire_date: Mapped[date | None]
+    # The local date of the last occurrence served (sent or skipped): never served twice.
+    last_sent_date: Mapped[date | None]
 
     __table_args__ = (
         CheckConstraint("frequency_days BETWEEN 1 AND 3", name="frequency_days"),

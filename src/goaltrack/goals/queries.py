@@ -9,18 +9,31 @@ empty page. Statements are built once at import; rows go straight into the respo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, literal_column, select, true, tuple_
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from goaltrack.auth.models import User
+from goaltrack.auth.queries import caller_is_current
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.goals.schemas import Attachment, GoalOut, GoalSummary, Reminder, Stage
 from goaltrack.pagination import Cursor, ListPage, Page
+from goaltrack.reads import Executor, PreparedRead
 from goaltrack.storage import Storage
 
 SUMMARY_COLUMNS = (
@@ -36,12 +49,6 @@ SUMMARY_COLUMNS = (
     Goal.stage_count,
     Goal.completed_stage_count,
     Goal.ai_status,
-)
-
-_caller = and_(
-    User.id == bindparam("user_id"),
-    User.token_version == bindparam("token_version"),
-    User.deleted_at.is_(None),
 )
 
 
@@ -64,7 +71,7 @@ def _list_statement(*, after_cursor: bool) -> Any:
         select(User.id.label("caller_id"), goals)
         .select_from(User)
         .outerjoin(goals, true())
-        .where(_caller)
+        .where(caller_is_current())
     )
 
 
@@ -72,49 +79,52 @@ _LIST = _list_statement(after_cursor=False)
 _LIST_AFTER = _list_statement(after_cursor=True)
 
 
-def _json_children(table: Any, fields: dict[str, str], order_by: str, label: str) -> Any:
+def _json_children(
+    table: Any, fields: dict[str, ColumnElement[Any]], order_by: Sequence[Any], label: str
+) -> Any:
     """A goal's child rows as one JSON array, built by PostgreSQL inside the goal's row: the goal
     and all its children come back in a single round trip, with no ORM objects in between."""
-    child = table.alias("child")
-    pairs = ", ".join(f"'{name}', {expression}" for name, expression in fields.items())
-    rows: Any = literal_column(f"json_build_object({pairs}) ORDER BY {order_by}")
+    pairs = [part for name, column in fields.items() for part in (literal(name, String), column)]
+    rows = aggregate_order_by(func.json_build_object(*pairs), *order_by)
     return (
         select(func.coalesce(func.json_agg(rows), literal_column("'[]'::json")))
-        .select_from(child)
-        .where(child.c.goal_id == Goal.id)
+        .where(table.c.goal_id == Goal.id)
         .scalar_subquery()
         .label(label)
     )
 
 
 def _detail_statement() -> Any:
+    stage = GoalStage.__table__.alias("stage")
+    attachment = GoalAttachment.__table__.alias("attachment")
+    reminder = GoalReminder.__table__.alias("reminder")
     stages = _json_children(
-        GoalStage.__table__,
+        stage,
         {
-            name: f"child.{name}"
+            name: stage.c[name]
             for name in ("id", "title", "description", "position", "is_completed", "completed_at")
         },
-        order_by="child.position",
+        order_by=[stage.c.position],
         label="stages",
     )
     attachments = _json_children(
-        GoalAttachment.__table__,
+        attachment,
         {
-            name: f"child.{name}"
+            name: attachment.c[name]
             for name in ("id", "file_name", "file_type", "size", "object_key", "created_at")
         },
-        order_by="child.created_at, child.id",
+        order_by=[attachment.c.created_at, attachment.c.id],
         label="attachments",
     )
     reminders = _json_children(
-        GoalReminder.__table__,
+        reminder,
         {
-            "id": "child.id",
-            "remind_time": "to_char(child.remind_time, 'HH24:MI')",
-            "frequency_days": "child.frequency_days",
-            "next_fire_at": "child.next_fire_at",
+            "id": reminder.c.id,
+            "remind_time": func.to_char(reminder.c.remind_time, "HH24:MI"),
+            "frequency_days": reminder.c.frequency_days,
+            "next_fire_at": reminder.c.next_fire_at,
         },
-        order_by="child.remind_time, child.id",
+        order_by=[reminder.c.remind_time, reminder.c.id],
         label="reminders",
     )
     return (
@@ -128,45 +138,16 @@ def _detail_statement() -> Any:
         )
         .select_from(User)
         .outerjoin(Goal, and_(Goal.user_id == User.id, Goal.id == bindparam("goal_id")))
-        .where(_caller)
+        .where(caller_is_current())
     )
 
 
 _DETAIL = _detail_statement()
 
 
-class _Prepared:
-    """A statement compiled once to asyncpg's `$n` SQL, run on the driver connection under
-    SQLAlchemy's pool: asyncpg prepares it once per connection, and rows skip SQLAlchemy's
-    result layer on their way into the response models."""
-
-    def __init__(self, statement: Any) -> None:
-        compiled = statement.compile(dialect=PGDialect_asyncpg())  # type: ignore[no-untyped-call]
-        self.sql = str(compiled)
-        self.names = tuple(compiled.positiontup or ())
-
-    async def fetch(self, executor: Executor, params: dict[str, Any]) -> list[Any]:
-        connection = await executor.connection() if isinstance(executor, AsyncSession) else executor
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None
-        try:
-            rows: list[Any] = await driver.fetch(self.sql, *(params[name] for name in self.names))
-        except BaseException:
-            # SQLAlchemy does not see errors raised on the driver, so it cannot tell a dropped or
-            # half-used connection (server restart, failover, a cancelled request) from a healthy
-            # one: discard it. This request fails (503 for an outage); the next one reconnects.
-            await connection.invalidate()
-            raise
-        return rows
-
-
-# A pooled autocommit connection for the hot reads, or the request's session inside a write
-# (the statement then runs in its transaction and sees its changes).
-Executor = AsyncConnection | AsyncSession
-
-_LIST_PREPARED = _Prepared(_LIST)
-_LIST_AFTER_PREPARED = _Prepared(_LIST_AFTER)
-_DETAIL_PREPARED = _Prepared(_DETAIL)
+_LIST_PREPARED = PreparedRead(_LIST)
+_LIST_AFTER_PREPARED = PreparedRead(_LIST_AFTER)
+_DETAIL_PREPARED = PreparedRead(_DETAIL)
 
 
 async def list_goals(

@@ -8,7 +8,7 @@ user's zone or the goal's state (completed, archived, deadline) changes.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -19,23 +19,46 @@ from goaltrack.config import Settings
 from goaltrack.errors import NotFound
 from goaltrack.goals.errors import ReminderLimit
 from goaltrack.goals.models import Goal, GoalReminder
-from goaltrack.goals.schedule import next_reminder_at
 from goaltrack.goals.schemas import ReminderIn, ReminderUpdate
+from goaltrack.schedule import next_reminder
 
 
-def next_fire_at(
-    goal: Goal, reminder: GoalReminder, zone: ZoneInfo, now: datetime
-) -> datetime | None:
-    if goal.completed_at is not None or goal.is_archived:
-        return None
-    return next_reminder_at(
-        anchor=reminder.anchor_date,
-        remind_time=reminder.remind_time,
-        frequency_days=reminder.frequency_days,
-        zone=zone,
-        after=now,
-        deadline=goal.deadline,
-    )
+def schedule(
+    goal: Goal,
+    reminder: GoalReminder,
+    zone: ZoneInfo,
+    after: datetime,
+    *,
+    not_on_or_before: date | None = None,
+) -> None:
+    """Set the reminder's next occurrence after `after`: none for a completed or archived goal,
+    none past its deadline, and none on a local date already served (`not_on_or_before`; after
+    a zone change the next occurrence can fall on such a date)."""
+    occurrence = None
+    if goal.completed_at is None and not goal.is_archived:
+        occurrence = next_reminder(
+            anchor=reminder.anchor_date,
+            remind_time=reminder.remind_time,
+            frequency_days=reminder.frequency_days,
+            zone=zone,
+            after=after,
+            deadline=goal.deadline,
+        )
+        while (
+            occurrence is not None
+            and not_on_or_before is not None
+            and occurrence.day <= not_on_or_before
+        ):
+            occurrence = next_reminder(
+                anchor=reminder.anchor_date,
+                remind_time=reminder.remind_time,
+                frequency_days=reminder.frequency_days,
+                zone=zone,
+                after=occurrence.at,
+                deadline=goal.deadline,
+            )
+    reminder.next_fire_at = occurrence.at if occurrence else None
+    reminder.next_fire_date = occurrence.day if occurrence else None
 
 
 async def list_reminders(session: AsyncSession, goal: Goal) -> list[GoalReminder]:
@@ -74,7 +97,7 @@ async def add_reminder(
         anchor_date=now.astimezone(zone).date(),
         created_at=now,
     )
-    reminder.next_fire_at = next_fire_at(goal, reminder, zone, now)
+    schedule(goal, reminder, zone, now)
     session.add(reminder)
     await session.flush()
     return reminder
@@ -91,7 +114,7 @@ async def update_reminder(
         # A new rhythm starts today; a new time of day alone keeps the old rhythm's days.
         reminder.frequency_days = body.frequency_days
         reminder.anchor_date = now.astimezone(zone).date()
-    reminder.next_fire_at = next_fire_at(goal, reminder, zone, now)
+    schedule(goal, reminder, zone, now, not_on_or_before=reminder.last_sent_date)
     await session.flush()
     return reminder
 
@@ -104,7 +127,7 @@ async def delete_reminder(session: AsyncSession, goal: Goal, reminder_id: uuid.U
 async def reschedule_goal(session: AsyncSession, goal: Goal, now: datetime) -> None:
     zone = await get_zone(session, goal.user_id)
     for reminder in await list_reminders(session, goal):
-        reminder.next_fire_at = next_fire_at(goal, reminder, zone, now)
+        schedule(goal, reminder, zone, now, not_on_or_before=reminder.last_sent_date)
     await session.flush()
 
 
@@ -117,5 +140,5 @@ async def reschedule_user(session: AsyncSession, user_id: uuid.UUID, now: dateti
         .where(Goal.user_id == user_id)
     )
     for reminder, goal in rows:
-        reminder.next_fire_at = next_fire_at(goal, reminder, zone, now)
+        schedule(goal, reminder, zone, now, not_on_or_before=reminder.last_sent_date)
     await session.flush()

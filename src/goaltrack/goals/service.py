@@ -15,8 +15,18 @@ from goaltrack.errors import NotFound
 from goaltrack.files import service as files
 from goaltrack.goals import reminders
 from goaltrack.goals.errors import InvalidStageOrder, StageLimit
+from goaltrack.goals.events import GoalCompleted
 from goaltrack.goals.models import Goal, GoalStage
 from goaltrack.goals.schemas import GoalCreate, GoalUpdate, StageCreate, StageOrder, StageUpdate
+
+
+async def get_goal(
+    session: AsyncSession, *, user_id: uuid.UUID, goal_id: uuid.UUID, lock: bool
+) -> Goal | None:
+    """The user's goal, or None (missing or someone else's). `lock` serialises every change to one
+    goal (stages, progress, limits): routes take it through `OwnedGoal`, tasks call it directly."""
+    statement = select(Goal).where(Goal.id == goal_id, Goal.user_id == user_id)
+    return await session.scalar(statement.with_for_update() if lock else statement)
 
 
 async def create_goal(
@@ -162,4 +172,4 @@ async def recompute_progress(session: AsyncSession, goal: Goal, now: datetime) -
     if was_completed != (goal.completed_at is not None):
         await reminders.reschedule_goal(session, goal, now)
     if goal.completed_at is not None and not was_completed:
-        await events.emit(session, events.GoalCompleted(user_id=goal.user_id, goal_id=goal.id))
+        await events.emit(session, GoalCompleted(user_id=goal.user_id, goal_id=goal.id, now=now))

@@ -1,35 +1,92 @@
-"""The notification feed's rows. Every event writes its row first; delivery (push) follows."""
+"""The notification feed's rows, and `notify`: every event writes its row and makes its push
+durable in the caller's transaction (an outbox row; the push task runs after the commit)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
 
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.notifications.models import Notification
+from goaltrack.errors import NotFound
+from goaltrack.notifications.kinds import NotificationData
+from goaltrack.notifications.models import Notification, ScheduledDelivery
+from goaltrack.worker.outbox import defer_durably
+
+PUSH = "notifications.push"
+RETENTION_BATCH = 5000
 
 
 async def notify(
     session: AsyncSession,
     *,
     user_id: uuid.UUID,
-    type: str,
+    data: NotificationData,
     title: str,
     body: str,
-    data: dict[str, Any],
     now: datetime,
+    notification_id: uuid.UUID | None = None,
 ) -> Notification:
     notification = Notification(
-        id=uuid.uuid4(),
+        id=notification_id or uuid.uuid4(),
         user_id=user_id,
-        type=type,
-        title=title,
+        type=data.type,
+        title=title[:255],
         body=body,
-        data=data,
+        data=data.model_dump(mode="json"),
         created_at=now,
     )
     session.add(notification)
+    # Whether to push (push enabled, devices, account state) is decided when the task runs.
+    defer_durably(session, PUSH, str(notification.id), now=now, user_id=user_id)
     await session.flush()
     return notification
+
+
+async def mark_read(
+    session: AsyncSession, *, user_id: uuid.UUID, notification_id: uuid.UUID
+) -> Notification:
+    notification: Notification | None = await session.scalar(
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.user_id == user_id)
+        .values(is_read=True)
+        .returning(Notification)
+    )
+    if notification is None:
+        raise NotFound
+    return notification
+
+
+async def mark_all_read(session: AsyncSession, *, user_id: uuid.UUID) -> int:
+    """One UPDATE over the unread partial index."""
+    result = await session.execute(
+        update(Notification)
+        .where(Notification.user_id == user_id, Notification.is_read.is_(False))
+        .values(is_read=True)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete_expired(session: AsyncSession, *, now: datetime, retention: timedelta) -> int:
+    """One batch of notifications (and their delivery ledger) older than the retention period."""
+    cutoff = now - retention
+    batch = (
+        select(Notification.id)
+        .where(Notification.created_at < cutoff)
+        .limit(RETENTION_BATCH)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    result = await session.execute(delete(Notification).where(Notification.id.in_(batch)))
+    await session.execute(
+        delete(ScheduledDelivery).where(
+            ScheduledDelivery.id.in_(
+                select(ScheduledDelivery.id)
+                .where(ScheduledDelivery.sent_at < cutoff)
+                .limit(RETENTION_BATCH)
+                .scalar_subquery()
+            )
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

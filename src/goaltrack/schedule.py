@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 DIGEST_FREQUENCIES = ("off", "daily", "weekly")
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One occurrence of a schedule: the instant it fires, and the local date and wall time it
+    belongs to. The date is the occurrence's own even when a DST gap pushes its instant past
+    midnight (a 23:30 reminder on Nuuk's spring-forward Saturday fires at Sunday 00:00 but is
+    Saturday's): the scheduler sends each (schedule, local date) once."""
+
+    at: datetime
+    day: date
+    time: time
 
 
 def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
@@ -61,6 +74,26 @@ def next_reminder_at(
     after: datetime,
     deadline: date | None = None,
 ) -> datetime | None:
+    occurrence = next_reminder(
+        anchor=anchor,
+        remind_time=remind_time,
+        frequency_days=frequency_days,
+        zone=zone,
+        after=after,
+        deadline=deadline,
+    )
+    return occurrence.at if occurrence else None
+
+
+def next_reminder(
+    *,
+    anchor: date,
+    remind_time: time,
+    frequency_days: int,
+    zone: ZoneInfo,
+    after: datetime,
+    deadline: date | None = None,
+) -> Occurrence | None:
     """The first occurrence strictly after `after`, or None if it falls after `deadline`.
 
     Occurrences are the local dates anchor + k*frequency_days (k >= 0) at `remind_time` in `zone`.
@@ -79,7 +112,7 @@ def next_reminder_at(
         day += timedelta(days=frequency_days)
     if deadline is not None and day > deadline:
         return None
-    return instant
+    return Occurrence(instant, day, remind_time)
 
 
 def next_digest_at(
@@ -90,7 +123,21 @@ def next_digest_at(
     zone: ZoneInfo,
     after: datetime,
 ) -> datetime | None:
-    """The next digest instant strictly after `after`, or None when digests are off.
+    occurrence = next_digest(
+        times=times, frequency=frequency, weekday=weekday, zone=zone, after=after
+    )
+    return occurrence.at if occurrence else None
+
+
+def next_digest(
+    *,
+    times: Sequence[time],
+    frequency: str,
+    weekday: int,
+    zone: ZoneInfo,
+    after: datetime,
+) -> Occurrence | None:
+    """The next digest strictly after `after`, or None when digests are off.
 
     'daily': the first of (each local date, each time in `times`); 'weekly': the same, only on
     local dates whose weekday() == `weekday` (0 = Monday). `times` need not be sorted; empty
@@ -110,7 +157,13 @@ def next_digest_at(
         day = start + timedelta(days=offset)
         if frequency == "weekly" and day.weekday() != weekday:
             continue
-        upcoming = [i for t in times if (i := local_instant(day, t, zone)) > after]
+        # Times that a DST gap folds onto one instant make one digest (the earliest time's):
+        # two identical digests at the same moment would only be noise.
+        upcoming = [
+            Occurrence(instant, day, at)
+            for at in sorted(times)
+            if (instant := local_instant(day, at, zone)) > after
+        ]
         if upcoming:
-            return min(upcoming)
+            return min(upcoming, key=lambda occurrence: occurrence.at)
     raise AssertionError("unreachable: the window always contains an eligible day")

@@ -1,0 +1,119 @@
+"""The worker's composition root: the Celery app, with every declared task registered on it.
+
+`create_celery(settings)` is called by the worker and beat entry points and by the API (which
+only publishes). Tasks are declared with `worker.registry.task` in their domain's `tasks.py`,
+listed once in TASK_MODULES; a periodic task's schedule is declared with the task.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import Celery
+
+from goaltrack import subscriptions
+from goaltrack.clock import utcnow
+from goaltrack.config import Settings
+from goaltrack.worker import outbox, runtime
+from goaltrack.worker.registry import TASKS, TICK, RetryLater, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+TASK_MODULES = (
+    "goaltrack.worker.tasks",
+    "goaltrack.auth.tasks",
+    "goaltrack.account.tasks",
+    "goaltrack.files.tasks",
+    "goaltrack.notifications.tasks",
+)
+
+
+def create_celery(settings: Settings) -> Celery:
+    for module in TASK_MODULES:
+        importlib.import_module(module)
+    subscriptions.install()  # a goal completed by a task raises the same events as in a request
+    app = Celery("goaltrack", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.redis_url,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # A task is acknowledged after it ran, and re-queued if its worker process dies mid-way.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        beat_schedule=beat_schedule(settings),
+    )
+    for spec in TASKS.values():
+        _register(app, settings, spec)
+    return app
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Beat only ticks: PostgreSQL holds what is due, so a tick that is missed or repeated is
+    harmless."""
+    return {
+        spec.name: {
+            "task": spec.name,
+            "schedule": (
+                settings.scheduler_interval_seconds
+                if spec.every == TICK
+                else spec.every.total_seconds()
+            ),
+        }
+        for spec in TASKS.values()
+        if spec.every is not None
+    }
+
+
+def _register(app: Celery, settings: Settings, spec: TaskSpec) -> None:
+    def run(task: Any, *args: Any) -> Any:
+        attempt = runtime.Attempt(
+            retries=task.request.retries,
+            max_retries=spec.max_retries,
+            outbox_id=uuid.UUID(task.request.id) if spec.durable else None,
+        )
+        runtime.bind(settings, app, attempt)
+        try:
+            result = runtime.run_async(lambda: spec.run(*args))
+        except RetryLater as exc:
+            if attempt.is_last:
+                logger.error("%s gave up after %d retries: %s", spec.name, attempt.retries, exc)
+                _forget(attempt)
+                return None
+            _postpone(attempt, utcnow() + timedelta(seconds=exc.countdown))
+            raise task.retry(countdown=exc.countdown, exc=exc) from exc
+        _forget(attempt)
+        return result
+
+    app.task(name=spec.name, bind=True, max_retries=spec.max_retries, **spec.options)(run)
+
+
+def _forget(attempt: runtime.Attempt) -> None:
+    """A durable task is done (or given up): its outbox row goes."""
+    if (outbox_id := attempt.outbox_id) is not None:
+
+        async def complete() -> None:
+            async with runtime.task_session() as session:
+                await outbox.complete(session, outbox_id)
+
+        runtime.run_async(complete)
+
+
+def _postpone(attempt: runtime.Attempt, until: datetime) -> None:
+    """A durable task retries at `until`: the sweep must not send it again before then."""
+    if (outbox_id := attempt.outbox_id) is not None:
+
+        async def postpone() -> None:
+            async with runtime.task_session() as session:
+                await outbox.postpone(session, outbox_id, until)
+
+        runtime.run_async(postpone)

@@ -1,0 +1,83 @@
+"""The feed's hot read: a page of notifications and the unread count in one round trip, the
+caller's token check folded in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, select, true, tuple_
+
+from goaltrack.auth.models import User
+from goaltrack.auth.queries import caller_is_current
+from goaltrack.auth.security import AccessClaims
+from goaltrack.errors import NotAuthenticated
+from goaltrack.notifications.models import Notification
+from goaltrack.notifications.schemas import NotificationOut, NotificationPage
+from goaltrack.pagination import Cursor, Page
+from goaltrack.reads import Executor, PreparedRead
+
+COLUMNS = (
+    Notification.id,
+    Notification.type,
+    Notification.title,
+    Notification.body,
+    Notification.data,
+    Notification.is_read,
+    Notification.created_at,
+)
+
+
+def _feed_statement(*, after_cursor: bool) -> Any:
+    page = (
+        select(*COLUMNS)
+        .where(Notification.user_id == bindparam("user_id"))
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(bindparam("limit"))
+    )
+    if after_cursor:
+        page = page.where(
+            tuple_(Notification.created_at, Notification.id)
+            < tuple_(bindparam("after_created_at"), bindparam("after_id"))
+        )
+    rows = page.lateral("page")
+    # ix_notifications_user_id_unread: an index-only count of this user's unread rows.
+    unread = (
+        select(func.count())
+        .select_from(Notification)
+        .where(and_(Notification.user_id == User.id, Notification.is_read.is_(False)))
+        .scalar_subquery()
+        .label("unread_count")
+    )
+    return (
+        select(User.id.label("caller_id"), unread, rows)
+        .select_from(User)
+        .outerjoin(rows, true())
+        .where(caller_is_current())
+    )
+
+
+_FEED = PreparedRead(_feed_statement(after_cursor=False))
+_FEED_AFTER = PreparedRead(_feed_statement(after_cursor=True))
+
+
+async def feed(executor: Executor, caller: AccessClaims, page: Page) -> NotificationPage:
+    params: dict[str, Any] = {
+        "user_id": caller.user_id,
+        "token_version": caller.token_version,
+        "limit": page.limit + 1,  # one more than asked tells whether a next page exists
+    }
+    statement = _FEED
+    if page.after is not None:
+        statement = _FEED_AFTER
+        params |= {"after_created_at": page.after.created_at, "after_id": page.after.id}
+    rows = await statement.fetch(executor, params)
+    if not rows:
+        raise NotAuthenticated
+    items = [NotificationOut.model_validate(dict(row)) for row in rows if row["id"] is not None]
+    next_cursor = None
+    if len(items) > page.limit:
+        items = items[: page.limit]
+        next_cursor = Cursor(items[-1].created_at, items[-1].id).encode()
+    return NotificationPage(
+        items=items, next_cursor=next_cursor, unread_count=rows[0]["unread_count"]
+    )

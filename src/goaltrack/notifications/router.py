@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+
+from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser, get_access_claims
+from goaltrack.db import ReadConnectionDep, SessionDep
+from goaltrack.errors import NotFound, error_responses
+from goaltrack.notifications import queries, service
+from goaltrack.notifications.schemas import NotificationOut, NotificationPage, ReadAllResult
+from goaltrack.pagination import InvalidCursor, PageDep
+
+router = APIRouter(
+    prefix="/notifications", tags=["notifications"], dependencies=[Depends(get_access_claims)]
+)
+
+NotificationId = Annotated[uuid.UUID, Path(description="The notification's id.")]
+
+
+@router.get("", responses=error_responses(InvalidCursor))
+async def list_notifications(
+    caller: AccessClaimsDep, page: PageDep, connection: ReadConnectionDep
+) -> NotificationPage:
+    """Newest first, 20 a page, with the caller's unread count."""
+    return await queries.feed(connection, caller, page)
+
+
+@router.put("/read-all")
+async def read_all(user: CurrentUser, session: SessionDep) -> ReadAllResult:
+    return ReadAllResult(updated=await service.mark_all_read(session, user_id=user.id))
+
+
+@router.put("/{notification_id}/read", responses=error_responses(NotFound))
+async def read_one(
+    notification_id: NotificationId, user: CurrentUser, session: SessionDep
+) -> NotificationOut:
+    notification = await service.mark_read(
+        session, user_id=user.id, notification_id=notification_id
+    )
+    return NotificationOut.model_validate(notification)

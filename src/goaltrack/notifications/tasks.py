@@ -1,0 +1,213 @@
+"""Push delivery (FCM), the scheduler's tick, and the feed's retention."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.account.models import UserSettings
+from goaltrack.auth.models import User
+from goaltrack.clock import utcnow
+from goaltrack.config import Settings
+from goaltrack.devices.models import Device
+from goaltrack.notifications import scheduler, service
+from goaltrack.notifications.kinds import ReminderData
+from goaltrack.notifications.models import Notification, PushDelivery
+from goaltrack.push import FcmSender, PushMessage, PushOutcome, PushResult
+from goaltrack.worker.registry import TICK, RetryLater, task
+from goaltrack.worker.runtime import current_attempt, task_session, task_settings
+
+logger = logging.getLogger(__name__)
+
+# Backoff 10 s doubling to 15 min: 12 retries span about 1 h 40 min of FCM trouble.
+PUSH_RETRIES = 12
+QUOTA_MIN_DELAY = 60  # FCM asks for at least a minute after QUOTA_EXCEEDED without Retry-After
+SENDING = "sending"
+
+
+class _Senders(threading.local):
+    sender: FcmSender | None = None
+    settings: Settings | None = None
+
+
+_senders = _Senders()
+
+
+def _sender(settings: Settings) -> FcmSender | None:
+    """The worker thread's FCM client (its HTTP pool belongs to the thread's event loop)."""
+    if settings.fcm_credentials_file is None:
+        return None
+    if _senders.settings is not settings:
+        _senders.sender = FcmSender(
+            credentials_file=settings.fcm_credentials_file,
+            project_id=settings.fcm_project_id,
+            base_url=settings.fcm_base_url,
+        )
+        _senders.settings = settings
+    return _senders.sender
+
+
+@task(service.PUSH, durable=True, max_retries=PUSH_RETRIES)
+async def push(notification_id: str) -> None:
+    """Push one notification to every device of its user, each device at most once."""
+    sender = _sender(task_settings())
+    if sender is None:
+        return  # push is off (no FCM credentials): the feed row is all there is
+    now = utcnow()
+    async with task_session() as session:
+        claimed = await _claim_devices(session, uuid.UUID(notification_id), now)
+    if claimed is None:
+        return
+    notification, devices = claimed
+    results = [(device, await sender.send(_message(notification, device))) for device in devices]
+    async with task_session() as session:
+        await _record_results(session, notification.id, results)
+    retryable = [result for _, result in results if result.retryable]
+    if retryable:
+        raise RetryLater(_retry_delay(retryable), f"{len(retryable)} devices to retry")
+
+
+async def _claim_devices(
+    session: AsyncSession, notification_id: uuid.UUID, now: datetime
+) -> tuple[Notification, list[Device]] | None:
+    """The notification and the devices it still has to reach, claimed in this transaction (a
+    re-delivered task skips them). None when nothing is to be pushed."""
+    row = (
+        await session.execute(
+            select(Notification, UserSettings.push_enabled, User.deleted_at)
+            .join(User, User.id == Notification.user_id)
+            .join(UserSettings, UserSettings.user_id == Notification.user_id)
+            .where(Notification.id == notification_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    notification, push_enabled, deleted_at = row
+    if not push_enabled or deleted_at is not None:
+        return None
+    devices = list(
+        await session.scalars(
+            select(Device).where(
+                Device.user_id == notification.user_id,
+                ~select(PushDelivery)
+                .where(
+                    PushDelivery.notification_id == notification_id,
+                    PushDelivery.device_id == Device.id,
+                )
+                .exists(),
+            )
+        )
+    )
+    if not devices:
+        return None
+    claimed = await session.scalars(
+        insert(PushDelivery)
+        .values(
+            [
+                {
+                    "notification_id": notification_id,
+                    "device_id": device.id,
+                    "outcome": SENDING,
+                    "created_at": now,
+                }
+                for device in devices
+            ]
+        )
+        .on_conflict_do_nothing()
+        .returning(PushDelivery.device_id)
+    )
+    mine = set(claimed)
+    return notification, [device for device in devices if device.id in mine]
+
+
+async def _record_results(
+    session: AsyncSession,
+    notification_id: uuid.UUID,
+    results: list[tuple[Device, PushResult]],
+) -> None:
+    for device, result in results:
+        delivery = await session.get(PushDelivery, (notification_id, device.id))
+        if result.drop_device:
+            # The token is dead (UNREGISTERED) or not ours (SENDER_ID_MISMATCH): forget it.
+            await session.execute(delete(Device).where(Device.id == device.id))
+        elif result.retryable:
+            if delivery is not None:
+                await session.delete(delivery)  # unclaimed: the retry sends to it again
+        elif delivery is not None:
+            delivery.outcome = result.outcome.value
+        if result.outcome not in (PushOutcome.SENT, PushOutcome.UNREGISTERED):
+            logger.warning(
+                "push of notification %s to device %s: %s (%s)",
+                notification_id,
+                device.id,
+                result.outcome.value,
+                result.detail or "",
+            )
+
+
+def _message(notification: Notification, device: Device) -> PushMessage:
+    data = {"type": notification.type, "notification_id": str(notification.id)}
+    for key in ("goal_id", "stage_id"):
+        if notification.data.get(key):
+            data[key] = str(notification.data[key])
+    return PushMessage(
+        token=device.token,
+        title=notification.title,
+        body=notification.body,
+        data=data,
+        urgent=notification.type == ReminderData.type,
+    )
+
+
+def _retry_delay(results: list[PushResult]) -> float:
+    """QUOTA_EXCEEDED waits at least a minute; UNAVAILABLE/INTERNAL back off exponentially with
+    jitter; a Retry-After from FCM is honoured when longer."""
+    retries = current_attempt().retries
+    delay: float = min(900.0, 10.0 * 2**retries) * random.uniform(0.8, 1.2)  # noqa: S311
+    for result in results:
+        if result.outcome is PushOutcome.QUOTA_EXCEEDED:
+            delay = max(delay, QUOTA_MIN_DELAY)
+        if result.retry_after is not None:
+            delay = max(delay, result.retry_after)
+    return delay
+
+
+@task("notifications.dispatch_due", every=TICK)
+async def dispatch_due() -> dict[str, int]:
+    """The scheduler's tick: every due reminder and digest, in batches, each exactly once."""
+    settings = task_settings()
+    now = utcnow()
+    lateness = timedelta(minutes=settings.reminder_max_lateness_minutes)
+    totals = {"reminders": 0, "digests": 0, "late": 0}
+    for dispatch, key in (
+        (scheduler.dispatch_reminders, "reminders"),
+        (scheduler.dispatch_digests, "digests"),
+    ):
+        while True:
+            async with task_session() as session:
+                served = await dispatch(session, now=now, max_lateness=lateness)
+            totals[key] += served.sent
+            totals["late"] += served.late
+            if served.claimed < scheduler.BATCH:
+                break
+    return totals
+
+
+@task("notifications.delete_expired", every=timedelta(hours=1))
+async def delete_expired() -> int:
+    """Notifications older than NOTIFICATION_RETENTION_DAYS go, a batch per transaction."""
+    retention = timedelta(days=task_settings().notification_retention_days)
+    total = 0
+    while True:
+        async with task_session() as session:
+            done = await service.delete_expired(session, now=utcnow(), retention=retention)
+        total += done
+        if done < service.RETENTION_BATCH:
+            return total
