@@ -11,18 +11,20 @@ bootstrap:
 dev: bootstrap  ## Local PostgreSQL + Redis + S3, migrations, API + worker + beat
 	uv run goaltrack dev
 
-lint: bootstrap  ## ruff (lint + format check) and mypy
-	uv run ruff check src tests bench
-	uv run ruff format --check src tests bench
+lint: bootstrap  ## ruff (lint + format check), mypy, and the architecture (import-linter, no cycles)
+	uv run ruff check src tests bench scripts
+	uv run ruff format --check src tests bench scripts
 	uv run mypy
+	uv run lint-imports
+	uv run python scripts/check_import_cycles.py
 
 test: lint  ## lint, the benchmark's smoke run, then the whole suite against real services
 	uv run python -m bench --smoke
 	uv run pytest
 
 format:
-	uv run ruff format src tests bench
-	uv run ruff check --fix src tests bench
+	uv run ruff format src tests bench scripts
+	uv run ruff check --fix src tests bench scripts
 
 bench: bootstrap  ## Benchmarks (ratios against a baseline, same run)
 	uv run python -m bench
