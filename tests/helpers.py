@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,3 +28,20 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert body["code"] == code
     assert {"type", "title", "detail"} <= body.keys()
     return body
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
+    """Poll `predicate` until it is true; fail with TimeoutError after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.05)
+
+
+async def create_goal(client: Any, account: Account, **body: Any) -> dict[str, Any]:
+    """Create a goal through the API (title "Run a marathon" unless given) and return it."""
+    response = await client.post(
+        "/goals", json={"title": "Run a marathon", **body}, headers=account.headers
+    )
+    assert response.status_code == 201, response.text
+    goal: dict[str, Any] = response.json()
+    return goal

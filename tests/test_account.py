@@ -19,7 +19,7 @@ from goaltrack.clock import get_now
 from goaltrack.db import Base
 from goaltrack.goals.models import GoalAttachment, GoalReminder
 from goaltrack.notifications.models import Notification
-from helpers import Account, assert_problem
+from helpers import Account, assert_problem, create_goal, wait_until
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x01" * 64
 DEFAULTS = {
@@ -30,12 +30,6 @@ DEFAULTS = {
     "timezone": "UTC",
     "locale": "en",
 }
-
-
-async def wait_until(predicate: Any, timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.05)
 
 
 async def settings_row(app: Any, email: str) -> UserSettings:
@@ -139,13 +133,12 @@ async def test_time_zone_change_moves_reminders_and_digest(
     account = await register(timezone="Europe/Berlin")
     now = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)
     app.dependency_overrides[get_now] = lambda: now
-    goal = (
-        await client.post(
-            "/goals",
-            json={"title": "Stretch", "reminder": {"remind_time": "08:00", "frequency_days": 1}},
-            headers=account.headers,
-        )
-    ).json()
+    goal = await create_goal(
+        client,
+        account,
+        title="Stretch",
+        reminder={"remind_time": "08:00", "frequency_days": 1},
+    )
     assert goal["reminders"][0]["next_fire_at"] == "2026-06-01T06:00:00Z"  # 08:00 CEST
     await client.put(
         "/settings/notifications/frequency",
@@ -314,17 +307,13 @@ async def test_purge_task_runs_on_the_worker(
 
 
 async def _populate(client: Any, account: Account) -> dict[str, Any]:
-    goal = (
-        await client.post(
-            "/goals",
-            json={
-                "title": "Everything",
-                "description": "d",
-                "reminder": {"remind_time": "09:00", "frequency_days": 2},
-            },
-            headers=account.headers,
-        )
-    ).json()
+    goal = await create_goal(
+        client,
+        account,
+        title="Everything",
+        description="d",
+        reminder={"remind_time": "09:00", "frequency_days": 2},
+    )
     await client.post(f"/goals/{goal['id']}/stages", json={"title": "one"}, headers=account.headers)
     attachment = (
         await client.post(

@@ -17,18 +17,12 @@ from goaltrack.files import service as files
 from goaltrack.files.models import FileDeletion
 from goaltrack.goals.models import GoalAttachment
 from goaltrack.storage import Storage
-from helpers import Account, assert_problem
+from helpers import Account, assert_problem, create_goal, wait_until
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 40
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
 PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 100
-
-
-async def new_goal(client: Any, account: Account) -> str:
-    response = await client.post("/goals", json={"title": "Proof"}, headers=account.headers)
-    goal_id: str = response.json()["id"]
-    return goal_id
 
 
 async def upload(
@@ -46,16 +40,10 @@ async def rows(app: Any, model: Any) -> list[Any]:
         return list(await session.scalars(select(model)))
 
 
-async def wait_until(predicate: Any, timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.05)
-
-
 async def test_upload_detects_type_and_serves_presigned_url(
     client: Any, app: Any, user: Account
 ) -> None:
-    goal_id = await new_goal(client, user)
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
     response = await upload(
         client, user, goal_id, "../../etc/run.jpg", JPEG, "application/octet-stream"
     )
@@ -85,7 +73,7 @@ async def test_upload_detects_type_and_serves_presigned_url(
 async def test_pdf_downloads_as_attachment_and_tampered_url_is_refused(
     client: Any, user: Account
 ) -> None:
-    goal_id = await new_goal(client, user)
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
     body = (await upload(client, user, goal_id, "report.pdf", PDF, "application/pdf")).json()
     assert body["file_type"] == "application/pdf"
     async with httpx.AsyncClient() as http:
@@ -97,7 +85,7 @@ async def test_pdf_downloads_as_attachment_and_tampered_url_is_refused(
 
 
 async def test_spoofed_type_is_415_and_stores_nothing(client: Any, app: Any, user: Account) -> None:
-    goal_id = await new_goal(client, user)
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
     response = await upload(client, user, goal_id, "photo.png", ELF, "image/png")
     assert_problem(response, 415, "unsupported_file_type")
     assert await rows(app, GoalAttachment) == []
@@ -109,7 +97,7 @@ async def test_oversized_upload_is_413_and_stores_nothing(
 ) -> None:
     small = app.state.settings.model_copy(update={"max_upload_bytes": 1024})
     app.dependency_overrides[get_app_settings] = lambda: small
-    goal_id = await new_goal(client, user)
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
     exact = await upload(
         client, user, goal_id, "ok.png", PNG + b"\x00" * (1024 - len(PNG)), "image/png"
     )
@@ -122,7 +110,7 @@ async def test_oversized_upload_is_413_and_stores_nothing(
 async def test_attachment_limit(client: Any, app: Any, user: Account) -> None:
     limited = app.state.settings.model_copy(update={"max_attachments_per_goal": 1})
     app.dependency_overrides[get_app_settings] = lambda: limited
-    goal_id = await new_goal(client, user)
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
     assert (await upload(client, user, goal_id, "a.png", PNG, "image/png")).status_code == 201
     assert_problem(
         await upload(client, user, goal_id, "b.png", PNG, "image/png"), 409, "attachment_limit"
@@ -130,7 +118,7 @@ async def test_attachment_limit(client: Any, app: Any, user: Account) -> None:
 
 
 async def test_upload_validation_errors(client: Any, user: Account) -> None:
-    goal_id = await new_goal(client, user)
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
     missing = await client.post(
         f"/goals/{goal_id}/attachments", files={"other": ("a.png", PNG)}, headers=user.headers
     )
@@ -150,7 +138,7 @@ async def test_storage_down_is_503_and_leaves_no_row(
     await down.start()
     app.dependency_overrides[get_storage] = lambda: down
     try:
-        goal_id = await new_goal(client, user)
+        goal_id = (await create_goal(client, user, title="Proof"))["id"]
         response = await upload(client, user, goal_id, "a.png", PNG, "image/png")
         assert_problem(response, 503, "storage_unavailable")
     finally:
@@ -177,7 +165,7 @@ async def test_row_insert_failure_after_upload_deletes_the_object(app: Any, user
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        goal_id = await new_goal(client, user)
+        goal_id = (await create_goal(client, user, title="Proof"))["id"]
         original = attachments.files.forget_upload_intents
         attachments.files.forget_upload_intents = failing  # type: ignore[assignment]
         try:
@@ -195,7 +183,7 @@ async def test_row_insert_failure_after_upload_deletes_the_object(app: Any, user
 async def test_delete_attachment_removes_the_object_through_the_outbox(
     client: Any, app: Any, user: Account
 ) -> None:
-    goal_id = await new_goal(client, user)
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
     body = (await upload(client, user, goal_id, "a.png", PNG, "image/png")).json()
     [row] = await rows(app, GoalAttachment)
     assert await app.state.storage.exists(row.object_key)
@@ -220,7 +208,7 @@ async def test_delete_attachment_removes_the_object_through_the_outbox(
 
 
 async def test_deleting_a_goal_removes_its_files(client: Any, app: Any, user: Account) -> None:
-    goal_id = await new_goal(client, user)
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
     for name in ("a.png", "b.pdf"):
         await upload(client, user, goal_id, name, PNG if name.endswith("png") else PDF, "x/y")
     keys = [row.object_key for row in await rows(app, GoalAttachment)]
@@ -235,7 +223,7 @@ async def test_deleting_a_goal_removes_its_files(client: Any, app: Any, user: Ac
 async def test_objects_deleted_while_s3_is_down_go_once_it_is_back(
     client: Any, app: Any, user: Account, stack: Any
 ) -> None:
-    goal_id = await new_goal(client, user)
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
     body = (await upload(client, user, goal_id, "a.png", PNG, "image/png")).json()
     [row] = await rows(app, GoalAttachment)
     stack.s3.stop()
@@ -288,7 +276,7 @@ async def test_parallel_uploads_do_not_exhaust_a_small_pool(user: Account) -> No
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            goal_id = await new_goal(client, user)
+            goal_id = (await create_goal(client, user, title="Proof"))["id"]
             responses = await asyncio.wait_for(
                 asyncio.gather(
                     *(upload(client, user, goal_id, f"{i}.png", PNG, "image/png") for i in range(3))

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from goaltrack.auth.models import User
 from goaltrack.clock import get_now
 from goaltrack.goals.models import Goal, GoalStage
-from helpers import Account, assert_problem
+from helpers import Account, assert_problem, create_goal
 
 SUMMARY_FIELDS = {
     "id",
@@ -27,15 +27,6 @@ SUMMARY_FIELDS = {
     "completed_stage_count",
     "ai_status",
 }
-
-
-async def create_goal(client: Any, account: Account, **body: Any) -> dict[str, Any]:
-    response = await client.post(
-        "/goals", json={"title": "Run a marathon", **body}, headers=account.headers
-    )
-    assert response.status_code == 201, response.text
-    goal: dict[str, Any] = response.json()
-    return goal
 
 
 async def add_stages(

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from goaltrack.clock import get_now
-from helpers import Account, assert_problem
+from helpers import Account, assert_problem, create_goal
 
 # The day before Berlin springs forward. Accounts are registered before the clock is moved: their
 # access tokens are checked against the real time.
@@ -16,13 +16,9 @@ async def test_reminder_fires_at_local_wall_clock_time(
 ) -> None:
     account = await register(timezone="Europe/Berlin")
     app.dependency_overrides[get_now] = lambda: NOW
-    goal = (
-        await client.post(
-            "/goals",
-            json={"title": "Read", "reminder": {"remind_time": "09:00", "frequency_days": 1}},
-            headers=account.headers,
-        )
-    ).json()
+    goal = await create_goal(
+        client, account, title="Read", reminder={"remind_time": "09:00", "frequency_days": 1}
+    )
     [reminder] = goal["reminders"]
     assert reminder.keys() == {"id", "remind_time", "frequency_days", "next_fire_at"}
     assert reminder["remind_time"] == "09:00"
@@ -44,7 +40,7 @@ async def test_reminder_fires_at_local_wall_clock_time(
 async def test_update_reminder_recomputes(client: Any, app: Any, register: Any) -> None:
     account = await register(timezone="America/New_York")
     app.dependency_overrides[get_now] = lambda: NOW
-    goal = (await client.post("/goals", json={"title": "Run"}, headers=account.headers)).json()
+    goal = await create_goal(client, account, title="Run")
     created = (
         await client.post(
             f"/goals/{goal['id']}/reminders",
@@ -98,7 +94,7 @@ async def test_update_reminder_recomputes(client: Any, app: Any, register: Any) 
 
 
 async def test_reminder_limit(client: Any, user: Account) -> None:
-    goal = (await client.post("/goals", json={"title": "Limit"}, headers=user.headers)).json()
+    goal = await create_goal(client, user, title="Limit")
     for hour in range(5):
         response = await client.post(
             f"/goals/{goal['id']}/reminders",
@@ -118,13 +114,9 @@ async def test_no_next_occurrence_when_completed_archived_or_past_deadline(
     client: Any, app: Any, user: Account
 ) -> None:
     app.dependency_overrides[get_now] = lambda: NOW
-    goal = (
-        await client.post(
-            "/goals",
-            json={"title": "Done soon", "reminder": {"remind_time": "20:00", "frequency_days": 1}},
-            headers=user.headers,
-        )
-    ).json()
+    goal = await create_goal(
+        client, user, title="Done soon", reminder={"remind_time": "20:00", "frequency_days": 1}
+    )
     url = f"/goals/{goal['id']}"
     assert goal["reminders"][0]["next_fire_at"] == "2026-03-28T20:00:00Z"
 

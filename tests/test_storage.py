@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,11 +12,13 @@ from uuid import uuid4
 import httpx
 import pytest
 from aiohttp import web
+from botocore.exceptions import ClientError
 
 from goaltrack import storage as storage_module
 from goaltrack.config import Settings, get_settings
 from goaltrack.dev.localstack import free_port
 from goaltrack.storage import ObjectNotFound, Storage, StorageUnavailable
+from helpers import wait_until
 
 
 def _settings(**update: Any) -> Settings:
@@ -73,13 +74,37 @@ async def test_put_from_a_spooled_file_rolled_to_disk(storage: Storage) -> None:
 
 
 async def test_ensure_bucket_is_idempotent(storage: Storage) -> None:
+    """Called again (and from another process, and by two at once on a new bucket), it keeps the
+    bucket and what it holds."""
+    key = _key()
+    await storage.put(key, b"kept", size=4, content_type="text/plain")
     await storage.ensure_bucket()
     other = Storage(storage._settings)
     await other.start()
     try:
         await other.ensure_bucket()
+        assert await other.get_bytes(key) == b"kept"
     finally:
         await other.close()
+    assert await storage.list_keys(key) == [key]
+
+    # A bucket that does not exist yet, ensured by two at once, then again.
+    first, second = Storage(_settings()), None
+    await first.start()
+    try:
+        second = Storage(first._settings)
+        await second.start()
+        with pytest.raises(ClientError, match=r"NoSuchBucket|404"):
+            await first.list_keys("")  # no bucket yet
+        await asyncio.gather(first.ensure_bucket(), second.ensure_bucket())
+        await first.put(key, b"new", size=3, content_type="text/plain")
+        await second.ensure_bucket()
+        assert await second.list_keys("tests/") == [key]
+        assert await first.get_bytes(key) == b"new"
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
 
 
 async def test_delete_prefix(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,12 +182,20 @@ async def test_tampered_presigned_url_is_refused(storage: Storage, http: httpx.A
 async def test_expired_presigned_url_is_refused(storage: Storage, http: httpx.AsyncClient) -> None:
     key = _key()
     await storage.put(key, b"soon gone", size=9, content_type="text/plain")
-    url = await storage.presigned_get(key, expires_in=1)
-    started = time.monotonic()
-    await asyncio.sleep(2.1 - (time.monotonic() - started))
-    response = await http.get(url)
-    assert response.status_code == 403
-    assert b"soon gone" not in response.content
+    url = await storage.presigned_get(key, expires_in=2)
+    fresh = await http.get(url)
+    assert fresh.status_code == 200  # the same URL works until it expires
+    assert fresh.content == b"soon gone"
+
+    responses: list[httpx.Response] = []
+
+    async def refused() -> bool:
+        responses.append(await http.get(url))
+        return responses[-1].status_code == 403
+
+    await wait_until(refused, timeout=15)
+    assert {r.status_code for r in responses[:-1]} <= {200}  # nothing else on the way
+    assert b"soon gone" not in responses[-1].content
 
 
 async def test_presigned_url_signed_for_the_public_endpoint(

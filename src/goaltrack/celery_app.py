@@ -94,7 +94,10 @@ def _register(app: Celery, settings: Settings, spec: TaskSpec) -> None:
         _forget(attempt)
         return result
 
-    app.task(name=spec.name, bind=True, max_retries=spec.max_retries, **spec.options)(run)
+    # Not shared: every app built by this factory registers its own wrapper.
+    app.task(name=spec.name, bind=True, shared=False, max_retries=spec.max_retries, **spec.options)(
+        run
+    )
 
 
 def _forget(attempt: runtime.Attempt) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack.account.models import UserSettings
@@ -209,7 +209,7 @@ async def _first_open_stages(
         select(GoalStage.goal_id, GoalStage.id, GoalStage.title)
         .where(GoalStage.goal_id.in_(goal_ids), GoalStage.is_completed.is_(False))
         .order_by(GoalStage.goal_id, GoalStage.position)
-        .distinct(GoalStage.goal_id)
+        .ext(distinct_on(GoalStage.goal_id))
     )
     return {goal_id: (stage_id, title) for goal_id, stage_id, title in rows}
 
@@ -241,21 +241,20 @@ async def _active_goal_summaries(
 ) -> dict[uuid.UUID, _Summary]:
     """Per user of the batch (with their local date): active goals (not archived, not completed)
     and the one due soonest."""
-    active = and_(Goal.user_id.in_(today), Goal.is_archived.is_(False), Goal.completed_at.is_(None))
-    counts = dict(
-        (
-            await session.execute(
-                select(Goal.user_id, func.count()).where(active).group_by(Goal.user_id)
-            )
-        ).tuples()
+    active = and_(
+        Goal.user_id.in_(list(today)), Goal.is_archived.is_(False), Goal.completed_at.is_(None)
     )
+    counted = await session.execute(
+        select(Goal.user_id, func.count()).where(active).group_by(Goal.user_id)
+    )
+    counts: dict[uuid.UUID, int] = dict(counted.tuples().all())
     nearest = {
         user_id: (title, deadline)
         for user_id, title, deadline in await session.execute(
             select(Goal.user_id, Goal.title, Goal.deadline)
             .where(active, Goal.deadline.is_not(None))
             .order_by(Goal.user_id, Goal.deadline, Goal.created_at)
-            .distinct(Goal.user_id)
+            .ext(distinct_on(Goal.user_id))
         )
     }
     return {
