@@ -22,6 +22,7 @@ async def test_health(client: Any) -> None:
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+    assert ready.json()["push"] == "configured"  # the test session points FCM at its fake
 
 
 async def test_ready_is_503_when_a_dependency_is_down() -> None:

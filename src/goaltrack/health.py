@@ -27,8 +27,10 @@ async def ready(request: Request) -> JSONResponse:
         for name, result in zip(checks, results, strict=True)
     }
     healthy = all(value == "ok" for value in status.values())
+    # Push is optional (a deployment may have no mobile app yet): reported, never a 503.
+    push = "configured" if request.app.state.settings.fcm_credentials_file else "disabled"
     return JSONResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": status},
+        {"status": "ok" if healthy else "unavailable", "checks": status, "push": push},
         status_code=200 if healthy else 503,
     )
 

@@ -41,6 +41,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer = create_celery(settings)
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.settings = settings
+        if settings.fcm_credentials_file is None:
+            logger.warning(
+                "push is disabled: FCM_CREDENTIALS_FILE is not set (notifications go to the feed only)"
+            )
         app.state.engine = engine
         # The same pool, without transactions: for the one-statement hot reads.
         app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
