@@ -77,6 +77,8 @@ class RequestModel(BaseModel):
 
 
 class ResponseModel(BaseModel):
+    """Response bodies: built from ORM rows (or driver records) directly."""
+
     model_config = ConfigDict(from_attributes=True)
 
 

@@ -130,7 +130,7 @@ async def add_stage(
     body: StageCreate, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
 ) -> Stage:
     stage = await service.add_stage(session, settings, goal, body, now)
-    return Stage.model_validate(stage, from_attributes=True)
+    return Stage.model_validate(stage)
 
 
 @router.put("/{goal_id}/stages/order", responses=error_responses(InvalidStageOrder))
@@ -146,7 +146,7 @@ async def update_stage(
     stage_id: uuid.UUID, body: StageUpdate, goal: OwnedGoal, session: SessionDep, now: Now
 ) -> Stage:
     stage = await service.update_stage(session, goal, stage_id, body, now)
-    return Stage.model_validate(stage, from_attributes=True)
+    return Stage.model_validate(stage)
 
 
 @router.delete("/{goal_id}/stages/{stage_id}", status_code=NO_CONTENT)
@@ -246,15 +246,12 @@ async def add_reminder(
     body: ReminderIn, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
 ) -> Reminder:
     reminder = await reminders.add_reminder(session, settings, goal, body, now)
-    return Reminder.model_validate(reminder, from_attributes=True)
+    return Reminder.model_validate(reminder)
 
 
 @router.get("/{goal_id}/reminders")
 async def list_reminders(goal: ReadableGoal, session: SessionDep) -> list[Reminder]:
-    return [
-        Reminder.model_validate(r, from_attributes=True)
-        for r in await reminders.list_reminders(session, goal)
-    ]
+    return [Reminder.model_validate(r) for r in await reminders.list_reminders(session, goal)]
 
 
 @router.put("/{goal_id}/reminders/{reminder_id}")
@@ -262,7 +259,7 @@ async def update_reminder(
     reminder_id: uuid.UUID, body: ReminderUpdate, goal: OwnedGoal, session: SessionDep, now: Now
 ) -> Reminder:
     reminder = await reminders.update_reminder(session, goal, reminder_id, body, now)
-    return Reminder.model_validate(reminder, from_attributes=True)
+    return Reminder.model_validate(reminder)
 
 
 @router.delete("/{goal_id}/reminders/{reminder_id}", status_code=NO_CONTENT)

@@ -5,9 +5,9 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from goaltrack.schemas import ClockTime, IsoDate, RequestModel, StrictInt
+from goaltrack.schemas import ClockTime, IsoDate, RequestModel, ResponseModel, StrictInt
 
 
 def reject_null(*fields: str) -> Callable[[Any], Any]:
@@ -79,7 +79,7 @@ class StageOrder(RequestModel):
     stage_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=1000)]
 
 
-class Stage(BaseModel):
+class Stage(ResponseModel):
     id: uuid.UUID
     title: str
     description: str | None
@@ -88,7 +88,7 @@ class Stage(BaseModel):
     completed_at: datetime | None
 
 
-class Attachment(BaseModel):
+class Attachment(ResponseModel):
     id: uuid.UUID
     file_name: str
     file_type: str
@@ -97,14 +97,14 @@ class Attachment(BaseModel):
     created_at: datetime
 
 
-class Reminder(BaseModel):
+class Reminder(ResponseModel):
     id: uuid.UUID
     remind_time: ClockTime
     frequency_days: int
     next_fire_at: datetime | None
 
 
-class GoalSummary(BaseModel):
+class GoalSummary(ResponseModel):
     id: uuid.UUID
     title: str
     description: str | None

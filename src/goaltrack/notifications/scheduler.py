@@ -247,7 +247,7 @@ async def _active_goal_summaries(
     counted = await session.execute(
         select(Goal.user_id, func.count()).where(active).group_by(Goal.user_id)
     )
-    counts: dict[uuid.UUID, int] = dict(counted.tuples().all())
+    counts: dict[uuid.UUID, int] = {row[0]: row[1] for row in counted}
     nearest = {
         user_id: (title, deadline)
         for user_id, title, deadline in await session.execute(
