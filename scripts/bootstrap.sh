@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make dev` and `make test` need on a fresh Debian/Ubuntu machine (or checks a laptop):
-# uv, the Python packages from uv.lock, and redis-server. PostgreSQL server binaries must be present
+# uv, the Python packages from uv.lock, redis-server, wrk (benchmark) and chromium-driver (browser test). PostgreSQL server binaries must be present
 # (they are in this project's machine image; elsewhere: apt-get install postgresql).
 set -euo pipefail
 
@@ -30,6 +30,16 @@ if ! command -v wrk >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
   else
     echo "bootstrap: wrk is missing (apt-get install wrk, brew install wrk); only the benchmark needs it" >&2
+  fi
+fi
+
+if ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing chromium + chromium-driver (apt), the reset page's browser test" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "bootstrap: chromium-driver is missing (apt-get install chromium chromium-driver); the browser test is skipped without it" >&2
   fi
 fi
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from fakes.fcm import FakeFcm
+from fakes.openai import FakeOpenAI
 from goaltrack.dev.localstack import LocalStack, free_port
 from helpers import Account
 
@@ -26,6 +27,7 @@ _stack: LocalStack | None = None
 _smtp: Any = None
 _root: Path | None = None
 FCM = FakeFcm()
+OPENAI = FakeOpenAI()
 
 
 @dataclass
@@ -70,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _smtp = Controller(MAILBOX, hostname="127.0.0.1", port=smtp_port)
     _smtp.start()
     FCM.start()
+    OPENAI.start()
     os.environ.update(
         _stack.env(),
         APP_ENV="test",
@@ -84,6 +87,11 @@ def pytest_configure(config: pytest.Config) -> None:
         PASSWORD_RESET_URL="https://app.goaltrack.example.com/reset?token={token}",
         FCM_CREDENTIALS_FILE=str(FCM.write_credentials(_root / "fcm-service-account.json")),
         FCM_BASE_URL=FCM.url,
+        AI_API_KEY="test-ai-key",
+        AI_BASE_URL=OPENAI.url,
+        # A run's whole deadline: room for two retries (2 s, 4 s), short for the timeout test.
+        AI_TIMEOUT_SECONDS="8",
+        AI_DAILY_LIMIT="20",
     )
     from goaltrack.migrations import upgrade
 
@@ -94,6 +102,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if _smtp is not None:
         _smtp.stop()
     FCM.stop()
+    OPENAI.stop()
     if _stack is not None:
         _stack.stop()
     if _root is not None:
@@ -158,6 +167,7 @@ async def clean_state(app: Any) -> AsyncIterator[None]:
     await app.state.redis.flushdb()
     MAILBOX.messages.clear()
     FCM.reset()
+    OPENAI.reset()
     app.dependency_overrides.clear()
     yield
     app.dependency_overrides.clear()
@@ -172,6 +182,11 @@ def mailbox() -> Mailbox:
 @pytest.fixture
 def fcm() -> FakeFcm:
     return FCM
+
+
+@pytest.fixture
+def fake_openai() -> FakeOpenAI:
+    return OPENAI
 
 
 @pytest.fixture

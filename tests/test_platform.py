@@ -227,6 +227,8 @@ def test_beat_schedules_every_periodic_job(celery_app: Any) -> None:
         "worker.sweep_outbox",
         "notifications.dispatch_due",
         "notifications.delete_expired",
+        "achievements.refresh_stats",
+        "ai.fail_stale_runs",
     }
     assert scheduled <= set(celery_app.tasks)
 

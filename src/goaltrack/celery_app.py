@@ -29,6 +29,8 @@ TASK_MODULES = (
     "goaltrack.account.tasks",
     "goaltrack.files.tasks",
     "goaltrack.notifications.tasks",
+    "goaltrack.achievements.tasks",
+    "goaltrack.ai.tasks",
 )
 
 
@@ -94,10 +96,10 @@ def _register(app: Celery, settings: Settings, spec: TaskSpec) -> None:
         _forget(attempt)
         return result
 
+    # Options may depend on settings (a time limit from AI_TIMEOUT_SECONDS).
+    options = {k: v(settings) if callable(v) else v for k, v in spec.options.items()}
     # Not shared: every app built by this factory registers its own wrapper.
-    app.task(name=spec.name, bind=True, shared=False, max_retries=spec.max_retries, **spec.options)(
-        run
-    )
+    app.task(name=spec.name, bind=True, shared=False, max_retries=spec.max_retries, **options)(run)
 
 
 def _forget(attempt: runtime.Attempt) -> None:

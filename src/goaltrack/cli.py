@@ -97,7 +97,15 @@ def dev(port: Annotated[int, typer.Option(help="API port.")] = 8000) -> None:
         except LocalStackError as exc:
             typer.secho(str(exc), fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from exc
-        env = {**os.environ, **stack.env(), "APP_ENV": os.environ.get("APP_ENV", "development")}
+        env = {
+            **os.environ,
+            **stack.env(),
+            "APP_ENV": os.environ.get("APP_ENV", "development"),
+            # The reset mail links to this server's own page.
+            "PASSWORD_RESET_URL": os.environ.get(
+                "PASSWORD_RESET_URL", f"http://127.0.0.1:{port}/reset-password?token={{token}}"
+            ),
+        }
         os.environ.update(env)
         upgrade(stack.postgres.url)
         goaltrack = [sys.executable, "-m", "goaltrack"]
@@ -113,6 +121,20 @@ def dev(port: Annotated[int, typer.Option(help="API port.")] = 8000) -> None:
         typer.secho(
             f"Goaltrack: http://127.0.0.1:{port}/docs  (Ctrl-C stops everything)",
             fg=typer.colors.GREEN,
+        )
+        mail = env.get("MAIL_SERVER")
+        typer.echo(
+            f"mail: SMTP {mail}" if mail else "mail: printed to this log (set MAIL_SERVER to send)"
+        )
+        typer.echo(
+            "push: FCM project from " + env["FCM_CREDENTIALS_FILE"]
+            if env.get("FCM_CREDENTIALS_FILE")
+            else "push: off (set FCM_CREDENTIALS_FILE; the feed works without it)"
+        )
+        typer.echo(
+            "AI plans: " + env.get("AI_BASE_URL", "https://api.deepseek.com")
+            if env.get("AI_API_KEY")
+            else "AI plans: off, 503 ai_unavailable (set AI_API_KEY)"
         )
         try:
             while all(child.poll() is None for child in children):

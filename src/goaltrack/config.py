@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     account_deletion_grace_days: int = Field(default=7, ge=0)
     password_reset_url: str = "http://127.0.0.1:8000/reset-password?token={token}"
+    # Where the reset page's "Open Goaltrack" button goes after a successful reset.
+    app_open_url: str = "goaltrack://"
+    # App links (comma-separated lists): the same https link opens the app where installed.
+    ios_app_ids: str = ""  # TEAMID.bundle.id
+    android_package_name: str = ""
+    android_cert_sha256: str = ""  # AA:BB:... fingerprints of the signing certificates
 
     mail_server: str | None = None
     mail_port: int = 587
@@ -99,6 +105,13 @@ class Settings(BaseSettings):
     fcm_credentials_file: Path | None = None
     fcm_project_id: str | None = None  # default: the key file's project_id
     fcm_base_url: str = "https://fcm.googleapis.com"
+
+    # "Split into stages with AI": any OpenAI-compatible chat API; empty key = the feature is off.
+    ai_api_key: SecretStr = SecretStr("")
+    ai_base_url: str = "https://api.deepseek.com"
+    ai_model: str = "deepseek-v4-flash"
+    ai_timeout_seconds: int = Field(default=90, ge=5)  # a run's total deadline, retries included
+    ai_daily_limit: int = Field(default=20, ge=1)  # runs per user per 24 h
 
     max_stages_per_goal: int = Field(default=100, ge=1)
     max_attachments_per_goal: int = Field(default=20, ge=1)
@@ -140,6 +153,14 @@ class Settings(BaseSettings):
             if not self.password_reset_url.startswith("https://"):
                 raise ValueError("PASSWORD_RESET_URL must be an https:// link in production")
         return self
+
+    @property
+    def ios_app_id_list(self) -> list[str]:
+        return [item.strip() for item in self.ios_app_ids.split(",") if item.strip()]
+
+    @property
+    def android_cert_fingerprints(self) -> list[str]:
+        return [item.strip() for item in self.android_cert_sha256.split(",") if item.strip()]
 
     @property
     def login_limit(self) -> RateLimit:

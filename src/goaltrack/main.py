@@ -10,9 +10,11 @@ from typing import Any
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from goaltrack import health
+from goaltrack import health, redaction
 from goaltrack.account.router import public_router as account_public_router
 from goaltrack.account.router import router as account_router
+from goaltrack.achievements.router import router as achievements_router
+from goaltrack.ai.router import router as ai_router
 from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
 from goaltrack.celery_app import create_celery
@@ -27,12 +29,14 @@ from goaltrack.ratelimit import RateLimiter
 from goaltrack.schemas import Problem, ValidationProblem
 from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.uploads import MULTIPART_OVERHEAD
+from goaltrack.web.router import router as web_router
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    redaction.install()  # reset links carry their token in the query string
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,8 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account_router)
     app.include_router(account_public_router)
     app.include_router(goals_router)
+    app.include_router(ai_router)
     app.include_router(devices_router)
     app.include_router(notifications_router)
+    app.include_router(achievements_router)
+    app.include_router(web_router)
     _document_problem_schema(app)
     return app
 

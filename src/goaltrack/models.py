@@ -1,6 +1,8 @@
 """Every model, imported in one place so Alembic sees the whole schema."""
 
 from goaltrack.account.models import DataExport, UserSettings
+from goaltrack.achievements.models import Achievement, UserAchievement, UserStats
+from goaltrack.ai.models import AiRun
 from goaltrack.auth.models import PasswordResetToken, RefreshToken, User
 from goaltrack.db import Base
 from goaltrack.devices.models import Device
@@ -10,6 +12,8 @@ from goaltrack.notifications.models import Notification, PushDelivery, Scheduled
 from goaltrack.worker.outbox import OutboxTask
 
 __all__ = [
+    "Achievement",
+    "AiRun",
     "Base",
     "DataExport",
     "Device",
@@ -25,5 +29,7 @@ __all__ = [
     "RefreshToken",
     "ScheduledDelivery",
     "User",
+    "UserAchievement",
     "UserSettings",
+    "UserStats",
 ]

@@ -8,11 +8,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from goaltrack import events
-from goaltrack.goals.events import GoalCompleted
+from goaltrack.achievements import handlers as achievements
+from goaltrack.goals.events import (
+    AiPlanApplied,
+    AttachmentAdded,
+    GoalCompleted,
+    GoalCreated,
+    StageCompleted,
+)
 from goaltrack.notifications import handlers as notifications
 
 SUBSCRIPTIONS: Mapping[type[Any], Sequence[events.Handler]] = {
-    GoalCompleted: (notifications.on_goal_completed,),
+    GoalCreated: (achievements.on_goal_created,),
+    StageCompleted: (achievements.on_stage_completed,),
+    GoalCompleted: (notifications.on_goal_completed, achievements.on_goal_completed),
+    AttachmentAdded: (achievements.on_attachment_added,),
+    AiPlanApplied: (achievements.on_ai_plan_applied,),
 }
 
 

@@ -237,6 +237,24 @@ def request_password_reset(session: AsyncSession, email: str, *, now: datetime) 
     defer_durably(session, SEND_PASSWORD_RESET, email, now=now)
 
 
+async def reset_token_state(
+    session: AsyncSession, token: str, now: datetime
+) -> tuple[str | None, bool]:
+    """(the locale of the token's user, whether the token can still be used); (None, False)
+    for a token never issued. Nothing is consumed."""
+    row = (
+        await session.execute(
+            select(UserSettings.locale, PasswordResetToken.used_at, PasswordResetToken.expires_at)
+            .join(PasswordResetToken, PasswordResetToken.user_id == UserSettings.user_id)
+            .where(PasswordResetToken.token_hash == hash_token(token))
+        )
+    ).one_or_none()
+    if row is None:
+        return None, False
+    locale, used_at, expires_at = row
+    return locale, used_at is None and expires_at > now
+
+
 async def create_password_reset_token(
     session: AsyncSession, settings: Settings, user: User, now: datetime
 ) -> str:

@@ -17,10 +17,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from goaltrack import events
 from goaltrack.config import Settings
 from goaltrack.errors import NotFound
 from goaltrack.files import service as files
 from goaltrack.goals.errors import AttachmentLimit
+from goaltrack.goals.events import AttachmentAdded
 from goaltrack.goals.models import Goal, GoalAttachment
 from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.uploads import Upload
@@ -110,6 +112,7 @@ async def add_attachment(
             await storage.delete(slot.object_key)
         raise
     goal.updated_at = now
+    await events.emit(session, AttachmentAdded(user_id=goal.user_id, goal_id=goal.id, now=now))
     return attachment
 
 

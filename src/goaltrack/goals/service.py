@@ -4,6 +4,7 @@ with the goal row locked (the OwnedGoal dependency), so concurrent changes canno
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ARRAY, Uuid, bindparam, delete, func, select, update
@@ -15,7 +16,7 @@ from goaltrack.errors import NotFound
 from goaltrack.files import service as files
 from goaltrack.goals import reminders
 from goaltrack.goals.errors import InvalidStageOrder, StageLimit
-from goaltrack.goals.events import GoalCompleted
+from goaltrack.goals.events import GoalCompleted, GoalCreated, StageCompleted
 from goaltrack.goals.models import Goal, GoalStage
 from goaltrack.goals.schemas import GoalCreate, GoalUpdate, StageCreate, StageOrder, StageUpdate
 
@@ -45,6 +46,7 @@ async def create_goal(
     await session.flush()
     if body.reminder is not None:
         await reminders.add_reminder(session, settings, goal, body.reminder, now)
+    await events.emit(session, GoalCreated(user_id=user_id, goal_id=goal.id, now=now))
     return goal
 
 
@@ -125,6 +127,43 @@ async def delete_stage(
     await recompute_progress(session, goal, now)
 
 
+async def replace_open_stages(
+    session: AsyncSession,
+    settings: Settings,
+    goal: Goal,
+    drafts: Sequence[tuple[str, str | None]],
+    now: datetime,
+) -> None:
+    """A new plan: completed stages stay first (in their order), every open stage is replaced by
+    `drafts` (title, description), positions gapless. The caller holds the goal's lock."""
+    completed = list(
+        await session.scalars(
+            select(GoalStage)
+            .where(GoalStage.goal_id == goal.id, GoalStage.is_completed.is_(True))
+            .order_by(GoalStage.position)
+        )
+    )
+    await session.execute(
+        delete(GoalStage).where(GoalStage.goal_id == goal.id, GoalStage.is_completed.is_(False))
+    )
+    for position, stage in enumerate(completed):
+        stage.position = position
+    room = max(0, settings.max_stages_per_goal - len(completed))
+    for offset, (title, description) in enumerate(drafts[:room]):
+        session.add(
+            GoalStage(
+                id=uuid.uuid4(),
+                goal_id=goal.id,
+                title=title,
+                description=description,
+                position=len(completed) + offset,
+                created_at=now,
+            )
+        )
+    await session.flush()
+    await recompute_progress(session, goal, now)
+
+
 async def reorder_stages(
     session: AsyncSession, goal: Goal, body: StageOrder, now: datetime
 ) -> None:
@@ -150,6 +189,11 @@ async def set_stage_completed(
         stage.is_completed = completed
         stage.completed_at = now if completed else None
         await session.flush()
+        if completed:
+            await events.emit(
+                session,
+                StageCompleted(user_id=goal.user_id, goal_id=goal.id, stage_id=stage.id, now=now),
+            )
         await recompute_progress(session, goal, now)
 
 

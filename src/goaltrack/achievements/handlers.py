@@ -1,0 +1,94 @@
+"""Domain events that can earn achievements (wired in `goaltrack.subscriptions`)."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.account.models import UserSettings
+from goaltrack.achievements.service import record
+from goaltrack.goals.events import (
+    AiPlanApplied,
+    AttachmentAdded,
+    GoalCompleted,
+    GoalCreated,
+    StageCompleted,
+)
+from goaltrack.goals.models import Goal
+
+
+async def _user_context(session: AsyncSession, event: object) -> tuple[str, ZoneInfo]:
+    row = (
+        await session.execute(
+            select(UserSettings.locale, UserSettings.timezone).where(
+                UserSettings.user_id == event.user_id  # type: ignore[attr-defined]
+            )
+        )
+    ).one_or_none()
+    locale, zone = row if row is not None else ("en", "UTC")
+    return locale, ZoneInfo(zone)
+
+
+async def on_goal_created(session: AsyncSession, event: GoalCreated) -> None:
+    locale, _ = await _user_context(session, event)
+    await record(
+        session,
+        user_id=event.user_id,
+        counters={"goals_created": 1},
+        metrics=("goals_created", "goals_in_progress"),
+        locale=locale,
+        now=event.now,
+    )
+
+
+async def on_stage_completed(session: AsyncSession, event: StageCompleted) -> None:
+    locale, _ = await _user_context(session, event)
+    await record(
+        session,
+        user_id=event.user_id,
+        counters={"stages_completed": 1},
+        metrics=("stages_completed",),
+        locale=locale,
+        now=event.now,
+    )
+
+
+async def on_goal_completed(session: AsyncSession, event: GoalCompleted) -> None:
+    locale, zone = await _user_context(session, event)
+    deadline = await session.scalar(select(Goal.deadline).where(Goal.id == event.goal_id))
+    # "Before its deadline": completed on or before the deadline day, in the user's own zone.
+    in_time = deadline is not None and event.now.astimezone(zone).date() <= deadline
+    await record(
+        session,
+        user_id=event.user_id,
+        counters={"goals_completed": 1, "goals_completed_before_deadline": int(in_time)},
+        metrics=("goals_completed", "goals_completed_before_deadline"),
+        locale=locale,
+        now=event.now,
+    )
+
+
+async def on_attachment_added(session: AsyncSession, event: AttachmentAdded) -> None:
+    locale, _ = await _user_context(session, event)
+    await record(
+        session,
+        user_id=event.user_id,
+        counters={"attachments_added": 0},
+        metrics=("attachments_added",),
+        locale=locale,
+        now=event.now,
+    )
+
+
+async def on_ai_plan_applied(session: AsyncSession, event: AiPlanApplied) -> None:
+    locale, _ = await _user_context(session, event)
+    await record(
+        session,
+        user_id=event.user_id,
+        counters={"ai_plans_applied": 1},
+        metrics=("ai_plans_applied",),
+        locale=locale,
+        now=event.now,
+    )

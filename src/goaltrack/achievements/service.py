@@ -1,0 +1,216 @@
+"""Awarding achievements on domain events, and the share of users holding each one.
+
+Awarding runs inside the event's transaction: the user's counters move with one upsert, only the
+achievements the event can affect and the user does not hold yet are checked, and the award is an
+INSERT ... ON CONFLICT DO NOTHING on (user_id, achievement_id) — idempotent, harmless in a race,
+never revoked. Each award writes an `achievement` notification (and its push).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goaltrack.achievements.conditions import METRICS
+from goaltrack.achievements.models import Achievement, UserAchievement, UserStats
+from goaltrack.achievements.schemas import AchievementList, AchievementOut
+from goaltrack.auth.models import User
+from goaltrack.notifications.kinds import AchievementData
+from goaltrack.notifications.service import notify
+
+logger = logging.getLogger(__name__)
+
+STATS_KEY = "achievements:stats"
+STATS_TTL_SECONDS = 24 * 3600
+STATS_LOCK_KEY = "achievements:stats:lock"
+STATS_LOCK_SECONDS = 60  # longer than the grouped query ever takes
+STATS_WAIT_SECONDS = 3.0  # a request behind the lock waits this long for the winner's result
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    counters: dict[str, int],
+    metrics: Sequence[str],
+    locale: str,
+    now: datetime,
+) -> list[Achievement]:
+    """Add `counters` to the user's stats, then award what `metrics` now reach."""
+    upsert = insert(UserStats).values(user_id=user_id, **counters)
+    if counters:
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[UserStats.user_id],
+            set_={name: getattr(UserStats, name) + value for name, value in counters.items()},
+        )
+    else:
+        upsert = upsert.on_conflict_do_nothing()
+    await session.execute(upsert)
+    stats = await session.scalar(
+        select(UserStats)
+        .where(UserStats.user_id == user_id)
+        .execution_options(populate_existing=True)
+    )
+    assert stats is not None
+    candidates = await session.scalars(
+        select(Achievement)
+        .where(
+            Achievement.condition.in_(metrics),
+            ~select(UserAchievement)
+            .where(
+                UserAchievement.user_id == user_id,
+                UserAchievement.achievement_id == Achievement.id,
+            )
+            .exists(),
+        )
+        .order_by(Achievement.position)
+    )
+    reached = [
+        achievement
+        for achievement in candidates
+        if await METRICS[achievement.condition](session, user_id, stats) >= achievement.threshold
+    ]
+    if not reached:
+        return []
+    inserted = set(
+        await session.scalars(
+            insert(UserAchievement)
+            .values(
+                [
+                    {"user_id": user_id, "achievement_id": achievement.id, "earned_at": now}
+                    for achievement in reached
+                ]
+            )
+            .on_conflict_do_nothing()
+            .returning(UserAchievement.achievement_id)
+        )
+    )
+    awarded = [achievement for achievement in reached if achievement.id in inserted]
+    for achievement in awarded:
+        await notify(
+            session,
+            user_id=user_id,
+            data=AchievementData(achievement_code=achievement.code),
+            title=_text(achievement.title, locale),
+            body=_text(achievement.description, locale),
+            now=now,
+        )
+    return awarded
+
+
+def _text(texts: dict[str, str], locale: str) -> str:
+    return texts.get(locale) or texts["en"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    users: int
+    holders: dict[str, int]
+
+    def percent(self, code: str) -> float:
+        if self.users == 0:
+            return 0.0
+        return round(100 * self.holders.get(code, 0) / self.users, 1)
+
+    def dump(self) -> str:
+        return json.dumps({"users": self.users, "holders": self.holders})
+
+    @classmethod
+    def load(cls, raw: bytes | str) -> Stats:
+        data = json.loads(raw)
+        return cls(
+            users=int(data["users"]), holders={k: int(v) for k, v in data["holders"].items()}
+        )
+
+
+async def compute_stats(session: AsyncSession) -> Stats:
+    """Holders per achievement and users, counting only accounts not soft-deleted: one grouped
+    query (a hash join of user_achievements with users), run once a day or on a cache miss."""
+    users = func.count().filter(User.deleted_at.is_(None))
+    rows = await session.execute(
+        select(UserAchievement.achievement_id, users)
+        .join(User, User.id == UserAchievement.user_id)
+        .group_by(UserAchievement.achievement_id)
+    )
+    by_id = dict(rows.tuples().all())
+    codes = dict((await session.execute(select(Achievement.id, Achievement.code))).tuples().all())
+    total = await session.scalar(
+        select(func.count()).select_from(User).where(User.deleted_at.is_(None))
+    )
+    return Stats(
+        users=int(total or 0), holders={codes[i]: int(n) for i, n in by_id.items() if i in codes}
+    )
+
+
+async def refresh_stats(session: AsyncSession, redis: Redis) -> Stats:
+    stats = await compute_stats(session)
+    await redis.set(STATS_KEY, stats.dump(), ex=STATS_TTL_SECONDS)
+    return stats
+
+
+async def cached_stats(session: AsyncSession, redis: Redis) -> Stats | None:
+    """The statistics from Redis; on a miss exactly one request (the lock's holder) computes them
+    while the others wait for its result. None when Redis is unavailable or the wait runs out:
+    the caller then serves the catalogue without percentages rather than run the grouped query
+    once per request."""
+    try:
+        raw = await redis.get(STATS_KEY)
+        if raw is not None:
+            return Stats.load(raw)
+        if await redis.set(STATS_LOCK_KEY, "1", nx=True, ex=STATS_LOCK_SECONDS):
+            try:
+                return await refresh_stats(session, redis)
+            finally:
+                await redis.delete(STATS_LOCK_KEY)
+        async with asyncio.timeout(STATS_WAIT_SECONDS):
+            # Another process holds the lock: nothing local to wait on, so poll the key.
+            while (raw := await redis.get(STATS_KEY)) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        return Stats.load(raw)
+    except (RedisError, OSError, TimeoutError):
+        logger.warning("achievement statistics unavailable (Redis)")
+        return None
+
+
+async def list_for_user(
+    session: AsyncSession, redis: Redis, *, user_id: uuid.UUID, locale: str
+) -> AchievementList:
+    rows = await session.execute(
+        select(Achievement, UserAchievement.earned_at)
+        .outerjoin(
+            UserAchievement,
+            and_(
+                UserAchievement.achievement_id == Achievement.id,
+                UserAchievement.user_id == user_id,
+            ),
+        )
+        .order_by(Achievement.position)
+    )
+    catalogue = rows.tuples().all()
+    stats = await cached_stats(session, redis)
+    return AchievementList(
+        items=[
+            AchievementOut(
+                code=achievement.code,
+                title=_text(achievement.title, locale),
+                description=_text(achievement.description, locale),
+                icon=achievement.icon,
+                earned=earned_at is not None,
+                earned_at=earned_at,
+                percent_of_users=stats.percent(achievement.code) if stats else None,
+            )
+            for achievement, earned_at in catalogue
+        ],
+        stats_available=stats is not None,
+    )

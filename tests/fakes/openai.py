@@ -1,0 +1,251 @@
+"""A fake OpenAI-compatible chat API (what DeepSeek serves), for the official `openai` SDK.
+
+It serves `POST /chat/completions` (the SDK posts to `{base_url}/chat/completions`), records every
+request body and its Authorization header, and answers from a script: `reply(content)` (a 200
+chat completion), `fail(status)` (an OpenAI-style error), `hang(seconds)` (a slow answer) or
+`drop()` (the connection closed without an answer); with the script empty it answers a valid
+4-stage plan. It runs a stdlib `ThreadingHTTPServer` in a daemon thread, so it works whatever
+event loop (or none) the code under test uses: the API, a Celery worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# HTTP status -> (error type, error code), as OpenAI-compatible APIs answer them.
+ERRORS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    402: ("insufficient_balance", "insufficient_balance"),
+    403: ("permission_error", None),
+    404: ("not_found_error", "model_not_found"),
+    422: ("invalid_request_error", "invalid_parameters"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    502: ("server_error", None),
+    503: ("server_overloaded", None),
+}
+
+
+def stages_json(n: int, prefix: str = "Stage") -> str:
+    """The content of a valid answer: `{"stages": [...]}` with `n` stages."""
+    stages = [
+        {"title": f"{prefix} {i}", "description": f"Description of {prefix.lower()} {i}."}
+        for i in range(1, n + 1)
+    ]
+    return json.dumps({"stages": stages})
+
+
+DEFAULT_CONTENT = stages_json(4, "Default stage")
+
+
+@dataclass(frozen=True)
+class _Scripted:
+    status: int = 200
+    content: str | None = DEFAULT_CONTENT
+    finish_reason: str = "stop"
+    delay: float = 0.0
+    drop: bool = False
+
+
+class FakeOpenAI:
+    """`requests` holds the parsed JSON body of every chat completion request, in arrival order;
+    `authorizations` the Authorization header sent with each."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._script: deque[_Scripted] = deque()
+        # Set to let the hanging handlers go (at reset and stop); replaced by a fresh one at reset.
+        self._release = threading.Event()
+        self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
+        self.paths: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> FakeOpenAI:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's httpx pool uses it
+            # Headers and body go out in two writes: with Nagle each answer would wait 40 ms
+            # for the client's delayed ACK.
+            disable_nagle_algorithm = True
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                if self.path.split("?")[0].rstrip("/") != "/chat/completions":
+                    self._answer(404, _error_body(404, f"Unknown path {self.path}"))
+                    return
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = None
+                if not isinstance(body, dict):
+                    self._answer(400, _error_body(400, "The request body must be a JSON object."))
+                    return
+                scripted, release = fake._record(self.path, self.headers, body)
+                if scripted.delay and release.wait(scripted.delay):
+                    # Released by reset/stop: the client has long given up; answer nothing.
+                    self.close_connection = True
+                    return
+                if scripted.drop:
+                    self.close_connection = True
+                    return
+                if scripted.status != 200:
+                    self._answer(scripted.status, _error_body(scripted.status))
+                    return
+                self._answer(200, _completion(body, scripted))
+
+            def _answer(self, status: int, answer: dict[str, Any]) -> None:
+                data = json.dumps(answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("x-request-id", f"req-fake-{time.monotonic_ns()}")
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up (a timeout)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # the tests' output stays readable
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # a burst of requests must not overflow the listen backlog
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that went away mid-answer is not the test's business
+
+        with self._lock:
+            self._release = threading.Event()
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-openai", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._release.set()  # hanging handlers return at once
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "FakeOpenAI is not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # -- scripting ---------------------------------------------------------------------------
+
+    def reply(self, content: str | None, *, finish_reason: str = "stop") -> None:
+        """The next request is answered 200 with this assistant message content."""
+        with self._lock:
+            self._script.append(_Scripted(content=content, finish_reason=finish_reason))
+
+    def fail(self, status: int, times: int = 1) -> None:
+        """The next `times` requests are answered `status` with an OpenAI-style error body."""
+        with self._lock:
+            self._script.extend([_Scripted(status=status)] * times)
+
+    def hang(self, seconds: float, content: str | None = DEFAULT_CONTENT) -> None:
+        """The next request is answered (200, `content`) only after `seconds`."""
+        with self._lock:
+            self._script.append(_Scripted(content=content, delay=seconds))
+
+    def drop(self, times: int = 1) -> None:
+        """The next `times` requests get their connection closed without an answer."""
+        with self._lock:
+            self._script.extend([_Scripted(drop=True)] * times)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._script.clear()
+            self.requests.clear()
+            self.authorizations.clear()
+            self.paths.clear()
+            self._release.set()  # a request left hanging by the previous test returns now
+            self._release = threading.Event()
+
+    # -- inspection --------------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def received(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.requests)
+
+    async def wait_for(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        """At least `count` requests received."""
+        async with asyncio.timeout(timeout):
+            while self.count < count:
+                await asyncio.sleep(0.02)
+        return self.received()
+
+    # -- the server side (handler threads) --------------------------------------------------
+
+    def _record(
+        self, path: str, headers: Any, body: dict[str, Any]
+    ) -> tuple[_Scripted, threading.Event]:
+        with self._lock:
+            self.requests.append(body)
+            self.authorizations.append(headers.get("Authorization"))
+            self.paths.append(path)
+            scripted = self._script.popleft() if self._script else _Scripted()
+            return scripted, self._release
+
+
+def _completion(request: dict[str, Any], scripted: _Scripted) -> dict[str, Any]:
+    prompt_tokens = len(json.dumps(request.get("messages", []))) // 4
+    completion_tokens = len(scripted.content or "") // 4
+    return {
+        "id": f"chatcmpl-fake-{time.monotonic_ns()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", ""),
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": scripted.finish_reason,
+                "message": {"role": "assistant", "content": scripted.content},
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    kind, code = ERRORS.get(status, ("api_error", None))
+    return {
+        "error": {
+            "message": message or f"Scripted error {status}.",
+            "type": kind,
+            "param": None,
+            "code": code,
+        }
+    }
