@@ -222,10 +222,15 @@ async def test_refresh_token_is_stored_hashed(app: Any, user: Account) -> None:
     assert user.refresh_token not in hashes
 
 
-async def test_refresh_replay_revokes_the_whole_family(client: Any, user: Account) -> None:
+async def test_refresh_replay_revokes_the_whole_family(
+    client: Any, app: Any, user: Account
+) -> None:
     rotated = (
         await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
     ).json()
+    # Past the retry grace (REFRESH_REUSE_GRACE_SECONDS, 5 s): a replay.
+    later = datetime.now(UTC) + timedelta(seconds=6)
+    app.dependency_overrides[get_now] = lambda: later
     replay = await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
     assert_problem(replay, 401, "invalid_token")
     # The legitimate successor dies too: the attacker and the victim both have to log in again.
@@ -233,11 +238,13 @@ async def test_refresh_replay_revokes_the_whole_family(client: Any, user: Accoun
     assert_problem(successor, 401, "invalid_token")
 
 
-async def test_replay_does_not_touch_other_sessions(client: Any, user: Account) -> None:
+async def test_replay_does_not_touch_other_sessions(client: Any, app: Any, user: Account) -> None:
     login = (
         await client.post("/auth/login", json={"email": user.email, "password": user.password})
     ).json()
     await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
+    later = datetime.now(UTC) + timedelta(seconds=6)
+    app.dependency_overrides[get_now] = lambda: later
     await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
     other_device = await client.post(
         "/auth/refresh", json={"refresh_token": login["refresh_token"]}

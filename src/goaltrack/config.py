@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     rate_limit_login: RateLimitSetting = "5/minute"
     rate_limit_register: RateLimitSetting = "10/hour"
     rate_limit_forgot: RateLimitSetting = "3/hour"
+    # Password spraying: every login attempt from one client IP, whatever the e-mail.
+    rate_limit_login_ip: RateLimitSetting = "30/minute"
+    # Routes that confirm the current password (change, delete, delete data), per user.
+    rate_limit_password_check: RateLimitSetting = "5/minute"
+    # A rotated refresh token presented again this soon is a client retry, not a replay.
+    refresh_reuse_grace_seconds: int = Field(default=5, ge=0, le=60)
     trusted_proxy_hops: int = Field(default=0, ge=0)
 
     s3_endpoint_url: str = "http://127.0.0.1:9000"
@@ -173,6 +179,14 @@ class Settings(BaseSettings):
     @property
     def forgot_limit(self) -> RateLimit:
         return RateLimit.parse(self.rate_limit_forgot)
+
+    @property
+    def login_ip_limit(self) -> RateLimit:
+        return RateLimit.parse(self.rate_limit_login_ip)
+
+    @property
+    def password_check_limit(self) -> RateLimit:
+        return RateLimit.parse(self.rate_limit_password_check)
 
 
 @lru_cache

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from goaltrack.errors import PayloadTooLarge, problem
+
+UPLOAD_PATH = re.compile(r"^/goals/[^/]+/attachments/?$")
 
 
 class BodySizeLimit:
@@ -22,8 +26,10 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"").lower()
-        limit = self.multipart_limit if content_type.startswith(b"multipart/") else self.json_limit
+        # The upload limit is the upload route's alone: a multipart Content-Type elsewhere gets
+        # the JSON limit (it must not lift the cap on, say, /auth/login).
+        is_upload = scope["method"] == "POST" and UPLOAD_PATH.match(scope["path"]) is not None
+        limit = self.multipart_limit if is_upload else self.json_limit
         too_large = problem(
             413, PayloadTooLarge.code, f"The request body is larger than {limit} bytes."
         )

@@ -62,6 +62,13 @@ def client_ip(request: Request, trusted_proxy_hops: int) -> str:
 async def limit_login_attempts(
     limiter: RateLimiter, request: Request, settings: Settings, email: str
 ) -> None:
-    """Password guesses, per e-mail and client IP: login and account restore share the budget."""
-    identity = f"{email}|{client_ip(request, settings.trusted_proxy_hops)}"
-    await limiter.hit("login", identity, settings.login_limit)
+    """Password guesses, per e-mail and client IP (login and account restore share the budget),
+    and per client IP whatever the e-mail (password spraying)."""
+    ip = client_ip(request, settings.trusted_proxy_hops)
+    await limiter.hit("login-ip", ip, settings.login_ip_limit)
+    await limiter.hit("login", f"{email}|{ip}", settings.login_limit)
+
+
+async def limit_password_checks(limiter: RateLimiter, settings: Settings, user_id: str) -> None:
+    """Guesses of the current password with a stolen access token (change, delete, delete data)."""
+    await limiter.hit("password-check", user_id, settings.password_check_limit)

@@ -23,7 +23,7 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import RateLimited, error_responses
-from goaltrack.ratelimit import RateLimiterDep, limit_login_attempts
+from goaltrack.ratelimit import RateLimiterDep, limit_login_attempts, limit_password_checks
 
 router = APIRouter(tags=["account"], dependencies=[Depends(get_current_user)])
 # Restoring a soft-deleted account: its tokens are revoked, so e-mail and password identify it.
@@ -35,7 +35,7 @@ async def get_account(user: CurrentUser) -> AccountOut:
     return AccountOut.model_validate(user)
 
 
-@router.put("/account/password", responses=error_responses(InvalidPassword))
+@router.put("/account/password", responses=error_responses(InvalidPassword, RateLimited))
 async def change_password(
     body: PasswordChange,
     request: Request,
@@ -43,9 +43,11 @@ async def change_password(
     session: SessionDep,
     settings: SettingsDep,
     passwords: PasswordsDep,
+    limiter: RateLimiterDep,
     now: Now,
 ) -> TokenPair:
     """A new token pair; every other session and access token of the user stops working."""
+    await limit_password_checks(limiter, settings, str(user.id))
     return await service.change_password(
         session,
         settings,
@@ -59,7 +61,9 @@ async def change_password(
 
 
 @router.delete(
-    "/account", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(InvalidPassword)
+    "/account",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(InvalidPassword, RateLimited),
 )
 async def delete_account(
     body: PasswordConfirmation,
@@ -67,9 +71,11 @@ async def delete_account(
     session: SessionDep,
     settings: SettingsDep,
     passwords: PasswordsDep,
+    limiter: RateLimiterDep,
     now: Now,
 ) -> DeletionScheduled:
     """Soft delete: restorable for ACCOUNT_DELETION_GRACE_DAYS, then purged for good."""
+    await limit_password_checks(limiter, settings, str(user.id))
     restore_until = await service.soft_delete(
         session,
         passwords,
@@ -84,12 +90,18 @@ async def delete_account(
 @router.delete(
     "/account/data",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(InvalidPassword),
+    responses=error_responses(InvalidPassword, RateLimited),
 )
 async def delete_all_data(
-    body: PasswordConfirmation, user: CurrentUser, session: SessionDep, passwords: PasswordsDep
+    body: PasswordConfirmation,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    passwords: PasswordsDep,
+    limiter: RateLimiterDep,
 ) -> Response:
     """Immediate hard delete of the user, every row and every stored file."""
+    await limit_password_checks(limiter, settings, str(user.id))
     await service.delete_all_data(session, passwords, user=user, password=body.password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

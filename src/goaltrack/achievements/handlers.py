@@ -44,6 +44,8 @@ async def on_goal_created(session: AsyncSession, event: GoalCreated) -> None:
 
 
 async def on_stage_completed(session: AsyncSession, event: StageCompleted) -> None:
+    if not event.first_time:
+        return  # toggling a stage does not farm "N stages completed"
     locale, _ = await _user_context(session, event)
     await record(
         session,
@@ -56,6 +58,8 @@ async def on_stage_completed(session: AsyncSession, event: StageCompleted) -> No
 
 
 async def on_goal_completed(session: AsyncSession, event: GoalCompleted) -> None:
+    if not event.first_time:
+        return  # a goal reopened and completed again is still one goal
     locale, zone = await _user_context(session, event)
     deadline = await session.scalar(select(Goal.deadline).where(Goal.id == event.goal_id))
     # "Before its deadline": completed on or before the deadline day, in the user's own zone.
@@ -75,7 +79,7 @@ async def on_attachment_added(session: AsyncSession, event: AttachmentAdded) -> 
     await record(
         session,
         user_id=event.user_id,
-        counters={"attachments_added": 0},
+        counters={"attachments_added": 1},
         metrics=("attachments_added",),
         locale=locale,
         now=event.now,

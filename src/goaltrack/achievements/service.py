@@ -143,8 +143,8 @@ async def compute_stats(session: AsyncSession) -> Stats:
         .join(User, User.id == UserAchievement.user_id)
         .group_by(UserAchievement.achievement_id)
     )
-    by_id = dict(rows.tuples().all())
-    codes = dict((await session.execute(select(Achievement.id, Achievement.code))).tuples().all())
+    by_id = dict(rows.all())
+    codes = dict((await session.execute(select(Achievement.id, Achievement.code))).all())
     total = await session.scalar(
         select(func.count()).select_from(User).where(User.deleted_at.is_(None))
     )
@@ -197,7 +197,7 @@ async def list_for_user(
         )
         .order_by(Achievement.position)
     )
-    catalogue = rows.tuples().all()
+    catalogue = rows.all()
     stats = await cached_stats(session, redis)
     return AchievementList(
         items=[

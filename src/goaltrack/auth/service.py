@@ -145,14 +145,23 @@ async def refresh(
     token_hash = hash_token(refresh_token)
     presented = (
         await session.execute(
-            select(RefreshToken.user_id, RefreshToken.family_id, RefreshToken.revoked_at).where(
-                RefreshToken.token_hash == token_hash
-            )
+            select(
+                RefreshToken.user_id,
+                RefreshToken.family_id,
+                RefreshToken.revoked_at,
+                RefreshToken.replaced_by,
+            ).where(RefreshToken.token_hash == token_hash)
         )
     ).one_or_none()
     if presented is None:
         raise InvalidRefreshToken
     if presented.revoked_at is not None:
+        if presented.replaced_by is not None and now - presented.revoked_at <= timedelta(
+            seconds=settings.refresh_reuse_grace_seconds
+        ):
+            # Rotated a moment ago: a client retrying a request whose answer it lost (or sent
+            # twice). Refused, but the new pair stays valid (RFC 9700 §4.14.2 allows this grace).
+            raise InvalidRefreshToken
         # A revoked token presented again: it was stolen or replayed. Kill the whole family
         # (RFC 9700) in a transaction of its own, so the revocation outlives this 401.
         await revoke_replayed_family(sessionmaker, presented.user_id, presented.family_id, now)

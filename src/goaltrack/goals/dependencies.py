@@ -5,13 +5,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from sqlalchemy import select
 
 from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser
+from goaltrack.auth.models import User
+from goaltrack.auth.queries import caller_is_current
 from goaltrack.auth.security import AccessClaims
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
-from goaltrack.errors import NotFound
+from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.goals import attachments, queries, service
 from goaltrack.goals.attachments import UploadSlot
 from goaltrack.goals.models import Goal
@@ -34,9 +37,30 @@ def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
     return load
 
 
-async def get_upload(request: Request, settings: SettingsDep) -> AsyncIterator[Upload]:
-    """The request's file, read and bounded before anything else (FastAPI resolves dependencies in
-    parameter order): a slow client must not hold a database connection or the goal's lock."""
+async def get_verified_claims(
+    claims: AccessClaimsDep, sessionmaker: SessionmakerDep
+) -> AccessClaims:
+    """The access token checked against the database (version, account not deleted) on a short
+    connection of its own, before an upload's body is read: a revoked token gets its 401 before
+    the server reads megabytes or writes an upload intent."""
+    async with sessionmaker() as session:
+        current = await session.scalar(
+            select(User.id).where(caller_is_current()),
+            {"user_id": claims.user_id, "token_version": claims.token_version},
+        )
+    if current is None:
+        raise NotAuthenticated
+    return claims
+
+
+async def get_upload(
+    request: Request,
+    settings: SettingsDep,
+    _caller: Annotated[AccessClaims, Depends(get_verified_claims)],
+) -> AsyncIterator[Upload]:
+    """The request's file, read and bounded before anything else but the token's check (FastAPI
+    resolves dependencies in parameter order): a slow client must not hold a database
+    connection or the goal's lock."""
     upload = await read_upload(request, max_bytes=settings.max_upload_bytes)
     try:
         yield upload

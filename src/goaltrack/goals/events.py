@@ -14,6 +14,8 @@ class GoalCompleted:
     user_id: uuid.UUID
     goal_id: uuid.UUID
     now: datetime
+    # Not after a reopening: counts and achievements see each goal's first completion once.
+    first_time: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +27,13 @@ class GoalCreated:
 
 @dataclass(frozen=True, slots=True)
 class StageCompleted:
-    """A stage went from open to completed (completing it again after reopening counts again)."""
+    """A stage went from open to completed."""
 
     user_id: uuid.UUID
     goal_id: uuid.UUID
     stage_id: uuid.UUID
     now: datetime
+    first_time: bool = True  # False when it was completed before and reopened
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ class Goal(UUIDPrimaryKey, CreatedAt, Base):
     completed_stage_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     is_archived: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     completed_at: Mapped[datetime | None]
+    # The first time it reached 100 % (kept when it is reopened).
+    first_completed_at: Mapped[datetime | None]
     ai_status: Mapped[str] = mapped_column(
         String(16), default="idle", server_default=text("'idle'")
     )
@@ -64,6 +66,7 @@ class GoalStage(UUIDPrimaryKey, CreatedAt, Base):
     position: Mapped[int]
     is_completed: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     completed_at: Mapped[datetime | None]
+    first_completed_at: Mapped[datetime | None]  # kept when it is reopened
 
     __table_args__ = (
         # Deferred, so a reorder can swap positions inside one transaction. It also serves

@@ -188,11 +188,20 @@ async def set_stage_completed(
     if stage.is_completed != completed:
         stage.is_completed = completed
         stage.completed_at = now if completed else None
+        first_time = completed and stage.first_completed_at is None
+        if first_time:
+            stage.first_completed_at = now
         await session.flush()
         if completed:
             await events.emit(
                 session,
-                StageCompleted(user_id=goal.user_id, goal_id=goal.id, stage_id=stage.id, now=now),
+                StageCompleted(
+                    user_id=goal.user_id,
+                    goal_id=goal.id,
+                    stage_id=stage.id,
+                    now=now,
+                    first_time=first_time,
+                ),
             )
         await recompute_progress(session, goal, now)
 
@@ -216,4 +225,11 @@ async def recompute_progress(session: AsyncSession, goal: Goal, now: datetime) -
     if was_completed != (goal.completed_at is not None):
         await reminders.reschedule_goal(session, goal, now)
     if goal.completed_at is not None and not was_completed:
-        await events.emit(session, GoalCompleted(user_id=goal.user_id, goal_id=goal.id, now=now))
+        first_time = goal.first_completed_at is None
+        if first_time:
+            goal.first_completed_at = now
+            await session.flush()
+        await events.emit(
+            session,
+            GoalCompleted(user_id=goal.user_id, goal_id=goal.id, now=now, first_time=first_time),
+        )

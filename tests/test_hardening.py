@@ -1,0 +1,141 @@
+"""Faults and abuse an outside probe found: each test failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from goaltrack.clock import get_now
+from goaltrack.files.models import FileDeletion
+from helpers import Account, assert_problem, create_goal
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 2048
+
+
+async def test_password_confirming_routes_are_rate_limited(client: Any, user: Account) -> None:
+    """A stolen access token is not an unthrottled oracle for the password (5/minute per user,
+    shared by the three routes)."""
+    wrong = {"password": "not the password"}
+    answers = [
+        await client.put(
+            "/account/password",
+            json={"current_password": "not the password", "new_password": "another password 1"},
+            headers=user.headers,
+        ),
+        await client.request("DELETE", "/account", json=wrong, headers=user.headers),
+        await client.request("DELETE", "/account/data", json=wrong, headers=user.headers),
+        *[
+            await client.request("DELETE", "/account", json=wrong, headers=user.headers)
+            for _ in range(2)
+        ],
+    ]
+    assert [answer.status_code for answer in answers] == [400] * 5
+    for method, path in (
+        ("PUT", "/account/password"),
+        ("DELETE", "/account"),
+        ("DELETE", "/account/data"),
+    ):
+        body = (
+            {"current_password": user.password, "new_password": "another password 1"}
+            if method == "PUT"
+            else {"password": user.password}
+        )
+        limited = await client.request(method, path, json=body, headers=user.headers)
+        assert_problem(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) >= 1
+    # The account is untouched: the right password was never even checked.
+    assert (await client.get("/account", headers=user.headers)).status_code == 200
+
+
+async def test_login_spraying_from_one_ip_is_throttled(client: Any, register: Any) -> None:
+    """Many e-mails, one password, one IP: the per-IP budget (30/minute) stops it, although each
+    e-mail stays under its own budget."""
+    statuses = [
+        (
+            await client.post(
+                "/auth/login",
+                json={"email": f"victim-{index}@example.com", "password": "Summer2026!"},
+            )
+        ).status_code
+        for index in range(31)
+    ]
+    assert statuses[:30] == [401] * 30
+    assert statuses[30] == 429
+
+
+async def test_multipart_content_type_does_not_lift_the_json_cap(client: Any) -> None:
+    body = b"x" * (2 * 1024 * 1024)  # over the 1 MiB JSON cap, under the 10 MiB upload cap
+    response = await client.post(
+        "/auth/login",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=abc"},
+    )
+    assert_problem(response, 413, "payload_too_large")
+
+
+async def test_upload_with_a_revoked_token_is_refused_before_the_body(
+    client: Any, app: Any, user: Account
+) -> None:
+    goal = await create_goal(client, user)
+    # A password change revokes every access token issued before it.
+    changed = await client.put(
+        "/account/password",
+        json={"current_password": user.password, "new_password": "a brand new password"},
+        headers=user.headers,
+    )
+    assert changed.status_code == 200
+    response = await client.post(
+        f"/goals/{goal['id']}/attachments",
+        files={"file": ("proof.png", PNG, "image/png")},
+        headers=user.headers,
+    )
+    assert_problem(response, 401, "not_authenticated")
+    async with app.state.sessionmaker() as session:
+        intents = await session.scalar(select(func.count()).select_from(FileDeletion))
+    assert intents == 0
+
+
+async def test_a_refresh_retried_at_once_is_not_a_replay(client: Any, user: Account) -> None:
+    """The client lost the answer and sends the same token again: refused, but the pair the
+    first request minted stays valid (no family revocation)."""
+    first = await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert first.status_code == 200
+    retry = await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert_problem(retry, 401, "invalid_token")
+    successor = await client.post(
+        "/auth/refresh", json={"refresh_token": first.json()["refresh_token"]}
+    )
+    assert successor.status_code == 200
+
+
+async def test_parallel_duplicates_of_one_refresh_keep_the_winner(
+    client: Any, user: Account
+) -> None:
+    answers = await asyncio.gather(
+        *(
+            client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
+            for _ in range(10)
+        )
+    )
+    winners = [answer for answer in answers if answer.status_code == 200]
+    assert len(winners) == 1
+    assert sorted(answer.status_code for answer in answers) == [200] + [401] * 9
+    again = await client.post(
+        "/auth/refresh", json={"refresh_token": winners[0].json()["refresh_token"]}
+    )
+    assert again.status_code == 200
+
+
+async def test_a_replay_after_the_grace_still_revokes_the_family(
+    client: Any, app: Any, user: Account
+) -> None:
+    first = (await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})).json()
+    later = datetime.now(UTC) + timedelta(seconds=6)
+    app.dependency_overrides[get_now] = lambda: later
+    replay = await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert_problem(replay, 401, "invalid_token")
+    successor = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert_problem(successor, 401, "invalid_token")
