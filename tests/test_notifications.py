@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 
 from fakes.fcm import FakeFcm
+from goaltrack.achievements.models import Achievement
 from goaltrack.clock import utcnow
 from goaltrack.devices.models import Device
 from goaltrack.notifications.kinds import DigestData, GoalCompletedData
@@ -31,6 +34,21 @@ ITEM_FIELDS = {"id", "type", "title", "body", "data", "is_read", "created_at"}
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+async def without_achievements(app: Any) -> AsyncIterator[None]:
+    """These tests count the pushes of one notification; the achievements a first goal earns
+    would add pushes of their own. The catalogue is set aside and put back afterwards."""
+    async with app.state.sessionmaker() as session, session.begin():
+        catalogue = [
+            {column.key: getattr(row, column.key) for column in Achievement.__table__.columns}
+            for row in await session.scalars(select(Achievement))
+        ]
+        await session.execute(delete(Achievement))
+    yield
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(insert(Achievement).values(catalogue).on_conflict_do_nothing())
 
 
 async def user_id_of(client: Any, account: Account) -> uuid.UUID:

@@ -3,7 +3,7 @@
 It serves `POST /chat/completions` (the SDK posts to `{base_url}/chat/completions`), records every
 request body and its Authorization header, and answers from a script: `reply(content)` (a 200
 chat completion), `fail(status)` (an OpenAI-style error), `hang(seconds)` (a slow answer) or
-`drop()` (the connection closed without an answer); with the script empty it answers a valid
+`drop()` (the connection closed without an answer), `raw(status, body)` (any body); with the script empty it answers a valid
 4-stage plan. It runs a stdlib `ThreadingHTTPServer` in a daemon thread, so it works whatever
 event loop (or none) the code under test uses: the API, a Celery worker thread.
 """
@@ -53,6 +53,8 @@ class _Scripted:
     finish_reason: str = "stop"
     delay: float = 0.0
     drop: bool = False
+    raw: bytes | None = None  # answered as is, with `content_type`
+    content_type: str = "application/json"
 
 
 class FakeOpenAI:
@@ -102,16 +104,21 @@ class FakeOpenAI:
                 if scripted.drop:
                     self.close_connection = True
                     return
+                if scripted.raw is not None:
+                    self._send(scripted.status, scripted.raw, scripted.content_type)
+                    return
                 if scripted.status != 200:
                     self._answer(scripted.status, _error_body(scripted.status))
                     return
                 self._answer(200, _completion(body, scripted))
 
             def _answer(self, status: int, answer: dict[str, Any]) -> None:
-                data = json.dumps(answer).encode()
+                self._send(status, json.dumps(answer).encode(), "application/json")
+
+            def _send(self, status: int, data: bytes, content_type: str) -> None:
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     self.send_header("x-request-id", f"req-fake-{time.monotonic_ns()}")
                     self.end_headers()
@@ -169,6 +176,11 @@ class FakeOpenAI:
         """The next request is answered (200, `content`) only after `seconds`."""
         with self._lock:
             self._script.append(_Scripted(content=content, delay=seconds))
+
+    def raw(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        """The next request is answered `status` with exactly this body (a proxy's page...)."""
+        with self._lock:
+            self._script.append(_Scripted(status=status, raw=body, content_type=content_type))
 
     def drop(self, times: int = 1) -> None:
         """The next `times` requests get their connection closed without an answer."""

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from goaltrack.config import Settings
@@ -117,12 +117,20 @@ async def _complete(
         # 400, 401, 402 (balance), 422: retrying cannot help.
         logger.error("AI API refused the request: HTTP %s", exc.status_code)
         raise AiError("the AI service refused the request") from exc
+    except (openai.APIError, ValueError) as exc:
+        # A 2xx whose body is no JSON (a proxy's error page, a cut-off body): not the model's
+        # doing, and no reason to think a retry would do better.
+        logger.error("AI API answer unreadable: %s", type(exc).__name__)
+        raise AiError("the AI service sent an unreadable answer") from exc
+    if not isinstance(response, ChatCompletion):  # the SDK hands back other JSON as it came
+        logger.error("AI API answer unreadable: %s", type(response).__name__)
+        raise AiError("the AI service sent an unreadable answer")
     choice = response.choices[0] if response.choices else None
-    content = choice.message.content if choice else None
-    logger.debug(
-        "AI answer (finish_reason=%s): %r", choice.finish_reason if choice else None, content
-    )
-    if choice is not None and choice.finish_reason == "length":
+    content = getattr(getattr(choice, "message", None), "content", None)
+    content = content if isinstance(content, str) else None
+    finish_reason = getattr(choice, "finish_reason", None)
+    logger.debug("AI answer (finish_reason=%s): %r", finish_reason, content)
+    if finish_reason == "length":
         return None  # truncated: as good as no answer
     return content
 
