@@ -36,8 +36,14 @@ class Mailbox:
     """Messages received by the test SMTP server."""
 
     messages: list[EmailMessage] = field(default_factory=list)
+    refusals: int = 0  # the next N messages get "451 try again later"
+    refused: int = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.refusals:
+            self.refusals -= 1
+            self.refused += 1
+            return "451 4.3.0 Try again later"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
@@ -170,6 +176,7 @@ async def clean_state(app: Any) -> AsyncIterator[None]:
             await asyncio.sleep(0.2)
     await app.state.redis.flushdb()
     MAILBOX.messages.clear()
+    MAILBOX.refusals = MAILBOX.refused = 0
     FCM.reset()
     OPENAI.reset()
     app.dependency_overrides.clear()

@@ -6,8 +6,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from goaltrack.auth.models import PasswordResetToken
 from goaltrack.clock import get_now
 from goaltrack.files.models import FileDeletion
 from helpers import Account, assert_problem, create_goal
@@ -139,3 +140,63 @@ async def test_a_replay_after_the_grace_still_revokes_the_family(
     assert_problem(replay, 401, "invalid_token")
     successor = await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert_problem(successor, 401, "invalid_token")
+
+
+async def test_a_retried_reset_mail_carries_the_one_token_of_its_request(
+    client: Any, app: Any, mailbox: Any, user: Account
+) -> None:
+    """SMTP says "try again later" once: the retry sends the mail with the same token, and the
+    request has one token row (a retry used to mint a new one each time)."""
+    mailbox.refusals = 1
+    response = await client.post("/auth/forgot-password", json={"email": user.email})
+    assert response.status_code == 202
+    [message] = await mailbox.wait_for(user.email, timeout=30)
+    assert mailbox.refused == 1
+    async with app.state.sessionmaker() as session:
+        tokens = await session.scalar(select(func.count()).select_from(PasswordResetToken))
+    assert tokens == 1
+    link = message.get_body(preferencelist=("plain",)).get_content()
+    token = link.split("token=")[1].split()[0]
+    reset = await client.post(
+        "/auth/reset-password", json={"token": token, "new_password": "after the retry 1"}
+    )
+    assert reset.status_code == 204
+
+
+async def test_writes_on_connections_postgresql_dropped_are_503_never_500(
+    client: Any, app: Any, user: Account
+) -> None:
+    """Every pooled connection is killed (as a PostgreSQL crash does) before each round of
+    writes: each write answers 503 with Retry-After or succeeds on a fresh connection, never 500;
+    and the API recovers."""
+    goal = await create_goal(client, user)
+
+    async def kill_pool() -> None:
+        await asyncio.gather(*(client.get("/goals", headers=user.headers) for _ in range(10)))
+        async with app.state.engine.connect() as connection:
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'goaltrack-api' AND pid <> pg_backend_pid()"
+                )
+            )
+
+    writes = [
+        lambda: client.post("/goals", json={"title": "after the crash"}, headers=user.headers),
+        lambda: client.put("/settings", json={"locale": "ru"}, headers=user.headers),
+        lambda: client.post(
+            f"/goals/{goal['id']}/stages", json={"title": "a stage"}, headers=user.headers
+        ),
+        lambda: client.post("/account/export", headers=user.headers),
+    ]
+    seen: list[int] = []
+    for write in writes:
+        await kill_pool()
+        for _ in range(3):
+            response = await write()
+            seen.append(response.status_code)
+            if response.status_code == 503:
+                assert int(response.headers["retry-after"]) >= 1
+    assert 500 not in seen
+    assert set(seen) <= {200, 201, 202, 409, 503}
+    assert (await client.get("/goals", headers=user.headers)).status_code == 200

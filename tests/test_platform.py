@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from typing import Any
 
@@ -109,7 +110,7 @@ def test_production_refuses_development_defaults(field: str, value: Any, message
 
 PRODUCTION = {
     "app_env": "production",
-    "jwt_secret": "x" * 32,
+    "jwt_secret": secrets.token_urlsafe(48),
     "mail_server": "smtp.example.com",
     "s3_secret_access_key": "a-real-minio-password",
     "password_reset_url": "https://app.example.com/reset?token={token}",

@@ -304,8 +304,8 @@ async def test_reset_in_a_real_browser(
     done_text: str,
     expired_text: str,
 ) -> None:
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     account = await register(locale=locale)
@@ -318,14 +318,18 @@ async def test_reset_in_a_real_browser(
 
     def fill(password: str, confirm: str, then: str) -> None:
         """Submit the form and wait for the next page (element `then`)."""
-        submit = browser.find_element(By.ID, "submit")
+        # Every rendered page carries a fresh CSRF value: the next page is there when the old
+        # value is gone and `then` is present (robust to the navigation racing the checks).
+        old_csrf = browser.find_element(By.NAME, "csrf").get_attribute("value")
         browser.find_element(By.ID, "password").send_keys(password)
         browser.find_element(By.ID, "password_confirm").send_keys(confirm)
-        submit.click()
-        WebDriverWait(browser, 10).until(expected_conditions.staleness_of(submit))
-        WebDriverWait(browser, 10).until(
-            expected_conditions.presence_of_element_located((By.ID, then))
-        )
+        browser.find_element(By.ID, "submit").click()
+
+        def arrived(driver: Any) -> bool:
+            csrf = [field.get_attribute("value") for field in driver.find_elements(By.NAME, "csrf")]
+            return old_csrf not in csrf and bool(driver.find_elements(By.ID, then))
+
+        WebDriverWait(browser, 10, ignored_exceptions=(WebDriverException,)).until(arrived)
 
     await asyncio.to_thread(visit, link)
     assert browser.current_url == f"{live_server}/reset-password"  # the token left the address bar

@@ -53,6 +53,7 @@ def serve(
         http="httptools",
         proxy_headers=False,
         access_log=False,
+        server_header=False,  # no "server: uvicorn"
     )
 
 

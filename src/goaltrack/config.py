@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -21,6 +22,10 @@ PLACEHOLDER_SECRETS = {
 }
 DEVELOPMENT_S3_SECRET = "goaltrack-secret"
 DEVELOPMENT_JWT_SECRET = "development-only-secret"
+# "aaaa...", "abababab..." are not random: a production secret has at least this many.
+MIN_SECRET_DISTINCT_CHARACTERS = 8
+# An exact browser origin: scheme, host, optional port (CORS compares the Origin header as text).
+CORS_ORIGIN = re.compile(r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
 class AppEnv(StrEnum):
@@ -54,7 +59,10 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/goaltrack"
     database_pool_size: int = 10
     redis_url: str = "redis://127.0.0.1:6379/0"
-    docs_enabled: bool = True
+    # /docs and /openapi.json: unset = on except in production (see `docs_on`).
+    docs_enabled: bool | None = None
+    # Browser origins allowed by CORS, comma-separated ("https://app.example.com"); empty = none.
+    cors_origins: str = ""
 
     jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
     jwt_issuer: str = "goaltrack"
@@ -140,15 +148,31 @@ class Settings(BaseSettings):
             raise ValueError("PASSWORD_RESET_URL must contain '{token}'")
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins_are_origins(cls, value: str) -> str:
+        for origin in (item.strip() for item in value.split(",")):
+            if origin and not CORS_ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"CORS_ORIGINS: {origin!r} is not an origin like https://app.example.com "
+                    "(scheme and host, optional port, no path or trailing slash, no '*')"
+                )
+        return value
+
     @model_validator(mode="after")
     def _refuse_weak_secrets_in_production(self) -> Settings:
         if not self.jwt_secret.get_secret_value():
             raise ValueError("JWT_SECRET must not be empty (leave it unset in development)")
         if self.app_env is AppEnv.production:
             secret = self.jwt_secret.get_secret_value()
-            if secret in PLACEHOLDER_SECRETS or len(secret.encode()) < 32:
+            if (
+                secret in PLACEHOLDER_SECRETS
+                or len(secret.encode()) < 32
+                or len(set(secret)) < MIN_SECRET_DISTINCT_CHARACTERS
+            ):
                 raise ValueError(
                     "JWT_SECRET must be a random value of at least 32 bytes in production"
+                    f" (with at least {MIN_SECRET_DISTINCT_CHARACTERS} distinct characters)"
                 )
             if not self.mail_server:
                 raise ValueError("MAIL_SERVER is required in production")
@@ -159,6 +183,17 @@ class Settings(BaseSettings):
             if not self.password_reset_url.startswith("https://"):
                 raise ValueError("PASSWORD_RESET_URL must be an https:// link in production")
         return self
+
+    @property
+    def docs_on(self) -> bool:
+        """DOCS_ENABLED when set; otherwise on everywhere but production."""
+        if self.docs_enabled is not None:
+            return self.docs_enabled
+        return self.app_env is not AppEnv.production
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [item.strip() for item in self.cors_origins.split(",") if item.strip()]
 
     @property
     def ios_app_id_list(self) -> list[str]:

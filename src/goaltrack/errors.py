@@ -190,6 +190,27 @@ async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _lost_connection(exc: BaseException) -> bool:
+    """A database error that means the connection (or the server) went away, wrapped however
+    the driver and SQLAlchemy wrapped it ("connection was closed in the middle of operation")."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (*DRIVER_CONNECTION_ERRORS, ConnectionError, TimeoutError)):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if _lost_connection(exc):
+        return await _dependency_down(request, exc)
+    return await _unexpected_error(request, exc)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal_error", "An unexpected error occurred.")
@@ -201,4 +222,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for error in DEPENDENCY_ERRORS:
         app.add_exception_handler(error, _dependency_down)
+    # Any other driver error: a 503 when it means the connection was lost, else a 500.
+    app.add_exception_handler(sqlalchemy.exc.DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from starlette.middleware.cors import CORSMiddleware
 
 from goaltrack import health, redaction
 from goaltrack.account.router import public_router as account_public_router
@@ -18,7 +19,7 @@ from goaltrack.ai.router import router as ai_router
 from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
 from goaltrack.celery_app import create_celery
-from goaltrack.config import Settings, get_settings
+from goaltrack.config import AppEnv, Settings, get_settings
 from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
 from goaltrack.errors import PROBLEM_JSON, install_error_handlers
@@ -27,6 +28,7 @@ from goaltrack.middleware import BodySizeLimit
 from goaltrack.notifications.router import router as notifications_router
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.schemas import Problem, ValidationProblem
+from goaltrack.security_headers import SecurityHeaders
 from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.uploads import MULTIPART_OVERHEAD
 from goaltrack.web.router import router as web_router
@@ -75,9 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Goaltrack API",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs" if settings.docs_enabled else None,
+        docs_url="/docs" if settings.docs_on else None,
         redoc_url=None,
-        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_on else None,
     )
     install_error_handlers(app)
     app.add_middleware(
@@ -85,6 +87,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         json_limit=settings.max_json_body_bytes,
         multipart_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
     )
+    if settings.cors_origin_list:  # no CORS headers at all when CORS_ORIGINS is empty
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    # Added last, so outermost: 413s and CORS preflights get the headers too.
+    app.add_middleware(SecurityHeaders, hsts=settings.app_env is AppEnv.production)
     app.include_router(health.router)
     app.include_router(auth_router)
     app.include_router(account_router)

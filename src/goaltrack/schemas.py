@@ -1,5 +1,6 @@
 """Shared schema building blocks."""
 
+import re
 import zoneinfo
 from datetime import date, time
 from functools import cache
@@ -18,24 +19,28 @@ from pydantic import (
 )
 
 CLOCK_TIME_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
+ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# ASCII digits only: `\d` and str.isdigit() also match "٠٩" or fullwidth "０９".
+_CLOCK_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _parse_clock_time(value: object) -> object:
-    """Exactly "HH:MM" (24 h) from clients; seconds, numbers and other formats are refused."""
+    """Exactly "HH:MM" (24 h, ASCII digits) from clients; seconds, numbers and other formats
+    are refused."""
     if isinstance(value, time):
         return value
-    if isinstance(value, str) and len(value) == 5 and value[2] == ":":
-        hours, minutes = value[:2], value[3:]
-        if hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60:
-            return time(int(hours), int(minutes))
+    if isinstance(value, str) and (match := _CLOCK_TIME.fullmatch(value)):
+        return time(int(match[1]), int(match[2]))
     raise ValueError('time must be "HH:MM" (24 h)')
 
 
 def _parse_iso_date(value: object) -> object:
-    """Exactly "YYYY-MM-DD" from clients (not a timestamp number)."""
+    """Exactly "YYYY-MM-DD" from clients (not a timestamp number, not the ISO week "2026-W01-1"
+    or ordinal "2026-001" forms that date.fromisoformat also reads)."""
     if isinstance(value, date):
         return value
-    if isinstance(value, str) and len(value) == 10:
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
         try:
             return date.fromisoformat(value)
         except ValueError:
@@ -46,7 +51,14 @@ def _parse_iso_date(value: object) -> object:
 IsoDate = Annotated[
     date,
     BeforeValidator(_parse_iso_date),
-    WithJsonSchema({"type": "string", "format": "date", "examples": ["2027-05-01"]}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date",
+            "pattern": ISO_DATE_PATTERN,
+            "examples": ["2027-05-01"],
+        }
+    ),
 ]
 StrictFlag = Annotated[bool, Strict()]
 # An integer, where `true` or `1.0` are not accepted as one.
@@ -107,9 +119,24 @@ class ValidationProblem(Problem):
 Locale = Literal["en", "ru"]
 
 
+# Files in the system zoneinfo directory that are not IANA zone names: `localtime` (the host's
+# zone, whatever that is), `Factory` (a "-00" placeholder), `posixrules`, and the posix/ and
+# right/ copies. Legacy names that are real zones (US/Eastern, GB, EST5EDT) stay valid.
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+_NOT_ZONE_PREFIXES = ("posix/", "right/")
+# Area/Location[/Sub] (America/Argentina/Buenos_Aires, Etc/GMT+5), or one legacy word (UTC, GB-Eire).
+_ZONE_NAME = re.compile(r"[A-Z][A-Za-z0-9_+\-]*(/[A-Z][A-Za-z0-9_+\-]*)*")
+
+
 @cache
 def _available_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(
+        name
+        for name in zoneinfo.available_timezones()
+        if name not in _NOT_ZONES
+        and not name.startswith(_NOT_ZONE_PREFIXES)
+        and _ZONE_NAME.fullmatch(name)
+    )
 
 
 def _check_zone(value: str) -> str:

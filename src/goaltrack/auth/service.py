@@ -265,24 +265,28 @@ async def reset_token_state(
 
 
 async def create_password_reset_token(
-    session: AsyncSession, settings: Settings, user: User, now: datetime
-) -> str:
-    """A fresh single-use token; issuing it invalidates the user's older ones."""
+    session: AsyncSession, settings: Settings, user: User, now: datetime, *, token: str
+) -> None:
+    """Issue `token` (single use); issuing it invalidates the user's older ones. Issuing the same
+    token again (a retried mail task) keeps it as it is: one request, one token."""
+    token_hash = hash_token(token)
+    if await session.scalar(
+        select(PasswordResetToken.id).where(PasswordResetToken.token_hash == token_hash)
+    ):
+        return
     await session.execute(
         update(PasswordResetToken)
         .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
         .values(used_at=now)
     )
-    token = new_opaque_token()
     session.add(
         PasswordResetToken(
             user_id=user.id,
-            token_hash=hash_token(token),
+            token_hash=token_hash,
             expires_at=now + timedelta(minutes=settings.password_reset_ttl_minutes),
         )
     )
     await session.flush()
-    return token
 
 
 async def set_password(

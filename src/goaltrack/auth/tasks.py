@@ -3,15 +3,21 @@ backoff for hours: an SMTP or broker outage delays them, never drops them."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import uuid
 
+from aiosmtplib import SMTPResponseException
 from fastapi_mail.errors import ConnectionErrors
 
 from goaltrack import mail
 from goaltrack.account.queries import get_locale
 from goaltrack.auth import service
 from goaltrack.auth.models import User
+from goaltrack.auth.security import new_opaque_token
 from goaltrack.clock import utcnow
+from goaltrack.config import Settings
 from goaltrack.i18n import t
 from goaltrack.worker.registry import RetryLater, backoff, task
 from goaltrack.worker.runtime import current_attempt, task_session, task_settings
@@ -22,11 +28,28 @@ MAIL_RETRIES = 30
 MAIL_TRANSIENT_ERRORS = (OSError, ConnectionErrors)
 
 
+def reset_token_for(settings: Settings, request_id: uuid.UUID | None) -> str:
+    """The reset token of one forgot-password request, the same on every retry of its mail (so a
+    retry never mints a second token): derived from the request's outbox id with a server key.
+    Only its hash is stored; the database alone cannot produce it."""
+    if request_id is None:
+        return new_opaque_token()
+    key = settings.jwt_secret.get_secret_value().encode()
+    digest = hmac.new(key, b"password-reset:" + request_id.bytes, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 async def _send(message: mail.Mail) -> None:
     try:
         await mail.send_mail(task_settings(), message)
     except MAIL_TRANSIENT_ERRORS as exc:
         raise RetryLater(backoff(current_attempt().retries, cap=900), "SMTP unavailable") from exc
+    except SMTPResponseException as exc:
+        if 400 <= exc.code < 500:  # "try again later" (greylisting, a full queue)
+            raise RetryLater(
+                backoff(current_attempt().retries, cap=900), f"SMTP {exc.code}"
+            ) from exc
+        raise
 
 
 @task(service.SEND_PASSWORD_RESET, max_retries=MAIL_RETRIES, durable=True)
@@ -36,7 +59,8 @@ async def send_password_reset(email: str) -> None:
         user = await service.get_user_by_email(session, email)
         if user is None or user.deleted_at is not None:
             return  # unknown address: nothing is sent, and the caller cannot tell
-        token = await service.create_password_reset_token(session, settings, user, utcnow())
+        token = reset_token_for(settings, current_attempt().outbox_id)
+        await service.create_password_reset_token(session, settings, user, utcnow(), token=token)
         locale = await get_locale(session, user.id)
     await _send(
         mail.Mail(

@@ -8,7 +8,12 @@ from goaltrack.auth.dependencies import CurrentUser, get_current_user
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.devices import service
-from goaltrack.devices.schemas import DEVICE_TOKEN_PATTERN, DeviceIn, DeviceOut
+from goaltrack.devices.schemas import (
+    DEVICE_TOKEN_MAX_LENGTH,
+    DEVICE_TOKEN_PATTERN,
+    DeviceIn,
+    DeviceOut,
+)
 from goaltrack.errors import NotFound, error_responses
 
 router = APIRouter(prefix="/devices", tags=["devices"], dependencies=[Depends(get_current_user)])
@@ -40,7 +45,10 @@ async def register_device(
     "/{token}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(NotFound)
 )
 async def remove_device(
-    token: Annotated[str, Path(min_length=1, max_length=1024, pattern=DEVICE_TOKEN_PATTERN)],
+    token: Annotated[
+        str,
+        Path(min_length=1, max_length=DEVICE_TOKEN_MAX_LENGTH, pattern=DEVICE_TOKEN_PATTERN),
+    ],
     user: CurrentUser,
     session: SessionDep,
 ) -> Response:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime
@@ -22,8 +23,24 @@ def reject_null(*fields: str) -> Callable[[Any], Any]:
     return check
 
 
+# Characters that draw nothing: controls, format characters (U+200B..U+200D, U+2060, U+FEFF,
+# bidi marks), separators, and combining marks on their own.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+# Letters or symbols that render as blank space (Hangul fillers, the Braille blank).
+_INVISIBLE_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _is_visible(character: str) -> bool:
+    return not (
+        character.isspace()
+        or character in _INVISIBLE_CHARACTERS
+        or unicodedata.category(character) in _INVISIBLE_CATEGORIES
+    )
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    """At least one visible character; the title is stored exactly as given."""
+    if not any(_is_visible(character) for character in value):
         raise ValueError("must not be blank")
     return value
 
