@@ -33,7 +33,7 @@ _ISSUER = os.environ.get("JWT_ISSUER", "goaltrack")
 _DSN = os.environ["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://", 1)
 _SQL = list_sql()
 _PARAMS = list_param_names()
-_REQUIRED: jwt.types.Options = {"require": ["sub", "iat", "exp", "typ", "tv", "iss"]}
+_REQUIRED: jwt.types.Options = {"require": ["sub", "iat", "exp", "typ", "tv", "sid", "iss"]}
 _UNAUTHORIZED = Response(
     b'{"code":"not_authenticated"}', status_code=401, media_type="application/json"
 )
@@ -41,7 +41,7 @@ _UNAUTHORIZED = Response(
 pool: asyncpg.Pool | None = None
 
 
-def _claims(request: Request) -> tuple[uuid.UUID, int] | None:
+def _claims(request: Request) -> tuple[uuid.UUID, int, uuid.UUID] | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -50,7 +50,7 @@ def _claims(request: Request) -> tuple[uuid.UUID, int] | None:
         claims = jwt.decode(token, _SECRET, algorithms=["HS256"], issuer=_ISSUER, options=_REQUIRED)
         if claims["typ"] != "access" or type(claims["tv"]) is not int:
             return None
-        return uuid.UUID(claims["sub"]), claims["tv"]
+        return uuid.UUID(claims["sub"]), claims["tv"], uuid.UUID(claims["sid"])
     except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
         return None
 
@@ -67,6 +67,7 @@ async def list_goals(request: Request) -> Response:
     values = {
         "user_id": caller[0],
         "token_version": caller[1],
+        "session_id": caller[2],
         "archived": False,
         "limit": PAGE_SIZE + 1,
     }

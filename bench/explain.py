@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,20 @@ def _args(names: tuple[str, ...], values: dict[str, Any]) -> list[Any]:
     return [values[name] for name in names]
 
 
+async def _live_session(conn: asyncpg.Connection, user_id: Any) -> uuid.UUID:
+    """A session (refresh-token family) with a live token, as a login leaves one."""
+    family_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at) "
+        "VALUES ($1, $2, $3, $4, now() + interval '7 days')",
+        uuid.uuid4(),
+        user_id,
+        family_id,
+        uuid.uuid4().hex * 2,
+    )
+    return family_id
+
+
 async def explain_list(conn: asyncpg.Connection) -> dict[str, str]:
     """The plans of a typical user's page 1, and of page 1 and a page ~90 % deep into the list of
     the heavy user (seeded with `seed(..., heavy_goals=N)`)."""
@@ -80,6 +95,7 @@ async def explain_list(conn: asyncpg.Connection) -> dict[str, str]:
     values: dict[str, Any] = {
         "user_id": user_id,
         "token_version": token_version,
+        "session_id": await _live_session(conn, user_id),
         "archived": False,
         "limit": 21,
     }
@@ -106,6 +122,7 @@ async def explain_list(conn: asyncpg.Connection) -> dict[str, str]:
             typical_values = values | {
                 "user_id": typical["id"],
                 "token_version": typical["token_version"],
+                "session_id": await _live_session(conn, typical["id"]),
             }
             plans[f"typical user, page 1 ({kind} plan)"] = await _explain(
                 conn, first_sql, _args(first_names, typical_values), generic=generic

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -157,7 +157,8 @@ async def seed(
 
 
 async def mint_tokens(conn: asyncpg.Connection, settings: Settings, limit: int) -> list[str]:
-    """One real access token per user (the app's own `create_access_token`); not the heavy one."""
+    """One real access token per user (the app's own `create_access_token`), each in a session
+    with a live refresh token, as a login leaves it; not the heavy one."""
     rows = await conn.fetch(
         "SELECT id, token_version FROM users WHERE deleted_at IS NULL AND email <> $1 "
         "ORDER BY created_at LIMIT $2",
@@ -165,7 +166,16 @@ async def mint_tokens(conn: asyncpg.Connection, settings: Settings, limit: int) 
         limit,
     )
     now = datetime.now(UTC)
+    sessions = [(uuid.uuid4(), uuid.UUID(str(row["id"]))) for row in rows]
+    await conn.executemany(
+        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        [
+            (uuid.uuid4(), user_id, family_id, uuid.uuid4().hex * 2, now + timedelta(days=7))
+            for family_id, user_id in sessions
+        ],
+    )
     return [
-        create_access_token(settings, uuid.UUID(str(row["id"])), row["token_version"], now)
-        for row in rows
+        create_access_token(settings, user_id, row["token_version"], now, session_id=family_id)
+        for (family_id, user_id), row in zip(sessions, rows, strict=True)
     ]

@@ -296,7 +296,7 @@ def _claims(token: str) -> dict[str, Any]:
 
 async def test_access_token_claims(user: Account) -> None:
     claims = _claims(user.access_token)
-    assert {"sub", "iat", "exp", "typ", "tv", "iss"} <= claims.keys()
+    assert {"sub", "iat", "exp", "typ", "tv", "sid", "iss"} <= claims.keys()
     assert claims["typ"] == "access"
     assert claims["exp"] - claims["iat"] == 1800
     assert jwt.get_unverified_header(user.access_token)["alg"] == "HS256"
@@ -332,6 +332,8 @@ async def test_rejected_access_tokens(client: Any, user: Account) -> None:
         "stale token version": _forge({**claims, "tv": claims["tv"] + 1}, secret),
         "unknown user": _forge({**claims, "sub": str(uuid.uuid4())}, secret),
         "sub not a uuid": _forge({**claims, "sub": "admin"}, secret),
+        "unknown session": _forge({**claims, "sid": str(uuid.uuid4())}, secret),
+        "no session": _forge({k: v for k, v in claims.items() if k != "sid"}, secret),
         "HS384 with the right key": _forge(claims, secret, "HS384"),
         "refresh token as access token": user.refresh_token,
         "garbage": "not.a.jwt",

@@ -200,3 +200,31 @@ async def test_writes_on_connections_postgresql_dropped_are_503_never_500(
     assert 500 not in seen
     assert set(seen) <= {200, 201, 202, 409, 503}
     assert (await client.get("/goals", headers=user.headers)).status_code == 200
+
+
+async def test_logout_ends_the_sessions_access_tokens(client: Any, user: Account) -> None:
+    """The access token names its session (the refresh-token family): logout ends it at once,
+    on the hot reads and on every other route, while another session of the user lives on."""
+    other = (
+        await client.post("/auth/login", json={"email": user.email, "password": user.password})
+    ).json()
+    assert (await client.get("/goals", headers=user.headers)).status_code == 200
+    await client.post("/auth/logout", json={"refresh_token": user.refresh_token})
+    for path in ("/goals", "/notifications", "/account"):
+        assert_problem(await client.get(path, headers=user.headers), 401, "not_authenticated")
+    still = {"Authorization": f"Bearer {other['access_token']}"}
+    assert (await client.get("/goals", headers=still)).status_code == 200
+
+
+async def test_a_replay_ends_the_access_tokens_of_the_family(
+    client: Any, app: Any, user: Account
+) -> None:
+    rotated = (
+        await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})
+    ).json()
+    headers = {"Authorization": f"Bearer {rotated['access_token']}"}
+    assert (await client.get("/goals", headers=headers)).status_code == 200
+    later = datetime.now(UTC) + timedelta(seconds=6)
+    app.dependency_overrides[get_now] = lambda: later
+    await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})  # replay
+    assert_problem(await client.get("/goals", headers=headers), 401, "not_authenticated")

@@ -4,8 +4,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
 
 from goaltrack.auth.models import User
+from goaltrack.auth.queries import session_is_live
 from goaltrack.auth.security import AccessClaims, Passwords, decode_access_token
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
@@ -37,8 +39,15 @@ AccessClaimsDep = Annotated[AccessClaims, Depends(get_access_claims)]
 
 async def get_current_user(session: SessionDep, claims: AccessClaimsDep) -> User:
     """The caller, from a valid access token whose version is still current (not revoked)."""
-    user = await session.get(User, claims.user_id)
-    if user is None or user.deleted_at is not None or user.token_version != claims.token_version:
+    user = await session.scalar(
+        select(User).where(
+            User.id == claims.user_id,
+            User.token_version == claims.token_version,
+            User.deleted_at.is_(None),
+            session_is_live(claims.session_id),
+        )
+    )
+    if user is None:
         raise NotAuthenticated
     return user
 

@@ -40,6 +40,15 @@ class RefreshToken(UUIDPrimaryKey, CreatedAt, Base):
     replaced_by: Mapped[uuid.UUID | None]
     user_agent: Mapped[str | None] = mapped_column(String(512))
 
+    __table_args__ = (
+        # Is the access token's session live? WHERE family_id = ? AND revoked_at IS NULL
+        Index(
+            "ix_refresh_tokens_family_id_live",
+            "family_id",
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
 
 class PasswordResetToken(UUIDPrimaryKey, CreatedAt, Base):
     __tablename__ = "password_reset_tokens"

@@ -53,10 +53,18 @@ class Passwords:
 class AccessClaims:
     user_id: uuid.UUID
     token_version: int
+    # The refresh-token family (one login on one device): logging out or a detected replay
+    # ends the session's access tokens too, not only its refresh tokens.
+    session_id: uuid.UUID
 
 
 def create_access_token(
-    settings: Settings, user_id: uuid.UUID, token_version: int, now: datetime
+    settings: Settings,
+    user_id: uuid.UUID,
+    token_version: int,
+    now: datetime,
+    *,
+    session_id: uuid.UUID,
 ) -> str:
     claims = {
         "sub": str(user_id),
@@ -64,6 +72,7 @@ def create_access_token(
         "exp": int((now + timedelta(seconds=settings.access_token_ttl_seconds)).timestamp()),
         "typ": ACCESS_TOKEN_TYPE,
         "tv": token_version,
+        "sid": str(session_id),
         "iss": settings.jwt_issuer,
     }
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
@@ -91,13 +100,20 @@ def _verify(token: str, secret: str, issuer: str) -> tuple[AccessClaims, int] | 
             secret,
             algorithms=[JWT_ALGORITHM],
             issuer=issuer,
-            options={"require": ["sub", "iat", "exp", "typ", "tv", "iss"], "verify_exp": False},
+            options={
+                "require": ["sub", "iat", "exp", "typ", "tv", "sid", "iss"],
+                "verify_exp": False,
+            },
         )
         if claims["typ"] != ACCESS_TOKEN_TYPE or type(claims["tv"]) is not int:
             return None
         if type(claims["exp"]) is not int:
             return None
-        access = AccessClaims(user_id=uuid.UUID(claims["sub"]), token_version=claims["tv"])
+        access = AccessClaims(
+            user_id=uuid.UUID(claims["sub"]),
+            token_version=claims["tv"],
+            session_id=uuid.UUID(claims["sid"]),
+        )
         return access, claims["exp"]
     except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
         return None

@@ -86,7 +86,9 @@ async def issue_tokens(
     session.add(row)
     await session.flush()
     pair = TokenPair(
-        access_token=create_access_token(settings, user.id, user.token_version, now),
+        access_token=create_access_token(
+            settings, user.id, user.token_version, now, session_id=row.family_id
+        ),
         refresh_token=refresh_token,
         expires_in=settings.access_token_ttl_seconds,
     )

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser
 from goaltrack.auth.models import User
-from goaltrack.auth.queries import caller_is_current
+from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
@@ -46,7 +46,7 @@ async def get_verified_claims(
     async with sessionmaker() as session:
         current = await session.scalar(
             select(User.id).where(caller_is_current()),
-            {"user_id": claims.user_id, "token_version": claims.token_version},
+            caller_params(claims),
         )
     if current is None:
         raise NotAuthenticated
@@ -91,12 +91,17 @@ class GoalView:
     write route returns after its change."""
 
     def __init__(
-        self, session: SessionDep, storage: StorageDep, settings: SettingsDep, user: CurrentUser
+        self,
+        session: SessionDep,
+        storage: StorageDep,
+        settings: SettingsDep,
+        claims: AccessClaimsDep,
+        _user: CurrentUser,  # the caller is verified (and the write's session is theirs)
     ) -> None:
         self._session = session
         self._storage = storage
         self._url_ttl = settings.attachment_url_ttl_seconds
-        self._caller = AccessClaims(user_id=user.id, token_version=user.token_version)
+        self._caller = claims
 
     async def __call__(self, goal_id: uuid.UUID) -> GoalOut:
         return await queries.get_goal(

@@ -1,7 +1,8 @@
 """The hot reads: one statement each, the caller's token check and ownership folded in.
 
 A request to GET /goals or GET /goals/{id} is one round trip to PostgreSQL: the statement joins
-`users` on (id, token_version, not deleted), so a revoked token and the data are checked together.
+`users` on (id, token_version, not deleted, live session), so a revoked token and the data are
+checked together.
 No row at all means the caller is not authenticated; a caller row without a goal means 404 or an
 empty page. Statements are built once at import; rows go straight into the response models.
 """
@@ -27,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from goaltrack.auth.models import User
-from goaltrack.auth.queries import caller_is_current
+from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
@@ -154,8 +155,7 @@ async def list_goals(
     executor: Executor, caller: AccessClaims, *, archived: bool, page: Page
 ) -> ListPage[GoalSummary]:
     params: dict[str, Any] = {
-        "user_id": caller.user_id,
-        "token_version": caller.token_version,
+        **caller_params(caller),
         "archived": archived,
         "limit": page.limit + 1,  # one more than asked tells whether a next page exists
     }
@@ -184,7 +184,7 @@ async def get_goal(
 ) -> GoalOut:
     rows = await _DETAIL_PREPARED.fetch(
         executor,
-        {"user_id": caller.user_id, "token_version": caller.token_version, "goal_id": goal_id},
+        {**caller_params(caller), "goal_id": goal_id},
     )
     if not rows:
         raise NotAuthenticated

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, select, true, tuple_
 
 from goaltrack.auth.models import User
-from goaltrack.auth.queries import caller_is_current
+from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated
 from goaltrack.notifications.models import Notification
@@ -62,8 +62,7 @@ _FEED_AFTER = PreparedRead(_feed_statement(after_cursor=True))
 
 async def feed(executor: Executor, caller: AccessClaims, page: Page) -> NotificationPage:
     params: dict[str, Any] = {
-        "user_id": caller.user_id,
-        "token_version": caller.token_version,
+        **caller_params(caller),
         "limit": page.limit + 1,  # one more than asked tells whether a next page exists
     }
     statement = _FEED
