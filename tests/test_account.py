@@ -378,7 +378,7 @@ async def test_hard_delete_leaves_no_row_and_no_file(
         other_file = (
             await client.get(f"/goals/{kept['goal']['id']}/attachments", headers=other_user.headers)
         ).json()
-        assert (await http.get(other_file[0]["url"])).content == PNG
+        assert (await http.get(other_file["items"][0]["url"])).content == PNG
     assert (
         await client.post("/auth/login", json={"email": user.email, "password": user.password})
     ).status_code == 401

@@ -67,7 +67,9 @@ async def test_upload_detects_type_and_serves_presigned_url(
     goal = (await client.get(f"/goals/{goal_id}", headers=user.headers)).json()
     assert [a["id"] for a in goal["attachments"]] == [body["id"]]
     listed = (await client.get(f"/goals/{goal_id}/attachments", headers=user.headers)).json()
-    assert [a["id"] for a in listed] == [body["id"]]
+    assert listed.keys() == {"items", "next_cursor"}
+    assert [a["id"] for a in listed["items"]] == [body["id"]]
+    assert listed["next_cursor"] is None  # bounded by the per-goal limit: always one page
 
 
 async def test_pdf_downloads_as_attachment_and_tampered_url_is_refused(

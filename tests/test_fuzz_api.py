@@ -54,11 +54,6 @@ CONFIG = schemathesis.Config.from_dict(
             # an opaque cursor issued by us, a deliverable e-mail domain (`x@y.test` is refused),
             # stage ids of this very goal. Schema-valid but rejected requests are therefore expected.
             "positive_data_acceptance": {"enabled": False},
-            # Starlette's router answers 405 with an `Allow` listing only the first matching
-            # route's methods, and `PUT /goals/archived` reaches `PUT /goals/{goal_id}` (a 422 for
-            # the non-UUID id) instead of a 405. Framework routing behaviour, not a promise of ours.
-            "unsupported_method": {"enabled": False},
-            "allow_header_conformance": {"enabled": False},
         },
         # Test data only (per-session JWT secret, throwaway passwords): show it, so that a failure
         # report can be replayed as is.

@@ -34,7 +34,10 @@ async def test_reminder_fires_at_local_wall_clock_time(
     assert every_two.json()["next_fire_at"] == "2026-03-28T13:30:00Z"  # today, 14:30 CET
 
     listed = (await client.get(f"/goals/{goal['id']}/reminders", headers=account.headers)).json()
-    assert [r["id"] for r in listed] == [reminder["id"], every_two.json()["id"]]  # by time of day
+    assert listed.keys() == {"items", "next_cursor"}
+    # By time of day, in one page (bounded by the per-goal limit).
+    assert [r["id"] for r in listed["items"]] == [reminder["id"], every_two.json()["id"]]
+    assert listed["next_cursor"] is None
 
 
 async def test_update_reminder_recomputes(client: Any, app: Any, register: Any) -> None:

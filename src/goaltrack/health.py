@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Literal
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
 from sqlalchemy import text
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -12,26 +13,53 @@ logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 2.0
 
+HealthStatus = Literal["ok", "unavailable"]
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadinessChecks(BaseModel):
+    postgres: HealthStatus
+    redis: HealthStatus
+
+
+class Readiness(BaseModel):
+    """The same body with 200 (every check ok) and 503 (one is unavailable)."""
+
+    status: HealthStatus
+    checks: ReadinessChecks
+    # Push is optional (a deployment may have no mobile app yet): reported, never a 503.
+    push: Literal["configured", "disabled"]
+
 
 @router.get("")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def live() -> Liveness:
+    """The process answers (no dependency is checked)."""
+    return Liveness()
 
 
-@router.get("/ready", responses={503: {"description": "PostgreSQL or Redis does not answer"}})
-async def ready(request: Request) -> JSONResponse:
-    checks = {"postgres": _check_postgres(request), "redis": _check_redis(request)}
-    results = await asyncio.gather(*checks.values(), return_exceptions=True)
-    status = {
-        name: "ok" if result is True else "unavailable"
-        for name, result in zip(checks, results, strict=True)
-    }
-    healthy = all(value == "ok" for value in status.values())
-    # Push is optional (a deployment may have no mobile app yet): reported, never a 503.
-    push = "configured" if request.app.state.settings.fcm_credentials_file else "disabled"
-    return JSONResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": status, "push": push},
-        status_code=200 if healthy else 503,
+@router.get(
+    "/ready",
+    responses={503: {"model": Readiness, "description": "PostgreSQL or Redis does not answer"}},
+)
+async def ready(request: Request, response: Response) -> Readiness:
+    """PostgreSQL and Redis both answer, each within a couple of seconds."""
+    pending = {"postgres": _check_postgres(request), "redis": _check_redis(request)}
+    results = await asyncio.gather(*pending.values(), return_exceptions=True)
+    checks = ReadinessChecks.model_validate(
+        {
+            name: "ok" if result is True else "unavailable"
+            for name, result in zip(pending, results, strict=True)
+        }
+    )
+    healthy = checks.postgres == "ok" and checks.redis == "ok"
+    response.status_code = 200 if healthy else 503
+    return Readiness(
+        status="ok" if healthy else "unavailable",
+        checks=checks,
+        push="configured" if request.app.state.settings.fcm_credentials_file else "disabled",
     )
 
 

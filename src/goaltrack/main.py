@@ -26,6 +26,7 @@ from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
 from goaltrack.middleware import BodySizeLimit
 from goaltrack.notifications.router import router as notifications_router
+from goaltrack.openapi import install_contract, operation_id
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.schemas import Problem, ValidationProblem
 from goaltrack.security_headers import SecurityHeaders
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs" if settings.docs_on else None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_on else None,
+        generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
     app.add_middleware(
@@ -110,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(achievements_router)
     app.include_router(web_router)
     _document_problem_schema(app)
+    install_contract(app)  # after the problem schemas: it completes their 401s and 422s
     return app
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Depends, Response, status
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser, get_access_claims
 from goaltrack.clock import Now
@@ -42,10 +43,31 @@ router = APIRouter(
     tags=["goals"],
     # The token is checked before anything else runs (an upload is not read for a stranger).
     dependencies=[Depends(get_access_claims)],
-    responses=error_responses(NotFound),
 )
 
 NO_CONTENT = status.HTTP_204_NO_CONTENT
+# Every route under /goals/{goal_id} answers 404 for a goal that is not the caller's.
+NOT_FOUND = error_responses(NotFound)
+
+
+# Id segments never match the literal paths beside them, so that every path names one resource:
+# `PUT /goals/archived` is a 405 (that path exists, for GET) rather than an update of a goal whose
+# id is "archived", and likewise `DELETE /goals/{goal_id}/stages/order`. Other malformed ids still
+# reach the route: a 422, as before.
+class GoalIdSegment(StringConvertor):
+    """`{goal_id:goal}`: any segment but `archived`."""
+
+    regex = "(?!archived(?:/|$))[^/]+"
+
+
+class StageIdSegment(StringConvertor):
+    """`{stage_id:stage}`: any segment but `order`."""
+
+    regex = "(?!order(?:/|$))[^/]+"
+
+
+register_url_convertor("goal", GoalIdSegment())
+register_url_convertor("stage", StageIdSegment())
 
 
 @router.get("", responses=error_responses(InvalidCursor))
@@ -77,7 +99,7 @@ async def create_goal(
     return await view(goal.id)
 
 
-@router.get("/{goal_id}")
+@router.get("/{goal_id:goal}", responses=NOT_FOUND)
 async def get_goal(
     goal_id: GoalId,
     connection: ReadConnectionDep,
@@ -90,7 +112,7 @@ async def get_goal(
     )
 
 
-@router.put("/{goal_id}")
+@router.put("/{goal_id:goal}", responses=NOT_FOUND)
 async def update_goal(
     body: GoalUpdate, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
@@ -98,7 +120,7 @@ async def update_goal(
     return await view(goal.id)
 
 
-@router.put("/{goal_id}/archive")
+@router.put("/{goal_id:goal}/archive", responses=NOT_FOUND)
 async def archive_goal(
     goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
@@ -106,7 +128,7 @@ async def archive_goal(
     return await view(goal.id)
 
 
-@router.put("/{goal_id}/unarchive")
+@router.put("/{goal_id:goal}/unarchive", responses=NOT_FOUND)
 async def unarchive_goal(
     goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
@@ -114,7 +136,7 @@ async def unarchive_goal(
     return await view(goal.id)
 
 
-@router.delete("/{goal_id}", status_code=NO_CONTENT)
+@router.delete("/{goal_id:goal}", status_code=NO_CONTENT, responses=NOT_FOUND)
 async def delete_goal(goal: OwnedGoal, session: SessionDep) -> Response:
     await service.delete_goal(session, goal)
     return Response(status_code=NO_CONTENT)
@@ -124,7 +146,9 @@ async def delete_goal(goal: OwnedGoal, session: SessionDep) -> Response:
 
 
 @router.post(
-    "/{goal_id}/stages", status_code=status.HTTP_201_CREATED, responses=error_responses(StageLimit)
+    "/{goal_id:goal}/stages",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(NotFound, StageLimit),
 )
 async def add_stage(
     body: StageCreate, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
@@ -133,7 +157,7 @@ async def add_stage(
     return Stage.model_validate(stage)
 
 
-@router.put("/{goal_id}/stages/order", responses=error_responses(InvalidStageOrder))
+@router.put("/{goal_id:goal}/stages/order", responses=error_responses(NotFound, InvalidStageOrder))
 async def reorder_stages(
     body: StageOrder, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
@@ -141,7 +165,7 @@ async def reorder_stages(
     return await view(goal.id)
 
 
-@router.put("/{goal_id}/stages/{stage_id}")
+@router.put("/{goal_id:goal}/stages/{stage_id:stage}", responses=NOT_FOUND)
 async def update_stage(
     stage_id: uuid.UUID, body: StageUpdate, goal: OwnedGoal, session: SessionDep, now: Now
 ) -> Stage:
@@ -149,7 +173,9 @@ async def update_stage(
     return Stage.model_validate(stage)
 
 
-@router.delete("/{goal_id}/stages/{stage_id}", status_code=NO_CONTENT)
+@router.delete(
+    "/{goal_id:goal}/stages/{stage_id:stage}", status_code=NO_CONTENT, responses=NOT_FOUND
+)
 async def delete_stage(
     stage_id: uuid.UUID, goal: OwnedGoal, session: SessionDep, now: Now
 ) -> Response:
@@ -157,7 +183,7 @@ async def delete_stage(
     return Response(status_code=NO_CONTENT)
 
 
-@router.put("/{goal_id}/stages/{stage_id}/complete")
+@router.put("/{goal_id:goal}/stages/{stage_id:stage}/complete", responses=NOT_FOUND)
 async def complete_stage(
     stage_id: uuid.UUID, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
@@ -165,7 +191,7 @@ async def complete_stage(
     return await view(goal.id)
 
 
-@router.put("/{goal_id}/stages/{stage_id}/uncomplete")
+@router.put("/{goal_id:goal}/stages/{stage_id:stage}/uncomplete", responses=NOT_FOUND)
 async def uncomplete_stage(
     stage_id: uuid.UUID, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
@@ -177,10 +203,15 @@ async def uncomplete_stage(
 
 
 @router.post(
-    "/{goal_id}/attachments",
+    "/{goal_id:goal}/attachments",
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(
-        FileTooLarge, UnsupportedFileType, InvalidUpload, AttachmentLimit, StorageUnavailable
+        NotFound,
+        FileTooLarge,
+        UnsupportedFileType,
+        InvalidUpload,
+        AttachmentLimit,
+        StorageUnavailable,
     ),
     openapi_extra={
         "requestBody": {
@@ -214,19 +245,24 @@ async def add_attachment(
     )
 
 
-@router.get("/{goal_id}/attachments")
+@router.get("/{goal_id:goal}/attachments", responses=NOT_FOUND)
 async def list_attachments(
     goal: ReadableGoal, session: SessionDep, storage: StorageDep, settings: SettingsDep
-) -> list[Attachment]:
-    return [
+) -> ListPage[Attachment]:
+    """All of the goal's attachments, oldest first, in one page (`next_cursor` is always null):
+    a goal holds a bounded number of them (`attachment_limit` beyond)."""
+    items = [
         await queries.attachment_out(
             storage, attachments.fields(row), url_ttl=settings.attachment_url_ttl_seconds
         )
         for row in await attachments.list_attachments(session, goal)
     ]
+    return ListPage(items=items, next_cursor=None)
 
 
-@router.delete("/{goal_id}/attachments/{attachment_id}", status_code=NO_CONTENT)
+@router.delete(
+    "/{goal_id:goal}/attachments/{attachment_id}", status_code=NO_CONTENT, responses=NOT_FOUND
+)
 async def delete_attachment(
     attachment_id: uuid.UUID, goal: OwnedGoal, session: SessionDep
 ) -> Response:
@@ -238,9 +274,9 @@ async def delete_attachment(
 
 
 @router.post(
-    "/{goal_id}/reminders",
+    "/{goal_id:goal}/reminders",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(ReminderLimit),
+    responses=error_responses(NotFound, ReminderLimit),
 )
 async def add_reminder(
     body: ReminderIn, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
@@ -249,12 +285,15 @@ async def add_reminder(
     return Reminder.model_validate(reminder)
 
 
-@router.get("/{goal_id}/reminders")
-async def list_reminders(goal: ReadableGoal, session: SessionDep) -> list[Reminder]:
-    return [Reminder.model_validate(r) for r in await reminders.list_reminders(session, goal)]
+@router.get("/{goal_id:goal}/reminders", responses=NOT_FOUND)
+async def list_reminders(goal: ReadableGoal, session: SessionDep) -> ListPage[Reminder]:
+    """All of the goal's reminders by time of day, in one page (`next_cursor` is always null):
+    a goal holds a bounded number of them (`reminder_limit` beyond)."""
+    items = [Reminder.model_validate(r) for r in await reminders.list_reminders(session, goal)]
+    return ListPage(items=items, next_cursor=None)
 
 
-@router.put("/{goal_id}/reminders/{reminder_id}")
+@router.put("/{goal_id:goal}/reminders/{reminder_id}", responses=NOT_FOUND)
 async def update_reminder(
     reminder_id: uuid.UUID, body: ReminderUpdate, goal: OwnedGoal, session: SessionDep, now: Now
 ) -> Reminder:
@@ -262,7 +301,9 @@ async def update_reminder(
     return Reminder.model_validate(reminder)
 
 
-@router.delete("/{goal_id}/reminders/{reminder_id}", status_code=NO_CONTENT)
+@router.delete(
+    "/{goal_id:goal}/reminders/{reminder_id}", status_code=NO_CONTENT, responses=NOT_FOUND
+)
 async def delete_reminder(reminder_id: uuid.UUID, goal: OwnedGoal, session: SessionDep) -> Response:
     await reminders.delete_reminder(session, goal, reminder_id)
     return Response(status_code=NO_CONTENT)

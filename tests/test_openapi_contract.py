@@ -1,0 +1,309 @@
+"""The published contract: operation ids `<tag>_<action>`, one schema per enum, the request rules
+the server enforces, the headers a client needs, typed health answers, no impossible responses,
+405s with a full `Allow`, and lists as `{items, next_cursor}`.
+
+The document is built from an app wired as main.py is to be wired (`install_contract`; a no-op
+if create_app already did it). Nothing here needs the services, except through the session app
+the autouse fixtures start.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from goaltrack.main import create_app
+from goaltrack.openapi import install_contract, operation_id
+
+METHODS = {"get", "put", "post", "delete", "patch"}
+
+# Stable ids: a renamed route function changes the id generated clients call, so it shows here.
+OPERATION_IDS = {
+    ("get", "/health"): "health_live",
+    ("get", "/health/ready"): "health_ready",
+    ("post", "/auth/register"): "auth_register",
+    ("post", "/auth/login"): "auth_login",
+    ("post", "/auth/refresh"): "auth_refresh",
+    ("post", "/auth/logout"): "auth_logout",
+    ("post", "/auth/forgot-password"): "auth_forgot_password",
+    ("post", "/auth/reset-password"): "auth_reset_password",
+    ("get", "/account"): "account_get",
+    ("delete", "/account"): "account_delete",
+    ("put", "/account/password"): "account_change_password",
+    ("delete", "/account/data"): "account_delete_all_data",
+    ("post", "/account/export"): "account_request_export",
+    ("post", "/account/restore"): "account_restore",
+    ("get", "/settings"): "account_get_settings",
+    ("put", "/settings"): "account_update_settings",
+    ("put", "/settings/notifications"): "account_set_push_enabled",
+    ("put", "/settings/notifications/frequency"): "account_set_notification_schedule",
+    ("get", "/goals"): "goals_list",
+    ("post", "/goals"): "goals_create",
+    ("get", "/goals/archived"): "goals_list_archived",
+    ("get", "/goals/{goal_id}"): "goals_get",
+    ("put", "/goals/{goal_id}"): "goals_update",
+    ("delete", "/goals/{goal_id}"): "goals_delete",
+    ("put", "/goals/{goal_id}/archive"): "goals_archive",
+    ("put", "/goals/{goal_id}/unarchive"): "goals_unarchive",
+    ("post", "/goals/{goal_id}/stages"): "goals_add_stage",
+    ("put", "/goals/{goal_id}/stages/order"): "goals_reorder_stages",
+    ("put", "/goals/{goal_id}/stages/{stage_id}"): "goals_update_stage",
+    ("delete", "/goals/{goal_id}/stages/{stage_id}"): "goals_delete_stage",
+    ("put", "/goals/{goal_id}/stages/{stage_id}/complete"): "goals_complete_stage",
+    ("put", "/goals/{goal_id}/stages/{stage_id}/uncomplete"): "goals_uncomplete_stage",
+    ("post", "/goals/{goal_id}/attachments"): "goals_add_attachment",
+    ("get", "/goals/{goal_id}/attachments"): "goals_list_attachments",
+    ("delete", "/goals/{goal_id}/attachments/{attachment_id}"): "goals_delete_attachment",
+    ("post", "/goals/{goal_id}/reminders"): "goals_add_reminder",
+    ("get", "/goals/{goal_id}/reminders"): "goals_list_reminders",
+    ("put", "/goals/{goal_id}/reminders/{reminder_id}"): "goals_update_reminder",
+    ("delete", "/goals/{goal_id}/reminders/{reminder_id}"): "goals_delete_reminder",
+    ("post", "/goals/{goal_id}/ai-sync"): "goals_split_with_ai",
+    ("post", "/devices"): "devices_register",
+    ("delete", "/devices/{token}"): "devices_remove",
+    ("get", "/notifications"): "notifications_list",
+    ("put", "/notifications/read-all"): "notifications_read_all",
+    ("put", "/notifications/{notification_id}/read"): "notifications_read_one",
+    ("get", "/achievements"): "achievements_list",
+}
+
+
+def contract_app() -> FastAPI:
+    app = create_app()
+    install_contract(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return contract_app().openapi()
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield method, path, operation
+
+
+def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def walk(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk(value, (*path, index))
+
+
+# --- 1. operation ids --------------------------------------------------------------------------
+
+
+def test_operation_ids_are_tag_and_action_and_unique(document: dict[str, Any]) -> None:
+    ids = {(method, path): op["operationId"] for method, path, op in operations(document)}
+    assert ids == OPERATION_IDS
+    assert len(set(ids.values())) == len(ids)
+    for method, path, op in operations(document):
+        assert re.fullmatch(r"[a-z]+(_[a-z0-9]+)+", op["operationId"]), (method, path)
+        assert op["operationId"].startswith(f"{op['tags'][0]}_"), (method, path)
+
+
+def test_operation_id_works_as_the_unique_id_function() -> None:
+    """The wiring main.py is to carry: `FastAPI(generate_unique_id_function=operation_id)`."""
+    router = APIRouter(prefix="/notifications", tags=["notifications"])
+
+    @router.put("/read-all")
+    async def read_all() -> None: ...
+
+    @router.get("")
+    async def list_notifications() -> None: ...
+
+    app = FastAPI(generate_unique_id_function=operation_id)
+    app.include_router(router)
+    paths = app.openapi()["paths"]
+    assert paths["/notifications/read-all"]["put"]["operationId"] == "notifications_read_all"
+    assert paths["/notifications"]["get"]["operationId"] == "notifications_list"
+
+
+# --- 2. one schema per enum --------------------------------------------------------------------
+
+
+def test_every_enum_is_one_named_component(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    named = {name: tuple(s["enum"]) for name, s in schemas.items() if "enum" in s}
+    assert {"AiStatus", "Frequency", "Locale", "NotificationType", "Platform"} <= named.keys()
+    assert len(set(named.values())) == len(named), named  # no two components for one enum
+    inline = [
+        (path, tuple(node["enum"]))
+        for path, node in walk(document)
+        if isinstance(node, dict) and "enum" in node and path[:-1] != ("components", "schemas")
+    ]
+    for path, values in inline:
+        assert values not in named.values(), f"{'/'.join(map(str, path))} repeats a component"
+    values = [values for _, values in inline]
+    assert len(set(values)) == len(values), "an enum is inlined twice: name it in NAMED_ENUMS"
+    props = schemas["GoalSummary"]["properties"]
+    assert props["ai_status"]["$ref"] == "#/components/schemas/AiStatus"
+
+
+# --- 3. request rules --------------------------------------------------------------------------
+
+
+def test_request_rules_the_server_enforces_are_stated(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    for model, field in (
+        ("RegisterRequest", "password"),
+        ("ResetPasswordRequest", "new_password"),
+        ("PasswordChange", "new_password"),
+    ):
+        password = schemas[model]["properties"][field]
+        assert (password["minLength"], password["maxLength"]) == (8, 72), model
+        assert "72 bytes" in password["description"]
+
+    schedule = schemas["NotificationSchedule"]
+    times = schedule["properties"]["times"]
+    assert (times["maxItems"], times["uniqueItems"]) == (6, True)
+    assert schedule["if"] == {"properties": {"frequency": {"const": "off"}}}
+    assert schedule["else"] == {"properties": {"times": {"minItems": 1}}}
+
+    for model, fields in (
+        ("GoalUpdate", ("title",)),
+        ("StageUpdate", ("title",)),
+        ("ReminderUpdate", ("remind_time", "frequency_days")),
+    ):
+        for field in fields:
+            prop = schemas[model]["properties"][field]
+            assert "anyOf" not in prop, (model, field)
+            assert prop["type"] in {"string", "integer"}, (model, field)
+            assert field not in schemas[model].get("required", []), (model, field)
+    assert schemas["GoalUpdate"]["properties"]["title"]["minLength"] == 1
+
+
+def test_limit_states_its_cap(document: dict[str, Any]) -> None:
+    """`limit` larger than 100 is capped, not refused (the team's contract: `limit=100000`
+    capped), so the schema states the cap in words rather than a `maximum` it does not enforce."""
+    limits = [
+        parameter
+        for _, _, op in operations(document)
+        for parameter in op.get("parameters", [])
+        if parameter["name"] == "limit"
+    ]
+    assert limits
+    for limit in limits:
+        assert limit["schema"]["minimum"] == 1
+        assert "capped" in (limit.get("description") or limit["schema"].get("description", ""))
+
+
+# --- 4. headers and problem bodies -------------------------------------------------------------
+
+
+def test_headers_a_client_needs_are_declared(document: dict[str, Any]) -> None:
+    for method, path, op in operations(document):
+        responses = op["responses"]
+        where = f"{method.upper()} {path}"
+        if "429" in responses:
+            assert responses["429"]["headers"]["Retry-After"]["required"] is True, where
+        if op.get("security"):
+            assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True, where
+        if not path.startswith("/health"):
+            # Any route may meet PostgreSQL or Redis down: 503, with Retry-After.
+            assert "Retry-After" in responses["503"]["headers"], where
+    login = document["paths"]["/auth/login"]["post"]["responses"]["403"]
+    body = resolve(document, login["content"]["application/problem+json"]["schema"])
+    assert body["properties"]["restore_until"]["format"] == "date-time"
+    assert "restore_until" in body["required"]
+
+
+# --- 5. health ---------------------------------------------------------------------------------
+
+
+def test_readiness_is_typed_for_200_and_503(document: dict[str, Any]) -> None:
+    responses = document["paths"]["/health/ready"]["get"]["responses"]
+    for status in ("200", "503"):
+        body = resolve(document, responses[status]["content"]["application/json"]["schema"])
+        assert set(body["required"]) == {"status", "checks", "push"}, status
+        checks = resolve(document, body["properties"]["checks"])
+        assert set(checks["required"]) == {"postgres", "redis"}
+    live = document["paths"]["/health"]["get"]["responses"]["200"]
+    assert resolve(document, live["content"]["application/json"]["schema"])["properties"]
+
+
+# --- 6. no impossible responses ----------------------------------------------------------------
+
+
+def test_404_is_declared_only_where_a_path_names_a_resource(document: dict[str, Any]) -> None:
+    for method, path, op in operations(document):
+        has_id = "{" in path
+        if path.startswith("/goals/{goal_id}"):
+            assert "404" in op["responses"], f"{method.upper()} {path}"
+        if not has_id:
+            assert "404" not in op["responses"], f"{method.upper()} {path}"
+
+
+# --- 7. 405 with a full Allow ------------------------------------------------------------------
+
+
+async def test_wrong_method_is_405_listing_every_method_of_the_path() -> None:
+    transport = httpx.ASGITransport(app=contract_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        archived = await client.put("/goals/archived", json={"title": "x"})
+        assert archived.status_code == 405, archived.text
+        assert archived.headers["allow"] == "GET"
+        assert archived.json()["code"] == "method_not_allowed"
+
+        goal = await client.patch(f"/goals/{uuid.uuid4()}", json={})
+        assert goal.status_code == 405
+        assert goal.headers["allow"] == "GET, PUT, DELETE"
+
+        stage = await client.post(f"/goals/{uuid.uuid4()}/stages/{uuid.uuid4()}")
+        assert stage.status_code == 405
+        assert stage.headers["allow"] == "PUT, DELETE"
+
+        order = await client.delete(f"/goals/{uuid.uuid4()}/stages/order")
+        assert order.status_code == 405
+        assert order.headers["allow"] == "PUT"
+
+        assert (await client.delete("/health")).headers["allow"] == "GET"
+        assert (await client.get("/goals/archived/stages")).status_code == 404
+
+
+def test_every_path_reaches_one_resource() -> None:
+    """No id segment also matches a literal path beside it (`/goals/archived`, `/stages/order`):
+    a path's methods are then exactly its documented operations, and `Allow` says so."""
+    routes = [
+        route
+        for route in iter_route_contexts(contract_app().routes)
+        if isinstance(route.original_route, APIRoute)
+    ]
+    for path_format in {route.path_format for route in routes}:
+        concrete = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path_format)
+        owners = {route.path_format for route in routes if route.path_regex.match(concrete)}
+        assert owners == {path_format}, concrete
+
+
+# --- 8. lists ----------------------------------------------------------------------------------
+
+
+def test_lists_are_items_and_next_cursor(document: dict[str, Any]) -> None:
+    for method, path, op in operations(document):
+        for status, response in op["responses"].items():
+            schema = response.get("content", {}).get("application/json", {}).get("schema")
+            if status.startswith("2") and schema is not None:
+                assert resolve(document, schema).get("type") != "array", f"{method} {path}"
+    for path in ("/goals", "/goals/{goal_id}/attachments", "/goals/{goal_id}/reminders"):
+        response = document["paths"][path]["get"]["responses"]["200"]
+        page = resolve(document, response["content"]["application/json"]["schema"])
+        assert set(page["required"]) == {"items", "next_cursor"}, path
