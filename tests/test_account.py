@@ -434,6 +434,24 @@ async def test_export_contains_everything_and_the_link_works(
     assert all("token_hash" not in item for item in document["sessions"])
 
 
+async def test_export_ready_is_also_mailed_as_text_and_html(
+    client: Any, user: Account, mailbox: Any
+) -> None:
+    response = await client.post("/account/export", headers=user.headers)
+    assert response.status_code == 202
+    [message] = await mailbox.wait_for(user.email, timeout=30)
+    assert message["Subject"] == "Your data export is ready"
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    html = message.get_body(preferencelist=("html",)).get_content()
+    link = next(word for word in text.split() if word.startswith("http"))
+    assert "X-Amz-Signature" in link
+    assert link.replace("&", "&amp;") in html  # the link is visible as text in the HTML too
+    async with httpx.AsyncClient() as http:
+        download = await http.get(link)
+    assert download.status_code == 200
+    assert zipfile.is_zipfile(io.BytesIO(download.content))
+
+
 async def test_one_export_at_a_time(client: Any, app: Any, user: Account) -> None:
     async with app.state.sessionmaker() as session:
         user_id = await session.scalar(select(User.id).where(User.email == user.email))

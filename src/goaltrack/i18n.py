@@ -29,6 +29,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ai_failed.body": "The AI could not split '{goal}' into stages. Try again later.",
         "export.title": "Your data export is ready",
         "export.body": "Download your Goaltrack data within {days} days.",
+        "export.mail": (
+            "The export of your Goaltrack data is ready: a ZIP with everything you stored.\n\n"
+            "Download it from the link below within {days} days. If you did not ask for it, "
+            "change your password."
+        ),
         "changed.subject": "Your Goaltrack password was changed",
         "changed.text": (
             "The password of your Goaltrack account was just changed and every session was signed out.\n\n"
@@ -59,6 +64,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ai_failed.body": "ИИ не смог разбить цель «{goal}» на этапы. Попробуйте позже.",
         "export.title": "Экспорт данных готов",
         "export.body": "Скачайте свои данные Goaltrack в течение {days} дней.",
+        "export.mail": (
+            "Экспорт ваших данных Goaltrack готов: ZIP-архив со всем, что вы сохранили.\n\n"
+            "Скачайте его по ссылке ниже в течение {days} дн. Если вы его не запрашивали, "
+            "смените пароль."
+        ),
         "changed.subject": "Пароль Goaltrack изменён",
         "changed.text": (
             "Пароль вашей учётной записи Goaltrack только что изменён, все сеансы завершены.\n\n"

@@ -6,6 +6,7 @@ import html
 import logging
 from dataclasses import dataclass
 
+from aiosmtplib import SMTPResponseException
 from fastapi_mail import (
     ConnectionConfig,
     FastMail,
@@ -13,8 +14,16 @@ from fastapi_mail import (
     MessageType,
     MultipartSubtypeEnum,
 )
+from fastapi_mail.errors import ConnectionErrors
 
 from goaltrack.config import Settings
+from goaltrack.worker.registry import RetryLater, backoff
+from goaltrack.worker.runtime import current_attempt
+
+# A mail task's retries: 5 s doubling to 15 min, then every 15 min — about 6 hours in all.
+MAIL_RETRIES = 30
+# SMTP outages are retried with backoff; anything else is a bug and fails loudly.
+MAIL_TRANSIENT_ERRORS = (OSError, ConnectionErrors)
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +76,18 @@ async def send_mail(settings: Settings, mail: Mail) -> None:
         multipart_subtype=MultipartSubtypeEnum.alternative,
     )
     await FastMail(_connection(settings)).send_message(message)
+
+
+async def send_or_retry(settings: Settings, mail: Mail) -> None:
+    """Send from a mail task: an SMTP outage or a "try again later" (4xx) retries the task with
+    backoff (MAIL_RETRIES); a permanent refusal (5xx) fails it."""
+    try:
+        await send_mail(settings, mail)
+    except MAIL_TRANSIENT_ERRORS as exc:
+        raise RetryLater(backoff(current_attempt().retries, cap=900), "SMTP unavailable") from exc
+    except SMTPResponseException as exc:
+        if 400 <= exc.code < 500:  # greylisting, a full queue
+            raise RetryLater(
+                backoff(current_attempt().retries, cap=900), f"SMTP {exc.code}"
+            ) from exc
+        raise

@@ -7,10 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from goaltrack import mail
 from goaltrack.account import export as exporter
 from goaltrack.account import service
 from goaltrack.account.models import DataExport
 from goaltrack.account.queries import get_locale
+from goaltrack.auth.models import User
 from goaltrack.clock import utcnow
 from goaltrack.files import service as files
 from goaltrack.i18n import t
@@ -18,6 +20,7 @@ from goaltrack.notifications.kinds import ExportReadyData
 from goaltrack.notifications.service import notify
 from goaltrack.storage import StorageUnavailable
 from goaltrack.worker.defer import defer
+from goaltrack.worker.outbox import defer_durably
 from goaltrack.worker.registry import TICK, RetryLater, backoff, task
 from goaltrack.worker.runtime import current_attempt, task_session, task_settings, task_storage
 
@@ -29,6 +32,7 @@ EXPORT_RETRIES = 5
 EXPORT_RESEND_AFTER = timedelta(minutes=15)
 EXPORT_GIVE_UP = timedelta(hours=2)
 PURGE_BATCH = 100
+SEND_EXPORT_READY = "account.send_export_ready"
 
 
 @task(service.BUILD_EXPORT, max_retries=EXPORT_RETRIES, soft_time_limit=600, time_limit=660)
@@ -88,6 +92,46 @@ async def _build_export(export_id: str) -> None:
             body=t(locale, "export.body", days=EXPORT_TTL.days),
             now=now,
         )
+        defer_durably(session, SEND_EXPORT_READY, export_id, now=now, user_id=user_id)
+
+
+@task(SEND_EXPORT_READY, max_retries=mail.MAIL_RETRIES, durable=True)
+async def send_export_ready(export_id: str) -> None:
+    """The export's link by e-mail too (the push may not reach a phone), with a fresh link that
+    expires with the export."""
+    async with task_session() as session:
+        row = (
+            await session.execute(
+                select(DataExport, User.email)
+                .join(User, User.id == DataExport.user_id)
+                .where(DataExport.id == uuid.UUID(export_id))
+            )
+        ).one_or_none()
+        if row is None:
+            return  # the export (or the account) is gone
+        export, email = row
+        if export.status != "ready" or export.object_key is None or export.expires_at is None:
+            return
+        locale = await get_locale(session, export.user_id)
+        key, expires_at = export.object_key, export.expires_at
+    lifetime = int((expires_at - utcnow()).total_seconds())
+    if lifetime <= 60:
+        return  # expired meanwhile: a link that dies on arrival helps nobody
+    url = await (await task_storage()).presigned_get(
+        key,
+        expires_in=lifetime,
+        download_name=f"goaltrack-export-{expires_at.date().isoformat()}.zip",
+        as_attachment=True,
+    )
+    await mail.send_or_retry(
+        task_settings(),
+        mail.Mail(
+            to=email,
+            subject=t(locale, "export.title"),
+            text=t(locale, "export.mail", days=max(1, lifetime // 86400)),
+            link=url,
+        ),
+    )
 
 
 async def _mark_failed(export_id: str, reason: str) -> None:

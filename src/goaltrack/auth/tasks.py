@@ -8,9 +8,6 @@ import hashlib
 import hmac
 import uuid
 
-from aiosmtplib import SMTPResponseException
-from fastapi_mail.errors import ConnectionErrors
-
 from goaltrack import mail
 from goaltrack.account.queries import get_locale
 from goaltrack.auth import service
@@ -19,13 +16,8 @@ from goaltrack.auth.security import new_opaque_token
 from goaltrack.clock import utcnow
 from goaltrack.config import Settings
 from goaltrack.i18n import t
-from goaltrack.worker.registry import RetryLater, backoff, task
+from goaltrack.worker.registry import task
 from goaltrack.worker.runtime import current_attempt, task_session, task_settings
-
-# 5 s doubling to 15 min, then every 15 min: about 6 hours in all.
-MAIL_RETRIES = 30
-# SMTP outages are retried with backoff; anything else is a bug and fails loudly.
-MAIL_TRANSIENT_ERRORS = (OSError, ConnectionErrors)
 
 
 def reset_token_for(settings: Settings, request_id: uuid.UUID | None) -> str:
@@ -39,20 +31,7 @@ def reset_token_for(settings: Settings, request_id: uuid.UUID | None) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-async def _send(message: mail.Mail) -> None:
-    try:
-        await mail.send_mail(task_settings(), message)
-    except MAIL_TRANSIENT_ERRORS as exc:
-        raise RetryLater(backoff(current_attempt().retries, cap=900), "SMTP unavailable") from exc
-    except SMTPResponseException as exc:
-        if 400 <= exc.code < 500:  # "try again later" (greylisting, a full queue)
-            raise RetryLater(
-                backoff(current_attempt().retries, cap=900), f"SMTP {exc.code}"
-            ) from exc
-        raise
-
-
-@task(service.SEND_PASSWORD_RESET, max_retries=MAIL_RETRIES, durable=True)
+@task(service.SEND_PASSWORD_RESET, max_retries=mail.MAIL_RETRIES, durable=True)
 async def send_password_reset(email: str) -> None:
     settings = task_settings()
     async with task_session() as session:
@@ -62,23 +41,25 @@ async def send_password_reset(email: str) -> None:
         token = reset_token_for(settings, current_attempt().outbox_id)
         await service.create_password_reset_token(session, settings, user, utcnow(), token=token)
         locale = await get_locale(session, user.id)
-    await _send(
+    await mail.send_or_retry(
+        task_settings(),
         mail.Mail(
             to=email,
             subject=t(locale, "reset.subject"),
             text=t(locale, "reset.text", minutes=settings.password_reset_ttl_minutes),
             link=settings.password_reset_url.format(token=token),
-        )
+        ),
     )
 
 
-@task(service.SEND_PASSWORD_CHANGED, max_retries=MAIL_RETRIES, durable=True)
+@task(service.SEND_PASSWORD_CHANGED, max_retries=mail.MAIL_RETRIES, durable=True)
 async def send_password_changed(user_id: str) -> None:
     async with task_session() as session:
         user = await session.get(User, uuid.UUID(user_id))
         if user is None:
             return
         email, locale = user.email, await get_locale(session, user.id)
-    await _send(
-        mail.Mail(to=email, subject=t(locale, "changed.subject"), text=t(locale, "changed.text"))
+    await mail.send_or_retry(
+        task_settings(),
+        mail.Mail(to=email, subject=t(locale, "changed.subject"), text=t(locale, "changed.text")),
     )
