@@ -45,3 +45,28 @@ async def create_goal(client: Any, account: Account, **body: Any) -> dict[str, A
     assert response.status_code == 201, response.text
     goal: dict[str, Any] = response.json()
     return goal
+
+
+def make_image(image_format: str = "PNG", size: tuple[int, int] = (2, 2)) -> bytes:
+    """A real image encoded by Pillow: uploads are decoded, not only sniffed."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 40)).save(buffer, image_format)
+    return buffer.getvalue()
+
+
+def make_pdf(pages: int = 1) -> bytes:
+    """A real PDF of blank pages, written by pypdf."""
+    import io
+
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(width=72, height=72)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()

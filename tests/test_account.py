@@ -19,9 +19,9 @@ from goaltrack.clock import get_now
 from goaltrack.db import Base
 from goaltrack.goals.models import GoalAttachment, GoalReminder
 from goaltrack.notifications.models import Notification
-from helpers import Account, assert_problem, create_goal, wait_until
+from helpers import Account, assert_problem, create_goal, make_image, wait_until
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x01" * 64
+PNG = make_image("PNG")
 DEFAULTS = {
     "push_enabled": True,
     "notification_frequency": "off",

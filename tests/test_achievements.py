@@ -30,12 +30,12 @@ from goaltrack.dev.localstack import free_port
 from goaltrack.goals.events import AiPlanApplied
 from goaltrack.main import create_app
 from goaltrack.notifications.models import Notification
-from helpers import Account, create_goal, wait_until
+from helpers import Account, create_goal, make_image, wait_until
 
 STATS_KEY = "achievements:stats"
 LOCK_KEY = "achievements:stats:lock"
 DAY = 24 * 3600
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+PNG = make_image("PNG")
 
 
 def _load_migration() -> ModuleType:

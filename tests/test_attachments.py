@@ -17,11 +17,11 @@ from goaltrack.files import service as files
 from goaltrack.files.models import FileDeletion
 from goaltrack.goals.models import GoalAttachment
 from goaltrack.storage import Storage
-from helpers import Account, assert_problem, create_goal, wait_until
+from helpers import Account, assert_problem, create_goal, make_image, make_pdf, wait_until
 
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 40
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
-PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+JPEG = make_image("JPEG")
+PNG = make_image("PNG")
+PDF = make_pdf()
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 100
 
 
@@ -298,3 +298,20 @@ async def test_a_live_objects_intents_all_go_when_its_row_commits(app: Any) -> N
         await files.forget_upload_intents(session, key)
     [left] = await rows(app, FileDeletion)
     assert left.is_prefix
+
+
+async def test_polyglot_is_stored_and_served_as_its_detected_type(
+    client: Any, user: Account
+) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    goal_id = (await create_goal(client, user, title="Proof"))["id"]
+    response = await upload(client, user, goal_id, "poly.html", PNG, "text/html")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["file_name"], body["file_type"]) == ("poly.png", "image/png")
+    assert parse_qs(urlsplit(body["url"]).query)["response-content-type"] == ["image/png"]
+    async with httpx.AsyncClient() as http:
+        fetched = await http.get(body["url"])
+    assert fetched.headers["content-type"] == "image/png"
+    assert fetched.headers["content-disposition"] == "inline; filename*=UTF-8''poly.png"

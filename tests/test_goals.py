@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from goaltrack.auth.models import User
 from goaltrack.clock import get_now
 from goaltrack.goals.models import Goal, GoalStage
-from helpers import Account, assert_problem, create_goal
+from helpers import Account, assert_problem, create_goal, make_pdf
 
 SUMMARY_FIELDS = {
     "id",
@@ -426,7 +426,7 @@ async def test_every_goal_route_hides_other_users_goals(
         assert_problem(response, 404, "not_found")
     upload = await client.post(
         f"/goals/{gid}/attachments",
-        files={"file": ("a.pdf", b"%PDF-1.4 x", "application/pdf")},
+        files={"file": ("a.pdf", make_pdf(), "application/pdf")},
         headers=other_user.headers,
     )
     assert_problem(upload, 404, "not_found")

@@ -78,6 +78,11 @@ def _http_status(exc: ClientError) -> int:
     return int(status or 0)
 
 
+# Types a presigned download may show in the browser (`inline`): raster images only. Anything else
+# (PDF, HTML, SVG, which can carry script) is served as an `attachment`.
+INLINE_CONTENT_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/heic"})
+
+
 def content_disposition(download_name: str | None, *, as_attachment: bool) -> str | None:
     """`attachment; filename*=UTF-8''...` (RFC 6266 / RFC 5987), `inline; ...` for a named view."""
     disposition = "attachment" if as_attachment else "inline"
@@ -277,11 +282,24 @@ class Storage:
         expires_in: int,
         download_name: str | None = None,
         as_attachment: bool = False,
+        content_type: str | None = None,
     ) -> str:
-        """A GET URL valid for `expires_in` seconds, signed for the public endpoint when set."""
+        """A GET URL valid for `expires_in` seconds, signed for the public endpoint when set.
+
+        With `content_type` (the type detected at upload) the response's Content-Type is forced
+        to it, whatever the object's metadata says, and anything that is not in
+        INLINE_CONTENT_TYPES is served as an attachment even when `as_attachment` is false.
+        S3 cannot add `X-Content-Type-Options: nosniff` to a presigned response (the only
+        overridable headers are Content-Type, Content-Disposition, Content-Language,
+        Content-Encoding, Cache-Control and Expires): the forced type plus the disposition are
+        what keep a polyglot from being rendered as something else.
+        """
         if self._signer is None:
             raise RuntimeError("Storage.start() has not been awaited")
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_type is not None:
+            params["ResponseContentType"] = content_type
+            as_attachment = as_attachment or content_type not in INLINE_CONTENT_TYPES
         disposition = content_disposition(download_name, as_attachment=as_attachment)
         if disposition is not None:
             params["ResponseContentDisposition"] = disposition

@@ -60,7 +60,7 @@ async def update_settings(
         schedule_digest(row, now)
         await session.flush()
         # Same wall-clock times, new zone: every reminder's next instant moves.
-        await reminders.reschedule_user(session, user_id, now)
+        await reminders.reschedule_user(session, user_id=user_id, now=now)
     await session.flush()
     return row
 

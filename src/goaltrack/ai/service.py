@@ -104,7 +104,11 @@ async def apply_plan(
         return False
     run, goal = locked
     await goals.replace_open_stages(
-        session, settings, goal, [(stage.title, stage.description) for stage in stages], now
+        session,
+        settings,
+        goal=goal,
+        drafts=[(stage.title, stage.description) for stage in stages],
+        now=now,
     )
     run.status, run.finished_at = "done", now
     goal.ai_status = "done"

@@ -207,6 +207,6 @@ async def attachment_out(storage: Storage, item: dict[str, Any], *, url_ttl: int
         item["object_key"],
         expires_in=url_ttl,
         download_name=item["file_name"],
-        as_attachment=item["file_type"] == "application/pdf",
+        content_type=item["file_type"],  # forced; anything not an image downloads as a file
     )
     return Attachment.model_validate({**item, "url": url})

@@ -61,7 +61,7 @@ def schedule(
     reminder.next_fire_date = occurrence.day if occurrence else None
 
 
-async def list_reminders(session: AsyncSession, goal: Goal) -> list[GoalReminder]:
+async def list_reminders(session: AsyncSession, *, goal: Goal) -> list[GoalReminder]:
     return list(
         await session.scalars(
             select(GoalReminder)
@@ -71,7 +71,9 @@ async def list_reminders(session: AsyncSession, goal: Goal) -> list[GoalReminder
     )
 
 
-async def get_reminder(session: AsyncSession, goal: Goal, reminder_id: uuid.UUID) -> GoalReminder:
+async def get_reminder(
+    session: AsyncSession, *, goal: Goal, reminder_id: uuid.UUID
+) -> GoalReminder:
     reminder = await session.scalar(
         select(GoalReminder).where(GoalReminder.id == reminder_id, GoalReminder.goal_id == goal.id)
     )
@@ -81,7 +83,7 @@ async def get_reminder(session: AsyncSession, goal: Goal, reminder_id: uuid.UUID
 
 
 async def add_reminder(
-    session: AsyncSession, settings: Settings, goal: Goal, body: ReminderIn, now: datetime
+    session: AsyncSession, settings: Settings, *, goal: Goal, body: ReminderIn, now: datetime
 ) -> GoalReminder:
     count = await session.scalar(
         select(func.count()).select_from(GoalReminder).where(GoalReminder.goal_id == goal.id)
@@ -104,9 +106,14 @@ async def add_reminder(
 
 
 async def update_reminder(
-    session: AsyncSession, goal: Goal, reminder_id: uuid.UUID, body: ReminderUpdate, now: datetime
+    session: AsyncSession,
+    *,
+    goal: Goal,
+    reminder_id: uuid.UUID,
+    body: ReminderUpdate,
+    now: datetime,
 ) -> GoalReminder:
-    reminder = await get_reminder(session, goal, reminder_id)
+    reminder = await get_reminder(session, goal=goal, reminder_id=reminder_id)
     if body.remind_time is not None:
         reminder.remind_time = body.remind_time
     zone = await get_zone(session, goal.user_id)
@@ -119,19 +126,19 @@ async def update_reminder(
     return reminder
 
 
-async def delete_reminder(session: AsyncSession, goal: Goal, reminder_id: uuid.UUID) -> None:
-    await session.delete(await get_reminder(session, goal, reminder_id))
+async def delete_reminder(session: AsyncSession, *, goal: Goal, reminder_id: uuid.UUID) -> None:
+    await session.delete(await get_reminder(session, goal=goal, reminder_id=reminder_id))
     await session.flush()
 
 
-async def reschedule_goal(session: AsyncSession, goal: Goal, now: datetime) -> None:
+async def reschedule_goal(session: AsyncSession, *, goal: Goal, now: datetime) -> None:
     zone = await get_zone(session, goal.user_id)
-    for reminder in await list_reminders(session, goal):
+    for reminder in await list_reminders(session, goal=goal):
         schedule(goal, reminder, zone, now, not_on_or_before=reminder.last_sent_date)
     await session.flush()
 
 
-async def reschedule_user(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> None:
+async def reschedule_user(session: AsyncSession, *, user_id: uuid.UUID, now: datetime) -> None:
     """After a time-zone change: every reminder of the user, at the same wall-clock time there."""
     zone = await get_zone(session, user_id)
     rows = await session.execute(

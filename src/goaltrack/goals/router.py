@@ -95,7 +95,7 @@ async def create_goal(
     view: GoalViewDep,
     now: Now,
 ) -> GoalOut:
-    goal = await service.create_goal(session, settings, user.id, body, now)
+    goal = await service.create_goal(session, settings, user_id=user.id, body=body, now=now)
     return await view(goal.id)
 
 
@@ -116,7 +116,7 @@ async def get_goal(
 async def update_goal(
     body: GoalUpdate, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
-    await service.update_goal(session, goal, body, now)
+    await service.update_goal(session, goal=goal, body=body, now=now)
     return await view(goal.id)
 
 
@@ -124,7 +124,7 @@ async def update_goal(
 async def archive_goal(
     goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
-    await service.set_archived(session, goal, True, now)
+    await service.set_archived(session, goal=goal, archived=True, now=now)
     return await view(goal.id)
 
 
@@ -132,13 +132,13 @@ async def archive_goal(
 async def unarchive_goal(
     goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
-    await service.set_archived(session, goal, False, now)
+    await service.set_archived(session, goal=goal, archived=False, now=now)
     return await view(goal.id)
 
 
 @router.delete("/{goal_id:goal}", status_code=NO_CONTENT, responses=NOT_FOUND)
 async def delete_goal(goal: OwnedGoal, session: SessionDep) -> Response:
-    await service.delete_goal(session, goal)
+    await service.delete_goal(session, goal=goal)
     return Response(status_code=NO_CONTENT)
 
 
@@ -153,7 +153,7 @@ async def delete_goal(goal: OwnedGoal, session: SessionDep) -> Response:
 async def add_stage(
     body: StageCreate, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
 ) -> Stage:
-    stage = await service.add_stage(session, settings, goal, body, now)
+    stage = await service.add_stage(session, settings, goal=goal, body=body, now=now)
     return Stage.model_validate(stage)
 
 
@@ -161,7 +161,7 @@ async def add_stage(
 async def reorder_stages(
     body: StageOrder, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
-    await service.reorder_stages(session, goal, body, now)
+    await service.reorder_stages(session, goal=goal, body=body, now=now)
     return await view(goal.id)
 
 
@@ -169,7 +169,7 @@ async def reorder_stages(
 async def update_stage(
     stage_id: uuid.UUID, body: StageUpdate, goal: OwnedGoal, session: SessionDep, now: Now
 ) -> Stage:
-    stage = await service.update_stage(session, goal, stage_id, body, now)
+    stage = await service.update_stage(session, goal=goal, stage_id=stage_id, body=body, now=now)
     return Stage.model_validate(stage)
 
 
@@ -179,7 +179,7 @@ async def update_stage(
 async def delete_stage(
     stage_id: uuid.UUID, goal: OwnedGoal, session: SessionDep, now: Now
 ) -> Response:
-    await service.delete_stage(session, goal, stage_id, now)
+    await service.delete_stage(session, goal=goal, stage_id=stage_id, now=now)
     return Response(status_code=NO_CONTENT)
 
 
@@ -187,7 +187,9 @@ async def delete_stage(
 async def complete_stage(
     stage_id: uuid.UUID, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
-    await service.set_stage_completed(session, goal, stage_id, True, now)
+    await service.set_stage_completed(
+        session, goal=goal, stage_id=stage_id, completed=True, now=now
+    )
     return await view(goal.id)
 
 
@@ -195,7 +197,9 @@ async def complete_stage(
 async def uncomplete_stage(
     stage_id: uuid.UUID, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
 ) -> GoalOut:
-    await service.set_stage_completed(session, goal, stage_id, False, now)
+    await service.set_stage_completed(
+        session, goal=goal, stage_id=stage_id, completed=False, now=now
+    )
     return await view(goal.id)
 
 
@@ -281,7 +285,7 @@ async def delete_attachment(
 async def add_reminder(
     body: ReminderIn, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
 ) -> Reminder:
-    reminder = await reminders.add_reminder(session, settings, goal, body, now)
+    reminder = await reminders.add_reminder(session, settings, goal=goal, body=body, now=now)
     return Reminder.model_validate(reminder)
 
 
@@ -289,7 +293,7 @@ async def add_reminder(
 async def list_reminders(goal: ReadableGoal, session: SessionDep) -> ListPage[Reminder]:
     """All of the goal's reminders by time of day, in one page (`next_cursor` is always null):
     a goal holds a bounded number of them (`reminder_limit` beyond)."""
-    items = [Reminder.model_validate(r) for r in await reminders.list_reminders(session, goal)]
+    items = [Reminder.model_validate(r) for r in await reminders.list_reminders(session, goal=goal)]
     return ListPage(items=items, next_cursor=None)
 
 
@@ -297,7 +301,9 @@ async def list_reminders(goal: ReadableGoal, session: SessionDep) -> ListPage[Re
 async def update_reminder(
     reminder_id: uuid.UUID, body: ReminderUpdate, goal: OwnedGoal, session: SessionDep, now: Now
 ) -> Reminder:
-    reminder = await reminders.update_reminder(session, goal, reminder_id, body, now)
+    reminder = await reminders.update_reminder(
+        session, goal=goal, reminder_id=reminder_id, body=body, now=now
+    )
     return Reminder.model_validate(reminder)
 
 
@@ -305,5 +311,5 @@ async def update_reminder(
     "/{goal_id:goal}/reminders/{reminder_id}", status_code=NO_CONTENT, responses=NOT_FOUND
 )
 async def delete_reminder(reminder_id: uuid.UUID, goal: OwnedGoal, session: SessionDep) -> Response:
-    await reminders.delete_reminder(session, goal, reminder_id)
+    await reminders.delete_reminder(session, goal=goal, reminder_id=reminder_id)
     return Response(status_code=NO_CONTENT)

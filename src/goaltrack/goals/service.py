@@ -31,7 +31,12 @@ async def get_goal(
 
 
 async def create_goal(
-    session: AsyncSession, settings: Settings, user_id: uuid.UUID, body: GoalCreate, now: datetime
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    user_id: uuid.UUID,
+    body: GoalCreate,
+    now: datetime,
 ) -> Goal:
     goal = Goal(
         id=uuid.uuid4(),
@@ -45,30 +50,32 @@ async def create_goal(
     session.add(goal)
     await session.flush()
     if body.reminder is not None:
-        await reminders.add_reminder(session, settings, goal, body.reminder, now)
+        await reminders.add_reminder(session, settings, goal=goal, body=body.reminder, now=now)
     await events.emit(session, GoalCreated(user_id=user_id, goal_id=goal.id, now=now))
     return goal
 
 
-async def update_goal(session: AsyncSession, goal: Goal, body: GoalUpdate, now: datetime) -> None:
+async def update_goal(
+    session: AsyncSession, *, goal: Goal, body: GoalUpdate, now: datetime
+) -> None:
     changes = body.model_dump(exclude_unset=True)
     for field, value in changes.items():
         setattr(goal, field, value)
     goal.updated_at = now
     await session.flush()
     if "deadline" in changes:
-        await reminders.reschedule_goal(session, goal, now)
+        await reminders.reschedule_goal(session, goal=goal, now=now)
 
 
-async def set_archived(session: AsyncSession, goal: Goal, archived: bool, now: datetime) -> None:
+async def set_archived(session: AsyncSession, *, goal: Goal, archived: bool, now: datetime) -> None:
     if goal.is_archived != archived:
         goal.is_archived = archived
         goal.updated_at = now
         await session.flush()
-        await reminders.reschedule_goal(session, goal, now)
+        await reminders.reschedule_goal(session, goal=goal, now=now)
 
 
-async def delete_goal(session: AsyncSession, goal: Goal) -> None:
+async def delete_goal(session: AsyncSession, *, goal: Goal) -> None:
     """Stages, attachments and reminders go by cascade; the attachments' trigger queues their files."""
     await session.delete(goal)
     await session.flush()
@@ -85,7 +92,7 @@ async def _stage(session: AsyncSession, goal: Goal, stage_id: uuid.UUID) -> Goal
 
 
 async def add_stage(
-    session: AsyncSession, settings: Settings, goal: Goal, body: StageCreate, now: datetime
+    session: AsyncSession, settings: Settings, *, goal: Goal, body: StageCreate, now: datetime
 ) -> GoalStage:
     if goal.stage_count >= settings.max_stages_per_goal:
         raise StageLimit
@@ -99,12 +106,12 @@ async def add_stage(
     )
     session.add(stage)
     await session.flush()
-    await recompute_progress(session, goal, now)
+    await recompute_progress(session, goal=goal, now=now)
     return stage
 
 
 async def update_stage(
-    session: AsyncSession, goal: Goal, stage_id: uuid.UUID, body: StageUpdate, now: datetime
+    session: AsyncSession, *, goal: Goal, stage_id: uuid.UUID, body: StageUpdate, now: datetime
 ) -> GoalStage:
     stage = await _stage(session, goal, stage_id)
     for field, value in body.model_dump(exclude_unset=True).items():
@@ -115,7 +122,7 @@ async def update_stage(
 
 
 async def delete_stage(
-    session: AsyncSession, goal: Goal, stage_id: uuid.UUID, now: datetime
+    session: AsyncSession, *, goal: Goal, stage_id: uuid.UUID, now: datetime
 ) -> None:
     stage = await _stage(session, goal, stage_id)
     await session.execute(delete(GoalStage).where(GoalStage.id == stage.id))
@@ -124,12 +131,13 @@ async def delete_stage(
         .where(GoalStage.goal_id == goal.id, GoalStage.position > stage.position)
         .values(position=GoalStage.position - 1)
     )
-    await recompute_progress(session, goal, now)
+    await recompute_progress(session, goal=goal, now=now)
 
 
 async def replace_open_stages(
     session: AsyncSession,
     settings: Settings,
+    *,
     goal: Goal,
     drafts: Sequence[tuple[str, str | None]],
     now: datetime,
@@ -161,11 +169,11 @@ async def replace_open_stages(
             )
         )
     await session.flush()
-    await recompute_progress(session, goal, now)
+    await recompute_progress(session, goal=goal, now=now)
 
 
 async def reorder_stages(
-    session: AsyncSession, goal: Goal, body: StageOrder, now: datetime
+    session: AsyncSession, *, goal: Goal, body: StageOrder, now: datetime
 ) -> None:
     current = set(await session.scalars(select(GoalStage.id).where(GoalStage.goal_id == goal.id)))
     if len(body.stage_ids) != len(set(body.stage_ids)) or set(body.stage_ids) != current:
@@ -182,7 +190,7 @@ async def reorder_stages(
 
 
 async def set_stage_completed(
-    session: AsyncSession, goal: Goal, stage_id: uuid.UUID, completed: bool, now: datetime
+    session: AsyncSession, *, goal: Goal, stage_id: uuid.UUID, completed: bool, now: datetime
 ) -> None:
     stage = await _stage(session, goal, stage_id)
     if stage.is_completed != completed:
@@ -203,10 +211,10 @@ async def set_stage_completed(
                     first_time=first_time,
                 ),
             )
-        await recompute_progress(session, goal, now)
+        await recompute_progress(session, goal=goal, now=now)
 
 
-async def recompute_progress(session: AsyncSession, goal: Goal, now: datetime) -> None:
+async def recompute_progress(session: AsyncSession, *, goal: Goal, now: datetime) -> None:
     """progress = ⌊100 × completed / all⌋; reaching 100 completes the goal, dropping below reopens it."""
     total, completed = (
         await session.execute(
@@ -223,7 +231,7 @@ async def recompute_progress(session: AsyncSession, goal: Goal, now: datetime) -
     goal.updated_at = now
     await session.flush()
     if was_completed != (goal.completed_at is not None):
-        await reminders.reschedule_goal(session, goal, now)
+        await reminders.reschedule_goal(session, goal=goal, now=now)
     if goal.completed_at is not None and not was_completed:
         first_time = goal.first_completed_at is None
         if first_time:
