@@ -14,6 +14,8 @@ FROM python:3.11-slim-bookworm AS runtime
 RUN groupadd --system goaltrack && useradd --system --gid goaltrack --home /app goaltrack
 WORKDIR /app
 COPY --from=build --chown=goaltrack:goaltrack /app /app
+# WORKDIR made /app root's: beat keeps its schedule file in a directory of its own user.
+RUN install -d -o goaltrack -g goaltrack /app/.goaltrack
 ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1 APP_ENV=production
 USER goaltrack
 EXPOSE 8000
