@@ -1,5 +1,5 @@
-"""Secrets never reach logs: a log filter that blanks tokens in URLs (the reset link's
-`?token=...`) in any record it sees, installed on uvicorn's access and error loggers."""
+"""Secrets never reach logs: a filter that blanks tokens in URLs (the reset link's `?token=...`)
+on uvicorn's loggers, and one that drops the DEBUG records of loggers that dump data."""
 
 from __future__ import annotations
 
@@ -22,8 +22,27 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class NoDebugRecords(logging.Filter):
+    """For loggers whose DEBUG records carry data: SQLAlchemy logs every result row (e-mail
+    addresses, password hashes, device tokens) and Celery's pool every task's arguments.
+    Whatever level someone turns on, those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_FILTERS: dict[str, type[logging.Filter]] = {
+    "uvicorn.access": RedactTokens,
+    "uvicorn.error": RedactTokens,
+    "sqlalchemy.engine": NoDebugRecords,
+    "sqlalchemy.engine.Engine": NoDebugRecords,
+    "celery.pool": NoDebugRecords,
+}
+
+
 def install() -> None:
-    for name in ("uvicorn.access", "uvicorn.error"):
+    """Called by the API's and the worker's factories."""
+    for name, kind in _FILTERS.items():
         logger = logging.getLogger(name)
-        if not any(isinstance(existing, RedactTokens) for existing in logger.filters):
-            logger.addFilter(RedactTokens())
+        if not any(isinstance(existing, kind) for existing in logger.filters):
+            logger.addFilter(kind())

@@ -40,7 +40,8 @@ class UserAchievement(Base):
     earned_at: Mapped[datetime]
 
     __table_args__ = (
-        # The statistics: holders per achievement (an index-only scan per group).
+        # Holders of one achievement (the daily statistics join every row with users instead:
+        # a parallel hash join, 2-4 s at 10 M rows, once a day).
         Index("ix_user_achievements_achievement_id_user_id", "achievement_id", "user_id"),
     )
 

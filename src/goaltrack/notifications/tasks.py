@@ -94,7 +94,10 @@ async def _claim_devices(
         return None
     devices = list(
         await session.scalars(
-            select(Device).where(
+            select(Device)
+            # A logout deleting a device waits for this claim (no foreign-key error mid-claim).
+            .with_for_update(key_share=True)
+            .where(
                 Device.user_id == notification.user_id,
                 ~select(PushDelivery)
                 .where(
