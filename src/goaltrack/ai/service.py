@@ -103,7 +103,7 @@ async def apply_plan(
     if locked is None:
         return False
     run, goal = locked
-    await goals.replace_open_stages(
+    added = await goals.replace_open_stages(
         session,
         settings,
         goal=goal,
@@ -118,7 +118,7 @@ async def apply_plan(
         user_id=goal.user_id,
         data=AiStagesReadyData(goal_id=goal.id),
         title=t(locale, "ai_ready.title"),
-        body=t(locale, "ai_ready.body", goal=goal.title, count=len(stages)),
+        body=t(locale, "ai_ready.body", goal=goal.title, count=added),
         now=now,
     )
     await events.emit(session, AiPlanApplied(user_id=goal.user_id, goal_id=goal.id, now=now))

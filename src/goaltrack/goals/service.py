@@ -141,9 +141,10 @@ async def replace_open_stages(
     goal: Goal,
     drafts: Sequence[tuple[str, str | None]],
     now: datetime,
-) -> None:
+) -> int:
     """A new plan: completed stages stay first (in their order), every open stage is replaced by
-    `drafts` (title, description), positions gapless. The caller holds the goal's lock."""
+    `drafts` (title, description) as far as the stage limit allows, positions gapless. Returns
+    how many stages were added. The caller holds the goal's lock."""
     completed = list(
         await session.scalars(
             select(GoalStage)
@@ -157,7 +158,8 @@ async def replace_open_stages(
     for position, stage in enumerate(completed):
         stage.position = position
     room = max(0, settings.max_stages_per_goal - len(completed))
-    for offset, (title, description) in enumerate(drafts[:room]):
+    added = drafts[:room]
+    for offset, (title, description) in enumerate(added):
         session.add(
             GoalStage(
                 id=uuid.uuid4(),
@@ -170,6 +172,7 @@ async def replace_open_stages(
         )
     await session.flush()
     await recompute_progress(session, goal=goal, now=now)
+    return len(added)
 
 
 async def reorder_stages(
