@@ -43,6 +43,16 @@ if ! command -v chromedriver >/dev/null 2>&1; then
   fi
 fi
 
+if ! command -v promtool >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing prometheus (apt): promtool checks deploy/prometheus, a real Prometheus scrapes the test app" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "bootstrap: promtool is missing (apt-get install prometheus); the Prometheus tests are skipped without it" >&2
+  fi
+fi
+
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing PostgreSQL server binaries (apt)" >&2

@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery
 
-from goaltrack import subscriptions
+from goaltrack import observability, redaction, subscriptions
 from goaltrack.clock import utcnow
 from goaltrack.config import Settings
 from goaltrack.worker import outbox, runtime
@@ -38,6 +38,9 @@ def create_celery(settings: Settings) -> Celery:
     for module in TASK_MODULES:
         importlib.import_module(module)
     subscriptions.install()  # a goal completed by a task raises the same events as in a request
+    redaction.install()
+    # Request ids into the tasks a request queues; task metrics, WORKER_METRICS_PORT, Sentry.
+    observability.install_celery_signals(settings)
     app = Celery("goaltrack", set_as_current=False)
     app.conf.update(
         broker_url=settings.redis_url,

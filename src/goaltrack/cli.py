@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.config
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,10 +20,18 @@ app = typer.Typer(help="Goaltrack backend.", no_args_is_help=True, add_completio
 DEV_DIR = Path(".goaltrack")
 
 
+def _logging_config() -> dict[str, Any]:
+    """LOG_FORMAT (text in development, json in production), with the request id and the task
+    on every record (goaltrack.observability)."""
+    from goaltrack.config import Settings
+    from goaltrack.observability import logging_config, resolve_log_format
+
+    # Not get_settings(): `dev` changes the environment after this, and that one is cached.
+    return logging_config(resolve_log_format(Settings()))
+
+
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.config.dictConfig(_logging_config())
 
 
 @app.command()
@@ -53,6 +62,7 @@ def serve(
         http="httptools",
         proxy_headers=False,
         access_log=False,
+        log_config=_logging_config(),  # applied by uvicorn in each worker process
         server_header=False,  # no "server: uvicorn"
     )
 
@@ -61,6 +71,7 @@ def _celery(*args: str) -> None:
     from goaltrack.celery_app import create_celery
     from goaltrack.config import get_settings
 
+    _configure_logging()  # Celery leaves a configured root logger alone
     create_celery(get_settings()).start(argv=list(args))
 
 

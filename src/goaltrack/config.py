@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -130,6 +130,17 @@ class Settings(BaseSettings):
     max_stages_per_goal: int = Field(default=100, ge=1)
     max_attachments_per_goal: int = Field(default=20, ge=1)
     max_reminders_per_goal: int = Field(default=5, ge=1)
+
+    # Observability (goaltrack.observability). /metrics on the API only with a token (Bearer).
+    metrics_token: SecretStr | None = None
+    # An unauthenticated metrics listener in each API process / in the worker; unset = none.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Where those listeners bind: 0.0.0.0 inside a container on a private network.
+    metrics_bind_address: str = "127.0.0.1"
+    # text or json; unset = json in production, text elsewhere.
+    log_format: Literal["text", "json"] | None = None
+    sentry_dsn: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from goaltrack.observability import current_request_id
 from goaltrack.reads import DRIVER_CONNECTION_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ def problem(
         "code": code,
         **extra,
     }
+    if (request_id := current_request_id()) is not None:
+        body["request_id"] = request_id  # the response's X-Request-ID, for support and the logs
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 

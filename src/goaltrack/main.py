@@ -26,6 +26,7 @@ from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
 from goaltrack.middleware import BodySizeLimit
 from goaltrack.notifications.router import router as notifications_router
+from goaltrack.observability import install_observability
 from goaltrack.openapi import install_contract, operation_id
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.schemas import Problem, ValidationProblem
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", "X-Request-ID"],
             allow_credentials=False,
             max_age=600,
         )
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_router)
     _document_problem_schema(app)
     install_contract(app)  # after the problem schemas: it completes their 401s and 422s
+    install_observability(app, settings)  # last: outermost (request id, metrics), /metrics
     return app
 
 

@@ -4,7 +4,7 @@
 What the schemas themselves cannot say is added here, after FastAPI has built the document:
 one component per enum, the request rules enforced by validators (password bytes, distinct
 times, non-null partial updates) and the response headers a client needs (`Retry-After`,
-`WWW-Authenticate`). `X-Request-ID` is not declared: the application does not send one.
+`WWW-Authenticate`). Every response also carries `X-Request-ID` (goaltrack.observability).
 
 Wiring (main.py): `FastAPI(..., generate_unique_id_function=operation_id)`, then
 `install_contract(app)` once every router is included and after `_document_problem_schema(app)`

@@ -22,6 +22,7 @@ from goaltrack.goals.models import Goal
 from goaltrack.i18n import t
 from goaltrack.notifications.kinds import AiFailedData, AiStagesReadyData
 from goaltrack.notifications.service import notify
+from goaltrack.observability import AI_RUNS
 from goaltrack.worker.defer import defer
 
 GENERATE_STAGES = "ai.generate_stages"
@@ -111,6 +112,7 @@ async def apply_plan(
         now=now,
     )
     run.status, run.finished_at = "done", now
+    AI_RUNS.labels("done").inc()
     goal.ai_status = "done"
     locale = await get_locale(session, goal.user_id)
     await notify(
@@ -132,6 +134,7 @@ async def fail_run(session: AsyncSession, *, run_id: uuid.UUID, reason: str, now
         return False
     run, goal = locked
     run.status, run.error, run.finished_at = "failed", reason, now
+    AI_RUNS.labels("failed").inc()
     goal.ai_status = "failed"
     goal.ai_error = reason
     locale = await get_locale(session, goal.user_id)

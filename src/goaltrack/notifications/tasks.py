@@ -20,6 +20,7 @@ from goaltrack.devices.models import Device
 from goaltrack.notifications import scheduler, service
 from goaltrack.notifications.kinds import ReminderData
 from goaltrack.notifications.models import Notification, PushDelivery
+from goaltrack.observability import PUSH_RESULTS
 from goaltrack.push import FcmSender, PushMessage, PushOutcome, PushResult
 from goaltrack.worker.registry import TICK, RetryLater, task
 from goaltrack.worker.runtime import current_attempt, task_session, task_settings
@@ -136,6 +137,7 @@ async def _record_results(
     results: list[tuple[Device, PushResult]],
 ) -> None:
     for device, result in results:
+        PUSH_RESULTS.labels(result.outcome.value).inc()
         delivery = await session.get(PushDelivery, (notification_id, device.id))
         if result.drop_device:
             # The token is dead (UNREGISTERED) or not ours (SENDER_ID_MISMATCH): forget it.
