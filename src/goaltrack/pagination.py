@@ -10,7 +10,7 @@ import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
@@ -53,10 +53,33 @@ class Cursor:
             raise InvalidCursor from exc
 
 
+class Keyed(Protocol):
+    created_at: datetime
+    id: uuid.UUID
+
+
+K = TypeVar("K", bound=Keyed)
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     limit: int
     after: Cursor | None
+
+    def params(self) -> dict[str, Any]:
+        """The keyset statement's parameters: one row more than asked tells whether a next page
+        exists; `after_*` when the statement is the cursor's variant."""
+        params: dict[str, Any] = {"limit": self.limit + 1}
+        if self.after is not None:
+            params |= {"after_created_at": self.after.created_at, "after_id": self.after.id}
+        return params
+
+    def cut(self, items: list[K]) -> tuple[list[K], str | None]:
+        """The page's items and the cursor of the next page (None on the last)."""
+        if len(items) <= self.limit:
+            return items, None
+        items = items[: self.limit]
+        return items, Cursor(items[-1].created_at, items[-1].id).encode()
 
 
 async def get_page(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -19,11 +21,11 @@ from goaltrack.goals.events import (
 from goaltrack.goals.models import Goal
 
 
-async def _user_context(session: AsyncSession, event: object) -> tuple[str, ZoneInfo]:
+async def _user_context(session: AsyncSession, user_id: uuid.UUID) -> tuple[str, ZoneInfo]:
     row = (
         await session.execute(
             select(UserSettings.locale, UserSettings.timezone).where(
-                UserSettings.user_id == event.user_id  # type: ignore[attr-defined]
+                UserSettings.user_id == user_id
             )
         )
     ).one_or_none()
@@ -31,68 +33,72 @@ async def _user_context(session: AsyncSession, event: object) -> tuple[str, Zone
     return locale, ZoneInfo(zone)
 
 
-async def on_goal_created(session: AsyncSession, event: GoalCreated) -> None:
-    locale, _ = await _user_context(session, event)
+async def _count(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    now: datetime,
+    counters: dict[str, int],
+    metrics: tuple[str, ...],
+) -> None:
+    locale, _ = await _user_context(session, user_id)
     await record(
+        session, user_id=user_id, counters=counters, metrics=metrics, locale=locale, now=now
+    )
+
+
+async def on_goal_created(session: AsyncSession, event: GoalCreated) -> None:
+    await _count(
         session,
         user_id=event.user_id,
+        now=event.now,
         counters={"goals_created": 1},
         metrics=("goals_created", "goals_in_progress"),
-        locale=locale,
-        now=event.now,
     )
 
 
 async def on_stage_completed(session: AsyncSession, event: StageCompleted) -> None:
-    if not event.first_time:
-        return  # toggling a stage does not farm "N stages completed"
-    locale, _ = await _user_context(session, event)
-    await record(
-        session,
-        user_id=event.user_id,
-        counters={"stages_completed": 1},
-        metrics=("stages_completed",),
-        locale=locale,
-        now=event.now,
-    )
+    if event.first_time:  # toggling a stage does not farm "N stages completed"
+        await _count(
+            session,
+            user_id=event.user_id,
+            now=event.now,
+            counters={"stages_completed": 1},
+            metrics=("stages_completed",),
+        )
 
 
 async def on_goal_completed(session: AsyncSession, event: GoalCompleted) -> None:
     if not event.first_time:
         return  # a goal reopened and completed again is still one goal
-    locale, zone = await _user_context(session, event)
+    _, zone = await _user_context(session, event.user_id)
     deadline = await session.scalar(select(Goal.deadline).where(Goal.id == event.goal_id))
     # "Before its deadline": completed on or before the deadline day, in the user's own zone.
     in_time = deadline is not None and event.now.astimezone(zone).date() <= deadline
-    await record(
+    await _count(
         session,
         user_id=event.user_id,
+        now=event.now,
         counters={"goals_completed": 1, "goals_completed_before_deadline": int(in_time)},
         metrics=("goals_completed", "goals_completed_before_deadline"),
-        locale=locale,
-        now=event.now,
     )
 
 
 async def on_attachment_added(session: AsyncSession, event: AttachmentAdded) -> None:
-    locale, _ = await _user_context(session, event)
-    await record(
+    await _count(
         session,
         user_id=event.user_id,
+        now=event.now,
         counters={"attachments_added": 1},
         metrics=("attachments_added",),
-        locale=locale,
-        now=event.now,
     )
 
 
 async def on_ai_plan_applied(session: AsyncSession, event: AiPlanApplied) -> None:
-    locale, _ = await _user_context(session, event)
-    await record(
+    await _count(
         session,
         user_id=event.user_id,
+        now=event.now,
         counters={"ai_plans_applied": 1},
         metrics=("ai_plans_applied",),
-        locale=locale,
-        now=event.now,
     )

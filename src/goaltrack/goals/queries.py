@@ -33,7 +33,7 @@ from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.goals.schemas import Attachment, GoalOut, GoalSummary, Reminder, Stage
-from goaltrack.pagination import Cursor, ListPage, Page
+from goaltrack.pagination import ListPage, Page
 from goaltrack.reads import Executor, PreparedRead
 from goaltrack.storage import Storage
 
@@ -154,23 +154,14 @@ _DETAIL_PREPARED = PreparedRead(_DETAIL)
 async def list_goals(
     executor: Executor, caller: AccessClaims, *, archived: bool, page: Page
 ) -> ListPage[GoalSummary]:
-    params: dict[str, Any] = {
-        **caller_params(caller),
-        "archived": archived,
-        "limit": page.limit + 1,  # one more than asked tells whether a next page exists
-    }
-    statement = _LIST_PREPARED
-    if page.after is not None:
-        statement = _LIST_AFTER_PREPARED
-        params |= {"after_created_at": page.after.created_at, "after_id": page.after.id}
+    statement = _LIST_PREPARED if page.after is None else _LIST_AFTER_PREPARED
+    params = {**caller_params(caller), "archived": archived, **page.params()}
     rows = await statement.fetch(executor, params)
     if not rows:
         raise NotAuthenticated
-    items = [GoalSummary.model_validate(dict(row)) for row in rows if row["id"] is not None]
-    next_cursor = None
-    if len(items) > page.limit:
-        items = items[: page.limit]
-        next_cursor = Cursor(items[-1].created_at, items[-1].id).encode()
+    items, next_cursor = page.cut(
+        [GoalSummary.model_validate(dict(row)) for row in rows if row["id"] is not None]
+    )
     return ListPage[GoalSummary](items=items, next_cursor=next_cursor)
 
 

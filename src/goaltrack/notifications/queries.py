@@ -13,7 +13,7 @@ from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated
 from goaltrack.notifications.models import Notification
 from goaltrack.notifications.schemas import NotificationOut, NotificationPage
-from goaltrack.pagination import Cursor, Page
+from goaltrack.pagination import Page
 from goaltrack.reads import Executor, PreparedRead
 
 COLUMNS = (
@@ -61,22 +61,13 @@ _FEED_AFTER = PreparedRead(_feed_statement(after_cursor=True))
 
 
 async def feed(executor: Executor, caller: AccessClaims, page: Page) -> NotificationPage:
-    params: dict[str, Any] = {
-        **caller_params(caller),
-        "limit": page.limit + 1,  # one more than asked tells whether a next page exists
-    }
-    statement = _FEED
-    if page.after is not None:
-        statement = _FEED_AFTER
-        params |= {"after_created_at": page.after.created_at, "after_id": page.after.id}
-    rows = await statement.fetch(executor, params)
+    statement = _FEED if page.after is None else _FEED_AFTER
+    rows = await statement.fetch(executor, {**caller_params(caller), **page.params()})
     if not rows:
         raise NotAuthenticated
-    items = [NotificationOut.model_validate(dict(row)) for row in rows if row["id"] is not None]
-    next_cursor = None
-    if len(items) > page.limit:
-        items = items[: page.limit]
-        next_cursor = Cursor(items[-1].created_at, items[-1].id).encode()
+    items, next_cursor = page.cut(
+        [NotificationOut.model_validate(dict(row)) for row in rows if row["id"] is not None]
+    )
     return NotificationPage(
         items=items, next_cursor=next_cursor, unread_count=rows[0]["unread_count"]
     )
