@@ -102,6 +102,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
+    request_id: str | None = None  # also in the X-Request-ID header: quote it in a support request
 
 
 class ValidationErrorItem(BaseModel):
