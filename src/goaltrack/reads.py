@@ -38,16 +38,22 @@ class PreparedRead:
 
     async def fetch(self, executor: Executor, params: dict[str, Any]) -> list[Any]:
         connection = await executor.connection() if isinstance(executor, AsyncSession) else executor
-        driver = (await connection.get_raw_connection()).driver_connection
+        driver_record = await connection.get_raw_connection()
+        driver = driver_record.driver_connection
         assert driver is not None
         try:
             rows: list[Any] = await driver.fetch(
                 self.sql, *(params.get(name, self.fixed.get(name)) for name in self.names)
             )
-        except BaseException:
+        except BaseException as exc:
             # SQLAlchemy does not see errors raised on the driver, so it cannot tell a dropped or
             # half-used connection (server restart, failover, a cancelled request) from a healthy
             # one: discard it. This request fails (503 for an outage); the next one reconnects.
+            if isinstance(exc, DRIVER_CONNECTION_ERRORS):
+                # The server went away for every pooled connection, not only this one: as
+                # SQLAlchemy does on a disconnect it sees, replace all the connections opened
+                # before now at their next checkout, so none fails a later request.
+                connection.sync_engine.pool._invalidate(driver_record, exc, _checkin=False)
             await connection.invalidate()
             raise
         return rows
