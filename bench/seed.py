@@ -103,7 +103,7 @@ SELECT gen_random_uuid(), u.id,
        (ARRAY['daily', 'weekly', 'off'])[1 + abs(hashtext(u.email)) % 3],
        (ARRAY['UTC', 'Europe/London', 'America/New_York', 'Asia/Tokyo'])
            [1 + abs(hashtext(u.email)) % 4],
-       (ARRAY['en', 'ru', 'de'])[1 + abs(hashtext(u.email)) % 3]
+       (ARRAY['en', 'ru'])[1 + abs(hashtext(u.email)) % 2]
 FROM users u
 """
 

@@ -590,3 +590,14 @@ async def test_a_refresh_racing_a_password_change_does_not_survive_it(
             tokens["refresh_token"],
             new_password,
         )
+
+
+async def test_a_locale_the_api_cannot_serve_cannot_be_stored(app: Any, user: Account) -> None:
+    """GET /settings once answered 500 for a row seeded with locale 'de': the database now holds
+    only what the API accepts."""
+    from sqlalchemy import update
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError):
+        async with app.state.sessionmaker() as session, session.begin():
+            await session.execute(update(UserSettings).values(locale="de"))

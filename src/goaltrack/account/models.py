@@ -50,6 +50,8 @@ class UserSettings(UUIDPrimaryKey, Base):
             "notification_frequency IN ('daily', 'weekly', 'off')", name="notification_frequency"
         ),
         CheckConstraint("notification_weekday BETWEEN 0 AND 6", name="notification_weekday"),
+        # What the API accepts (Locale): a row the response model cannot read must not exist.
+        CheckConstraint("locale IN ('en', 'ru')", name="locale"),
     )
 
 
