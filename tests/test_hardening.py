@@ -228,3 +228,27 @@ async def test_a_replay_ends_the_access_tokens_of_the_family(
     app.dependency_overrides[get_now] = lambda: later
     await client.post("/auth/refresh", json={"refresh_token": user.refresh_token})  # replay
     assert_problem(await client.get("/goals", headers=headers), 401, "not_authenticated")
+
+
+async def test_bcrypt_never_holds_a_pooled_connection(
+    client: Any, app: Any, user: Account, monkeypatch: Any
+) -> None:
+    """A login (or restore) returns its lookup connection to the pool before bcrypt's ~0.25 s: a
+    login flood cannot pin the pool idle in transaction."""
+    from goaltrack.auth.security import Passwords
+
+    held: list[int] = []
+    original = Passwords.verify
+
+    async def observing(self: Passwords, password: str, password_hash: str | None) -> bool:
+        held.append(app.state.engine.pool.checkedout())
+        return await original(self, password, password_hash)
+
+    monkeypatch.setattr(Passwords, "verify", observing)
+    ok = await client.post("/auth/login", json={"email": user.email, "password": user.password})
+    wrong = await client.post("/auth/login", json={"email": user.email, "password": "nope nope"})
+    restore = await client.post(
+        "/account/restore", json={"email": user.email, "password": user.password}
+    )
+    assert (ok.status_code, wrong.status_code, restore.status_code) == (200, 401, 200)
+    assert held == [0, 0, 0]

@@ -21,7 +21,7 @@ from goaltrack.auth.errors import InvalidCredentials, InvalidPassword
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
-from goaltrack.deps import SettingsDep
+from goaltrack.deps import SessionmakerDep, SettingsDep
 from goaltrack.errors import RateLimited, error_responses
 from goaltrack.ratelimit import RateLimiterDep, limit_login_attempts, limit_password_checks
 
@@ -124,6 +124,7 @@ async def restore_account(
     body: RestoreRequest,
     request: Request,
     session: SessionDep,
+    sessionmaker: SessionmakerDep,
     settings: SettingsDep,
     passwords: PasswordsDep,
     limiter: RateLimiterDep,
@@ -132,6 +133,7 @@ async def restore_account(
     await limit_login_attempts(limiter, request, settings, body.email)
     return await service.restore(
         session,
+        sessionmaker,
         settings,
         passwords,
         email=body.email,

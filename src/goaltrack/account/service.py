@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.account.errors import ExportInProgress, RestoreExpired
 from goaltrack.account.models import DataExport, UserSettings
@@ -133,6 +133,7 @@ async def soft_delete(
 
 async def restore(
     session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
     passwords: Passwords,
     *,
@@ -142,8 +143,9 @@ async def restore(
     grace_days: int,
     user_agent: str | None,
 ) -> TokenPair:
-    user = await auth.authenticate(session, passwords, email, password)
-    if await auth.lock_user(session, user.id) is None:
+    user_id = await auth.authenticate(sessionmaker, passwords, email=email, password=password)
+    user = await auth.lock_user(session, user_id)
+    if user is None:
         raise RestoreExpired  # purged meanwhile
     if user.deleted_at is not None:
         if user.deleted_at + timedelta(days=grace_days) <= now:

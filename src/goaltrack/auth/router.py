@@ -72,6 +72,7 @@ async def login(
     body: LoginRequest,
     request: Request,
     session: SessionDep,
+    sessionmaker: SessionmakerDep,
     settings: SettingsDep,
     passwords: PasswordsDep,
     limiter: RateLimiterDep,
@@ -80,6 +81,7 @@ async def login(
     await limit_login_attempts(limiter, request, settings, body.email)
     return await service.login(
         session,
+        sessionmaker,
         settings,
         passwords,
         email=body.email,

@@ -96,17 +96,30 @@ async def issue_tokens(
 
 
 async def authenticate(
-    session: AsyncSession, passwords: Passwords, email: str, password: str
-) -> User:
-    """The user with these credentials, whatever their deletion state; the same error otherwise."""
-    user = await get_user_by_email(session, email)
-    if not await passwords.verify(password, user.password_hash if user else None) or user is None:
+    sessionmaker: async_sessionmaker[AsyncSession],
+    passwords: Passwords,
+    *,
+    email: str,
+    password: str,
+) -> uuid.UUID:
+    """The id of the user with these credentials, whatever their deletion state; the same error
+    otherwise. The lookup runs on a short connection of its own, returned to the pool before
+    bcrypt's ~0.25 s: a login flood does not hold pooled connections idle in transaction."""
+    async with sessionmaker() as lookup:
+        row = (
+            await lookup.execute(
+                select(User.id, User.password_hash).where(func.lower(User.email) == email.lower())
+            )
+        ).one_or_none()
+    if not await passwords.verify(password, row.password_hash if row else None) or row is None:
         raise InvalidCredentials
-    return user
+    user_id: uuid.UUID = row.id
+    return user_id
 
 
 async def login(
     session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
     passwords: Passwords,
     *,
@@ -116,7 +129,10 @@ async def login(
     grace_days: int,
     user_agent: str | None,
 ) -> TokenPair:
-    user = await authenticate(session, passwords, email, password)
+    user_id = await authenticate(sessionmaker, passwords, email=email, password=password)
+    user = await session.get(User, user_id)
+    if user is None:  # purged between the check and now
+        raise InvalidCredentials
     if user.deleted_at is not None:
         raise AccountDeleted(restore_until=user.deleted_at + timedelta(days=grace_days))
     pair, _ = await issue_tokens(session, settings, user, now, user_agent=user_agent)
