@@ -252,3 +252,22 @@ async def test_bcrypt_never_holds_a_pooled_connection(
     )
     assert (ok.status_code, wrong.status_code, restore.status_code) == (200, 401, 200)
     assert held == [0, 0, 0]
+
+
+async def test_registration_hashes_before_taking_a_connection(
+    client: Any, app: Any, monkeypatch: Any
+) -> None:
+    from goaltrack.auth.security import Passwords
+
+    held: list[int] = []
+    original = Passwords.hash
+
+    async def observing(self: Passwords, password: str) -> str:
+        held.append(app.state.engine.pool.checkedout())
+        return await original(self, password)
+
+    monkeypatch.setattr(Passwords, "hash", observing)
+    body = {"email": "fresh@example.com", "password": "correct horse battery"}
+    assert (await client.post("/auth/register", json=body)).status_code == 201
+    assert_problem(await client.post("/auth/register", json=body), 409, "email_taken")
+    assert held == [0, 0]

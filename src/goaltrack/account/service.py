@@ -109,7 +109,8 @@ async def change_password(
     user_agent: str | None,
 ) -> TokenPair:
     await _check_password(passwords, user, current_password)
-    await auth.set_password(session, passwords, user, new_password, now)
+    new_hash = await passwords.hash(new_password)
+    await auth.set_password(session, user=user, new_hash=new_hash, now=now)
     pair, _ = await auth.issue_tokens(session, settings, user, now, user_agent=user_agent)
     return pair
 

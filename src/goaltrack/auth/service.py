@@ -47,9 +47,12 @@ async def register(
     timezone: str | None = None,
     locale: str | None = None,
 ) -> User:
+    # bcrypt first, before the session takes a connection: it is never held through the hash
+    # (and a taken address costs the same time as a new one).
+    password_hash = await passwords.hash(password)
     if await get_user_by_email(session, email) is not None:
         raise EmailTaken
-    user = User(id=uuid.uuid4(), email=email.lower(), password_hash=await passwords.hash(password))
+    user = User(id=uuid.uuid4(), email=email.lower(), password_hash=password_hash)
     session.add(user)
     try:
         await session.flush()
@@ -307,10 +310,8 @@ async def create_password_reset_token(
     await session.flush()
 
 
-async def set_password(
-    session: AsyncSession, passwords: Passwords, user: User, new_password: str, now: datetime
-) -> None:
-    new_hash = await passwords.hash(new_password)  # ~0.25 s of bcrypt: not while holding the lock
+async def set_password(session: AsyncSession, *, user: User, new_hash: str, now: datetime) -> None:
+    """The caller hashed the new password first (~0.25 s of bcrypt): never under this lock."""
     await lock_user(session, user.id)
     user.password_hash = new_hash
     await revoke_all_sessions(session, user, now)
@@ -334,4 +335,7 @@ async def reset_password(
     user = await lock_user(session, user_id) if user_id else None
     if user is None or user.deleted_at is not None:
         raise ResetTokenInvalid
-    await set_password(session, passwords, user, new_password, now)
+    # bcrypt only once the token proved valid (no CPU for a forged token), at the price of
+    # holding this rare request's connection through the hash.
+    new_hash = await passwords.hash(new_password)
+    await set_password(session, user=user, new_hash=new_hash, now=now)
