@@ -50,18 +50,14 @@ async def record(
     now: datetime,
 ) -> list[Achievement]:
     """Add `counters` to the user's stats, then award what `metrics` now reach."""
-    upsert = insert(UserStats).values(user_id=user_id, **counters)
-    if counters:
-        upsert = upsert.on_conflict_do_update(
+    stats = await session.scalar(
+        insert(UserStats)
+        .values(user_id=user_id, **counters)
+        .on_conflict_do_update(
             index_elements=[UserStats.user_id],
             set_={name: getattr(UserStats, name) + value for name, value in counters.items()},
         )
-    else:
-        upsert = upsert.on_conflict_do_nothing()
-    await session.execute(upsert)
-    stats = await session.scalar(
-        select(UserStats)
-        .where(UserStats.user_id == user_id)
+        .returning(UserStats)
         .execution_options(populate_existing=True)
     )
     assert stats is not None

@@ -49,17 +49,14 @@ async def start_run(
     await session.execute(
         select(func.pg_advisory_xact_lock(func.hashtextextended(f"ai_quota:{goal.user_id}", 0)))
     )
-    oldest = await session.scalar(
-        select(func.min(AiRun.created_at)).where(
-            AiRun.user_id == goal.user_id, AiRun.created_at > now - QUOTA_WINDOW
+    used, oldest = (
+        await session.execute(
+            select(func.count(), func.min(AiRun.created_at)).where(
+                AiRun.user_id == goal.user_id, AiRun.created_at > now - QUOTA_WINDOW
+            )
         )
-    )
-    used = await session.scalar(
-        select(func.count()).where(
-            AiRun.user_id == goal.user_id, AiRun.created_at > now - QUOTA_WINDOW
-        )
-    )
-    if (used or 0) >= settings.ai_daily_limit and oldest is not None:
+    ).one()
+    if used >= settings.ai_daily_limit and oldest is not None:
         wait = oldest + QUOTA_WINDOW - now
         raise AiDailyLimit(retry_after=max(1, int(wait.total_seconds()) + 1))
     run = AiRun(

@@ -109,15 +109,10 @@ async def authenticate(
     otherwise. The lookup runs on a short connection of its own, returned to the pool before
     bcrypt's ~0.25 s: a login flood does not hold pooled connections idle in transaction."""
     async with sessionmaker() as lookup:
-        row = (
-            await lookup.execute(
-                select(User.id, User.password_hash).where(func.lower(User.email) == email.lower())
-            )
-        ).one_or_none()
-    if not await passwords.verify(password, row.password_hash if row else None) or row is None:
+        user = await get_user_by_email(lookup, email)
+    if not await passwords.verify(password, user.password_hash if user else None) or user is None:
         raise InvalidCredentials
-    user_id: uuid.UUID = row.id
-    return user_id
+    return user.id
 
 
 async def login(

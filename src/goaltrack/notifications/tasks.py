@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import uuid
 from datetime import datetime, timedelta
@@ -21,15 +20,16 @@ from goaltrack.notifications import scheduler, service
 from goaltrack.notifications.kinds import ReminderData
 from goaltrack.notifications.models import Notification, PushDelivery
 from goaltrack.observability import PUSH_RESULTS
-from goaltrack.push import FcmSender, PushMessage, PushOutcome, PushResult
+from goaltrack.push import FcmSender, PushMessage, PushOutcome, PushResult, retry_delay
 from goaltrack.worker.registry import TICK, RetryLater, task
 from goaltrack.worker.runtime import current_attempt, task_session, task_settings
 
 logger = logging.getLogger(__name__)
 
-# Backoff 10 s doubling to 15 min: 12 retries span about 1 h 40 min of FCM trouble.
-PUSH_RETRIES = 12
-QUOTA_MIN_DELAY = 60  # FCM asks for at least a minute after QUOTA_EXCEEDED without Retry-After
+# Backoff 10 s doubling to 15 min, each wait drawn from the upper half of its step: 14 retries
+# span 63-126 min (about 1 h 35 min) of FCM trouble.
+PUSH_RETRIES = 14
+RETRY_CAP_SECONDS = 900
 SENDING = "sending"
 
 
@@ -172,16 +172,10 @@ def _message(notification: Notification, device: Device) -> PushMessage:
 
 
 def _retry_delay(results: list[PushResult]) -> float:
-    """QUOTA_EXCEEDED waits at least a minute; UNAVAILABLE/INTERNAL back off exponentially with
-    jitter; a Retry-After from FCM is honoured when longer."""
+    """The longest wait any device asks for (push.retry_delay: exponential backoff with jitter,
+    capped at 15 min, never sooner than FCM's Retry-After or a minute after QUOTA_EXCEEDED)."""
     retries = current_attempt().retries
-    delay: float = min(900.0, 10.0 * 2**retries) * random.uniform(0.8, 1.2)  # noqa: S311
-    for result in results:
-        if result.outcome is PushOutcome.QUOTA_EXCEEDED:
-            delay = max(delay, QUOTA_MIN_DELAY)
-        if result.retry_after is not None:
-            delay = max(delay, result.retry_after)
-    return delay
+    return max(retry_delay(result, retries, cap=RETRY_CAP_SECONDS) for result in results)
 
 
 @task("notifications.dispatch_due", every=TICK)

@@ -9,14 +9,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.config import Settings
 from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.storage import Storage
-from goaltrack.worker.defer import Producer, discard_deferred, send_deferred
+from goaltrack.worker.defer import PRODUCER, Producer, discard_deferred, send_deferred
 
 T = TypeVar("T")
 
@@ -83,7 +83,7 @@ async def task_session() -> AsyncIterator[AsyncSession]:
         )
         _runtime.sessionmaker = create_sessionmaker(engine)
     assert _runtime.producer is not None
-    async with _runtime.sessionmaker(info={"task_producer": _runtime.producer}) as session:
+    async with _runtime.sessionmaker(info={PRODUCER: _runtime.producer}) as session:
         try:
             yield session
         except BaseException:
@@ -101,8 +101,3 @@ async def task_storage() -> Storage:
         await storage.start()
         _runtime.storage = storage
     return _runtime.storage
-
-
-def producer() -> Any:
-    assert _runtime.producer is not None, "not inside a task"
-    return _runtime.producer
