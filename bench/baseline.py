@@ -1,105 +1,454 @@
-"""The ceiling: Starlette + a raw asyncpg pool + orjson, doing what GET /goals does.
+"""The ceiling: Starlette + a raw asyncpg pool + orjson, doing what each benchmarked route does.
 
-Same token checks as the app (PyJWT, HS256, issuer, required claims, typ, integer tv), the same
-SQL text (compiled from the app's own statement), the same response shape. Nothing else.
+For every scenario it sends the same SQL as the app (the app's own compiled statements, see
+`PreparedRead.sql`), renders the same JSON bytes (tests/test_bench_bodies.py compares them) and
+does the same token work (the app's `decode_access_token`, with its verified-token cache) — and
+nothing else: no dependency injection, no middleware, no response models. The writes send the
+statements the app's write sends, in one transaction, hand-written (tests/test_bench_bodies.py
+counts them against the app's).
 
-Run: `uvicorn bench.baseline:app` with DATABASE_URL, JWT_SECRET (and JWT_ISSUER) in the environment.
+Run: `uvicorn bench.baseline:app` with the app's environment (DATABASE_URL, JWT_SECRET, REDIS_URL,
+S3_*, DATABASE_READ_POOL_SIZE).
 """
 
 from __future__ import annotations
 
-import base64
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import jwt
 import orjson
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.sql import list_param_names, list_sql
+from goaltrack.achievements.queries import _CATALOGUE
+from goaltrack.achievements.service import STATS_KEY, Stats
+from goaltrack.auth.security import AccessClaims, decode_access_token
+from goaltrack.config import Settings
+from goaltrack.goals.queries import (
+    _DETAIL_PREPARED,
+    _LIST_AFTER_PREPARED,
+    _LIST_PREPARED,
+    DETAIL_FIELDS,
+    SUMMARY_FIELDS,
+)
+from goaltrack.notifications.queries import _FEED, _FEED_AFTER
+from goaltrack.notifications.queries import FIELDS as NOTIFICATION_FIELDS
+from goaltrack.pagination import Cursor
+from goaltrack.storage import Storage
 
 PAGE_SIZE = 20
-POOL_SIZE = 10
+MAX_LIMIT = 100
+JSON = "application/json"
+UNAUTHORIZED = Response(b'{"code":"not_authenticated"}', status_code=401, media_type=JSON)
+NOT_FOUND = Response(b'{"code":"not_found"}', status_code=404, media_type=JSON)
 
-_SECRET = os.environ["JWT_SECRET"]
-_ISSUER = os.environ.get("JWT_ISSUER", "goaltrack")
-_DSN = os.environ["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://", 1)
-_SQL = list_sql()
-_PARAMS = list_param_names()
-_REQUIRED: jwt.types.Options = {"require": ["sub", "iat", "exp", "typ", "tv", "sid", "iss"]}
-_UNAUTHORIZED = Response(
-    b'{"code":"not_authenticated"}', status_code=401, media_type="application/json"
-)
-
-pool: asyncpg.Pool | None = None
+settings = Settings()
+state: dict[str, Any] = {}
 
 
-def _claims(request: Request) -> tuple[uuid.UUID, int, uuid.UUID] | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def _json(content: Any, status_code: int = 200) -> Response:
+    body = orjson.dumps(content, default=str, option=orjson.OPT_UTC_Z)
+    return Response(body, status_code=status_code, media_type=JSON)
+
+
+def _caller(request: Request) -> AccessClaims | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
-    try:
-        claims = jwt.decode(token, _SECRET, algorithms=["HS256"], issuer=_ISSUER, options=_REQUIRED)
-        if claims["typ"] != "access" or type(claims["tv"]) is not int:
-            return None
-        return uuid.UUID(claims["sub"]), claims["tv"], uuid.UUID(claims["sid"])
-    except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
-        return None
+    return decode_access_token(settings, token, datetime.now(UTC))
 
 
-def _cursor(item: dict[str, Any]) -> str:
-    raw = f"{item['created_at'].isoformat()}|{item['id']}".encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+def _caller_args(caller: AccessClaims) -> dict[str, Any]:
+    return {
+        "user_id": caller.user_id,
+        "token_version": caller.token_version,
+        "session_id": caller.session_id,
+    }
+
+
+def _args(names: tuple[str, ...], values: dict[str, Any]) -> list[Any]:
+    return [values[name] for name in names]
+
+
+def _page(request: Request) -> tuple[int, Cursor | None]:
+    limit = min(int(request.query_params.get("limit", PAGE_SIZE)), MAX_LIMIT)
+    cursor = request.query_params.get("cursor")
+    return limit, Cursor.decode(cursor) if cursor else None
+
+
+def _cut(items: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    if len(items) <= limit:
+        return items, None
+    items = items[:limit]
+    return items, Cursor(items[-1]["created_at"], items[-1]["id"]).encode()
+
+
+async def _fetch(sql: str, args: list[Any]) -> list[Any]:
+    pool: asyncpg.Pool = state["pool"]
+    async with pool.acquire() as connection:
+        rows: list[Any] = await connection.fetch(sql, *args)
+    return rows
 
 
 async def list_goals(request: Request) -> Response:
-    caller = _claims(request)
+    caller = _caller(request)
     if caller is None:
-        return _UNAUTHORIZED
-    values = {
-        "user_id": caller[0],
-        "token_version": caller[1],
-        "session_id": caller[2],
-        "archived": False,
-        "limit": PAGE_SIZE + 1,
-    }
-    assert pool is not None
-    rows = await pool.fetch(_SQL, *(values[name] for name in _PARAMS))
+        return UNAUTHORIZED
+    limit, after = _page(request)
+    values = {**_caller_args(caller), "archived": False, "limit": limit + 1}
+    statement = _LIST_PREPARED
+    if after is not None:
+        statement = _LIST_AFTER_PREPARED
+        values |= {"after_created_at": after.created_at, "after_id": after.id}
+    rows = await _fetch(statement.sql, _args(statement.names, values))
     if not rows:
-        return _UNAUTHORIZED
-    items = []
-    for row in rows:
-        if row["id"] is not None:
-            item = dict(row)
-            del item["caller_id"]
-            items.append(item)
-    next_cursor = None
-    if len(items) > PAGE_SIZE:
-        items = items[:PAGE_SIZE]
-        next_cursor = _cursor(items[-1])
-    # asyncpg's own UUID type is not one orjson knows: `str` renders it.
-    body = orjson.dumps({"items": items, "next_cursor": next_cursor}, default=str)
-    return Response(body, media_type="application/json")
+        return UNAUTHORIZED
+    items, next_cursor = _cut(
+        [{name: row[name] for name in SUMMARY_FIELDS} for row in rows if row["id"] is not None],
+        limit,
+    )
+    return _json({"items": items, "next_cursor": next_cursor})
+
+
+def _instant(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+async def get_goal(request: Request) -> Response:
+    caller = _caller(request)
+    if caller is None:
+        return UNAUTHORIZED
+    try:
+        goal_id = uuid.UUID(request.path_params["goal_id"])
+    except ValueError:
+        return NOT_FOUND
+    values = {**_DETAIL_PREPARED.fixed, **_caller_args(caller), "goal_id": goal_id}
+    rows = await _fetch(_DETAIL_PREPARED.sql, _args(_DETAIL_PREPARED.names, values))
+    if not rows:
+        return UNAUTHORIZED
+    row = rows[0]
+    if row["id"] is None:
+        return NOT_FOUND
+    return await _render_detail(row)
+
+
+async def _render_detail(row: Any, status_code: int = 200) -> Response:
+    storage: Storage = state["storage"]
+    goal = dict(row)
+    goal["stages"] = [
+        {**stage, "completed_at": _instant(stage["completed_at"])} for stage in row["stages"]
+    ]
+    goal["reminders"] = [
+        {**item, "next_fire_at": _instant(item["next_fire_at"])} for item in row["reminders"]
+    ]
+    goal["attachments"] = [
+        {
+            "id": item["id"],
+            "file_name": item["file_name"],
+            "file_type": item["file_type"],
+            "size": item["size"],
+            "url": await storage.presigned_get(
+                item["object_key"],
+                expires_in=settings.attachment_url_ttl_seconds,
+                download_name=item["file_name"],
+                content_type=item["file_type"],
+            ),
+            "created_at": _instant(item["created_at"]),
+        }
+        for item in row["attachments"]
+    ]
+    return _json({name: goal[name] for name in DETAIL_FIELDS}, status_code)
+
+
+async def list_notifications(request: Request) -> Response:
+    caller = _caller(request)
+    if caller is None:
+        return UNAUTHORIZED
+    limit, after = _page(request)
+    values = {**_caller_args(caller), "limit": limit + 1}
+    statement = _FEED
+    if after is not None:
+        statement = _FEED_AFTER
+        values |= {"after_created_at": after.created_at, "after_id": after.id}
+    rows = await _fetch(statement.sql, _args(statement.names, values))
+    if not rows:
+        return UNAUTHORIZED
+    items, next_cursor = _cut(
+        [
+            {name: row[name] for name in NOTIFICATION_FIELDS}
+            for row in rows
+            if row["id"] is not None
+        ],
+        limit,
+    )
+    return _json(
+        {"items": items, "next_cursor": next_cursor, "unread_count": rows[0]["unread_count"]}
+    )
+
+
+async def list_achievements(request: Request) -> Response:
+    caller = _caller(request)
+    if caller is None:
+        return UNAUTHORIZED
+    values = {**_CATALOGUE.fixed, **_caller_args(caller)}
+    rows = await _fetch(_CATALOGUE.sql, _args(_CATALOGUE.names, values))
+    if not rows:
+        return UNAUTHORIZED
+    redis: Redis = state["redis"]
+    raw = await redis.get(STATS_KEY)
+    stats = Stats.load(raw) if raw is not None else None
+    return _json(
+        {
+            "items": [
+                {
+                    "code": row["code"],
+                    "title": row["title"],
+                    "description": row["description"],
+                    "icon": row["icon"],
+                    "earned": row["earned_at"] is not None,
+                    "earned_at": row["earned_at"],
+                    "percent_of_users": stats.percent(row["code"]) if stats else None,
+                }
+                for row in rows
+                if row["code"] is not None
+            ],
+            "stats_available": stats is not None,
+        }
+    )
+
+
+# --- writes: the statements the app's route sends, in one transaction ---------------------------
+
+CALLER_SQL = """
+SELECT users.id, users.email, users.password_hash, users.token_version, users.deleted_at,
+       users.created_at
+FROM users
+WHERE users.id = $1 AND users.token_version = $2 AND users.deleted_at IS NULL
+  AND EXISTS (SELECT * FROM refresh_tokens
+              WHERE refresh_tokens.family_id = $3 AND refresh_tokens.revoked_at IS NULL)
+"""
+LOCK_GOAL_SQL = """
+SELECT user_id, title, description, deadline, progress, stage_count, completed_stage_count,
+       is_archived, completed_at, first_completed_at, ai_status, ai_error, updated_at, id,
+       created_at
+FROM goals WHERE id = $1 AND user_id = $2 FOR UPDATE
+"""
+STAGE_SQL = """
+SELECT goal_id, title, description, position, is_completed, completed_at, first_completed_at, id,
+       created_at
+FROM goal_stages WHERE id = $1 AND goal_id = $2
+"""
+UPDATE_STAGE_SQL = "UPDATE goal_stages SET is_completed = $1, completed_at = $2 WHERE id = $3"
+UPDATE_FIRST_STAGE_SQL = (
+    "UPDATE goal_stages SET is_completed = $1, completed_at = $2, first_completed_at = $2 "
+    "WHERE id = $3"
+)
+RECOUNT_SQL = (
+    "SELECT count(*), count(*) FILTER (WHERE is_completed) FROM goal_stages WHERE goal_id = $1"
+)
+UPDATE_PROGRESS_SQL = """
+UPDATE goals SET progress = $1, completed_stage_count = $2, stage_count = $3, completed_at = $4,
+                 updated_at = $5
+WHERE id = $6
+"""
+INSERT_GOAL_SQL = """
+INSERT INTO goals (user_id, title, description, deadline, progress, stage_count,
+                   completed_stage_count, is_archived, completed_at, first_completed_at, ai_status,
+                   ai_error, updated_at, id, created_at)
+VALUES ($1, $2, $3, $4, 0, 0, 0, false, NULL, NULL, 'idle', NULL, $5, $6, $5)
+"""
+USER_CONTEXT_SQL = "SELECT locale, timezone FROM user_settings WHERE user_id = $1"
+COUNT_UP_SQL = """
+INSERT INTO user_stats (user_id, goals_created) VALUES ($1, 1)
+ON CONFLICT (user_id) DO UPDATE SET goals_created = user_stats.goals_created + 1
+RETURNING user_id, goals_created, stages_completed, goals_completed,
+          goals_completed_before_deadline, attachments_added, ai_plans_applied
+"""
+CANDIDATES_SQL = """
+SELECT code, position, icon, title, description, condition, threshold, id FROM achievements
+WHERE condition = ANY($1::text[])
+  AND NOT EXISTS (SELECT user_id FROM user_achievements
+                  WHERE user_achievements.user_id = $2
+                    AND user_achievements.achievement_id = achievements.id)
+ORDER BY position
+"""
+IN_PROGRESS_SQL = (
+    "SELECT count(*) FROM goals WHERE user_id = $1 AND is_archived IS false "
+    "AND completed_at IS NULL"
+)
+AWARD_SQL = (
+    "INSERT INTO user_achievements (user_id, achievement_id, earned_at) "
+    "SELECT $1, unnest($2::uuid[]), $3 ON CONFLICT DO NOTHING RETURNING achievement_id"
+)
+NOTIFY_SQL = (
+    "INSERT INTO notifications (user_id, type, title, body, data, is_read, id, created_at) "
+    "VALUES ($1, 'achievement', $2, $3, $4, false, $5, $6)"
+)
+OUTBOX_SQL = (
+    "INSERT INTO task_outbox (name, args, not_before, attempts, user_id, id) "
+    "VALUES ('notifications.push', $1, $2, 0, $3, $4) RETURNING created_at"
+)
+
+
+async def _detail_in(connection: asyncpg.Connection, caller: AccessClaims, goal_id: Any) -> Any:
+    values = {**_DETAIL_PREPARED.fixed, **_caller_args(caller), "goal_id": goal_id}
+    rows = await connection.fetch(_DETAIL_PREPARED.sql, *_args(_DETAIL_PREPARED.names, values))
+    return rows[0]
+
+
+async def _set_stage(request: Request, completed: bool) -> Response:
+    caller = _caller(request)
+    if caller is None:
+        return UNAUTHORIZED
+    goal_id = uuid.UUID(request.path_params["goal_id"])
+    stage_id = uuid.UUID(request.path_params["stage_id"])
+    pool: asyncpg.Pool = state["pool"]
+    async with pool.acquire() as connection, connection.transaction():
+        user = await connection.fetchrow(CALLER_SQL, *_caller_args(caller).values())
+        if user is None:
+            return UNAUTHORIZED
+        goal = await connection.fetchrow(LOCK_GOAL_SQL, goal_id, caller.user_id)
+        stage = await connection.fetchrow(STAGE_SQL, stage_id, goal_id) if goal else None
+        if goal is None or stage is None:
+            return NOT_FOUND
+        if stage["is_completed"] != completed:
+            now = datetime.now(UTC)
+            first_time = completed and stage["first_completed_at"] is None
+            await connection.execute(
+                UPDATE_FIRST_STAGE_SQL if first_time else UPDATE_STAGE_SQL,
+                completed,
+                now if completed else None,
+                stage_id,
+            )
+            total, done = await connection.fetchrow(RECOUNT_SQL, goal_id)
+            progress = 100 * done // total if total else 0
+            completed_at = (goal["completed_at"] or now) if progress == 100 else None
+            await connection.execute(
+                UPDATE_PROGRESS_SQL, progress, done, total, completed_at, now, goal_id
+            )
+        row = await _detail_in(connection, caller, goal_id)
+    return await _render_detail(row)
+
+
+async def complete_stage(request: Request) -> Response:
+    return await _set_stage(request, True)
+
+
+async def uncomplete_stage(request: Request) -> Response:
+    return await _set_stage(request, False)
+
+
+async def create_goal(request: Request) -> Response:
+    caller = _caller(request)
+    if caller is None:
+        return UNAUTHORIZED
+    body = orjson.loads(await request.body())
+    goal_id, now = uuid.uuid4(), datetime.now(UTC)
+    pool: asyncpg.Pool = state["pool"]
+    async with pool.acquire() as connection, connection.transaction():
+        user = await connection.fetchrow(CALLER_SQL, *_caller_args(caller).values())
+        if user is None:
+            return UNAUTHORIZED
+        await connection.execute(
+            INSERT_GOAL_SQL,
+            caller.user_id,
+            body["title"],
+            body.get("description"),
+            None,
+            now,
+            goal_id,
+        )
+        context = await connection.fetchrow(USER_CONTEXT_SQL, caller.user_id)
+        locale = context["locale"] if context else "en"
+        stats = await connection.fetchrow(COUNT_UP_SQL, caller.user_id)
+        candidates = await connection.fetch(
+            CANDIDATES_SQL, ["goals_created", "goals_in_progress"], caller.user_id
+        )
+        reached = []
+        for achievement in candidates:
+            if achievement["condition"] == "goals_in_progress":
+                value = await connection.fetchval(IN_PROGRESS_SQL, caller.user_id)
+            else:
+                value = stats[achievement["condition"]]
+            if value >= achievement["threshold"]:
+                reached.append(achievement)
+        if reached:
+            awarded = {
+                row["achievement_id"]
+                for row in await connection.fetch(
+                    AWARD_SQL, caller.user_id, [a["id"] for a in reached], now
+                )
+            }
+            for achievement in reached:
+                if achievement["id"] in awarded:
+                    notification_id = uuid.uuid4()
+                    await connection.execute(
+                        NOTIFY_SQL,
+                        caller.user_id,
+                        achievement["title"].get(locale, achievement["title"]["en"]),
+                        achievement["description"].get(locale, achievement["description"]["en"]),
+                        {"achievement_code": achievement["code"]},
+                        notification_id,
+                        now,
+                    )
+                    await connection.fetchval(
+                        OUTBOX_SQL, [str(notification_id)], now, caller.user_id, uuid.uuid4()
+                    )
+        row = await _detail_in(connection, caller, goal_id)
+    return await _render_detail(row, status_code=201)
+
+
+async def _json_decoding(connection: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name,
+            schema="pg_catalog",
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+        )
+
+
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    pass
 
 
 @asynccontextmanager
 async def lifespan(_: Starlette) -> AsyncIterator[None]:
-    global pool
-    pool = await asyncpg.create_pool(
-        _DSN, min_size=POOL_SIZE, max_size=POOL_SIZE, server_settings={"timezone": "UTC"}
+    # The app's read pool, configured alike (size, codecs, no reset query): the same pool.
+    state["pool"] = await asyncpg.create_pool(
+        settings.database_driver_dsn,
+        min_size=0,
+        max_size=settings.database_read_pool_size,
+        init=_json_decoding,
+        reset=_nothing_to_reset,
+        server_settings={"timezone": "UTC"},
     )
+    state["redis"] = Redis.from_url(settings.redis_url)
+    state["storage"] = storage = Storage(settings)
+    await storage.start()
     try:
         yield
     finally:
-        await pool.close()
+        await storage.close()
+        await state["redis"].aclose()
+        await state["pool"].close()
 
 
-app = Starlette(routes=[Route("/goals", list_goals)], lifespan=lifespan)
+ROUTES = [
+    Route("/goals", list_goals),
+    Route("/goals", create_goal, methods=["POST"]),
+    Route("/goals/{goal_id}", get_goal),
+    Route("/goals/{goal_id}/stages/{stage_id}/complete", complete_stage, methods=["PUT"]),
+    Route("/goals/{goal_id}/stages/{stage_id}/uncomplete", uncomplete_stage, methods=["PUT"]),
+    Route("/notifications", list_notifications),
+    Route("/achievements", list_achievements),
+]
+
+app = Starlette(routes=ROUTES, lifespan=lifespan)

@@ -1,43 +1,138 @@
-"""The peer: GET /goals written the way the official full-stack FastAPI template writes routes.
+"""The peer: our four hot reads written the way the official full-stack FastAPI template writes
+routes.
 
 Sync `def` routes (run in the threadpool), a sync SQLAlchemy ORM `Session` per request from a
 psycopg engine (pool 40, so that every threadpool slot can hold a connection), the current user
-loaded in a dependency (`session.get(User, ...)`), ORM objects, and a Pydantic `response_model`.
+loaded in a dependency (`session.get(User, ...)`, then an ORM query for a live refresh token of
+the token's session, as our API checks), ORM objects with `selectinload` for child rows, and
+Pydantic `response_model`s:
 
-Run: `uvicorn bench.peer_template:app` with DATABASE_URL, JWT_SECRET (and JWT_ISSUER) set.
+    GET /goals?limit=&cursor=      GET /goals/{goal_id}
+    GET /notifications?limit=&cursor=      GET /achievements
+
+Each answers with the same JSON as our API for the same request (tests/test_bench_peer.py), but
+for the signature time in attachment URLs. For fairness the token is verified by our own
+`decode_access_token` (the same per-token cache our API uses).
+
+Configuration comes from the environment through `goaltrack.config.Settings`, as our API reads
+it: DATABASE_URL, JWT_SECRET, JWT_ISSUER, REDIS_URL, S3_*, ATTACHMENT_URL_TTL_SECONDS.
+Run: `uvicorn bench.peer_template:app` with DATABASE_URL and JWT_SECRET (and JWT_ISSUER) set.
 """
 
 from __future__ import annotations
 
-import os
+import base64
+import binascii
+import json
 import uuid
 from collections.abc import Iterator
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
+from urllib.parse import quote
 
-import jwt
-from fastapi import Depends, FastAPI, HTTPException, status
+import boto3
+import redis
+from botocore.config import Config
+from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.security import OAuth2PasswordBearer
-from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session
+from pydantic import BaseModel, ConfigDict, field_serializer
+from sqlalchemy import create_engine, func, select, tuple_
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, relationship, selectinload
 
-from goaltrack.auth.models import User
-from goaltrack.goals.models import Goal
+from goaltrack.account.models import UserSettings
+from goaltrack.achievements.models import Achievement, UserAchievement
+from goaltrack.auth.models import RefreshToken, User
+from goaltrack.auth.security import decode_access_token
+from goaltrack.config import Settings
+from goaltrack.goals import models as tables
+from goaltrack.notifications.models import Notification
 
-PAGE_SIZE = 20
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+DEFAULT_LOCALE = "en"
+STATS_KEY = "achievements:stats"
+# Raster images show in the browser; anything else is served as a download.
+INLINE_CONTENT_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/heic"})
 
-SECRET_KEY = os.environ["JWT_SECRET"]
-ISSUER = os.environ.get("JWT_ISSUER", "goaltrack")
-DATABASE_URI = os.environ["DATABASE_URL"].replace("+asyncpg", "+psycopg", 1)
+settings = Settings()
 
 engine = create_engine(
-    DATABASE_URI,
+    settings.database_url.replace("+asyncpg", "+psycopg", 1),
     pool_size=40,
     max_overflow=0,
-    pool_pre_ping=True,
     connect_args={"options": "-c timezone=UTC"},
 )
+
+redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+# Presigning is local computation: the client never opens a connection for it.
+s3_client = boto3.client(
+    "s3",
+    endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url,
+    aws_access_key_id=settings.s3_access_key_id,
+    aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+    region_name=settings.s3_region,
+    config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+)
+
+
+def presigned_get_url(key: str, file_name: str, file_type: str) -> str:
+    """A short-lived download URL: the stored type forced, images inline, the rest downloads."""
+    disposition = "inline" if file_type in INLINE_CONTENT_TYPES else "attachment"
+    params: dict[str, Any] = {
+        "Bucket": settings.s3_bucket,
+        "Key": key,
+        "ResponseContentType": file_type,
+    }
+    if file_name:
+        params["ResponseContentDisposition"] = (
+            f"{disposition}; filename*=UTF-8''{quote(file_name, safe='')}"
+        )
+    elif disposition == "attachment":
+        params["ResponseContentDisposition"] = disposition
+    url: str = s3_client.generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=settings.attachment_url_ttl_seconds
+    )
+    return url
+
+
+# --- models ------------------------------------------------------------------------------------
+# The template's models.py declares a goal with its children as relationships; ours declares
+# none, so the peer maps its own classes onto the same tables (and uses our other models as is).
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Stage(Base):
+    __table__ = tables.GoalStage.__table__
+
+
+class Attachment(Base):
+    __table__ = tables.GoalAttachment.__table__
+
+    @property
+    def url(self) -> str:
+        return presigned_get_url(self.object_key, self.file_name, self.file_type)
+
+
+class Reminder(Base):
+    __table__ = tables.GoalReminder.__table__
+
+
+class Goal(Base):
+    __table__ = tables.Goal.__table__
+
+    stages: Mapped[list[Stage]] = relationship(order_by=Stage.position)
+    attachments: Mapped[list[Attachment]] = relationship(
+        order_by=(Attachment.created_at, Attachment.id)
+    )
+    reminders: Mapped[list[Reminder]] = relationship(order_by=(Reminder.remind_time, Reminder.id))
+
+
+# --- dependencies ------------------------------------------------------------------------------
 
 
 def get_db() -> Iterator[Session]:
@@ -50,36 +145,70 @@ reusable_oauth2 = OAuth2PasswordBearer(tokenUrl="/auth/login")
 TokenDep = Annotated[str, Depends(reusable_oauth2)]
 
 
-class TokenPayload(BaseModel):
-    sub: uuid.UUID
-    typ: str
-    tv: int
-
-
 def get_current_user(session: SessionDep, token: TokenDep) -> User:
     credentials_error = HTTPException(
         status_code=status.HTTP_401_UNAUTHORIZED, detail="Could not validate credentials"
     )
-    try:
-        payload = jwt.decode(
-            token,
-            SECRET_KEY,
-            algorithms=["HS256"],
-            issuer=ISSUER,
-            options={"require": ["sub", "iat", "exp", "typ", "tv", "iss"]},
-        )
-        token_data = TokenPayload(**payload)
-    except (jwt.PyJWTError, ValidationError) as exc:
-        raise credentials_error from exc
-    if token_data.typ != "access":
+    claims = decode_access_token(settings, token, datetime.now(UTC))
+    if claims is None:
         raise credentials_error
-    user = session.get(User, token_data.sub)
-    if user is None or user.deleted_at is not None or user.token_version != token_data.tv:
+    user = session.get(User, claims.user_id)
+    if user is None or user.deleted_at is not None or user.token_version != claims.token_version:
+        raise credentials_error
+    live_token = session.scalars(
+        select(RefreshToken)
+        .where(RefreshToken.family_id == claims.session_id, RefreshToken.revoked_at.is_(None))
+        .limit(1)
+    ).first()
+    if live_token is None:  # logged out, or the session's refresh token was replayed
         raise credentials_error
     return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Our API's cursor: base64url (unpadded) of "<created_at isoformat>|<id>"."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = f"{self.created_at.isoformat()}|{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def get_cursor(cursor: Annotated[str | None, Query(max_length=200)] = None) -> Cursor | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, _, row_id = raw.partition("|")
+        instant = datetime.fromisoformat(created_at)
+        if instant.tzinfo is None:
+            raise ValueError("a cursor's time must have a zone")
+        return Cursor(instant.astimezone(UTC), uuid.UUID(row_id))
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail="Invalid cursor"
+        ) from exc
+
+
+CursorDep = Annotated[Cursor | None, Depends(get_cursor)]
+Limit = Annotated[int, Query(ge=1)]
+
+
+def next_cursor(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
+    """The page (one row more was fetched) and the cursor of the next one (None on the last)."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, Cursor(rows[-1].created_at, rows[-1].id).encode()
+
+
+# --- schemas -----------------------------------------------------------------------------------
 
 
 class GoalPublic(BaseModel):
@@ -104,20 +233,188 @@ class GoalsPublic(BaseModel):
     next_cursor: str | None
 
 
+class StagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    title: str
+    description: str | None
+    position: int
+    is_completed: bool
+    completed_at: datetime | None
+
+
+class AttachmentPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    file_name: str
+    file_type: str
+    size: int
+    url: str
+    created_at: datetime
+
+
+class ReminderPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    remind_time: time
+    frequency_days: int
+    next_fire_at: datetime | None
+
+    @field_serializer("remind_time")
+    def _hours_minutes(self, value: time) -> str:
+        return value.strftime("%H:%M")
+
+
+class GoalDetailPublic(GoalPublic):
+    stages: list[StagePublic]
+    attachments: list[AttachmentPublic]
+    reminders: list[ReminderPublic]
+    ai_error: str | None
+
+
+class NotificationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    type: str
+    title: str
+    body: str
+    data: dict[str, Any]
+    is_read: bool
+    created_at: datetime
+
+
+class NotificationsPublic(BaseModel):
+    items: list[NotificationPublic]
+    next_cursor: str | None
+    unread_count: int
+
+
+class AchievementPublic(BaseModel):
+    code: str
+    title: str
+    description: str
+    icon: str
+    earned: bool
+    earned_at: datetime | None
+    percent_of_users: float | None
+
+
+class AchievementsPublic(BaseModel):
+    items: list[AchievementPublic]
+    stats_available: bool
+
+
+# --- routes ------------------------------------------------------------------------------------
+
 app = FastAPI()
 
 
 @app.get("/goals", response_model=GoalsPublic)
-def read_goals(session: SessionDep, current_user: CurrentUser) -> Any:
+def read_goals(
+    session: SessionDep, current_user: CurrentUser, cursor: CursorDep, limit: Limit = DEFAULT_LIMIT
+) -> Any:
+    limit = min(limit, MAX_LIMIT)
     statement = (
         select(Goal)
         .where(Goal.user_id == current_user.id, Goal.is_archived.is_(False))
         .order_by(Goal.created_at.desc(), Goal.id.desc())
-        .limit(PAGE_SIZE + 1)
+        .limit(limit + 1)
     )
-    goals = session.scalars(statement).all()
-    next_cursor = None
-    if len(goals) > PAGE_SIZE:
-        goals = goals[:PAGE_SIZE]
-        next_cursor = f"{goals[-1].created_at.isoformat()}|{goals[-1].id}"
-    return {"items": goals, "next_cursor": next_cursor}
+    if cursor is not None:
+        statement = statement.where(
+            tuple_(Goal.created_at, Goal.id) < tuple_(cursor.created_at, cursor.id)
+        )
+    goals, after = next_cursor(list(session.scalars(statement)), limit)
+    return {"items": goals, "next_cursor": after}
+
+
+@app.get("/goals/{goal_id}", response_model=GoalDetailPublic)
+def read_goal(session: SessionDep, current_user: CurrentUser, goal_id: uuid.UUID) -> Any:
+    goal = session.scalars(
+        select(Goal)
+        .where(Goal.id == goal_id, Goal.user_id == current_user.id)
+        .options(
+            selectinload(Goal.stages),
+            selectinload(Goal.attachments),
+            selectinload(Goal.reminders),
+        )
+    ).first()
+    if goal is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="Goal not found")
+    return goal
+
+
+@app.get("/notifications", response_model=NotificationsPublic)
+def read_notifications(
+    session: SessionDep, current_user: CurrentUser, cursor: CursorDep, limit: Limit = DEFAULT_LIMIT
+) -> Any:
+    limit = min(limit, MAX_LIMIT)
+    statement = (
+        select(Notification)
+        .where(Notification.user_id == current_user.id)
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        statement = statement.where(
+            tuple_(Notification.created_at, Notification.id) < tuple_(cursor.created_at, cursor.id)
+        )
+    notifications, after = next_cursor(list(session.scalars(statement)), limit)
+    unread_count = session.scalar(
+        select(func.count())
+        .select_from(Notification)
+        .where(Notification.user_id == current_user.id, Notification.is_read.is_(False))
+    )
+    return {"items": notifications, "next_cursor": after, "unread_count": unread_count}
+
+
+def in_locale(texts: dict[str, str], locale: str) -> str:
+    text = texts.get(locale)
+    return texts[DEFAULT_LOCALE] if text is None else text
+
+
+def percent_of_users(stats: dict[str, Any] | None, code: str) -> float | None:
+    if stats is None:
+        return None
+    users = int(stats["users"])
+    if users == 0:
+        return 0.0
+    return round(100 * int(stats["holders"].get(code, 0)) / users, 1)
+
+
+@app.get("/achievements", response_model=AchievementsPublic)
+def read_achievements(session: SessionDep, current_user: CurrentUser) -> Any:
+    locale = session.scalar(
+        select(UserSettings.locale).where(UserSettings.user_id == current_user.id)
+    )
+    achievements = session.scalars(select(Achievement).order_by(Achievement.position)).all()
+    earned = {
+        row.achievement_id: row.earned_at
+        for row in session.scalars(
+            select(UserAchievement).where(UserAchievement.user_id == current_user.id)
+        )
+    }
+    try:
+        raw = redis_client.get(STATS_KEY)
+    except (redis.RedisError, OSError):
+        raw = None
+    stats = json.loads(raw) if raw is not None else None
+    return {
+        "items": [
+            {
+                "code": achievement.code,
+                "title": in_locale(achievement.title, locale or DEFAULT_LOCALE),
+                "description": in_locale(achievement.description, locale or DEFAULT_LOCALE),
+                "icon": achievement.icon,
+                "earned": achievement.id in earned,
+                "earned_at": earned.get(achievement.id),
+                "percent_of_users": percent_of_users(stats, achievement.code),
+            }
+            for achievement in achievements
+        ],
+        "stats_available": stats is not None,
+    }

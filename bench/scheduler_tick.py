@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import tempfile
@@ -367,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--due", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     started = time.monotonic()
     print(f"loadavg before: {loadavg()}", flush=True)
@@ -400,6 +402,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{results[0]['dataset'].counts['goal_reminders']:,}: {large / small:.2f}"
         )
     print(f"total {time.monotonic() - started:.1f} s; loadavg after: {loadavg()}")
+    if args.json is not None:
+        sizes = [
+            {
+                "reminders": r["dataset"].counts["goal_reminders"],
+                "due": args.due,
+                "tick_s": [t.total_s for t in r["ticks"]],
+                "median_tick_s": statistics.median(t.total_s for t in r["ticks"]),
+            }
+            for r in results
+        ]
+        document = {"sizes": sizes}
+        if len(sizes) >= 2:
+            document["ratio_large_to_small"] = (
+                sizes[-1]["median_tick_s"] / sizes[0]["median_tick_s"]
+            )
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
     return 0
 
 

@@ -8,9 +8,11 @@ deadlines and completions, and creation times spread over two years.
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 
@@ -66,7 +68,7 @@ DESCRIPTIONS = [
 GOALS_SQL = """
 WITH spec AS (
     SELECT u.id AS user_id, g > n.active AS archived,
-           floor(random() * 9)::int AS stages,
+           3 + floor(random() * 5)::int AS stages,
            now() - random() * interval '730 days' AS created
     FROM users u
     CROSS JOIN LATERAL (
@@ -108,10 +110,111 @@ FROM users u
 """
 
 
+STAGES_SQL = """
+INSERT INTO goal_stages (id, goal_id, title, description, position, is_completed, completed_at,
+                         first_completed_at, created_at)
+SELECT gen_random_uuid(), g.id,
+       'Stage ' || p || ': ' || ($1::text[])[1 + floor(random() * cardinality($1::text[]))::int],
+       CASE WHEN random() < 0.4 THEN ($2::text[])[2 + floor(random() * 3)::int] END,
+       p - 1,
+       p <= g.completed_stage_count,
+       CASE WHEN p <= g.completed_stage_count THEN g.created_at + p * interval '1 day' END,
+       CASE WHEN p <= g.completed_stage_count THEN g.created_at + p * interval '1 day' END,
+       g.created_at
+FROM goals g
+CROSS JOIN LATERAL generate_series(1, g.stage_count) AS p
+"""
+
+# A fifth of the active goals hold a photo or a PDF (rows only: presigning needs no object).
+ATTACHMENTS_SQL = """
+INSERT INTO goal_attachments (id, goal_id, user_id, object_key, file_url, file_type, file_name,
+                              size, created_at)
+SELECT a.id, a.goal_id, a.user_id, 'attachments/' || a.id || e.ext, '', a.type,
+       'proof-' || left(a.id::text, 8) || e.ext, 20000 + floor(random() * 2000000)::int,
+       a.created
+FROM (
+    SELECT gen_random_uuid() AS id, g.id AS goal_id, g.user_id,
+           g.created_at + interval '3 days' AS created,
+           CASE WHEN random() < 0.8 THEN 'image/jpeg' ELSE 'application/pdf' END AS type
+    FROM goals g
+    WHERE NOT g.is_archived AND random() < 0.2
+) AS a
+CROSS JOIN LATERAL (
+    SELECT CASE a.type WHEN 'image/jpeg' THEN '.jpg' ELSE '.pdf' END AS ext
+) AS e
+"""
+
+# `per_goal` reminders on every active goal, due over the next week (the scheduler's data).
+REMINDERS_SQL = """
+INSERT INTO goal_reminders (id, goal_id, remind_time, frequency_days, anchor_date, next_fire_at,
+                            next_fire_date, created_at)
+SELECT gen_random_uuid(), g.id, r.at::time, 1 + floor(random() * 3)::int, current_date,
+       date_trunc('minute', now() + interval '1 hour' + random() * interval '7 days'),
+       current_date + 1, g.created_at
+FROM goals g
+CROSS JOIN LATERAL generate_series(1, $1::int) AS n
+CROSS JOIN LATERAL (
+    SELECT make_time(6 + n * 3, (floor(random() * 4) * 15)::int, 0) AS at
+) AS r
+WHERE NOT g.is_archived
+"""
+
+# Every user's feed: `per_user` rows (the heavy feed user `heavy`), spread over a year, a tenth
+# unread; each kind with the data it carries.
+NOTIFICATIONS_SQL = """
+INSERT INTO notifications (id, user_id, type, title, body, data, is_read, created_at)
+SELECT gen_random_uuid(), u.id, k.type, k.title, k.body, k.data, random() < 0.9,
+       now() - random() * interval '365 days'
+FROM users u
+CROSS JOIN LATERAL generate_series(
+    1, CASE WHEN u.email = $2::text THEN $3::int ELSE $1::int END
+) AS n
+CROSS JOIN LATERAL (
+    SELECT * FROM (VALUES
+        ('reminder', 'Time for your goal', 'Run a half marathon: the next stage is waiting.',
+         jsonb_build_object('goal_id', gen_random_uuid(), 'stage_id', NULL,
+                            'reminder_id', gen_random_uuid())),
+        ('digest', 'Your day in goals', '3 goals in progress, 1 stage done yesterday.',
+         jsonb_build_object('active_goals', 3)),
+        ('achievement', 'Achievement unlocked', 'First steps: you completed your first stage.',
+         jsonb_build_object('achievement_code', 'first_stage')),
+        ('goal_completed', 'Goal completed!', 'Read 24 books this year is done. Well done!',
+         jsonb_build_object('goal_id', gen_random_uuid()))
+    ) AS v(type, title, body, data)
+    OFFSET (n % 4) LIMIT 1
+) AS k
+"""
+
+
+def _achievements_backfill() -> list[str]:
+    """The achievements migration's backfill: each user's counters from the seeded history, and
+    exactly the achievements that history earns (as the live events would have awarded them)."""
+    import goaltrack
+
+    path = Path(goaltrack.__file__).parent / "migrations/versions/0006_achievements.py"
+    spec = importlib.util.spec_from_file_location("bench_migration_0006", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    statements: list[str] = module.backfill_statements()
+    return statements
+
+
 @dataclass(frozen=True, slots=True)
 class Seeded:
     users: int
     goals: int
+    stages: int = 0
+    attachments: int = 0
+    reminders: int = 0
+    notifications: int = 0
+    user_achievements: int = 0
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{value:,} {name.replace('_', ' ')}" for name, value in asdict(self).items() if value
+        )
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -119,11 +222,26 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 async def seed(
-    conn: asyncpg.Connection, *, users: int, goals_per_user: int, heavy_goals: int = 0
+    conn: asyncpg.Connection,
+    *,
+    users: int,
+    goals_per_user: int,
+    heavy_goals: int = 0,
+    details: bool = False,
+    reminders_per_goal: int = 5,
+    notifications_per_user: int = 90,
+    heavy_notifications: int = 100_000,
 ) -> Seeded:
     """Insert `users` users with their settings and goals (and, when `heavy_goals` > 0, one more
     user, HEAVY_EMAIL, with that many active goals), then ANALYZE. Run once, on an empty database.
+
+    With `details`: every goal's stages, attachments on a fifth of the active goals,
+    `reminders_per_goal` reminders on each active goal, `notifications_per_user` notifications per
+    user (`heavy_notifications` for HEAVY_EMAIL, who is then created even without heavy goals),
+    achievements held by a realistic share, and the users' counters. Set-based INSERT ... SELECT
+    (the rows never cross the wire): a few seconds per million rows.
     """
+    heavy = heavy_goals > 0 or details
     async with conn.transaction():
         await conn.execute("SELECT setseed(0.42)")
         await conn.execute(
@@ -139,7 +257,7 @@ async def seed(
             PASSWORD_HASH,
             users,
         )
-        if heavy_goals:
+        if heavy:
             await conn.execute(
                 "INSERT INTO users (id, email, password_hash, token_version) "
                 "VALUES (gen_random_uuid(), $1, $2, 4)",
@@ -150,10 +268,28 @@ async def seed(
         await conn.execute(
             GOALS_SQL, goals_per_user, TITLES, DESCRIPTIONS, HEAVY_EMAIL, heavy_goals
         )
-    await conn.execute("ANALYZE")
-    total_users = await conn.fetchval("SELECT count(*) FROM users")
-    total_goals = await conn.fetchval("SELECT count(*) FROM goals")
-    return Seeded(users=int(total_users), goals=int(total_goals))
+        if details:
+            await conn.execute(STAGES_SQL, TITLES, DESCRIPTIONS)
+            await conn.execute(ATTACHMENTS_SQL)
+            await conn.execute(REMINDERS_SQL, reminders_per_goal)
+            await conn.execute(
+                NOTIFICATIONS_SQL, notifications_per_user, HEAVY_EMAIL, heavy_notifications
+            )
+            await conn.execute(
+                "UPDATE goals SET first_completed_at = completed_at WHERE completed_at IS NOT NULL"
+            )
+            for statement in _achievements_backfill():
+                await conn.execute(statement)
+    await conn.execute("VACUUM ANALYZE")
+    counts = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM goals) AS goals,"
+        " (SELECT count(*) FROM goal_stages) AS stages,"
+        " (SELECT count(*) FROM goal_attachments) AS attachments,"
+        " (SELECT count(*) FROM goal_reminders) AS reminders,"
+        " (SELECT count(*) FROM notifications) AS notifications,"
+        " (SELECT count(*) FROM user_achievements) AS user_achievements"
+    )
+    return Seeded(**{name: int(value) for name, value in counts.items()})
 
 
 async def mint_tokens(conn: asyncpg.Connection, settings: Settings, limit: int) -> list[str]:

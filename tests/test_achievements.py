@@ -421,9 +421,9 @@ async def test_a_cache_hit_runs_no_statistics_query_and_the_key_lives_a_day(
 
     with statements(app) as hit:
         assert by_code(await listing(client, user))["first_goal"]["percent_of_users"] == 100.0
-    assert hit  # the request did run its own queries (the listener works)...
-    assert grouped_stats_queries(hit) == []  # ...but none for the statistics
-    assert not any("count(" in s.lower() for s in hit)
+    # The listener works (it saw the miss's grouped query above); a hit sends nothing through the
+    # engine at all: the catalogue is one statement on the hot reads' pool, the share from Redis.
+    assert hit == []
 
 
 async def test_a_cold_cache_under_load_runs_the_grouped_query_once(

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from goaltrack.auth.models import PasswordResetToken, RefreshToken, User
 from goaltrack.auth.security import hash_token
 from goaltrack.auth.service import SEND_PASSWORD_RESET
-from goaltrack.clock import get_now
+from goaltrack.clock import get_now, set_clock
 from goaltrack.worker.outbox import OutboxTask
 from helpers import Account, assert_problem, wait_until
 
@@ -350,13 +350,14 @@ async def test_rejected_access_tokens(client: Any, user: Account) -> None:
 
 
 async def test_access_token_expires_even_after_it_was_verified_once(
-    client: Any, app: Any, user: Account
+    client: Any, user: Account
 ) -> None:
     assert (await client.get("/account", headers=user.headers)).status_code == 200
     expires_at = datetime.fromtimestamp(_claims(user.access_token)["exp"], UTC)
-    app.dependency_overrides[get_now] = lambda: expires_at - timedelta(seconds=1)
+    # The token check reads the process clock (clean_state puts the system clock back).
+    set_clock(lambda: expires_at - timedelta(seconds=1))
     assert (await client.get("/goals", headers=user.headers)).status_code == 200
-    app.dependency_overrides[get_now] = lambda: expires_at
+    set_clock(lambda: expires_at)
     assert_problem(await client.get("/account", headers=user.headers), 401, "not_authenticated")
     assert_problem(await client.get("/goals", headers=user.headers), 401, "not_authenticated")
 

@@ -6,7 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+import asyncpg
+from sqlalchemy import func, select
 
 from goaltrack.auth.models import PasswordResetToken
 from goaltrack.clock import get_now
@@ -172,14 +173,20 @@ async def test_writes_on_connections_postgresql_dropped_are_503_never_500(
     goal = await create_goal(client, user)
 
     async def kill_pool() -> None:
-        await asyncio.gather(*(client.get("/goals", headers=user.headers) for _ in range(10)))
-        async with app.state.engine.connect() as connection:
-            await connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'goaltrack-api' AND pid <> pg_backend_pid()"
-                )
+        # Fill both pools (the engine's, and the hot reads' asyncpg pool), then kill them all
+        # from a connection of our own.
+        await asyncio.gather(
+            *(client.get(path, headers=user.headers) for path in ["/account", "/goals"] * 10)
+        )
+        killer = await asyncpg.connect(app.state.settings.database_driver_dsn)
+        try:
+            killed = await killer.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'goaltrack-api%'"
             )
+        finally:
+            await killer.close()
+        assert killed >= 2
 
     writes = [
         lambda: client.post("/goals", json={"title": "after the crash"}, headers=user.headers),

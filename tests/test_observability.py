@@ -563,10 +563,17 @@ class _SentryIngest(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
         body = self.rfile.read(length)
-        if self.headers.get("content-encoding") == "gzip":
+        # Sentry compresses with brotli when the module is importable (a dependency of
+        # locust's), with gzip otherwise.
+        encoding = self.headers.get("content-encoding")
+        if encoding == "gzip":
             import gzip
 
             body = gzip.decompress(body)
+        elif encoding == "br":
+            import brotli  # type: ignore[import-not-found,unused-ignore]
+
+            body = brotli.decompress(body)
         type(self).bodies.append(body)
         self.send_response(200)
         self.end_headers()

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     app_env: AppEnv = AppEnv.development
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/goaltrack"
     database_pool_size: int = 10
+    # The hot reads' own asyncpg pool (reads.py), beside the engine's: per API process.
+    database_read_pool_size: Annotated[int, Field(ge=1)] = 10
     redis_url: str = "redis://127.0.0.1:6379/0"
     # /docs and /openapi.json: unset = on except in production (see `docs_on`).
     docs_enabled: bool | None = None
@@ -70,6 +72,8 @@ class Settings(BaseSettings):
     refresh_token_ttl_days: int = 7
     password_reset_ttl_minutes: int = 30
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    # bcrypt hashes running at once per API process (the rest queue): leaves the event loop a core.
+    bcrypt_concurrency: Annotated[int, Field(ge=1)] = 1
     account_deletion_grace_days: int = Field(default=7, ge=0)
     password_reset_url: str = "http://127.0.0.1:8000/reset-password?token={token}"
     # Where the reset page's "Open Goaltrack" button goes after a successful reset.
@@ -194,6 +198,11 @@ class Settings(BaseSettings):
             if not self.password_reset_url.startswith("https://"):
                 raise ValueError("PASSWORD_RESET_URL must be an https:// link in production")
         return self
+
+    @property
+    def database_driver_dsn(self) -> str:
+        """DATABASE_URL as asyncpg itself takes it (no SQLAlchemy driver suffix)."""
+        return "postgresql://" + self.database_url.removeprefix("postgresql+asyncpg://")
 
     @property
     def docs_on(self) -> bool:

@@ -11,7 +11,6 @@ from anyio import to_thread
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -98,14 +97,3 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
-
-
-async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """For the hot single-statement reads: a pooled connection in autocommit mode, so no
-    BEGIN/COMMIT round trips and no ORM session around one SELECT."""
-    engine: AsyncEngine = request.app.state.read_engine
-    async with engine.connect() as connection:
-        yield connection
-
-
-ReadConnectionDep = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]

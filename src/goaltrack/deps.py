@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,6 +19,12 @@ from goaltrack.storage import Storage
 async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def get_read_pool(request: Request) -> asyncpg.Pool:
+    """The hot reads' asyncpg pool (reads.py)."""
+    pool: asyncpg.Pool = request.app.state.read_pool
+    return pool
 
 
 async def get_storage(request: Request) -> Storage:
@@ -37,6 +44,7 @@ async def get_redis(request: Request) -> Redis:
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ReadPoolDep = Annotated[asyncpg.Pool, Depends(get_read_pool)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 RedisDep = Annotated[Redis, Depends(get_redis)]

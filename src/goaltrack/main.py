@@ -29,6 +29,7 @@ from goaltrack.notifications.router import router as notifications_router
 from goaltrack.observability import install_observability
 from goaltrack.openapi import install_contract, operation_id
 from goaltrack.ratelimit import RateLimiter
+from goaltrack.reads import create_read_pool
 from goaltrack.schemas import Problem, ValidationProblem
 from goaltrack.security_headers import SecurityHeaders
 from goaltrack.storage import Storage, StorageUnavailable
@@ -54,12 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "push is disabled: FCM_CREDENTIALS_FILE is not set (notifications go to the feed only)"
             )
         app.state.engine = engine
-        # The same pool, without transactions: for the one-statement hot reads.
-        app.state.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        app.state.read_pool = read_pool = await create_read_pool(
+            settings, application_name="goaltrack-api-reads"
+        )
         app.state.sessionmaker = create_sessionmaker(engine, producer)
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(redis)
-        app.state.passwords = Passwords(settings.bcrypt_rounds)
+        app.state.passwords = Passwords(settings.bcrypt_rounds, settings.bcrypt_concurrency)
         app.state.storage = storage = Storage(settings)
         await storage.start()
         try:
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await storage.close()
             await redis.aclose()
+            await read_pool.close()
             await engine.dispose()
             producer.close()
 

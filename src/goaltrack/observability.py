@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import asyncpg
 from fastapi.routing import iter_route_contexts
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -389,10 +390,12 @@ PROBES: Sequence[_Probe] = (
 
 
 def _pool_metrics(state: Any) -> list[Metric]:
+    metrics = _read_pool_metrics(getattr(state, "read_pool", None))
     pool = getattr(getattr(state, "engine", None), "pool", None)
     if not isinstance(pool, QueuePool):
-        return []
+        return metrics
     return [
+        *metrics,
         GaugeMetricFamily(
             "goaltrack_db_pool_checked_out",
             "Database connections in use (this process's pool).",
@@ -402,6 +405,23 @@ def _pool_metrics(state: Any) -> list[Metric]:
             "goaltrack_db_pool_size",
             "Database connections the pool keeps (this process's pool).",
             value=pool.size(),
+        ),
+    ]
+
+
+def _read_pool_metrics(pool: asyncpg.Pool | None) -> list[Metric]:
+    if pool is None:
+        return []
+    return [
+        GaugeMetricFamily(
+            "goaltrack_db_read_pool_checked_out",
+            "Hot-read connections in use (this process's asyncpg pool).",
+            value=pool.get_size() - pool.get_idle_size(),
+        ),
+        GaugeMetricFamily(
+            "goaltrack_db_read_pool_size",
+            "Hot-read connections open (this process's asyncpg pool; opened on demand).",
+            value=pool.get_size(),
         ),
     ]
 

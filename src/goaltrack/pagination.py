@@ -8,9 +8,10 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, Protocol, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
@@ -53,12 +54,7 @@ class Cursor:
             raise InvalidCursor from exc
 
 
-class Keyed(Protocol):
-    created_at: datetime
-    id: uuid.UUID
-
-
-K = TypeVar("K", bound=Keyed)
+Row = TypeVar("Row", bound=Mapping[str, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +70,12 @@ class Page:
             params |= {"after_created_at": self.after.created_at, "after_id": self.after.id}
         return params
 
-    def cut(self, items: list[K]) -> tuple[list[K], str | None]:
-        """The page's items and the cursor of the next page (None on the last)."""
+    def cut(self, items: list[Row]) -> tuple[list[Row], str | None]:
+        """The page's rows and the cursor of the next page (None on the last)."""
         if len(items) <= self.limit:
             return items, None
         items = items[: self.limit]
-        return items, Cursor(items[-1].created_at, items[-1].id).encode()
+        return items, Cursor(items[-1]["created_at"], items[-1]["id"]).encode()
 
 
 async def get_page(

@@ -1,17 +1,26 @@
-"""Hot reads: a statement compiled once, run on the driver connection under SQLAlchemy's pool.
+"""Hot reads: a statement compiled once, run on a raw asyncpg pool, rows straight into JSON.
 
-asyncpg prepares it once per connection, and rows skip SQLAlchemy's result layer on their way
-into the response models. Each hot read is one round trip with the caller's token check folded
-in (`auth.queries.caller_is_current`); a domain's `queries.py` holds only its statements.
+Each hot read is one round trip with the caller's token check folded in
+(`auth.queries.caller_is_current`); a domain's `queries.py` holds only its statements. The API's
+hot reads run on their own small asyncpg pool (`create_read_pool`): checking a connection out of
+SQLAlchemy's pool through a FastAPI dependency cost more CPU than the query itself (bench/).
+Inside a write the same statement runs on the request's session, so it sees the write.
+Their responses are rendered by `json_response` (orjson), byte for byte what the response model
+would produce (tests/test_reads.py holds the two together), without validating rows we wrote.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, TypeAlias
 
 import asyncpg
+import orjson
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from goaltrack.config import Settings
 
 # Raised on the driver path, where SQLAlchemy does not wrap them; each means the connection (or
 # the server behind it) is gone, so they are 503s (see errors.py).
@@ -23,9 +32,46 @@ DRIVER_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
 )
 
-# A pooled autocommit connection for the hot reads, or the request's session inside a write
-# (the statement then runs in its transaction and sees its changes).
-Executor = AsyncConnection | AsyncSession
+# A wait for a free connection plus the statement: like SQLAlchemy's pool_timeout, then a 503.
+READ_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+# The read pool, or the request's session inside a write (the statement then runs in its
+# transaction and sees its changes).
+Executor: TypeAlias = asyncpg.Pool | AsyncSession
+
+
+def _encode_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _decode_json(connection: asyncpg.Connection) -> None:
+    # json and jsonb values arrive decoded (json_agg arrays, a notification's data), as they do
+    # on SQLAlchemy's connections.
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads
+        )
+
+
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    """The pool's connections run single autocommit SELECTs and never change session state, so
+    the default reset (RESET ALL, UNLISTEN, CLOSE ALL...: a round trip per release) is skipped.
+    An open transaction is still rolled back by asyncpg itself."""
+
+
+async def create_read_pool(settings: Settings, *, application_name: str) -> asyncpg.Pool:
+    """Opens no connection yet (min_size 0): the API starts while PostgreSQL is down, and a
+    connection PostgreSQL dropped is replaced at its next checkout."""
+    return await asyncpg.create_pool(
+        settings.database_driver_dsn,
+        min_size=0,
+        max_size=settings.database_read_pool_size,
+        init=_decode_json,
+        reset=_nothing_to_reset,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        server_settings={"timezone": "UTC", "application_name": application_name},
+    )
 
 
 class PreparedRead:
@@ -37,14 +83,22 @@ class PreparedRead:
         self.fixed = {name: value for name, value in compiled.params.items() if value is not None}
 
     async def fetch(self, executor: Executor, params: dict[str, Any]) -> list[Any]:
-        connection = await executor.connection() if isinstance(executor, AsyncSession) else executor
+        """The rows (asyncpg records); asyncpg prepares the statement once per connection."""
+        args = [params.get(name, self.fixed.get(name)) for name in self.names]
+        if isinstance(executor, AsyncSession):
+            return await self._fetch_in_session(executor, args)
+        # asyncio.timeout, not acquire(timeout=): no extra task per request.
+        async with asyncio.timeout(READ_TIMEOUT_SECONDS), executor.acquire() as connection:
+            rows: list[Any] = await connection.fetch(self.sql, *args)
+        return rows
+
+    async def _fetch_in_session(self, session: AsyncSession, args: list[Any]) -> list[Any]:
+        connection = await session.connection()
         driver_record = await connection.get_raw_connection()
         driver = driver_record.driver_connection
         assert driver is not None
         try:
-            rows: list[Any] = await driver.fetch(
-                self.sql, *(params.get(name, self.fixed.get(name)) for name in self.names)
-            )
+            rows: list[Any] = await driver.fetch(self.sql, *args)
         except BaseException as exc:
             # SQLAlchemy does not see errors raised on the driver, so it cannot tell a dropped or
             # half-used connection (server restart, failover, a cancelled request) from a healthy
@@ -57,3 +111,19 @@ class PreparedRead:
             await connection.invalidate()
             raise
         return rows
+
+
+def _encode_other(value: Any) -> str:
+    # asyncpg's UUID type (a uuid.UUID subclass orjson does not take as one) and plain UUIDs.
+    return str(value)
+
+
+def json_body(content: Any) -> bytes:
+    """JSON exactly as our response models serialise (UTC as `Z`, compact, UTF-8)."""
+    return orjson.dumps(content, default=_encode_other, option=orjson.OPT_UTC_Z)
+
+
+def json_response(content: Any) -> Response:
+    """A hot read's response, rendered from its rows: the route declares the response model
+    (`response_model=`) for the contract, and this body is what that model would have produced."""
+    return Response(json_body(content), media_type="application/json")

@@ -1,22 +1,22 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Response
 
-from goaltrack.account.queries import get_locale
 from goaltrack.achievements import service
 from goaltrack.achievements.schemas import AchievementList
-from goaltrack.auth.dependencies import CurrentUser
-from goaltrack.db import SessionDep
-from goaltrack.deps import RedisDep
+from goaltrack.auth.dependencies import AccessClaimsDep, get_access_claims
+from goaltrack.deps import ReadPoolDep, RedisDep, SessionmakerDep
+from goaltrack.reads import json_response
 
-router = APIRouter(prefix="/achievements", tags=["achievements"])
+router = APIRouter(
+    prefix="/achievements", tags=["achievements"], dependencies=[Depends(get_access_claims)]
+)
 
 
-@router.get("")
+@router.get("", response_model=AchievementList)
 async def list_achievements(
-    user: CurrentUser, session: SessionDep, redis: RedisDep
-) -> AchievementList:
+    caller: AccessClaimsDep, pool: ReadPoolDep, redis: RedisDep, sessionmaker: SessionmakerDep
+) -> Response:
     """The catalogue in order, whether the caller holds each one (live), and the share of users
     holding it (cached for a day)."""
-    locale = await get_locale(session, user.id)
-    return await service.list_for_user(session, redis, user_id=user.id, locale=locale)
+    return json_response(await service.list_for_user(pool, sessionmaker, redis, caller=caller))

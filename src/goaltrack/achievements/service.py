@@ -15,19 +15,22 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from goaltrack.achievements import queries
 from goaltrack.achievements.conditions import METRICS
 from goaltrack.achievements.models import Achievement, UserAchievement, UserStats
-from goaltrack.achievements.schemas import AchievementList, AchievementOut
 from goaltrack.auth.models import User
+from goaltrack.auth.security import AccessClaims
 from goaltrack.notifications.kinds import AchievementData
 from goaltrack.notifications.service import notify
+from goaltrack.reads import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -157,18 +160,24 @@ async def refresh_stats(session: AsyncSession, redis: Redis) -> Stats:
     return stats
 
 
-async def cached_stats(session: AsyncSession, redis: Redis) -> Stats | None:
+async def cached_stats(
+    sessionmaker: async_sessionmaker[AsyncSession] | None, redis: Redis
+) -> Stats | None:
     """The statistics from Redis; on a miss exactly one request (the lock's holder) computes them
-    while the others wait for its result. None when Redis is unavailable or the wait runs out:
-    the caller then serves the catalogue without percentages rather than run the grouped query
-    once per request."""
+    (on a session of its own from `sessionmaker`) while the others wait for its result. None when
+    Redis is unavailable or the wait runs out (or on a miss without a sessionmaker): the caller
+    then serves the catalogue without percentages rather than run the grouped query once per
+    request."""
     try:
         raw = await redis.get(STATS_KEY)
         if raw is not None:
             return Stats.load(raw)
+        if sessionmaker is None:
+            return None
         if await redis.set(STATS_LOCK_KEY, "1", nx=True, ex=STATS_LOCK_SECONDS):
             try:
-                return await refresh_stats(session, redis)
+                async with sessionmaker() as session:
+                    return await refresh_stats(session, redis)
             finally:
                 await redis.delete(STATS_LOCK_KEY)
         async with asyncio.timeout(STATS_WAIT_SECONDS):
@@ -182,33 +191,27 @@ async def cached_stats(session: AsyncSession, redis: Redis) -> Stats | None:
 
 
 async def list_for_user(
-    session: AsyncSession, redis: Redis, *, user_id: uuid.UUID, locale: str
-) -> AchievementList:
-    rows = await session.execute(
-        select(Achievement, UserAchievement.earned_at)
-        .outerjoin(
-            UserAchievement,
-            and_(
-                UserAchievement.achievement_id == Achievement.id,
-                UserAchievement.user_id == user_id,
-            ),
-        )
-        .order_by(Achievement.position)
-    )
-    catalogue = rows.all()
-    stats = await cached_stats(session, redis)
-    return AchievementList(
-        items=[
-            AchievementOut(
-                code=achievement.code,
-                title=_text(achievement.title, locale),
-                description=_text(achievement.description, locale),
-                icon=achievement.icon,
-                earned=earned_at is not None,
-                earned_at=earned_at,
-                percent_of_users=stats.percent(achievement.code) if stats else None,
-            )
-            for achievement, earned_at in catalogue
+    executor: Executor,
+    sessionmaker: async_sessionmaker[AsyncSession] | None,
+    redis: Redis,
+    *,
+    caller: AccessClaims,
+) -> dict[str, Any]:
+    """The catalogue for the caller, shaped as `AchievementList`."""
+    rows = await queries.catalogue(executor, caller)
+    stats = await cached_stats(sessionmaker, redis)
+    return {
+        "items": [
+            {
+                "code": row["code"],
+                "title": row["title"],
+                "description": row["description"],
+                "icon": row["icon"],
+                "earned": row["earned_at"] is not None,
+                "earned_at": row["earned_at"],
+                "percent_of_users": stats.percent(row["code"]) if stats else None,
+            }
+            for row in rows
         ],
-        stats_available=stats is not None,
-    )
+        "stats_available": stats is not None,
+    }

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
 
 import jwt
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from pwdlib import PasswordHash
 from pwdlib.hashers.bcrypt import BcryptHasher
 
@@ -23,17 +23,22 @@ MAX_ACCESS_TOKEN_LENGTH = 1024
 
 
 class Passwords:
-    """bcrypt through pwdlib, run in the threadpool: a login never stalls the event loop."""
+    """bcrypt through pwdlib, in worker threads: a login never stalls the event loop.
 
-    def __init__(self, rounds: int) -> None:
+    At most `concurrency` hashes run at once in this process (the others queue): twenty
+    concurrent logins would otherwise put twenty CPU-bound threads beside the event loop, and
+    the reads would get a twenty-first of the CPU (bench: goals_list_under_login_flood)."""
+
+    def __init__(self, rounds: int, concurrency: int = 1) -> None:
         self._hasher = PasswordHash((BcryptHasher(rounds=rounds),))
+        self._limiter = CapacityLimiter(concurrency)
 
     @cached_property
     def _dummy_hash(self) -> str:
         return self._hasher.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
-        return await to_thread.run_sync(self._hasher.hash, password)
+        return await to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """Compare against a dummy hash when there is no user, so timing does not reveal it.
@@ -45,7 +50,9 @@ class Passwords:
             password if fits else password.encode()[:BCRYPT_MAX_BYTES].decode(errors="ignore")
         )
         target = password_hash if password_hash is not None else self._dummy_hash
-        matches = await to_thread.run_sync(self._hasher.verify, candidate, target)
+        matches = await to_thread.run_sync(
+            self._hasher.verify, candidate, target, limiter=self._limiter
+        )
         return matches and fits and password_hash is not None
 
 

@@ -104,8 +104,10 @@ class GoalView:
         self._caller = claims
 
     async def __call__(self, goal_id: uuid.UUID) -> GoalOut:
-        return await queries.get_goal(
-            self._session, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
+        return GoalOut.model_validate(
+            await queries.get_goal(
+                self._session, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
+            )
         )
 
 

@@ -10,7 +10,8 @@ empty page. Statements are built once at import; rows go straight into the respo
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -32,8 +33,8 @@ from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
-from goaltrack.goals.schemas import Attachment, GoalOut, GoalSummary, Reminder, Stage
-from goaltrack.pagination import ListPage, Page
+from goaltrack.goals.schemas import GoalOut, GoalSummary, Stage
+from goaltrack.pagination import Page
 from goaltrack.reads import Executor, PreparedRead
 from goaltrack.storage import Storage
 
@@ -101,10 +102,7 @@ def _detail_statement() -> Any:
     reminder = GoalReminder.__table__.alias("reminder")
     stages = _json_children(
         stage,
-        {
-            name: stage.c[name]
-            for name in ("id", "title", "description", "position", "is_completed", "completed_at")
-        },
+        {name: stage.c[name] for name in Stage.model_fields},
         order_by=[stage.c.position],
         label="stages",
     )
@@ -151,18 +149,30 @@ _LIST_AFTER_PREPARED = PreparedRead(_LIST_AFTER)
 _DETAIL_PREPARED = PreparedRead(_DETAIL)
 
 
+# The response models' field order: the hot reads render rows straight into JSON (reads.py), so
+# a payload's keys are laid out as its model would lay them out.
+SUMMARY_FIELDS = tuple(GoalSummary.model_fields)
+DETAIL_FIELDS = tuple(GoalOut.model_fields)
+
+
+def _instant(value: str | None) -> datetime | None:
+    """A timestamp from PostgreSQL's JSON text (`+00:00`, trailing zeros trimmed)."""
+    return None if value is None else datetime.fromisoformat(value)
+
+
 async def list_goals(
     executor: Executor, caller: AccessClaims, *, archived: bool, page: Page
-) -> ListPage[GoalSummary]:
+) -> dict[str, Any]:
+    """A page of goals, shaped as `ListPage[GoalSummary]`."""
     statement = _LIST_PREPARED if page.after is None else _LIST_AFTER_PREPARED
     params = {**caller_params(caller), "archived": archived, **page.params()}
     rows = await statement.fetch(executor, params)
     if not rows:
         raise NotAuthenticated
     items, next_cursor = page.cut(
-        [GoalSummary.model_validate(dict(row)) for row in rows if row["id"] is not None]
+        [{name: row[name] for name in SUMMARY_FIELDS} for row in rows if row["id"] is not None]
     )
-    return ListPage[GoalSummary](items=items, next_cursor=next_cursor)
+    return {"items": items, "next_cursor": next_cursor}
 
 
 async def get_goal(
@@ -172,7 +182,8 @@ async def get_goal(
     goal_id: uuid.UUID,
     *,
     url_ttl: int,
-) -> GoalOut:
+) -> dict[str, Any]:
+    """One goal with its stages, attachments and reminders, shaped as `GoalOut`."""
     rows = await _DETAIL_PREPARED.fetch(
         executor,
         {**caller_params(caller), "goal_id": goal_id},
@@ -182,22 +193,39 @@ async def get_goal(
     row = rows[0]
     if row["id"] is None:
         raise NotFound
-    # SQLAlchemy's asyncpg dialect installs a JSON codec on its connections: arrays arrive decoded.
+    # The children come as JSON arrays (decoded by the connection's codec), timestamps as text.
     values = dict(row)
-    values["stages"] = [Stage.model_validate(stage) for stage in row["stages"]]
-    values["reminders"] = [Reminder.model_validate(item) for item in row["reminders"]]
-    values["attachments"] = [
-        await attachment_out(storage, item, url_ttl=url_ttl) for item in row["attachments"]
+    values["stages"] = [
+        {**stage, "completed_at": _instant(stage["completed_at"])} for stage in row["stages"]
     ]
-    return GoalOut.model_validate(values)
+    values["reminders"] = [
+        {**item, "next_fire_at": _instant(item["next_fire_at"])} for item in row["reminders"]
+    ]
+    values["attachments"] = [
+        await attachment_out(
+            storage, {**item, "created_at": _instant(item["created_at"])}, url_ttl=url_ttl
+        )
+        for item in row["attachments"]
+    ]
+    return {name: values[name] for name in DETAIL_FIELDS}
 
 
-async def attachment_out(storage: Storage, item: dict[str, Any], *, url_ttl: int) -> Attachment:
-    """An attachment with a fresh short-lived download URL (PDFs download, images show inline)."""
+async def attachment_out(
+    storage: Storage, item: Mapping[str, Any], *, url_ttl: int
+) -> dict[str, Any]:
+    """An attachment, shaped as `Attachment`, with a fresh short-lived download URL (PDFs
+    download, images show inline)."""
     url = await storage.presigned_get(
         item["object_key"],
         expires_in=url_ttl,
         download_name=item["file_name"],
         content_type=item["file_type"],  # forced; anything not an image downloads as a file
     )
-    return Attachment.model_validate({**item, "url": url})
+    return {
+        "id": item["id"],
+        "file_name": item["file_name"],
+        "file_type": item["file_type"],
+        "size": item["size"],
+        "url": url,
+        "created_at": item["created_at"],
+    }

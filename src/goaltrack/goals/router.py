@@ -7,8 +7,8 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser, get_access_claims
 from goaltrack.clock import Now
-from goaltrack.db import ReadConnectionDep, SessionDep
-from goaltrack.deps import SettingsDep, StorageDep
+from goaltrack.db import SessionDep
+from goaltrack.deps import ReadPoolDep, SettingsDep, StorageDep
 from goaltrack.errors import NotFound, error_responses
 from goaltrack.goals import attachments, queries, reminders, service
 from goaltrack.goals.dependencies import (
@@ -35,6 +35,7 @@ from goaltrack.goals.schemas import (
     StageUpdate,
 )
 from goaltrack.pagination import InvalidCursor, ListPage, PageDep
+from goaltrack.reads import json_response
 from goaltrack.storage import StorageUnavailable
 from goaltrack.uploads import FileTooLarge, InvalidUpload, UnsupportedFileType
 
@@ -70,20 +71,22 @@ register_url_convertor("goal", GoalIdSegment())
 register_url_convertor("stage", StageIdSegment())
 
 
-@router.get("", responses=error_responses(InvalidCursor))
-async def list_goals(
-    connection: ReadConnectionDep, caller: AccessClaimsDep, page: PageDep
-) -> ListPage[GoalSummary]:
+# The hot reads answer with their rows rendered straight into JSON (reads.json_response); the
+# declared response model is the contract that body keeps (tests/test_reads.py).
+@router.get("", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor))
+async def list_goals(pool: ReadPoolDep, caller: AccessClaimsDep, page: PageDep) -> Response:
     """Active goals, newest first."""
-    return await queries.list_goals(connection, caller, archived=False, page=page)
+    return json_response(await queries.list_goals(pool, caller, archived=False, page=page))
 
 
-@router.get("/archived", responses=error_responses(InvalidCursor))
+@router.get(
+    "/archived", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor)
+)
 async def list_archived_goals(
-    connection: ReadConnectionDep, caller: AccessClaimsDep, page: PageDep
-) -> ListPage[GoalSummary]:
+    pool: ReadPoolDep, caller: AccessClaimsDep, page: PageDep
+) -> Response:
     """Archived goals, newest first."""
-    return await queries.list_goals(connection, caller, archived=True, page=page)
+    return json_response(await queries.list_goals(pool, caller, archived=True, page=page))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -99,16 +102,18 @@ async def create_goal(
     return await view(goal.id)
 
 
-@router.get("/{goal_id:goal}", responses=NOT_FOUND)
+@router.get("/{goal_id:goal}", response_model=GoalOut, responses=NOT_FOUND)
 async def get_goal(
     goal_id: GoalId,
-    connection: ReadConnectionDep,
+    pool: ReadPoolDep,
     storage: StorageDep,
     settings: SettingsDep,
     caller: AccessClaimsDep,
-) -> GoalOut:
-    return await queries.get_goal(
-        connection, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
+) -> Response:
+    return json_response(
+        await queries.get_goal(
+            pool, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
+        )
     )
 
 
@@ -244,8 +249,10 @@ async def add_attachment(
     attachment = await attachments.add_attachment(
         session, storage, settings, goal, upload, slot, now
     )
-    return await queries.attachment_out(
-        storage, attachments.fields(attachment), url_ttl=settings.attachment_url_ttl_seconds
+    return Attachment.model_validate(
+        await queries.attachment_out(
+            storage, attachments.fields(attachment), url_ttl=settings.attachment_url_ttl_seconds
+        )
     )
 
 
@@ -256,12 +263,14 @@ async def list_attachments(
     """All of the goal's attachments, oldest first, in one page (`next_cursor` is always null):
     a goal holds a bounded number of them (`attachment_limit` beyond)."""
     items = [
-        await queries.attachment_out(
-            storage, attachments.fields(row), url_ttl=settings.attachment_url_ttl_seconds
+        Attachment.model_validate(
+            await queries.attachment_out(
+                storage, attachments.fields(row), url_ttl=settings.attachment_url_ttl_seconds
+            )
         )
         for row in await attachments.list_attachments(session, goal)
     ]
-    return ListPage(items=items, next_cursor=None)
+    return ListPage[Attachment](items=items, next_cursor=None)
 
 
 @router.delete(

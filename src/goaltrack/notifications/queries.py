@@ -12,7 +12,7 @@ from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated
 from goaltrack.notifications.models import Notification
-from goaltrack.notifications.schemas import NotificationOut, NotificationPage
+from goaltrack.notifications.schemas import NotificationOut
 from goaltrack.pagination import Page
 from goaltrack.reads import Executor, PreparedRead
 
@@ -40,11 +40,13 @@ def _feed_statement(*, after_cursor: bool) -> Any:
             < tuple_(bindparam("after_created_at"), bindparam("after_id"))
         )
     rows = page.lateral("page")
-    # ix_notifications_user_id_unread: an index-only count of this user's unread rows.
+    # ix_notifications_user_id_unread: an index-only count of this user's unread rows. On the
+    # parameter, not `users.id`, so it runs once (an InitPlan), not once per row of the page;
+    # and `NOT is_read`, the index's own predicate (`IS false` does not prove it: a full scan).
     unread = (
         select(func.count())
         .select_from(Notification)
-        .where(and_(Notification.user_id == User.id, Notification.is_read.is_(False)))
+        .where(and_(Notification.user_id == bindparam("user_id"), ~Notification.is_read))
         .scalar_subquery()
         .label("unread_count")
     )
@@ -60,14 +62,16 @@ _FEED = PreparedRead(_feed_statement(after_cursor=False))
 _FEED_AFTER = PreparedRead(_feed_statement(after_cursor=True))
 
 
-async def feed(executor: Executor, caller: AccessClaims, page: Page) -> NotificationPage:
+FIELDS = tuple(NotificationOut.model_fields)
+
+
+async def feed(executor: Executor, caller: AccessClaims, page: Page) -> dict[str, Any]:
+    """A page of the feed with the unread count, shaped as `NotificationPage`."""
     statement = _FEED if page.after is None else _FEED_AFTER
     rows = await statement.fetch(executor, {**caller_params(caller), **page.params()})
     if not rows:
         raise NotAuthenticated
     items, next_cursor = page.cut(
-        [NotificationOut.model_validate(dict(row)) for row in rows if row["id"] is not None]
+        [{name: row[name] for name in FIELDS} for row in rows if row["id"] is not None]
     )
-    return NotificationPage(
-        items=items, next_cursor=next_cursor, unread_count=rows[0]["unread_count"]
-    )
+    return {"items": items, "next_cursor": next_cursor, "unread_count": rows[0]["unread_count"]}

@@ -3,14 +3,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Response
 
 from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser, get_access_claims
-from goaltrack.db import ReadConnectionDep, SessionDep
+from goaltrack.db import SessionDep
+from goaltrack.deps import ReadPoolDep
 from goaltrack.errors import NotFound, error_responses
 from goaltrack.notifications import queries, service
 from goaltrack.notifications.schemas import NotificationOut, NotificationPage, ReadAllResult
 from goaltrack.pagination import InvalidCursor, PageDep
+from goaltrack.reads import json_response
 
 router = APIRouter(
     prefix="/notifications", tags=["notifications"], dependencies=[Depends(get_access_claims)]
@@ -19,12 +21,10 @@ router = APIRouter(
 NotificationId = Annotated[uuid.UUID, Path(description="The notification's id.")]
 
 
-@router.get("", responses=error_responses(InvalidCursor))
-async def list_notifications(
-    caller: AccessClaimsDep, page: PageDep, connection: ReadConnectionDep
-) -> NotificationPage:
+@router.get("", response_model=NotificationPage, responses=error_responses(InvalidCursor))
+async def list_notifications(caller: AccessClaimsDep, page: PageDep, pool: ReadPoolDep) -> Response:
     """Newest first, 20 a page, with the caller's unread count."""
-    return await queries.feed(connection, caller, page)
+    return json_response(await queries.feed(pool, caller, page))
 
 
 @router.put("/read-all")
