@@ -297,6 +297,29 @@ OUTBOX_SQL = (
 )
 
 
+# What each write sends between BEGIN and COMMIT on its usual path (a stage that was completed
+# before; a user who holds the goal achievements already), as the app's route does: the
+# statements per write request, kept in step with the app by tests/test_bench_bodies.py.
+DETAIL = _DETAIL_PREPARED.sql
+SET_STAGE_STATEMENTS = [
+    CALLER_SQL,
+    LOCK_GOAL_SQL,
+    STAGE_SQL,
+    UPDATE_STAGE_SQL,
+    RECOUNT_SQL,
+    UPDATE_PROGRESS_SQL,
+    DETAIL,
+]
+CREATE_GOAL_STATEMENTS = [
+    CALLER_SQL,
+    INSERT_GOAL_SQL,
+    USER_CONTEXT_SQL,
+    COUNT_UP_SQL,
+    CANDIDATES_SQL,
+    DETAIL,
+]
+
+
 async def _detail_in(connection: asyncpg.Connection, caller: AccessClaims, goal_id: Any) -> Any:
     values = {**_DETAIL_PREPARED.fixed, **_caller_args(caller), "goal_id": goal_id}
     rows = await connection.fetch(_DETAIL_PREPARED.sql, *_args(_DETAIL_PREPARED.names, values))
