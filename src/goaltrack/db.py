@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from goaltrack.config import Settings
-from goaltrack.worker.defer import PRODUCER, Producer, send_deferred
+from goaltrack.worker.defer import PRODUCER, Producer, has_deferred, send_deferred
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -92,8 +92,10 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
-    # Off the event loop: with the broker down, publishing blocks for most of a second.
-    await to_thread.run_sync(send_deferred, session)
+    # Off the event loop: with the broker down, publishing blocks for most of a second. Most
+    # requests defer nothing, and skip the thread hop.
+    if has_deferred(session):
+        await to_thread.run_sync(send_deferred, session)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]

@@ -39,6 +39,10 @@ def discard_deferred(session: AsyncSession) -> None:
     session.info.pop(_DEFERRED, None)
 
 
+def has_deferred(session: AsyncSession) -> bool:
+    return bool(session.info.get(_DEFERRED))
+
+
 def send_deferred(session: AsyncSession) -> None:
     deferred = session.info.pop(_DEFERRED, [])
     if not deferred:
