@@ -46,6 +46,7 @@ from pwdlib.hashers.bcrypt import BcryptHasher
 from pydantic import SecretStr
 
 from bench import apps, chart, wrk
+from bench.plans import PLANS, write_plans
 from bench.scenarios import Scenario, build
 from bench.seed import HEAVY_EMAIL, Seeded, asyncpg_dsn, seed
 from goaltrack.config import Settings
@@ -127,7 +128,9 @@ def loadavg() -> str:
     return "?"
 
 
-async def prepare(database_url: str, settings: Settings, config: Config) -> tuple[Seeded, Any]:
+async def prepare(
+    database_url: str, settings: Settings, config: Config, plans_dir: Path
+) -> tuple[Seeded, Any]:
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         seeded = await seed(
@@ -141,6 +144,7 @@ async def prepare(database_url: str, settings: Settings, config: Config) -> tupl
         # Cost 12, as in production: the login flood is real bcrypt work.
         password_hash = PasswordHash((BcryptHasher(rounds=12),)).hash(BENCH_PASSWORD)
         await conn.execute("UPDATE users SET password_hash = $1", password_hash)
+        plan_problems = await write_plans(conn, plans_dir)
         scenarios = await build(
             conn, settings, users=config.users, write_slices=4 * config.repetitions
         )
@@ -153,7 +157,7 @@ async def prepare(database_url: str, settings: Settings, config: Config) -> tupl
         ]
     finally:
         await conn.close()
-    return seeded, (scenarios, emails)
+    return seeded, (scenarios, emails, plan_problems)
 
 
 def app_env(stack: LocalStack, jwt_secret: str, config: Config) -> dict[str, str]:
@@ -416,7 +420,16 @@ def main(argv: list[str] | None = None) -> int:
             jwt_secret=SecretStr(jwt_secret),
             access_token_ttl_seconds=24 * 3600,
         )
-        seeded, (scenarios, emails) = asyncio.run(prepare(stack.postgres.url, settings, config))
+        # The smoke run's tiny tables make other plans: its go to the scratch directory.
+        plans_dir = root / "plans" if config.smoke else PLANS
+        seeded, (scenarios, emails, plan_problems) = asyncio.run(
+            prepare(stack.postgres.url, settings, config, plans_dir)
+        )
+        print(
+            f"query plans in {plans_dir}: "
+            + ("; ".join(plan_problems) or "no sequential scan on a large table"),
+            flush=True,
+        )
         print(f"seeded {seeded.describe()} in {time.monotonic() - started:.0f} s", flush=True)
         env = app_env(stack, jwt_secret, config)
         with contextlib.ExitStack() as running:
@@ -541,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "scenarios": summary,
         "rss": rss,
+        "plans": {"seq_scans_on_large_tables": plan_problems},
         "runs": runs,
         "login_flood_runs": flood,
     }

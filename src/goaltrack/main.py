@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,6 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except StorageUnavailable:
             # The API still serves everything else; uploads answer 503 until S3 is back.
             logger.error("S3 is unavailable at start-up; the bucket could not be checked")
+        # Everything built so far lives as long as the process: out of the collector's sight, so
+        # that a full collection under load does not walk it again and again (bench/).
+        gc.freeze()
         try:
             yield
         finally:

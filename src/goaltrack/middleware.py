@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from goaltrack.errors import PayloadTooLarge, problem
@@ -30,12 +31,15 @@ class BodySizeLimit:
         # the JSON limit (it must not lift the cap on, say, /auth/login).
         is_upload = scope["method"] == "POST" and UPLOAD_PATH.match(scope["path"]) is not None
         limit = self.multipart_limit if is_upload else self.json_limit
-        too_large = problem(
-            413, PayloadTooLarge.code, f"The request body is larger than {limit} bytes."
-        )
+
+        def too_large() -> Response:  # built only when needed: this runs on every request
+            return problem(
+                413, PayloadTooLarge.code, f"The request body is larger than {limit} bytes."
+            )
+
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await too_large(scope, receive, send)
+            await too_large()(scope, receive, send)
             return
         received = 0
         exceeded = False
@@ -56,6 +60,6 @@ class BodySizeLimit:
             if not exceeded:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await too_large(scope, receive, send)
+                await too_large()(scope, receive, send)
 
         await self.app(scope, limited_receive, guarded_send)

@@ -1,0 +1,133 @@
+"""EXPLAIN (ANALYZE, BUFFERS) of every statement a hot path sends, on the benchmark's data, into
+bench/plans/ (refreshed by `make bench`): the list and detail reads, the feed's page 1 and page
+500 with its unread count, the achievements catalogue, and the scheduler's claim queries. Each
+plan is taken as a fresh statement gets it (custom) and as a prepared statement reused many times
+may (generic). A sequential scan on a large table in any of them is reported."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.explain import _explain
+from bench.scheduler_tick import compiled, digest_claim, reminder_claim
+from bench.seed import HEAVY_EMAIL
+from goaltrack.achievements.queries import _CATALOGUE
+from goaltrack.goals.queries import _DETAIL_PREPARED, _LIST_AFTER_PREPARED, _LIST_PREPARED
+from goaltrack.notifications.queries import _FEED, _FEED_AFTER
+from goaltrack.reads import PreparedRead
+
+PLANS = Path("bench/plans")
+LARGE_TABLES = (
+    "users",
+    "goals",
+    "goal_stages",
+    "goal_attachments",
+    "goal_reminders",
+    "notifications",
+    "user_achievements",
+    "refresh_tokens",
+    "user_settings",
+)
+SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
+
+
+async def _session(conn: asyncpg.Connection, user_id: uuid.UUID) -> uuid.UUID:
+    family_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at) "
+        "VALUES ($1, $2, $3, $4, now() + interval '7 days')",
+        uuid.uuid4(),
+        user_id,
+        family_id,
+        uuid.uuid4().hex * 2,
+    )
+    return family_id
+
+
+async def _caller(conn: asyncpg.Connection, email_filter: str) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        f"SELECT id, token_version FROM users WHERE {email_filter} ORDER BY email LIMIT 1",
+        HEAVY_EMAIL,
+    )
+    assert row is not None
+    return {
+        "user_id": row["id"],
+        "token_version": row["token_version"],
+        "session_id": await _session(conn, row["id"]),
+    }
+
+
+def _args(read: PreparedRead, values: dict[str, Any]) -> list[Any]:
+    return [values.get(name, read.fixed.get(name)) for name in read.names]
+
+
+async def collect(conn: asyncpg.Connection) -> dict[str, tuple[str, list[Any]]]:
+    """Each statement's SQL and arguments, for a typical user and for the heavy feed user."""
+    typical = await _caller(conn, "email <> $1")
+    heavy = await _caller(conn, "email = $1")
+    page = {"archived": False, "limit": 21}
+    second = await conn.fetchrow(
+        "SELECT created_at, id FROM goals WHERE user_id = $1 AND NOT is_archived "
+        "ORDER BY created_at DESC, id DESC OFFSET 19 LIMIT 1",
+        typical["user_id"],
+    )
+    goal = await conn.fetchval(
+        "SELECT id FROM goals WHERE user_id = $1 ORDER BY stage_count DESC LIMIT 1",
+        typical["user_id"],
+    )
+    deep = await conn.fetchrow(
+        "SELECT created_at, id FROM notifications WHERE user_id = $1 "
+        "ORDER BY created_at DESC, id DESC OFFSET 9979 LIMIT 1",
+        heavy["user_id"],
+    )
+    statements = {
+        "goals_list_page1": (_LIST_PREPARED, typical | page),
+        "goal_detail": (_DETAIL_PREPARED, typical | {"goal_id": goal}),
+        "notifications_page1_heavy_user": (_FEED, heavy | {"limit": 21}),
+        "achievements_catalogue": (_CATALOGUE, typical),
+    }
+    if second is not None:
+        statements["goals_list_page2"] = (
+            _LIST_AFTER_PREPARED,
+            typical | page | {"after_created_at": second["created_at"], "after_id": second["id"]},
+        )
+    if deep is not None:
+        statements["notifications_page500_heavy_user"] = (
+            _FEED_AFTER,
+            heavy | {"limit": 21, "after_created_at": deep["created_at"], "after_id": deep["id"]},
+        )
+    collected = {
+        name: (read.sql, _args(read, values)) for name, (read, values) in statements.items()
+    }
+    now = datetime.now(UTC)
+    collected["scheduler_claim_reminders"] = compiled(reminder_claim(now))
+    collected["scheduler_claim_digests"] = compiled(digest_claim(now))
+    return collected
+
+
+def _write(directory: Path, name: str, text: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.txt").write_text(text)
+
+
+async def write_plans(conn: asyncpg.Connection, directory: Path = PLANS) -> list[str]:
+    """Writes one file per statement; returns the problems (sequential scans on large tables)."""
+    problems = []
+    for name, (sql, args) in (await collect(conn)).items():
+        sections = [f"-- {name}\n{sql.strip()}\n"]
+        for generic in (False, True):
+            plan = await _explain(conn, sql, args, generic=generic)
+            sections.append(f"-- {'generic' if generic else 'custom'} plan\n{plan}\n")
+            for table in SEQ_SCAN.findall(plan):
+                if table in LARGE_TABLES:
+                    problems.append(
+                        f"{name} ({'generic' if generic else 'custom'}): Seq Scan on {table}"
+                    )
+        _write(directory, name, "\n".join(sections))
+    return problems
