@@ -13,6 +13,7 @@ S3_*, DATABASE_READ_POOL_SIZE).
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -456,6 +457,7 @@ async def lifespan(_: Starlette) -> AsyncIterator[None]:
     state["redis"] = Redis.from_url(settings.redis_url)
     state["storage"] = storage = Storage(settings)
     await storage.start()
+    gc.freeze()  # as the app does after its start-up
     try:
         yield
     finally:

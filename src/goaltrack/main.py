@@ -109,15 +109,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     # Added last, so outermost: 413s and CORS preflights get the headers too.
     app.add_middleware(SecurityHeaders, hsts=settings.app_env is AppEnv.production)
+    # Routes are matched in this order, one after another: the hot reads' routers first.
+    app.include_router(goals_router)
+    app.include_router(notifications_router)
+    app.include_router(achievements_router)
+    app.include_router(ai_router)
     app.include_router(health.router)
     app.include_router(auth_router)
     app.include_router(account_router)
     app.include_router(account_public_router)
-    app.include_router(goals_router)
-    app.include_router(ai_router)
     app.include_router(devices_router)
-    app.include_router(notifications_router)
-    app.include_router(achievements_router)
     app.include_router(web_router)
     _document_problem_schema(app)
     install_contract(app)  # after the problem schemas: it completes their 401s and 422s
