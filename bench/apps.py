@@ -1,4 +1,5 @@
-"""The apps under test: each one uvicorn process (1 worker, uvloop + httptools, no access log)."""
+"""The apps under test: each one uvicorn process (1 worker unless asked, uvloop + httptools, no
+access log)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -73,7 +73,12 @@ def _wait_until_serving(app: RunningApp, probe_path: str) -> None:
 
 @contextlib.contextmanager
 def running(
-    spec: AppSpec, env: dict[str, str], work_dir: Path, probe_path: str = "/goals"
+    spec: AppSpec,
+    env: dict[str, str],
+    work_dir: Path,
+    probe_path: str = "/goals",
+    *,
+    workers: int = 1,
 ) -> Iterator[RunningApp]:
     port = free_port()
     command = [
@@ -87,7 +92,7 @@ def running(
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--loop",
         "uvloop",
         "--http",
@@ -117,30 +122,3 @@ def running(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def check_goals(app: RunningApp, token: str, expected_items: int) -> list[str]:
-    """GET /goals answers 200 with the expected page for a real token (and 401 without one).
-
-    Returns the ids of the page, so the caller can check that every app returns the same rows.
-    """
-    with httpx.Client(base_url=app.base_url, timeout=10.0) as client:
-        response = client.get("/goals", headers={"Authorization": f"Bearer {token}"})
-        if response.status_code != 200:
-            raise AppError(
-                f"{app.spec.key}: GET /goals answered {response.status_code}: "
-                f"{response.text[:500]}\n{app.log_tail()}"
-            )
-        body: dict[str, Any] = response.json()
-        items = body.get("items")
-        if not isinstance(items, list) or len(items) != expected_items:
-            count = len(items) if isinstance(items, list) else None
-            raise AppError(f"{app.spec.key}: expected {expected_items} items, got {count}")
-        if "next_cursor" not in body:
-            raise AppError(f"{app.spec.key}: no next_cursor in the response")
-        anonymous = client.get("/goals")
-        if anonymous.status_code != 401:
-            raise AppError(
-                f"{app.spec.key}: GET /goals without a token answered {anonymous.status_code}"
-            )
-        return [str(item["id"]) for item in items]

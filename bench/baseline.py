@@ -236,10 +236,15 @@ WHERE users.id = $1 AND users.token_version = $2 AND users.deleted_at IS NULL
               WHERE refresh_tokens.family_id = $3 AND refresh_tokens.revoked_at IS NULL)
 """
 LOCK_GOAL_SQL = """
-SELECT user_id, title, description, deadline, progress, stage_count, completed_stage_count,
-       is_archived, completed_at, first_completed_at, ai_status, ai_error, updated_at, id,
-       created_at
-FROM goals WHERE id = $1 AND user_id = $2 FOR UPDATE
+SELECT goals.user_id, goals.title, goals.description, goals.deadline, goals.progress,
+       goals.stage_count, goals.completed_stage_count, goals.is_archived, goals.completed_at,
+       goals.first_completed_at, goals.ai_status, goals.ai_error, goals.updated_at, goals.id,
+       goals.created_at
+FROM goals JOIN users ON users.id = goals.user_id
+WHERE goals.id = $4 AND users.id = $1 AND users.token_version = $2 AND users.deleted_at IS NULL
+  AND EXISTS (SELECT * FROM refresh_tokens
+              WHERE refresh_tokens.family_id = $3 AND refresh_tokens.revoked_at IS NULL)
+FOR UPDATE OF goals
 """
 STAGE_SQL = """
 SELECT goal_id, title, description, position, is_completed, completed_at, first_completed_at, id,
@@ -303,7 +308,6 @@ OUTBOX_SQL = (
 # statements per write request, kept in step with the app by tests/test_bench_bodies.py.
 DETAIL = _DETAIL_PREPARED.sql
 SET_STAGE_STATEMENTS = [
-    CALLER_SQL,
     LOCK_GOAL_SQL,
     STAGE_SQL,
     UPDATE_STAGE_SQL,
@@ -335,12 +339,12 @@ async def _set_stage(request: Request, completed: bool) -> Response:
     stage_id = uuid.UUID(request.path_params["stage_id"])
     pool: asyncpg.Pool = state["pool"]
     async with pool.acquire() as connection, connection.transaction():
-        user = await connection.fetchrow(CALLER_SQL, *_caller_args(caller).values())
-        if user is None:
-            return UNAUTHORIZED
-        goal = await connection.fetchrow(LOCK_GOAL_SQL, goal_id, caller.user_id)
-        stage = await connection.fetchrow(STAGE_SQL, stage_id, goal_id) if goal else None
-        if goal is None or stage is None:
+        goal = await connection.fetchrow(LOCK_GOAL_SQL, *_caller_args(caller).values(), goal_id)
+        if goal is None:
+            user = await connection.fetchrow(CALLER_SQL, *_caller_args(caller).values())
+            return UNAUTHORIZED if user is None else NOT_FOUND
+        stage = await connection.fetchrow(STAGE_SQL, stage_id, goal_id)
+        if stage is None:
             return NOT_FOUND
         if stage["is_completed"] != completed:
             now = datetime.now(UTC)

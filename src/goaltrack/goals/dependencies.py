@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy import select
 
-from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser
+from goaltrack.auth.dependencies import AccessClaimsDep
 from goaltrack.auth.models import User
 from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
@@ -24,13 +24,21 @@ from goaltrack.uploads import Upload, read_upload
 GoalId = Annotated[uuid.UUID, Path(description="The goal's id.")]
 
 
-def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
-    async def load(goal_id: GoalId, user: CurrentUser, session: SessionDep) -> Goal:
-        """The caller's goal, or 404 — whether it does not exist or belongs to someone else.
+_CALLER_IS_CURRENT = select(User.id).where(caller_is_current())
 
-        Writes lock the row: changes to one goal (stages, progress, limits) are serialised."""
-        goal = await service.get_goal(session, user_id=user.id, goal_id=goal_id, lock=lock)
+
+def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
+    async def load(goal_id: GoalId, claims: AccessClaimsDep, session: SessionDep) -> Goal:
+        """The caller's goal, or 404 — whether it does not exist or belongs to someone else; 401
+        when the token is no longer current.
+
+        Writes lock the row: changes to one goal (stages, progress, limits) are serialised.
+        One statement checks the token and the owner together; only when it finds nothing does
+        a second tell a stale token (401) from a goal that is not the caller's (404)."""
+        goal = await service.get_callers_goal(session, caller=claims, goal_id=goal_id, lock=lock)
         if goal is None:
+            if await session.scalar(_CALLER_IS_CURRENT, caller_params(claims)) is None:
+                raise NotAuthenticated
             raise NotFound
         return goal
 
@@ -44,10 +52,7 @@ async def get_verified_claims(
     connection of its own, before an upload's body is read: a revoked token gets its 401 before
     the server reads megabytes or writes an upload intent."""
     async with sessionmaker() as session:
-        current = await session.scalar(
-            select(User.id).where(caller_is_current()),
-            caller_params(claims),
-        )
+        current = await session.scalar(_CALLER_IS_CURRENT, caller_params(claims))
     if current is None:
         raise NotAuthenticated
     return claims
@@ -96,8 +101,9 @@ class GoalView:
         storage: StorageDep,
         settings: SettingsDep,
         claims: AccessClaimsDep,
-        _user: CurrentUser,  # the caller is verified (and the write's session is theirs)
     ) -> None:
+        # No check of its own: its statement folds the caller's token check in, and the routes
+        # that use it hold the caller's goal (OwnedGoal) or the caller (CurrentUser) already.
         self._session = session
         self._storage = storage
         self._url_ttl = settings.attachment_url_ttl_seconds

@@ -11,6 +11,9 @@ from sqlalchemy import ARRAY, Uuid, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack import events
+from goaltrack.auth.models import User
+from goaltrack.auth.queries import caller_is_current, caller_params
+from goaltrack.auth.security import AccessClaims
 from goaltrack.config import Settings
 from goaltrack.errors import NotFound
 from goaltrack.files import service as files
@@ -28,6 +31,26 @@ async def get_goal(
     goal (stages, progress, limits): routes take it through `OwnedGoal`, tasks call it directly."""
     statement = select(Goal).where(Goal.id == goal_id, Goal.user_id == user_id)
     return await session.scalar(statement.with_for_update() if lock else statement)
+
+
+_CALLERS_GOAL = (
+    select(Goal)
+    .join(User, User.id == Goal.user_id)
+    .where(Goal.id == bindparam("goal_id"), caller_is_current())
+)
+_CALLERS_GOAL_LOCKED = _CALLERS_GOAL.with_for_update(of=Goal)
+
+
+async def get_callers_goal(
+    session: AsyncSession, *, caller: AccessClaims, goal_id: uuid.UUID, lock: bool
+) -> Goal | None:
+    """`get_goal` for a request: the goal, owned by the token's caller who is still current
+    (auth.queries.caller_is_current), in one statement — the owner check and the token check
+    together. None when either fails."""
+    return await session.scalar(
+        _CALLERS_GOAL_LOCKED if lock else _CALLERS_GOAL,
+        {**caller_params(caller), "goal_id": goal_id},
+    )
 
 
 async def create_goal(
