@@ -1,6 +1,6 @@
 """Every hot path against its ceiling (and, for the reads, the template-style peer), same run.
 
-    uv run python -m bench                       # 3 repetitions × 8 s per app and scenario
+    uv run python -m bench                       # 3 repetitions × 6 s per app and scenario
     uv run python -m bench --repetitions 5 --duration 15
     uv run python -m bench --smoke               # proves the benchmark works (CI), ~1 minute
 
@@ -78,7 +78,7 @@ class Config:
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny data, 1 s runs, 1 repetition")
-    parser.add_argument("--duration", type=float, default=8, help="seconds per measured run")
+    parser.add_argument("--duration", type=float, default=6, help="seconds per measured run")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=64)
