@@ -45,7 +45,7 @@ from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.explain import _explain
+from bench.explain import _explain, _live_session
 from bench.scheduler_tick import NullProducer, loadavg
 from bench.seed import PASSWORD_HASH, asyncpg_dsn
 from goaltrack.achievements import queries, service
@@ -174,15 +174,7 @@ async def topup(conn: asyncpg.Connection, users: int, target: int) -> float:
 
 async def _caller(conn: asyncpg.Connection, user_id: uuid.UUID) -> AccessClaims:
     """The user as a logged-in caller: a live session (refresh-token family) at their version."""
-    family_id = uuid.uuid4()
-    await conn.execute(
-        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at) "
-        "VALUES ($1, $2, $3, $4, now() + interval '7 days')",
-        uuid.uuid4(),
-        user_id,
-        family_id,
-        uuid.uuid4().hex * 2,
-    )
+    family_id = await _live_session(conn, user_id)
     version = await conn.fetchval("SELECT token_version FROM users WHERE id = $1", user_id)
     return AccessClaims(user_id=user_id, token_version=version, session_id=family_id)
 

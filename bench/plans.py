@@ -7,14 +7,13 @@ may (generic). A sequential scan on a large table in any of them is reported."""
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from bench.explain import _explain
+from bench.explain import _explain, _live_session
 from bench.scheduler_tick import compiled, digest_claim, reminder_claim
 from bench.seed import HEAVY_EMAIL
 from goaltrack.achievements.queries import _CATALOGUE
@@ -37,19 +36,6 @@ LARGE_TABLES = (
 SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
 
 
-async def _session(conn: asyncpg.Connection, user_id: uuid.UUID) -> uuid.UUID:
-    family_id = uuid.uuid4()
-    await conn.execute(
-        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at) "
-        "VALUES ($1, $2, $3, $4, now() + interval '7 days')",
-        uuid.uuid4(),
-        user_id,
-        family_id,
-        uuid.uuid4().hex * 2,
-    )
-    return family_id
-
-
 async def _caller(conn: asyncpg.Connection, email_filter: str) -> dict[str, Any]:
     row = await conn.fetchrow(
         f"SELECT id, token_version FROM users WHERE {email_filter} ORDER BY email LIMIT 1",
@@ -59,7 +45,7 @@ async def _caller(conn: asyncpg.Connection, email_filter: str) -> dict[str, Any]
     return {
         "user_id": row["id"],
         "token_version": row["token_version"],
-        "session_id": await _session(conn, row["id"]),
+        "session_id": await _live_session(conn, row["id"]),
     }
 
 

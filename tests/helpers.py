@@ -70,3 +70,19 @@ def make_pdf(pages: int = 1) -> bytes:
     buffer = io.BytesIO()
     writer.write(buffer)
     return buffer.getvalue()
+
+
+def bench_app_env(settings: Any) -> dict[str, str]:
+    """The environment bench/'s apps read their settings from, for the in-process test app's."""
+    return {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "JWT_ISSUER": settings.jwt_issuer,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "S3_BUCKET": settings.s3_bucket,
+        "S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+        "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+        "S3_REGION": settings.s3_region,
+        "ATTACHMENT_URL_TTL_SECONDS": str(settings.attachment_url_ttl_seconds),
+    }

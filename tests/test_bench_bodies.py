@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from helpers import Account, create_goal, make_image
+from helpers import Account, bench_app_env, create_goal, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
 # A presigned URL carries the second it was signed at: the two apps sign a moment apart.
@@ -31,17 +31,7 @@ STAMPS = re.compile(rb'"(updated_at|completed_at|created_at|id)":("[^"]*"|null)'
 @pytest.fixture(scope="module")
 def ceiling(app: Any) -> ModuleType:
     settings = app.state.settings
-    env = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "JWT_SECRET": settings.jwt_secret.get_secret_value(),
-        "JWT_ISSUER": settings.jwt_issuer,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
-        "S3_BUCKET": settings.s3_bucket,
-        "S3_ACCESS_KEY_ID": settings.s3_access_key_id,
-        "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
-        "S3_REGION": settings.s3_region,
-    }
+    env = bench_app_env(settings)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from goaltrack.achievements.models import Achievement
 from goaltrack.notifications.models import Notification
-from helpers import Account, create_goal, make_image, make_pdf
+from helpers import Account, bench_app_env, create_goal, make_image, make_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
 STATS_KEY = "achievements:stats"
@@ -38,18 +38,7 @@ SIGNING_TIME_PARAMS = {"X-Amz-Date", "X-Amz-Signature", "X-Amz-Credential"}
 def peer(app: Any) -> Iterator[ModuleType]:
     """bench.peer_template, imported with the environment our in-process API was built from."""
     settings = app.state.settings
-    env = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "JWT_SECRET": settings.jwt_secret.get_secret_value(),
-        "JWT_ISSUER": settings.jwt_issuer,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
-        "S3_BUCKET": settings.s3_bucket,
-        "S3_ACCESS_KEY_ID": settings.s3_access_key_id,
-        "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
-        "S3_REGION": settings.s3_region,
-        "ATTACHMENT_URL_TTL_SECONDS": str(settings.attachment_url_ttl_seconds),
-    }
+    env = bench_app_env(settings)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
