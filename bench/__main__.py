@@ -73,6 +73,7 @@ class Config:
     with_peer: bool
     with_tick: bool
     smoke: bool
+    before: str | None = None
 
 
 def parse_args(argv: list[str] | None) -> Config:
@@ -89,6 +90,12 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--no-peer", action="store_true", help="skip the template-style peer")
     parser.add_argument("--no-tick", action="store_true", help="skip the scheduler tick")
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        default=None,
+        help="also run Goaltrack as it was at this git revision (ratios after ÷ before)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.repetitions, args.users, args.warmup = 1, 1, 200, 1
@@ -106,6 +113,7 @@ def parse_args(argv: list[str] | None) -> Config:
         with_peer=with_peer,
         with_tick=not (args.no_tick or args.smoke),
         smoke=args.smoke,
+        before=args.before,
     )
 
 
@@ -146,7 +154,7 @@ async def prepare(
         await conn.execute("UPDATE users SET password_hash = $1", password_hash)
         plan_problems = await write_plans(conn, plans_dir)
         scenarios = await build(
-            conn, settings, users=config.users, write_slices=4 * config.repetitions
+            conn, settings, users=config.users, write_slices=4 * config.repetitions + 4
         )
         emails = [
             row["email"]
@@ -201,18 +209,34 @@ def check(app: apps.RunningApp, scenario: Scenario) -> None:
         )
 
 
+def settle(app: apps.RunningApp, timeout: float = 60.0) -> None:
+    """Wait until the app has finished what wrk left queued (its CPU stops moving): a slow app's
+    backlog must not run into the next app's measurement."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(app.process.pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = cpu_seconds(app.process.pid)
+        if now - last < 0.02:
+            return
+        last = now
+
+
 def run_one(
     config: Config, app: apps.RunningApp, scenario: Scenario, work_dir: Path, run_index: int
 ) -> dict[str, Any]:
+    """`run_index`: this scenario's how-manieth run (a write's runs each get their own slice)."""
     entries = scenario.slice(run_index)
     name = f"{scenario.name}-{app.spec.key}-{run_index}"
     script = wrk.write_script(work_dir, name, entries, WRK_THREADS)
     url = app.base_url + entries[0].path
     options = {"threads": WRK_THREADS, "connections": config.connections}
     wrk.run(url, script, duration=config.warmup, **options)
+    settle(app)
     before = cpu_seconds(app.process.pid)
     result, output = wrk.run(url, script, duration=config.duration, **options)
     cpu = cpu_seconds(app.process.pid) - before
+    settle(app)
     if result.non_2xx or result.socket_errors:
         raise apps.AppError(
             f"{app.spec.key} {scenario.name}: {result.non_2xx} non-2xx, {result.socket_errors} "
@@ -265,6 +289,8 @@ def summarise(
         ceiling = ratios("goaltrack", "baseline", "requests_per_second")
         p99 = ratios("goaltrack", "baseline", "p99_ms")
         peer = ratios("goaltrack", "peer_template", "requests_per_second")
+        before = ratios("goaltrack", "goaltrack_before", "requests_per_second")
+        before_cpu = ratios("goaltrack", "goaltrack_before", "cpu_us_per_request")
         entry: dict[str, Any] = {
             "name": scenario.name,
             "hot_read": scenario.hot_read,
@@ -276,7 +302,11 @@ def summarise(
             "p99_ratio_to_ceiling_range": [min(p99), max(p99)],
             "apps": {},
         }
-        for app_key in ("goaltrack", "baseline", "peer_template"):
+        if before:
+            entry["ratio_to_before"] = statistics.median(before)
+            entry["ratio_to_before_range"] = [min(before), max(before)]
+            entry["cpu_ratio_to_before"] = statistics.median(before_cpu)
+        for app_key in ("goaltrack", "baseline", "peer_template", "goaltrack_before"):
             mine = [
                 by[(scenario.name, app_key, rep)]
                 for rep in repetitions
@@ -328,6 +358,7 @@ def print_table(summary: list[dict[str, Any]]) -> None:
             "ours req/s",
             "ours CPU µs/req",
             "ceiling CPU µs/req",
+            "÷ before (CPU ÷ before)",
         )
     ]
     for s in summary:
@@ -343,6 +374,7 @@ def print_table(summary: list[dict[str, Any]]) -> None:
                     f"{s['throughput_ratio_to_solo']:.2f} of solo",
                     f"{s['logins_per_second']['median']:.1f} logins/s",
                     "",
+                    "",
                 )
             )
             continue
@@ -355,6 +387,12 @@ def print_table(summary: list[dict[str, Any]]) -> None:
                 f"{ours['requests_per_second']['median']:,.0f}",
                 f"{ours['cpu_us_per_request']['median']:,.0f}",
                 f"{ceiling['cpu_us_per_request']['median']:,.0f}" if ceiling else "",
+                (
+                    f"{rng(s['ratio_to_before'], s['ratio_to_before_range'])} "
+                    f"({s['cpu_ratio_to_before']:.2f})"
+                )
+                if "ratio_to_before" in s
+                else "",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -408,6 +446,14 @@ def main(argv: list[str] | None = None) -> int:
     root.chmod(0o755)  # PostgreSQL runs as its own user when we are root
     stack = LocalStack(root, with_s3=False)
     specs = [apps.REAL, apps.BASELINE, *([apps.PEER] if config.with_peer else [])]
+    if config.before:
+        source = root / "before"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(source), config.before],
+            check=True,
+            capture_output=True,
+        )
+        specs.append(apps.before(config.before, source / "src"))
     runs: list[dict[str, Any]] = []
     flood: list[dict[str, Any]] = []
     rss: dict[str, Any] = {}
@@ -444,14 +490,16 @@ def main(argv: list[str] | None = None) -> int:
                         check(app, scenario)
             rss["after_start_mib"] = rss_mib(ours.process.pid)
             served = 0
-            run_index = 0
+            runs_of: dict[str, int] = {}
             for repetition in range(1, config.repetitions + 1):
                 for scenario in scenarios:
                     keys = [k for k in started_apps if k != apps.PEER.key or scenario.with_peer]
                     shift = repetition % len(keys)
                     for key in keys[shift:] + keys[:shift]:
-                        run_index += 1
-                        measured = run_one(config, started_apps[key], scenario, root, run_index)
+                        runs_of[scenario.name] = runs_of.get(scenario.name, 0) + 1
+                        measured = run_one(
+                            config, started_apps[key], scenario, root, runs_of[scenario.name]
+                        )
                         if key == apps.REAL.key:
                             served += measured["requests"]
                         runs.append(
@@ -472,8 +520,8 @@ def main(argv: list[str] | None = None) -> int:
                 # The hot read again, with 20 logins (bcrypt cost 12) running beside it.
                 goals_list = scenarios[0]
                 flooder = login_flood(ours.base_url, emails, config.warmup + config.duration + 1)
-                run_index += 1
-                measured = run_one(config, ours, goals_list, root, run_index)
+                runs_of["flood"] = runs_of.get("flood", 0) + 1
+                measured = run_one(config, ours, goals_list, root, 100 + runs_of["flood"])
                 out, _ = flooder.communicate(timeout=120)
                 logins = json.loads(out)
                 served += measured["requests"]
@@ -502,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
         tick = scheduler_tick(root) if config.with_tick else None
     finally:
         stack.stop()
+        if config.before:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(root / "before")],
+                check=False,
+                capture_output=True,
+            )
         shutil.rmtree(root, ignore_errors=True)
 
     summary = summarise(runs, scenarios, flood)

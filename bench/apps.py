@@ -25,6 +25,8 @@ class AppSpec:
     label: str
     target: str
     factory: bool = False
+    # Another checkout's source tree to import the app from (the "before" of a change).
+    source: Path | None = None
 
 
 BASELINE = AppSpec("baseline", "Starlette + raw asyncpg + orjson (ceiling)", "bench.baseline:app")
@@ -34,6 +36,18 @@ REAL = AppSpec(
 PEER = AppSpec(
     "peer_template", "sync FastAPI + SQLAlchemy ORM + psycopg (template)", "bench.peer_template:app"
 )
+
+
+def before(revision: str, source: Path) -> AppSpec:
+    """Goaltrack as it was at `revision` (its `src/` checked out at `source`), to measure a
+    change before and after in the same run."""
+    return AppSpec(
+        "goaltrack_before",
+        f"Goaltrack at {revision}",
+        "goaltrack.main:create_app",
+        True,
+        source,
+    )
 
 
 class AppError(RuntimeError):
@@ -105,7 +119,11 @@ def running(
     with log.open("ab") as out:
         process = subprocess.Popen(
             command,
-            env={**os.environ, **env},
+            env={
+                **os.environ,
+                **env,
+                **({"PYTHONPATH": str(spec.source)} if spec.source else {}),
+            },
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,
