@@ -364,6 +364,8 @@ def print_table(summary: list[dict[str, Any]]) -> None:
         )
     ]
     for s in summary:
+        if "apps" not in s:
+            continue  # the scheduler tick: printed on its own line
         ours = s["apps"].get("goaltrack", {})
         ceiling = s["apps"].get("baseline", {})
         if s["name"] == "goals_list_under_login_flood":
@@ -578,7 +580,10 @@ def main(argv: list[str] | None = None) -> int:
         f"-d{config.duration:g}s after {config.warmup:g}s warm-up; {config.repetitions} "
         f"repetition(s); 1 uvicorn worker per app, read pool {config.pool}\n"
     )
-    print_table(summary)
+    try:
+        print_table(summary)
+    except Exception as exc:  # the figures matter more than their table: still write them
+        print(f"could not print the table: {exc!r}")
     print(
         f"RSS of the API worker: {rss['after_start_mib']:.0f} MiB after start, "
         f"{rss['after_requests_mib']:.0f} MiB after {rss['requests']:,} requests"
