@@ -49,7 +49,7 @@ def render(document: dict[str, Any]) -> str:
             f'stroke="black" stroke-width="2"/>',
             f'<line x1="{x(target):.1f}" y1="{y + 2}" x2="{x(target):.1f}" y2="{y + 26}" '
             f'stroke="#1565c0" stroke-dasharray="3,2"/>',
-            f'<text x="{x(median) + 6:.1f}" y="{y + 17}">{median:.2f}</text>',
+            f'<text x="{max(x(median), x(high)) + 6:.1f}" y="{y + 17}">{median:.2f}</text>',
         ]
     parts.append(
         f'<text x="10" y="{height - 12}" fill="#555">Dashed: target (0.5 × for hot reads, '
