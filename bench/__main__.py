@@ -281,10 +281,11 @@ def summarise(
     for scenario in scenarios:
 
         def ratios(numerator: str, denominator: str, key: str, name: str = scenario.name) -> Any:
+            # A run that served nothing (an old build's pathological query) has no ratio.
             values = [
                 by[(name, numerator, rep)][key] / by[(name, denominator, rep)][key]
                 for rep in repetitions
-                if (name, denominator, rep) in by
+                if (name, denominator, rep) in by and by[(name, denominator, rep)][key] > 0
             ]
             return values
 
