@@ -1,0 +1,124 @@
+"""The chaos run's consistency check (ops/consistency.py) on a tiny real state: all zeros when the
+state is consistent, and each planted inconsistency counted where it belongs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from helpers import Account, create_goal, make_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for ops/
+
+from ops import consistency
+
+
+async def _stages(client: Any, user: Account, goal_id: str, count: int) -> list[dict[str, Any]]:
+    stages = []
+    for n in range(count):
+        response = await client.post(
+            f"/goals/{goal_id}/stages", json={"title": f"Stage {n}"}, headers=user.headers
+        )
+        assert response.status_code == 201, response.text
+        stages.append(response.json())
+    return stages
+
+
+async def _complete(client: Any, user: Account, goal_id: str, stage: dict[str, Any]) -> None:
+    response = await client.put(
+        f"/goals/{goal_id}/stages/{stage['id']}/complete", headers=user.headers
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_consistency_check_is_zero_then_catches_planted_faults(
+    app: Any, client: Any, user: Account, stack: Any
+) -> None:
+    started = datetime.now(UTC)
+    done = await create_goal(client, user)
+    for stage in await _stages(client, user, done["id"], 2):
+        await _complete(client, user, done["id"], stage)
+    upload = await client.post(
+        f"/goals/{done['id']}/attachments",
+        files={"file": ("proof.png", make_image(), "image/png")},
+        headers=user.headers,
+    )
+    assert upload.status_code == 201, upload.text
+    half = await create_goal(client, user)
+    first, _ = await _stages(client, user, half["id"], 2)
+    await _complete(client, user, half["id"], first)
+    user_id = (await client.get("/account", headers=user.headers)).json()["id"]
+    prefix = f"{user_id}/"  # the bucket is shared with other tests: this user's objects only
+    s3 = {
+        "endpoint_url": stack.s3.endpoint_url,
+        "access_key": stack.s3.access_key,
+        "secret_key": stack.s3.secret_key,
+    }
+
+    async def run_check() -> consistency.CheckResult:
+        objects = await asyncio.to_thread(consistency.list_objects, **s3, prefix=prefix)
+        options = consistency.CheckOptions(settled_before=started)
+        async with app.state.engine.connect() as connection:
+            return await consistency.check(connection, objects, options, object_prefix=prefix)
+
+    clean = await run_check()
+    assert clean.ok, clean.report()
+    assert clean.totals["completed_goals"] == 1
+    assert clean.totals["attachments"] == clean.totals["s3_objects"] == 1
+
+    # A goal marked completed at 50 %, an AI run pending for a day, an outbox row never sent,
+    # and an object nobody's row names.
+    async with app.state.engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE goals SET completed_at = now() WHERE id = :id"), {"id": half["id"]}
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO ai_runs (id, user_id, goal_id, max_stages, status, created_at)"
+                " VALUES (:id, :user, :goal, 5, 'pending', :at)"
+            ),
+            {
+                "id": uuid.uuid4(),
+                "user": user_id,
+                "goal": half["id"],
+                "at": started - timedelta(days=1),
+            },
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO task_outbox (id, name, args, not_before, attempts, created_at)"
+                " VALUES (:id, 'auth.send_password_changed', '[]', :at, 0, :at)"
+            ),
+            {"id": uuid.uuid4(), "at": started - timedelta(minutes=1)},
+        )
+    await asyncio.to_thread(_put_object, s3, f"{prefix}{half['id']}/{uuid.uuid4()}")
+
+    planted = await run_check()
+    assert not planted.ok
+    assert {name: count for name, count in planted.counts.items() if count} == {
+        "completed_goal_not_at_100": 1,
+        "ai_run_pending_past_deadline": 1,
+        "task_outbox_unsent": 1,
+        "object_without_row": 1,
+    }, planted.report()
+    assert planted.examples["completed_goal_not_at_100"] == [half["id"]]
+
+
+def _put_object(s3: dict[str, str], key: str) -> None:
+    import boto3
+    from botocore.config import Config
+
+    boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    ).put_object(Bucket="goaltrack", Key=key, Body=b"orphan")
