@@ -1,6 +1,6 @@
 """The published contract: operation ids `<tag>_<action>`, one schema per enum, the request rules
 the server enforces, the headers a client needs, typed health answers, no impossible responses,
-405s with a full `Allow`, and lists as `{items, next_cursor}`.
+405s with a full `Allow`, lists as `{items, next_cursor}`, and links between operations.
 
 The document is built from an app wired as main.py is to be wired (`install_contract`; a no-op
 if create_app already did it). Nothing here needs the services, except through the session app
@@ -19,8 +19,10 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from goaltrack import openapi
 from goaltrack.main import create_app
 from goaltrack.openapi import install_contract, operation_id
+from helpers import Account
 
 METHODS = {"get", "put", "post", "delete", "patch"}
 
@@ -217,6 +219,8 @@ def test_headers_a_client_needs_are_declared(document: dict[str, Any]) -> None:
         if "429" in responses:
             assert responses["429"]["headers"]["Retry-After"]["required"] is True, where
         if op.get("security"):
+            assert "401" in responses, where
+        if "401" in responses:  # RFC 9110: every 401 carries a challenge
             assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True, where
         if not path.startswith("/health"):
             # Any route may meet PostgreSQL or Redis down: 503, with Retry-After.
@@ -307,3 +311,155 @@ def test_lists_are_items_and_next_cursor(document: dict[str, Any]) -> None:
         response = document["paths"][path]["get"]["responses"]["200"]
         page = resolve(document, response["content"]["application/json"]["schema"])
         assert set(page["required"]) == {"items", "next_cursor"}, path
+
+
+async def test_every_401_carries_a_challenge(client: httpx.AsyncClient, user: Account) -> None:
+    """Also where the credentials come in the body: login, refresh, restore."""
+    answers = {
+        "login": await client.post(
+            "/auth/login", json={"email": user.email, "password": "not the password"}
+        ),
+        "refresh": await client.post("/auth/refresh", json={"refresh_token": "not-a-token"}),
+        "restore": await client.post(
+            "/account/restore", json={"email": user.email, "password": "not the password"}
+        ),
+        "access token": await client.get("/account"),
+    }
+    for name, response in answers.items():
+        assert response.status_code == 401, (name, response.text)
+        assert response.headers["WWW-Authenticate"] == "Bearer", name
+
+
+# --- 9. text rules as patterns -----------------------------------------------------------------
+
+
+def _string_schemas(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if node.get("type") == "string":
+            yield node
+        for key in ("anyOf", "items"):
+            children = node.get(key)
+            for child in children if isinstance(children, list) else [children]:
+                yield from _string_schemas(child)
+
+
+def test_every_request_string_states_its_rule(document: dict[str, Any]) -> None:
+    """No request text can carry NUL (RequestModel refuses it): each string says so or is a
+    format, enum or pattern that excludes it."""
+    schemas = document["components"]["schemas"]
+    for model in (m.__name__ for m in openapi._request_models()):
+        for field, prop in schemas.get(model, {}).get("properties", {}).items():
+            for text in _string_schemas(prop):
+                if "pattern" in text:
+                    assert re.search(text["pattern"], "x\x00y") is None, (model, field)
+                else:
+                    assert text.get("format") in {"uuid", "date", "binary"}, (model, field)
+
+
+def test_text_patterns_are_the_validators(document: dict[str, Any]) -> None:
+    """The character classes are the server's own predicates, code point by code point, and the
+    patterns accept and refuse what the models accept and refuse."""
+    from pydantic import ValidationError
+
+    from goaltrack.auth.schemas import RegisterRequest
+    from goaltrack.goals.schemas import StageCreate, is_visible
+
+    schemas = document["components"]["schemas"]
+    title = schemas["StageCreate"]["properties"]["title"]["pattern"]
+    password = schemas["RegisterRequest"]["properties"]["password"]["pattern"]
+    email = schemas["RegisterRequest"]["properties"]["email"]["pattern"]
+    visible = re.compile(title)
+    not_blank = re.compile(password)
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        assert (visible.search(char) is not None) == is_visible(char), hex(code)
+        assert (not_blank.search(char) is not None) == (char != "\x00" and not char.isspace())
+
+    def accepted(model: Any, **body: Any) -> bool:
+        try:
+            model.model_validate(body)
+        except ValidationError:
+            return False
+        return True
+
+    for text in ["a", " \u200b a", "\u3164", " \t\n", "\u0301", "a\x00", "\u2800x", "ok\n"]:
+        assert (visible.search(text) is not None) == accepted(StageCreate, title=text), text
+    for text in ["        ", "\u3000" * 8, "a" + " " * 7, "abc\x00defgh", "correct horse"]:
+        expected = accepted(RegisterRequest, email="a@example.com", password=text)
+        assert (not_blank.search(text) is not None) == expected, text
+    for address in [
+        "a@example.com",
+        "a@b.test",
+        "a@b.TeSt",
+        "a@b.onion",
+        "a@local.dev",
+        "a@b.arpa",
+    ]:
+        expected = accepted(RegisterRequest, email=address, password="correct horse")
+        assert (re.search(email, address) is not None) == expected, address
+    assert schemas["RegisterRequest"]["properties"]["email"]["maxLength"] == 254
+
+
+def test_time_zones_are_the_servers(document: dict[str, Any]) -> None:
+    from goaltrack.schemas import _check_zone
+
+    zones = document["components"]["schemas"]["TimeZone"]
+    assert zones["type"] == "string"
+    for name in zones["enum"]:
+        assert _check_zone(name) == name
+    assert {"UTC", "Europe/Moscow", "Etc/GMT+5", "Etc/GMT-5"} <= set(zones["enum"])
+    assert len(set(zones["x-enum-varnames"])) == len(zones["enum"])  # generated clients
+    ref = {"$ref": "#/components/schemas/TimeZone"}
+    for model in ("RegisterRequest", "SettingsUpdate"):
+        prop = document["components"]["schemas"][model]["properties"]["timezone"]
+        assert ref in prop["anyOf"], model
+
+
+def test_upload_states_its_types(document: dict[str, Any]) -> None:
+    from goaltrack.uploads import EXTENSIONS
+
+    form = document["paths"]["/goals/{goal_id}/attachments"]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]
+    assert form["schema"]["properties"]["file"]["minLength"] == 1
+    declared = {t.strip() for t in form["encoding"]["file"]["contentType"].split(",")}
+    assert declared == set(EXTENSIONS)
+    stage_ids = document["components"]["schemas"]["StageOrder"]["properties"]["stage_ids"]
+    assert stage_ids["uniqueItems"] is True
+
+
+# --- 10. links ---------------------------------------------------------------------------------
+
+
+def test_links_lead_to_operations_and_their_parameters(document: dict[str, Any]) -> None:
+    by_id = {op["operationId"]: (path, op) for _, path, op in operations(document)}
+    count = 0
+    for method, path, op in operations(document):
+        for status, response in op["responses"].items():
+            for name, link in response.get("links", {}).items():
+                count += 1
+                where = f"{method.upper()} {path} {status} {name}"
+                assert status.startswith("2"), where
+                target_path, target = by_id[link["operationId"]]
+                taken = {p["name"] for p in target.get("parameters", [])}
+                assert set(link.get("parameters", {})) <= taken, where
+                # Every path parameter of the target is supplied.
+                assert set(re.findall(r"\{(\w+)\}", target_path)) <= set(
+                    link.get("parameters", {})
+                ), where
+                for expression in link.get("parameters", {}).values():
+                    if expression.startswith("$request.path."):
+                        own = {p["name"] for p in op.get("parameters", [])}
+                        assert expression.removeprefix("$request.path.") in own, where
+                if "requestBody" in link:
+                    assert "requestBody" in target, where
+    assert count > 100
+    created = document["paths"]["/goals"]["post"]["responses"]["201"]["links"]
+    assert created["goals_get"]["parameters"] == {"goal_id": "$response.body#/id"}
+    stage = document["paths"]["/goals/{goal_id}/stages"]["post"]["responses"]["201"]["links"]
+    assert stage["goals_complete_stage"]["parameters"] == {
+        "goal_id": "$request.path.goal_id",
+        "stage_id": "$response.body#/id",
+    }

@@ -53,13 +53,23 @@ class AppError(Exception):
         super().__init__(self.message)
 
 
-class NotAuthenticated(AppError):
+# The one authentication scheme of the API (RFC 6750 bearer tokens).
+AUTH_CHALLENGE = "Bearer"
+
+
+class Unauthorized(AppError):
+    """Every 401: RFC 9110 (15.5.2) requires a `WWW-Authenticate` challenge with each one, also
+    where the credentials came in the body (login, refresh, restore)."""
+
     status_code = 401
-    code = "not_authenticated"
-    detail = "Missing, invalid or expired access token."
 
     def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+        super().__init__(detail, headers={"WWW-Authenticate": AUTH_CHALLENGE})
+
+
+class NotAuthenticated(Unauthorized):
+    code = "not_authenticated"
+    detail = "Missing, invalid or expired access token."
 
 
 class NotFound(AppError):

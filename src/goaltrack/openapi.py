@@ -3,8 +3,11 @@
 
 What the schemas themselves cannot say is added here, after FastAPI has built the document:
 one component per enum, the request rules enforced by validators (password bytes, distinct
-times, non-null partial updates) and the response headers a client needs (`Retry-After`,
-`WWW-Authenticate`). Every response also carries `X-Request-ID` (goaltrack.observability).
+times, non-null partial updates, text without NUL, visible titles, known time zones, no
+special-use e-mail domains, upload types), the response headers a client needs (`Retry-After`,
+and `WWW-Authenticate` on every 401) and links from each response to the operations taking what
+it names. Every response also carries `X-Request-ID` (goaltrack.observability). The fuzzer
+(tests/test_fuzz_api.py) holds the server to all of it.
 
 Wiring (main.py): `FastAPI(..., generate_unique_id_function=operation_id)`, then
 `install_contract(app)` once every router is included and after `_document_problem_schema(app)`
@@ -14,11 +17,15 @@ Wiring (main.py): `FastAPI(..., generate_unique_id_function=operation_id)`, then
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
+from functools import cache
 from http import HTTPStatus
 from typing import Any, get_args
 
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -30,11 +37,12 @@ from goaltrack.account.schemas import MAX_NOTIFICATION_TIMES, Frequency
 from goaltrack.auth.schemas import PASSWORD_MIN_CHARS, NewPassword
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
 from goaltrack.devices.schemas import Platform
-from goaltrack.errors import DEPENDENCY_RETRY_AFTER_SECONDS, PROBLEM_JSON, problem
-from goaltrack.goals.schemas import AiStatus
+from goaltrack.errors import AUTH_CHALLENGE, DEPENDENCY_RETRY_AFTER_SECONDS, PROBLEM_JSON, problem
+from goaltrack.goals.schemas import AiStatus, Title, is_visible
 from goaltrack.health import HealthStatus
 from goaltrack.notifications.kinds import NotificationType
-from goaltrack.schemas import Locale, Problem, RequestModel
+from goaltrack.schemas import Locale, Problem, RequestModel, TimeZoneName, time_zone_names
+from goaltrack.uploads import EXTENSIONS
 
 # One component per enum, referenced wherever its values appear. A new Literal used in more than
 # one place belongs here (tests/test_openapi_contract.py finds repeated inline enums).
@@ -62,6 +70,24 @@ NEW_PASSWORD_SCHEMA: dict[str, Any] = {
     f"{BCRYPT_MAX_BYTES} bytes in UTF-8 (bcrypt reads no more; a longer password is refused, "
     "not truncated): a non-ASCII password reaches the limit before maxLength.",
 }
+
+# Text rules, as patterns. Every request string is refused with a NUL character in it (PostgreSQL
+# cannot store one: RequestModel's validator); a title needs a visible character (goals.schemas),
+# a new password a non-whitespace one (auth.schemas). The classes are built from the very
+# predicates the validators use. Each pattern reads the same in ECMA-262 (OpenAPI's dialect) and
+# Python `re`, and lets a trailing newline through as both dialects do (`$` differs there).
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+# RFC 6761 special-use domains: email-validator (behind EmailStr) refuses an address there.
+SPECIAL_USE_DOMAINS = tuple(SPECIAL_USE_DOMAIN_NAMES)
+# Formats that cannot hold a NUL character anyway.
+_NON_TEXT_FORMATS = frozenset({"uuid", "date", "date-time", "binary"})
+TIMEZONE_DESCRIPTION = (
+    "An IANA time zone name (e.g. `Europe/Berlin`), as the server's tzdata knows it."
+)
+UPLOAD_DESCRIPTION = (
+    "One file of these types, recognised by its content (not its name or declared type) and "
+    "decoded in full: {types}."
+)
 
 TIMES_DESCRIPTION = (
     f"1 to {MAX_NOTIFICATION_TIMES} distinct times of day; empty only when frequency is `off`."
@@ -121,14 +147,18 @@ def _finish(app: FastAPI, document: dict[str, Any]) -> None:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     _set_operation_ids(app, document)
     _state_request_rules(schemas)
+    _state_text_rules(schemas)
     _hoist_enums(document)
     schemas[AccountDeletedProblem.__name__] = AccountDeletedProblem.model_json_schema(
         ref_template="#/components/schemas/{model}"
     )
+    schemas["TimeZone"] = _time_zone_schema()
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             if method in _METHODS:
                 _declare_responses(path, operation)
+                _state_upload_rules(operation)
+    _declare_links(document)
 
 
 def _set_operation_ids(app: FastAPI, document: dict[str, Any]) -> None:
@@ -151,6 +181,9 @@ def _state_request_rules(schemas: dict[str, Any]) -> None:
     for model, field in _fields_of_type(NewPassword):
         if model in schemas:
             schemas[model]["properties"][field].update(NEW_PASSWORD_SCHEMA)
+    stage_order = schemas["StageOrder"]["properties"]["stage_ids"]
+    stage_order["uniqueItems"] = True
+    stage_order.setdefault("description", "Every stage of the goal, each once, in the new order.")
     for model, fields in NON_NULLABLE_UPDATES.items():
         for field in fields:
             prop = schemas[model]["properties"][field]
@@ -166,19 +199,148 @@ def _state_request_rules(schemas: dict[str, Any]) -> None:
     schedule["else"] = {"properties": {"times": {"minItems": 1}}}
 
 
-def _fields_of_type(annotated: Any) -> list[tuple[str, str]]:
-    """(model name, JSON field name) of every request-model field declared as `annotated`, known
-    by the validators it carries."""
-    validators = [m for m in get_args(annotated)[1:] if isinstance(m, AfterValidator)]
-    found = []
+def _request_models() -> list[type[RequestModel]]:
+    found: list[type[RequestModel]] = []
     pending: list[type[RequestModel]] = [RequestModel]
     while pending:
         model = pending.pop()
         pending.extend(model.__subclasses__())
+        found.append(model)
+    return found
+
+
+def _fields_of_type(annotated: Any) -> list[tuple[str, str]]:
+    """(model name, JSON field name) of every request-model field declared as `annotated` (or as
+    `annotated | None`), known by the validators it carries."""
+    validators = [m for m in get_args(annotated)[1:] if isinstance(m, AfterValidator)]
+    found = []
+    for model in _request_models():
         for name, field in model.model_fields.items():
-            if validators and all(v in field.metadata for v in validators):
+            metadata = list(field.metadata)
+            for variant in get_args(field.annotation):  # `X | None`: X keeps its own metadata
+                metadata.extend(getattr(variant, "__metadata__", ()))
+            if validators and all(v in metadata for v in validators):
                 found.append((model.__name__, field.alias or name))
     return found
+
+
+def _state_text_rules(schemas: dict[str, Any]) -> None:
+    """The text rules of NO_NUL_PATTERN's comment, and the zone names a request may carry."""
+    titles = set(_fields_of_type(Title))
+    passwords = set(_fields_of_type(NewPassword))
+    zones = set(_fields_of_type(TimeZoneName))
+    for model in _request_models():
+        for field, prop in schemas.get(model.__name__, {}).get("properties", {}).items():
+            where = (model.__name__, field)
+            for text in _string_variants(prop):
+                if where in zones:
+                    text.clear()
+                    text["$ref"] = "#/components/schemas/TimeZone"
+                elif where in titles:
+                    text["pattern"] = _visible_text_pattern()
+                elif where in passwords:
+                    text["pattern"] = _not_blank_pattern()
+                elif text.get("format") == "email":
+                    text["pattern"] = _email_pattern()
+                elif not {"pattern", "enum", "const"} & text.keys() and (
+                    text.get("format") not in _NON_TEXT_FORMATS
+                ):
+                    text["pattern"] = NO_NUL_PATTERN
+
+
+def _string_variants(prop: dict[str, Any]) -> list[dict[str, Any]]:
+    """The string schemas a property is made of (itself, its `anyOf` members, its items)."""
+    if prop.get("type") == "string":
+        return [prop]
+    found = []
+    for variant in prop.get("anyOf", []):
+        found.extend(_string_variants(variant))
+    if isinstance(prop.get("items"), dict):
+        found.extend(_string_variants(prop["items"]))
+    return found
+
+
+@cache
+def _character_class(predicate: Callable[[str], bool]) -> str:
+    """The inside of a regex character class holding the code points `predicate` holds for:
+    `\\uXXXX` escapes in the BMP, the characters themselves beyond it (which ECMA-262 spells
+    `\\u{...}` and Python `\\U...`, but both read as literals). Surrogates are left out."""
+    ranges: list[list[int]] = []
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF or not predicate(chr(code)):
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+
+    def spell(code: int) -> str:
+        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+    return "".join(
+        spell(low) if low == high else f"{spell(low)}-{spell(high)}" for low, high in ranges
+    )
+
+
+def _is_invisible(character: str) -> bool:
+    return not is_visible(character)
+
+
+def _is_whitespace(character: str) -> bool:
+    return character.isspace()
+
+
+@cache
+def _visible_text_pattern() -> str:
+    """No NUL, and at least one character that draws something."""
+    return rf"^[^\u0000]*[^{_character_class(_is_invisible)}][^\u0000]*$"
+
+
+@cache
+def _not_blank_pattern() -> str:
+    """No NUL, and at least one character that is not whitespace (what `str.strip` removes)."""
+    return rf"^[^\u0000]*[^\u0000{_character_class(_is_whitespace)}][^\u0000]*$"
+
+
+@cache
+def _email_pattern() -> str:
+    """Beside `format: email`: no NUL, and no special-use domain (`x@y.test`), in any case."""
+    names = "|".join(
+        "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in name)
+        for name in SPECIAL_USE_DOMAINS
+    )
+    return rf"^(?![\s\S]*[@.](?:{names})$)[^\u0000]*$"
+
+
+def _time_zone_schema() -> dict[str, Any]:
+    names = time_zone_names()
+    # Unique member names for generated clients: `Etc/GMT+5` and `Etc/GMT-5` must not collide.
+    var_names = [
+        re.sub(r"\W+", "_", name.replace("+", "_plus_").replace("-", "_minus_")).strip("_").upper()
+        for name in names
+    ]
+    if len(set(var_names)) != len(var_names):
+        raise ValueError("two time zone names spell the same enum member")
+    return {
+        "type": "string",
+        "enum": names,
+        "title": "TimeZone",
+        "description": TIMEZONE_DESCRIPTION,
+        "x-enum-varnames": var_names,
+    }
+
+
+def _state_upload_rules(operation: dict[str, Any]) -> None:
+    """A file part: the types the server recognises (by content) and no empty file."""
+    form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+    if form is None:
+        return
+    types = list(EXTENSIONS)
+    for name, prop in form.get("schema", {}).get("properties", {}).items():
+        if prop.get("format") == "binary":
+            prop["minLength"] = 1
+            prop.setdefault("description", UPLOAD_DESCRIPTION.format(types=", ".join(types)))
+            form.setdefault("encoding", {})[name] = {"contentType": ", ".join(types)}
 
 
 def _hoist_enums(document: dict[str, Any]) -> None:
@@ -230,18 +392,125 @@ def _declare_responses(path: str, operation: dict[str, Any]) -> None:
             "required": True,
             "schema": {"type": "integer", "minimum": 0},
         }
-    codes = re.findall(r"`(\w+)`", responses.get("401", {}).get("description", ""))
-    if "not_authenticated" in codes:
-        # Sent with every `not_authenticated` (a missing, invalid or expired access token).
+    if "401" in responses:
+        # Sent with every 401 (errors.Unauthorized), as RFC 9110 requires.
         responses["401"].setdefault("headers", {})[WWW_AUTHENTICATE] = {
             "description": "The scheme to authenticate with.",
-            "required": codes == ["not_authenticated"],
-            "schema": {"type": "string", "examples": ["Bearer"]},
+            "required": True,
+            "schema": {"type": "string", "examples": [AUTH_CHALLENGE]},
         }
     forbidden = responses.get("403", {})
     if "`account_deleted`" in forbidden.get("description", ""):
         ref = f"#/components/schemas/{AccountDeletedProblem.__name__}"
         forbidden["content"] = {PROBLEM_JSON: {"schema": {"$ref": ref}}}
+
+
+# --- links ---------------------------------------------------------------------------------------
+
+# What a response names and which operations take it: OpenAPI links, for clients and for the
+# fuzzer's stateful phase, which follows them to run operations on resources it really created
+# (tests/test_fuzz_api.py). A pointer that finds nothing (`stages/0` of a goal without stages)
+# just leaves that parameter to the client.
+GOAL_OPERATIONS = (
+    "goals_get",
+    "goals_update",
+    "goals_delete",
+    "goals_archive",
+    "goals_unarchive",
+    "goals_add_stage",
+    "goals_reorder_stages",
+    "goals_add_attachment",
+    "goals_list_attachments",
+    "goals_add_reminder",
+    "goals_list_reminders",
+    "goals_split_with_ai",
+)
+STAGE_OPERATIONS = (
+    "goals_update_stage",
+    "goals_delete_stage",
+    "goals_complete_stage",
+    "goals_uncomplete_stage",
+)
+REMINDER_OPERATIONS = ("goals_update_reminder", "goals_delete_reminder")
+ATTACHMENT_OPERATIONS = ("goals_delete_attachment",)
+_BODY = "$response.body#"
+_PATH_GOAL = "$request.path.goal_id"
+
+
+def _links_to(operations: tuple[str, ...], **parameters: str) -> dict[str, dict[str, Any]]:
+    return {target: {"operationId": target, "parameters": parameters} for target in operations}
+
+
+# Response schema → its links. Sub-resources of a goal take the goal from the request's path.
+LINKS: dict[str, dict[str, dict[str, Any]]] = {
+    "GoalOut": {
+        **_links_to(GOAL_OPERATIONS, goal_id=f"{_BODY}/id"),
+        **_links_to(STAGE_OPERATIONS, goal_id=f"{_BODY}/id", stage_id=f"{_BODY}/stages/0/id"),
+        **_links_to(
+            REMINDER_OPERATIONS, goal_id=f"{_BODY}/id", reminder_id=f"{_BODY}/reminders/0/id"
+        ),
+        **_links_to(
+            ATTACHMENT_OPERATIONS,
+            goal_id=f"{_BODY}/id",
+            attachment_id=f"{_BODY}/attachments/0/id",
+        ),
+    },
+    "ListPage_GoalSummary_": _links_to(GOAL_OPERATIONS, goal_id=f"{_BODY}/items/0/id"),
+    "Stage": {
+        **_links_to(GOAL_OPERATIONS, goal_id=_PATH_GOAL),
+        **_links_to(STAGE_OPERATIONS, goal_id=_PATH_GOAL, stage_id=f"{_BODY}/id"),
+    },
+    "Reminder": _links_to(REMINDER_OPERATIONS, goal_id=_PATH_GOAL, reminder_id=f"{_BODY}/id"),
+    "ListPage_Reminder_": _links_to(
+        REMINDER_OPERATIONS, goal_id=_PATH_GOAL, reminder_id=f"{_BODY}/items/0/id"
+    ),
+    "Attachment": _links_to(ATTACHMENT_OPERATIONS, goal_id=_PATH_GOAL, attachment_id=f"{_BODY}/id"),
+    "ListPage_Attachment_": _links_to(
+        ATTACHMENT_OPERATIONS, goal_id=_PATH_GOAL, attachment_id=f"{_BODY}/items/0/id"
+    ),
+    "DeviceOut": _links_to(("devices_remove",), token=f"{_BODY}/token"),
+    "NotificationPage": _links_to(
+        ("notifications_read_one",), notification_id=f"{_BODY}/items/0/id"
+    ),
+    "TokenPair": {
+        target: {
+            "operationId": target,
+            "requestBody": {"refresh_token": f"{_BODY}/refresh_token"},
+        }
+        for target in ("auth_refresh", "auth_logout")
+    },
+    # A soft-deleted account can be restored with its e-mail and password.
+    "DeletionScheduled": {"account_restore": {"operationId": "account_restore"}},
+}
+
+
+def _declare_links(document: dict[str, Any]) -> None:
+    known = {
+        operation["operationId"]
+        for item in document["paths"].values()
+        for method, operation in item.items()
+        if method in _METHODS
+    }
+    for item in document["paths"].values():
+        for method, operation in item.items():
+            if method not in _METHODS:
+                continue
+            for status, response in operation["responses"].items():
+                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                name = schema.get("$ref", "").rsplit("/", 1)[-1]
+                if not status.startswith("2") or name not in LINKS:
+                    continue
+                links = {
+                    link_name: link
+                    for link_name, link in LINKS[name].items()
+                    if link["operationId"] in known
+                    and (
+                        _PATH_GOAL not in link.get("parameters", {}).values()
+                        or "goal_id" in {p["name"] for p in operation.get("parameters", [])}
+                    )
+                }
+                if links:
+                    response["links"] = links
 
 
 # --- 405 ---------------------------------------------------------------------------------------

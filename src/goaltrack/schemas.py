@@ -140,6 +140,11 @@ def _available_zones() -> frozenset[str]:
     )
 
 
+def time_zone_names() -> list[str]:
+    """Every zone name a request may carry, sorted (the OpenAPI document lists them)."""
+    return sorted(_available_zones())
+
+
 def _check_zone(value: str) -> str:
     if value not in _available_zones():
         raise ValueError("unknown IANA time zone")

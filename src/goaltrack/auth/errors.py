@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from goaltrack.errors import AppError
+from goaltrack.errors import AppError, Unauthorized
 
 
 class EmailTaken(AppError):
@@ -11,8 +11,7 @@ class EmailTaken(AppError):
     detail = "An account with this e-mail already exists."
 
 
-class InvalidCredentials(AppError):
-    status_code = 401
+class InvalidCredentials(Unauthorized):
     code = "invalid_credentials"
     detail = "Wrong e-mail or password."
 
@@ -26,8 +25,7 @@ class AccountDeleted(AppError):
         super().__init__(extra={"restore_until": restore_until.isoformat()})
 
 
-class InvalidRefreshToken(AppError):
-    status_code = 401
+class InvalidRefreshToken(Unauthorized):
     code = "invalid_token"
     detail = "The refresh token is invalid, expired or revoked."
 

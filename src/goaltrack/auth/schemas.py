@@ -25,7 +25,9 @@ def _check_password(value: str) -> str:
 NewPassword = Annotated[str, Field(max_length=1024), AfterValidator(_check_password)]
 # A password being checked, not chosen: any length is accepted and simply does not match.
 GivenPassword = Annotated[str, Field(min_length=1, max_length=1024)]
-Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
+# 254: the longest address email-validator (behind EmailStr) accepts, RFC 5321's path limit.
+EMAIL_MAX_LENGTH = 254
+Email = Annotated[EmailStr, Field(max_length=EMAIL_MAX_LENGTH), AfterValidator(str.lower)]
 OpaqueToken = Annotated[str, Field(min_length=1, max_length=512)]
 
 

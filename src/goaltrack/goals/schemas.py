@@ -30,7 +30,8 @@ _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
 _INVISIBLE_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
-def _is_visible(character: str) -> bool:
+def is_visible(character: str) -> bool:
+    """Whether `character` draws something (the OpenAPI document states titles with this too)."""
     return not (
         character.isspace()
         or character in _INVISIBLE_CHARACTERS
@@ -40,7 +41,7 @@ def _is_visible(character: str) -> bool:
 
 def _not_blank(value: str) -> str:
     """At least one visible character; the title is stored exactly as given."""
-    if not any(_is_visible(character) for character in value):
+    if not any(is_visible(character) for character in value):
         raise ValueError("must not be blank")
     return value
 
