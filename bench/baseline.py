@@ -38,6 +38,7 @@ from goaltrack.goals.queries import (
     _LIST_PREPARED,
     DETAIL_FIELDS,
     SUMMARY_FIELDS,
+    _instant,
 )
 from goaltrack.notifications.queries import _FEED, _FEED_AFTER
 from goaltrack.notifications.queries import FIELDS as NOTIFICATION_FIELDS
@@ -116,10 +117,6 @@ async def list_goals(request: Request) -> Response:
         limit,
     )
     return _json({"items": items, "next_cursor": next_cursor})
-
-
-def _instant(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
 
 
 async def get_goal(request: Request) -> Response:

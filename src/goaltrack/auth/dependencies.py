@@ -5,10 +5,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
-from sqlalchemy import select
 
 from goaltrack.auth.models import User
-from goaltrack.auth.queries import caller_is_current, caller_params
+from goaltrack.auth.queries import CURRENT_CALLER, caller_params
 from goaltrack.auth.security import AccessClaims, Passwords, decode_access_token
 from goaltrack.clock import utcnow
 from goaltrack.config import Settings
@@ -46,14 +45,10 @@ get_access_claims = AccessTokenBearer()
 AccessClaimsDep = Annotated[AccessClaims, Depends(get_access_claims)]
 
 
-# Built once: constructing the expression cost more CPU than running it (bench/).
-_CURRENT_USER = select(User).where(caller_is_current())
-
-
 async def get_current_user(session: SessionDep, claims: AccessClaimsDep) -> User:
     """The caller, from a valid access token whose version is still current (not revoked)."""
     # The same check the hot reads fold into their statement (one definition of "current").
-    user = await session.scalar(_CURRENT_USER, caller_params(claims))
+    user = await session.scalar(CURRENT_CALLER, caller_params(claims))
     if user is None:
         raise NotAuthenticated
     return user

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists
+from sqlalchemy import ColumnElement, and_, bindparam, exists, select
 
 from goaltrack.auth.models import RefreshToken, User
 from goaltrack.auth.security import AccessClaims
@@ -32,3 +32,7 @@ def caller_params(claims: AccessClaims) -> dict[str, Any]:
         "token_version": claims.token_version,
         "session_id": claims.session_id,
     }
+
+
+# The caller as a row (None: not authenticated), built once; bind `caller_params(claims)`.
+CURRENT_CALLER = select(User).where(caller_is_current())

@@ -5,11 +5,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from sqlalchemy import select
 
 from goaltrack.auth.dependencies import AccessClaimsDep
-from goaltrack.auth.models import User
-from goaltrack.auth.queries import caller_is_current, caller_params
+from goaltrack.auth.queries import CURRENT_CALLER, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
@@ -24,9 +22,6 @@ from goaltrack.uploads import Upload, read_upload
 GoalId = Annotated[uuid.UUID, Path(description="The goal's id.")]
 
 
-_CALLER_IS_CURRENT = select(User.id).where(caller_is_current())
-
-
 def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
     async def load(goal_id: GoalId, claims: AccessClaimsDep, session: SessionDep) -> Goal:
         """The caller's goal, or 404 — whether it does not exist or belongs to someone else; 401
@@ -37,7 +32,7 @@ def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
         a second tell a stale token (401) from a goal that is not the caller's (404)."""
         goal = await service.get_callers_goal(session, caller=claims, goal_id=goal_id, lock=lock)
         if goal is None:
-            if await session.scalar(_CALLER_IS_CURRENT, caller_params(claims)) is None:
+            if await session.scalar(CURRENT_CALLER, caller_params(claims)) is None:
                 raise NotAuthenticated
             raise NotFound
         return goal
@@ -52,7 +47,7 @@ async def get_verified_claims(
     connection of its own, before an upload's body is read: a revoked token gets its 401 before
     the server reads megabytes or writes an upload intent."""
     async with sessionmaker() as session:
-        current = await session.scalar(_CALLER_IS_CURRENT, caller_params(claims))
+        current = await session.scalar(CURRENT_CALLER, caller_params(claims))
     if current is None:
         raise NotAuthenticated
     return claims
