@@ -74,6 +74,8 @@ class Config:
     with_tick: bool
     smoke: bool
     before: str | None = None
+    # Only these scenarios (no login flood, RSS top-up or tick): a quick look while working.
+    only: tuple[str, ...] = ()
 
 
 def parse_args(argv: list[str] | None) -> Config:
@@ -96,7 +98,14 @@ def parse_args(argv: list[str] | None) -> Config:
         default=None,
         help="also run Goaltrack as it was at this git revision (ratios after ÷ before)",
     )
+    parser.add_argument(
+        "--only",
+        metavar="NAME,...",
+        default="",
+        help="only these scenarios, e.g. complete_stage,create_goal (results to partial.json)",
+    )
     args = parser.parse_args(argv)
+    only = tuple(name for name in args.only.split(",") if name)
     if args.smoke:
         args.duration, args.repetitions, args.users, args.warmup = 1, 1, 200, 1
     if args.users < 10 or args.repetitions < 1:
@@ -109,11 +118,13 @@ def parse_args(argv: list[str] | None) -> Config:
         connections=args.connections,
         warmup=args.warmup,
         pool=args.pool,
-        json_path=args.json or RESULTS / ("smoke.json" if args.smoke else "latest.json"),
+        json_path=args.json
+        or RESULTS / ("smoke.json" if args.smoke else "partial.json" if only else "latest.json"),
         with_peer=with_peer,
-        with_tick=not (args.no_tick or args.smoke),
+        with_tick=not (args.no_tick or args.smoke or only),
         smoke=args.smoke,
         before=args.before,
+        only=only,
     )
 
 
@@ -482,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(f"seeded {seeded.describe()} in {time.monotonic() - started:.0f} s", flush=True)
+        if config.only:
+            scenarios = [s for s in scenarios if s.name in config.only]
         env = app_env(stack, jwt_secret, config)
         with contextlib.ExitStack() as running:
             started_apps = {
@@ -522,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"{measured['cpu_us_per_request']:6,.0f} µs CPU/req",
                             flush=True,
                         )
+                if config.only:
+                    continue
                 # The hot read again, with 20 logins (bcrypt cost 12) running beside it.
                 goals_list = scenarios[0]
                 flooder = login_flood(ours.base_url, emails, config.warmup + config.duration + 1)
@@ -538,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"logins/s, {logins['errors']} login errors)",
                     flush=True,
                 )
-            if not config.smoke and served < RSS_REQUESTS:
+            if not (config.smoke or config.only) and served < RSS_REQUESTS:
                 # Top the app up to 200 k requests, for the memory figure.
                 script = wrk.write_script(root, "rss", scenarios[0].entries, WRK_THREADS)
                 while served < RSS_REQUESTS:

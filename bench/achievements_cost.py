@@ -396,7 +396,6 @@ async def measure(
                         user_id=uid,
                         counters={"stages_completed": 1},
                         metrics=("stages_completed",),
-                        locale="en",
                         now=datetime.now(UTC),
                     )
                     n_statements.append(len(recorder.stop()))

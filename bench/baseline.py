@@ -1,7 +1,7 @@
 """The ceiling: Starlette + a raw asyncpg pool + orjson, doing what each benchmarked route does.
 
 For every scenario it sends the same SQL as the app (the app's own compiled statements, see
-`PreparedRead.sql`), renders the same JSON bytes (tests/test_bench_bodies.py compares them) and
+`PreparedStatement.sql`), renders the same JSON bytes (tests/test_bench_bodies.py compares them) and
 does the same token work (the app's `decode_access_token`, with its verified-token cache) — and
 nothing else: no dependency injection, no middleware, no response models. The writes send the
 statements the app's write sends, in one transaction, hand-written (tests/test_bench_bodies.py
@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from goaltrack.achievements.queries import _CATALOGUE
-from goaltrack.achievements.service import STATS_KEY, Stats
+from goaltrack.achievements.service import STATS_KEY, Stats, _count_up
 from goaltrack.auth.security import AccessClaims, decode_access_token
 from goaltrack.config import Settings
 from goaltrack.goals.queries import (
@@ -40,6 +40,7 @@ from goaltrack.goals.queries import (
     SUMMARY_FIELDS,
     _instant,
 )
+from goaltrack.goals.service import _CREATE_GOAL, _SET_STAGE
 from goaltrack.notifications.queries import _FEED, _FEED_AFTER
 from goaltrack.notifications.queries import FIELDS as NOTIFICATION_FIELDS
 from goaltrack.pagination import Cursor
@@ -232,56 +233,9 @@ WHERE users.id = $1 AND users.token_version = $2 AND users.deleted_at IS NULL
   AND EXISTS (SELECT * FROM refresh_tokens
               WHERE refresh_tokens.family_id = $3 AND refresh_tokens.revoked_at IS NULL)
 """
-LOCK_GOAL_SQL = """
-SELECT goals.user_id, goals.title, goals.description, goals.deadline, goals.progress,
-       goals.stage_count, goals.completed_stage_count, goals.is_archived, goals.completed_at,
-       goals.first_completed_at, goals.ai_status, goals.ai_error, goals.updated_at, goals.id,
-       goals.created_at
-FROM goals JOIN users ON users.id = goals.user_id
-WHERE goals.id = $4 AND users.id = $1 AND users.token_version = $2 AND users.deleted_at IS NULL
-  AND EXISTS (SELECT * FROM refresh_tokens
-              WHERE refresh_tokens.family_id = $3 AND refresh_tokens.revoked_at IS NULL)
-FOR UPDATE OF goals
-"""
-STAGE_SQL = """
-SELECT goal_id, title, description, position, is_completed, completed_at, first_completed_at, id,
-       created_at
-FROM goal_stages WHERE id = $1 AND goal_id = $2
-"""
-UPDATE_STAGE_SQL = "UPDATE goal_stages SET is_completed = $1, completed_at = $2 WHERE id = $3"
-UPDATE_FIRST_STAGE_SQL = (
-    "UPDATE goal_stages SET is_completed = $1, completed_at = $2, first_completed_at = $2 "
-    "WHERE id = $3"
-)
-RECOUNT_SQL = (
-    "SELECT count(*), count(*) FILTER (WHERE is_completed) FROM goal_stages WHERE goal_id = $1"
-)
-UPDATE_PROGRESS_SQL = """
-UPDATE goals SET progress = $1, completed_stage_count = $2, stage_count = $3, completed_at = $4,
-                 updated_at = $5
-WHERE id = $6
-"""
-INSERT_GOAL_SQL = """
-INSERT INTO goals (user_id, title, description, deadline, progress, stage_count,
-                   completed_stage_count, is_archived, completed_at, first_completed_at, ai_status,
-                   ai_error, updated_at, id, created_at)
-VALUES ($1, $2, $3, $4, 0, 0, 0, false, NULL, NULL, 'idle', NULL, $5, $6, $5)
-"""
-USER_CONTEXT_SQL = "SELECT locale, timezone FROM user_settings WHERE user_id = $1"
-COUNT_UP_SQL = """
-INSERT INTO user_stats (user_id, goals_created) VALUES ($1, 1)
-ON CONFLICT (user_id) DO UPDATE SET goals_created = user_stats.goals_created + 1
-RETURNING user_id, goals_created, stages_completed, goals_completed,
-          goals_completed_before_deadline, attachments_added, ai_plans_applied
-"""
-CANDIDATES_SQL = """
-SELECT code, position, icon, title, description, condition, threshold, id FROM achievements
-WHERE condition = ANY($1::text[])
-  AND NOT EXISTS (SELECT user_id FROM user_achievements
-                  WHERE user_achievements.user_id = $2
-                    AND user_achievements.achievement_id = achievements.id)
-ORDER BY position
-"""
+USER_CONTEXT_SQL = "SELECT locale FROM user_settings WHERE user_id = $1"
+# The user's counters and the achievements still to earn, as GoalCreated's handler asks for them.
+COUNT_UP = _count_up(("goals_created",), ("goals_created", "goals_in_progress"))
 IN_PROGRESS_SQL = (
     "SELECT count(*) FROM goals WHERE user_id = $1 AND is_archived IS false "
     "AND completed_at IS NULL"
@@ -304,22 +258,8 @@ OUTBOX_SQL = (
 # before; a user who holds the goal achievements already), as the app's route does: the
 # statements per write request, kept in step with the app by tests/test_bench_bodies.py.
 DETAIL = _DETAIL_PREPARED.sql
-SET_STAGE_STATEMENTS = [
-    LOCK_GOAL_SQL,
-    STAGE_SQL,
-    UPDATE_STAGE_SQL,
-    RECOUNT_SQL,
-    UPDATE_PROGRESS_SQL,
-    DETAIL,
-]
-CREATE_GOAL_STATEMENTS = [
-    CALLER_SQL,
-    INSERT_GOAL_SQL,
-    USER_CONTEXT_SQL,
-    COUNT_UP_SQL,
-    CANDIDATES_SQL,
-    DETAIL,
-]
+SET_STAGE_STATEMENTS = [_SET_STAGE.sql, DETAIL]
+CREATE_GOAL_STATEMENTS = [_CREATE_GOAL.sql, COUNT_UP.sql, DETAIL]
 
 
 async def _detail_in(connection: asyncpg.Connection, caller: AccessClaims, goal_id: Any) -> Any:
@@ -334,30 +274,24 @@ async def _set_stage(request: Request, completed: bool) -> Response:
         return UNAUTHORIZED
     goal_id = uuid.UUID(request.path_params["goal_id"])
     stage_id = uuid.UUID(request.path_params["stage_id"])
+    values = {
+        **_SET_STAGE.fixed,
+        **_caller_args(caller),
+        "goal_id": goal_id,
+        "stage_id": stage_id,
+        "completed": completed,
+        "now": datetime.now(UTC),
+    }
     pool: asyncpg.Pool = state["pool"]
     async with pool.acquire() as connection, connection.transaction():
-        goal = await connection.fetchrow(LOCK_GOAL_SQL, *_caller_args(caller).values(), goal_id)
-        if goal is None:
+        outcome = await connection.fetchrow(_SET_STAGE.sql, *_args(_SET_STAGE.names, values))
+        if not outcome["goal_found"]:
             user = await connection.fetchrow(CALLER_SQL, *_caller_args(caller).values())
             return UNAUTHORIZED if user is None else NOT_FOUND
-        stage = await connection.fetchrow(STAGE_SQL, stage_id, goal_id)
-        if stage is None:
+        if not outcome["stage_found"]:
             return NOT_FOUND
-        if stage["is_completed"] != completed:
-            now = datetime.now(UTC)
-            first_time = completed and stage["first_completed_at"] is None
-            await connection.execute(
-                UPDATE_FIRST_STAGE_SQL if first_time else UPDATE_STAGE_SQL,
-                completed,
-                now if completed else None,
-                stage_id,
-            )
-            total, done = await connection.fetchrow(RECOUNT_SQL, goal_id)
-            progress = 100 * done // total if total else 0
-            completed_at = (goal["completed_at"] or now) if progress == 100 else None
-            await connection.execute(
-                UPDATE_PROGRESS_SQL, progress, done, total, completed_at, now, goal_id
-            )
+        # (A first completion or a goal reaching 100 % would go on to the achievements and the
+        # reminders: the benchmark's toggles never do, in either app.)
         row = await _detail_in(connection, caller, goal_id)
     return await _render_detail(row)
 
@@ -378,26 +312,24 @@ async def create_goal(request: Request) -> Response:
     goal_id, now = uuid.uuid4(), datetime.now(UTC)
     pool: asyncpg.Pool = state["pool"]
     async with pool.acquire() as connection, connection.transaction():
-        user = await connection.fetchrow(CALLER_SQL, *_caller_args(caller).values())
-        if user is None:
+        values = {
+            **_caller_args(caller),
+            "goal_id": goal_id,
+            "title": body["title"],
+            "description": body.get("description"),
+            "deadline": None,
+            "now": now,
+        }
+        created = await connection.fetch(_CREATE_GOAL.sql, *_args(_CREATE_GOAL.names, values))
+        if not created:
             return UNAUTHORIZED
-        await connection.execute(
-            INSERT_GOAL_SQL,
-            caller.user_id,
-            body["title"],
-            body.get("description"),
-            None,
-            now,
-            goal_id,
-        )
-        context = await connection.fetchrow(USER_CONTEXT_SQL, caller.user_id)
-        locale = context["locale"] if context else "en"
-        stats = await connection.fetchrow(COUNT_UP_SQL, caller.user_id)
-        candidates = await connection.fetch(
-            CANDIDATES_SQL, ["goals_created", "goals_in_progress"], caller.user_id
-        )
+        counted = {**COUNT_UP.fixed, "user_id": caller.user_id, "goals_created": 1}
+        rows = await connection.fetch(COUNT_UP.sql, *_args(COUNT_UP.names, counted))
+        stats = rows[0]
         reached = []
-        for achievement in candidates:
+        for achievement in rows:
+            if achievement["achievement_id"] is None:
+                continue
             if achievement["condition"] == "goals_in_progress":
                 value = await connection.fetchval(IN_PROGRESS_SQL, caller.user_id)
             else:
@@ -408,11 +340,13 @@ async def create_goal(request: Request) -> Response:
             awarded = {
                 row["achievement_id"]
                 for row in await connection.fetch(
-                    AWARD_SQL, caller.user_id, [a["id"] for a in reached], now
+                    AWARD_SQL, caller.user_id, [a["achievement_id"] for a in reached], now
                 )
             }
+            context = await connection.fetchrow(USER_CONTEXT_SQL, caller.user_id)
+            locale = context["locale"] if context else "en"
             for achievement in reached:
-                if achievement["id"] in awarded:
+                if achievement["achievement_id"] in awarded:
                     notification_id = uuid.uuid4()
                     await connection.execute(
                         NOTIFY_SQL,

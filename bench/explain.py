@@ -16,20 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
-import tempfile
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from bench.seed import HEAVY_EMAIL, asyncpg_dsn, seed
 from bench.sql import list_param_names, list_sql
-from goaltrack.dev.localstack import LocalStack
-from goaltrack.migrations import upgrade
+from bench.stack import scratch_stack
 
 INDEX_NAME = "ix_goals_user_id_is_archived_created_at_id"
 
@@ -193,19 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--goals-per-user", type=int, default=20)
     parser.add_argument("--heavy-goals", type=int, default=10_000)
     args = parser.parse_args(argv)
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    root = Path(tempfile.mkdtemp(prefix="goaltrack-explain-", dir=base))
-    root.chmod(0o755)
-    stack = LocalStack(root, with_s3=False)
-    try:
-        stack.start()
-        upgrade(stack.postgres.url)
+    with scratch_stack("goaltrack-explain-") as stack:
         ok = asyncio.run(
             _seed_and_explain(stack.postgres.url, args.users, args.goals_per_user, args.heavy_goals)
         )
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
     return 0 if ok else 1
 
 

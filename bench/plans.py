@@ -19,7 +19,7 @@ from bench.seed import HEAVY_EMAIL
 from goaltrack.achievements.queries import _CATALOGUE
 from goaltrack.goals.queries import _DETAIL_PREPARED, _LIST_AFTER_PREPARED, _LIST_PREPARED
 from goaltrack.notifications.queries import _FEED, _FEED_AFTER
-from goaltrack.reads import PreparedRead
+from goaltrack.reads import PreparedStatement
 
 PLANS = Path("bench/plans")
 LARGE_TABLES = (
@@ -49,7 +49,7 @@ async def _caller(conn: asyncpg.Connection, email_filter: str) -> dict[str, Any]
     }
 
 
-def _args(read: PreparedRead, values: dict[str, Any]) -> list[Any]:
+def _args(read: PreparedStatement, values: dict[str, Any]) -> list[Any]:
     return [values.get(name, read.fixed.get(name)) for name in read.names]
 
 

@@ -122,14 +122,14 @@ async def test_writes_answer_alike_with_as_many_statements(
     event.listen(engine, "before_cursor_execute", record)
     try:
         # Reopen and complete again, as the benchmark does: ours, then the ceiling.
-        counts, bodies = {}, {}
+        counts, bodies, toggles = {}, {}, {}
         for action in ("uncomplete", "complete"):
             sent.clear()
             response = await client.put(
                 f"/goals/{goal}/stages/{stage}/{action}", headers=user.headers
             )
             assert response.status_code == 200, response.text
-            counts[action], bodies[action] = len(sent), response.content
+            counts[action], bodies[action], toggles[action] = len(sent), response.content, [*sent]
         for action in ("uncomplete", "complete"):
             theirs = await ceiling_client.put(
                 f"/goals/{goal}/stages/{stage}/{action}", headers=user.headers
@@ -140,7 +140,7 @@ async def test_writes_answer_alike_with_as_many_statements(
             ), action
         sent.clear()
         ours = await client.post("/goals", json={"title": "One more"}, headers=user.headers)
-        counts["create"] = len(sent)
+        counts["create"], creation = len(sent), [*sent]
         theirs = await ceiling_client.post(
             "/goals", json={"title": "One more"}, headers=user.headers
         )
@@ -152,4 +152,7 @@ async def test_writes_answer_alike_with_as_many_statements(
     # listener). The ceiling's list, in order, is its own record of what it mirrors.
     assert counts["uncomplete"] + 1 == len(ceiling.SET_STAGE_STATEMENTS)
     assert counts["complete"] + 1 == len(ceiling.SET_STAGE_STATEMENTS)
+    # A toggle is one statement, and the ceiling's is that very statement.
+    assert toggles["uncomplete"] == toggles["complete"] == ceiling.SET_STAGE_STATEMENTS[:-1]
     assert counts["create"] + 1 == len(ceiling.CREATE_GOAL_STATEMENTS)
+    assert creation == ceiling.CREATE_GOAL_STATEMENTS[:-1]

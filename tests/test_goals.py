@@ -257,6 +257,38 @@ async def test_concurrent_completions_count_every_stage(
     assert stored.completed_stage_count == 6
 
 
+async def test_counters_match_a_recount_after_concurrent_changes(
+    client: Any, app: Any, user: Account
+) -> None:
+    """A toggle moves the goal's counters by one from its locked row (one statement), the other
+    stage changes recount: raced against each other on one goal, the stored counters still equal
+    what the stages say."""
+    goal = await create_goal(client, user)
+    url = f"/goals/{goal['id']}/stages"
+    stages = await add_stages(client, user, goal["id"], 8)
+    for stage in stages[:4]:
+        await client.put(f"{url}/{stage['id']}/complete", headers=user.headers)
+    for _ in range(3):
+        responses = await asyncio.gather(
+            *(client.put(f"{url}/{s['id']}/uncomplete", headers=user.headers) for s in stages[:4]),
+            *(client.put(f"{url}/{s['id']}/complete", headers=user.headers) for s in stages[4:]),
+            client.post(url, json={"title": "Raced in"}, headers=user.headers),
+            client.delete(f"{url}/{stages[0]['id']}", headers=user.headers),
+        )
+        assert {r.status_code for r in responses} <= {200, 201, 204, 404}
+        stages = stages[4:] + stages[:4]
+    async with app.state.sessionmaker() as session:
+        stored = await session.get_one(Goal, uuid.UUID(goal["id"]))
+        rows = (
+            await session.execute(
+                select(GoalStage.is_completed).where(GoalStage.goal_id == stored.id)
+            )
+        ).all()
+    completed = sum(1 for (is_completed,) in rows if is_completed)
+    assert (stored.stage_count, stored.completed_stage_count) == (len(rows), completed)
+    assert stored.progress == 100 * completed // len(rows)
+
+
 async def test_reorder_stages(client: Any, user: Account) -> None:
     goal = await create_goal(client, user)
     stages = await add_stages(client, user, goal["id"], 4)

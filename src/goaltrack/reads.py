@@ -12,10 +12,12 @@ would produce (tests/test_reads.py holds the two together), without validating r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
+from sqlalchemy import Row
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -74,7 +76,10 @@ async def create_read_pool(settings: Settings, *, application_name: str) -> asyn
     )
 
 
-class PreparedRead:
+class PreparedStatement:
+    """A statement compiled once, for asyncpg: `fetch` for the hot reads, `execute` for a write's
+    statement in the request's transaction."""
+
     def __init__(self, statement: Any) -> None:
         compiled = statement.compile(dialect=PGDialect_asyncpg())  # type: ignore[no-untyped-call]
         self.sql = str(compiled)
@@ -91,6 +96,16 @@ class PreparedRead:
         async with asyncio.timeout(READ_TIMEOUT_SECONDS), executor.acquire() as connection:
             rows: list[Any] = await connection.fetch(self.sql, *args)
         return rows
+
+    async def execute(self, session: AsyncSession, params: dict[str, Any]) -> Sequence[Row[Any]]:
+        """The rows, in the session's transaction, through SQLAlchemy's connection (which begins
+        the transaction when this is its first statement, and wraps errors as for any statement)
+        but without compiling again. Core would also take any parameter named like a column of
+        an UPDATE inside the statement as one more value to set (`user_id`, `goal_id`): compiled
+        here, the statement sets what it says."""
+        args = tuple(params.get(name, self.fixed.get(name)) for name in self.names)
+        connection = await session.connection()
+        return (await connection.exec_driver_sql(self.sql, args)).all()
 
     async def _fetch_in_session(self, session: AsyncSession, args: list[Any]) -> list[Any]:
         connection = await session.connection()
@@ -123,7 +138,7 @@ def json_body(content: Any) -> bytes:
     return orjson.dumps(content, default=_encode_other, option=orjson.OPT_UTC_Z)
 
 
-def json_response(content: Any) -> Response:
+def json_response(content: Any, status_code: int = 200) -> Response:
     """A hot read's response, rendered from its rows: the route declares the response model
     (`response_model=`) for the contract, and this body is what that model would have produced."""
-    return Response(json_body(content), media_type="application/json")
+    return Response(json_body(content), status_code=status_code, media_type="application/json")

@@ -5,26 +5,29 @@ is a migration adding its row, plus (if no metric fits) one function here."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.achievements.models import UserStats
 from goaltrack.goals.models import Goal
 
-Metric = Callable[[AsyncSession, uuid.UUID, UserStats], Awaitable[int]]
+# A metric reads the user's counters (a `user_stats` row, as a mapping) or counts for itself.
+Metric = Callable[[AsyncSession, uuid.UUID, Mapping[str, Any]], Awaitable[int]]
 
 
 def _counter(name: str) -> Metric:
-    async def read(session: AsyncSession, user_id: uuid.UUID, stats: UserStats) -> int:
-        value: int = getattr(stats, name)
+    async def read(session: AsyncSession, user_id: uuid.UUID, stats: Mapping[str, Any]) -> int:
+        value: int = stats[name]
         return value
 
     return read
 
 
-async def goals_in_progress(session: AsyncSession, user_id: uuid.UUID, stats: UserStats) -> int:
+async def goals_in_progress(
+    session: AsyncSession, user_id: uuid.UUID, stats: Mapping[str, Any]
+) -> int:
     """Active goals now: an index range over the user's unarchived goals (their own count)."""
     count = await session.scalar(
         select(func.count())

@@ -21,16 +21,11 @@ from goaltrack.goals.events import (
 from goaltrack.goals.models import Goal
 
 
-async def _user_context(session: AsyncSession, user_id: uuid.UUID) -> tuple[str, ZoneInfo]:
-    row = (
-        await session.execute(
-            select(UserSettings.locale, UserSettings.timezone).where(
-                UserSettings.user_id == user_id
-            )
-        )
-    ).one_or_none()
-    locale, zone = row if row is not None else ("en", "UTC")
-    return locale, ZoneInfo(zone)
+async def _user_zone(session: AsyncSession, user_id: uuid.UUID) -> ZoneInfo:
+    zone = await session.scalar(
+        select(UserSettings.timezone).where(UserSettings.user_id == user_id)
+    )
+    return ZoneInfo(zone or "UTC")
 
 
 async def _count(
@@ -41,10 +36,7 @@ async def _count(
     counters: dict[str, int],
     metrics: tuple[str, ...],
 ) -> None:
-    locale, _ = await _user_context(session, user_id)
-    await record(
-        session, user_id=user_id, counters=counters, metrics=metrics, locale=locale, now=now
-    )
+    await record(session, user_id=user_id, counters=counters, metrics=metrics, now=now)
 
 
 async def on_goal_created(session: AsyncSession, event: GoalCreated) -> None:
@@ -71,7 +63,7 @@ async def on_stage_completed(session: AsyncSession, event: StageCompleted) -> No
 async def on_goal_completed(session: AsyncSession, event: GoalCompleted) -> None:
     if not event.first_time:
         return  # a goal reopened and completed again is still one goal
-    _, zone = await _user_context(session, event.user_id)
+    zone = await _user_zone(session, event.user_id)
     deadline = await session.scalar(select(Goal.deadline).where(Goal.id == event.goal_id))
     # "Before its deadline": completed on or before the deadline day, in the user's own zone.
     in_time = deadline is not None and event.now.astimezone(zone).date() <= deadline

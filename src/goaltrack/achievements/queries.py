@@ -13,7 +13,7 @@ from goaltrack.auth.models import User
 from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated
-from goaltrack.reads import Executor, PreparedRead
+from goaltrack.reads import Executor, PreparedStatement
 
 DEFAULT_LOCALE = "en"
 
@@ -51,7 +51,7 @@ def _catalogue_statement() -> Any:
     )
 
 
-_CATALOGUE = PreparedRead(_catalogue_statement())
+_CATALOGUE = PreparedStatement(_catalogue_statement())
 
 
 async def catalogue(executor: Executor, caller: AccessClaims) -> list[Any]:

@@ -20,10 +20,22 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import (
+    ARRAY,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from goaltrack.account.models import UserSettings
 from goaltrack.achievements import queries
 from goaltrack.achievements.conditions import METRICS
 from goaltrack.achievements.models import Achievement, UserAchievement, UserStats
@@ -31,7 +43,7 @@ from goaltrack.auth.models import User
 from goaltrack.auth.security import AccessClaims
 from goaltrack.notifications.kinds import AchievementData
 from goaltrack.notifications.service import notify
-from goaltrack.reads import Executor
+from goaltrack.reads import Executor, PreparedStatement
 
 logger = logging.getLogger(__name__)
 
@@ -47,32 +59,54 @@ STATS_WAIT_SECONDS = 10.0
 # Built once per shape (each event adds the same counters and checks the same metrics): building
 # them cost more CPU than running them (bench/).
 @cache
-def _count_up(counters: tuple[str, ...]) -> Any:
-    return (
+def _count_up(counters: tuple[str, ...], metrics: tuple[str, ...]) -> PreparedStatement:
+    """The user's counters moved by `counters` (an upsert) and, in the same round trip, the
+    achievements on `metrics` the user does not hold yet: one row per candidate, each with the
+    new counters (a single row with no achievement when there is none)."""
+    counted = (
         insert(UserStats)
-        .values({"user_id": bindparam("user_id"), **{name: bindparam(name) for name in counters}})
+        .values(
+            {
+                "user_id": bindparam("user_id"),
+                # Every counter named: a column left out would take its Python-side default,
+                # which only SQLAlchemy's own execution fills in.
+                **{
+                    column.key: bindparam(column.key, type_=Integer)
+                    if column.key in counters
+                    else literal_column("0", Integer)
+                    for column in UserStats.__table__.columns
+                    if column.key != "user_id"
+                },
+            }
+        )
         .on_conflict_do_update(
             index_elements=[UserStats.user_id],
             set_={name: getattr(UserStats, name) + bindparam(name) for name in counters},
         )
-        .returning(UserStats)
-        .execution_options(populate_existing=True)
+        .returning(*UserStats.__table__.columns)
+        .cte("counted")
     )
-
-
-@cache
-def _candidates(metrics: tuple[str, ...]) -> Any:
-    """The achievements on these metrics that the user does not hold yet."""
-    return (
-        select(Achievement)
-        .where(
-            Achievement.condition.in_(metrics),
-            ~select(UserAchievement)
-            .where(
-                UserAchievement.user_id == bindparam("user_id"),
-                UserAchievement.achievement_id == Achievement.id,
-            )
-            .exists(),
+    not_held = ~exists().where(
+        UserAchievement.user_id == counted.c.user_id,
+        UserAchievement.achievement_id == Achievement.id,
+    )
+    return PreparedStatement(
+        select(
+            counted,
+            Achievement.id.label("achievement_id"),
+            Achievement.code,
+            Achievement.condition,
+            Achievement.threshold,
+            Achievement.title,
+            Achievement.description,
+        )
+        .select_from(counted)
+        .outerjoin(
+            Achievement,
+            and_(
+                Achievement.condition == any_(bindparam("metrics", metrics, type_=ARRAY(String))),
+                not_held,
+            ),
         )
         .order_by(Achievement.position)
     )
@@ -84,19 +118,20 @@ async def record(
     user_id: uuid.UUID,
     counters: dict[str, int],
     metrics: Sequence[str],
-    locale: str,
     now: datetime,
-) -> list[Achievement]:
-    """Add `counters` to the user's stats, then award what `metrics` now reach."""
-    stats = await session.scalar(
-        _count_up(tuple(sorted(counters))), {"user_id": user_id, **counters}
+) -> list[Any]:
+    """Add `counters` to the user's stats, then award what `metrics` now reach (the user's
+    locale, for the notifications' texts, is read only when there is something to award).
+    Returns the achievements awarded (rows with `achievement_id`, `code`, `title`...)."""
+    rows = await _count_up(tuple(sorted(counters)), tuple(sorted(metrics))).execute(
+        session, {"user_id": user_id, **counters}
     )
-    assert stats is not None
-    candidates = await session.scalars(_candidates(tuple(sorted(metrics))), {"user_id": user_id})
+    stats = dict(rows[0]._mapping)
     reached = [
         achievement
-        for achievement in candidates
-        if await METRICS[achievement.condition](session, user_id, stats) >= achievement.threshold
+        for achievement in rows
+        if achievement.achievement_id is not None
+        and await METRICS[achievement.condition](session, user_id, stats) >= achievement.threshold
     ]
     if not reached:
         return []
@@ -105,7 +140,11 @@ async def record(
             insert(UserAchievement)
             .values(
                 [
-                    {"user_id": user_id, "achievement_id": achievement.id, "earned_at": now}
+                    {
+                        "user_id": user_id,
+                        "achievement_id": achievement.achievement_id,
+                        "earned_at": now,
+                    }
                     for achievement in reached
                 ]
             )
@@ -113,7 +152,8 @@ async def record(
             .returning(UserAchievement.achievement_id)
         )
     )
-    awarded = [achievement for achievement in reached if achievement.id in inserted]
+    awarded = [a for a in reached if a.achievement_id in inserted]
+    locale = await _locale(session, user_id) if awarded else "en"
     for achievement in awarded:
         await notify(
             session,
@@ -124,6 +164,13 @@ async def record(
             now=now,
         )
     return awarded
+
+
+async def _locale(session: AsyncSession, user_id: uuid.UUID) -> str:
+    locale = await session.scalar(
+        select(UserSettings.locale).where(UserSettings.user_id == user_id)
+    )
+    return locale or "en"
 
 
 def _text(texts: dict[str, str], locale: str) -> str:

@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
 
 from goaltrack.auth.dependencies import AccessClaimsDep
 from goaltrack.auth.queries import CURRENT_CALLER, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.clock import Now
+from goaltrack.config import Settings
 from goaltrack.db import SessionDep
 from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
 from goaltrack.errors import NotAuthenticated, NotFound
@@ -17,6 +20,8 @@ from goaltrack.goals import attachments, queries, service
 from goaltrack.goals.attachments import UploadSlot
 from goaltrack.goals.models import Goal
 from goaltrack.goals.schemas import GoalOut
+from goaltrack.reads import json_response
+from goaltrack.storage import Storage
 from goaltrack.uploads import Upload, read_upload
 
 GoalId = Annotated[uuid.UUID, Path(description="The goal's id.")]
@@ -81,7 +86,8 @@ async def get_upload_slot(
 # request's own connection and the goal's lock.
 UploadSlotDep = Annotated[UploadSlot, Depends(get_upload_slot)]
 
-# The one ownership check for every goal route (the hot reads fold it into their single query).
+# The one ownership check for every goal route (the hot reads, goal creation and a stage toggle
+# fold the same caller check into their single statement: auth.queries.caller_is_current).
 OwnedGoal = Annotated[Goal, Depends(_owned_goal(lock=True))]
 ReadableGoal = Annotated[Goal, Depends(_owned_goal(lock=False))]
 
@@ -91,25 +97,35 @@ class GoalView:
     write route returns after its change."""
 
     def __init__(
-        self,
-        session: SessionDep,
-        storage: StorageDep,
-        settings: SettingsDep,
-        claims: AccessClaimsDep,
+        self, session: AsyncSession, storage: Storage, settings: Settings, caller: AccessClaims
     ) -> None:
-        # No check of its own: its statement folds the caller's token check in, and the routes
-        # that use it hold the caller's goal (OwnedGoal) or the caller (CurrentUser) already.
         self._session = session
         self._storage = storage
         self._url_ttl = settings.attachment_url_ttl_seconds
-        self._caller = claims
+        self._caller = caller
 
-    async def __call__(self, goal_id: uuid.UUID) -> GoalOut:
-        return GoalOut.model_validate(
-            await queries.get_goal(
-                self._session, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
-            )
+    async def payload(self, goal_id: uuid.UUID) -> dict[str, Any]:
+        return await queries.get_goal(
+            self._session, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
         )
 
+    async def __call__(self, goal_id: uuid.UUID) -> GoalOut:
+        return GoalOut.model_validate(await self.payload(goal_id))
 
-GoalViewDep = Annotated[GoalView, Depends()]
+    async def response(self, goal_id: uuid.UUID, status_code: int = 200) -> Response:
+        """The goal rendered straight into JSON, as GET /goals/{goal_id} renders it: the route
+        declares `response_model=GoalOut` (tests/test_reads.py holds the bytes to the model)."""
+        return json_response(await self.payload(goal_id), status_code=status_code)
+
+
+async def get_goal_view(
+    session: SessionDep, storage: StorageDep, settings: SettingsDep, claims: AccessClaimsDep
+) -> GoalView:
+    # No check of its own: its statement folds the caller's token check in, and the routes that
+    # use it hold the caller's goal (OwnedGoal), the caller (CurrentUser), or check both in their
+    # own statement. An async function, not the class itself: FastAPI would build a class
+    # dependency on a worker thread.
+    return GoalView(session, storage, settings, claims)
+
+
+GoalViewDep = Annotated[GoalView, Depends(get_goal_view)]

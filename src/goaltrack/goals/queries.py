@@ -35,7 +35,7 @@ from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.goals.schemas import GoalOut, GoalSummary, Stage
 from goaltrack.pagination import Page
-from goaltrack.reads import Executor, PreparedRead
+from goaltrack.reads import Executor, PreparedStatement
 from goaltrack.storage import Storage
 
 SUMMARY_COLUMNS = (
@@ -144,9 +144,9 @@ def _detail_statement() -> Any:
 _DETAIL = _detail_statement()
 
 
-_LIST_PREPARED = PreparedRead(_LIST)
-_LIST_AFTER_PREPARED = PreparedRead(_LIST_AFTER)
-_DETAIL_PREPARED = PreparedRead(_DETAIL)
+_LIST_PREPARED = PreparedStatement(_LIST)
+_LIST_AFTER_PREPARED = PreparedStatement(_LIST_AFTER)
+_DETAIL_PREPARED = PreparedStatement(_DETAIL)
 
 
 # The response models' field order: the hot reads render rows straight into JSON (reads.py), so

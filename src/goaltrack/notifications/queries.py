@@ -14,7 +14,7 @@ from goaltrack.errors import NotAuthenticated
 from goaltrack.notifications.models import Notification
 from goaltrack.notifications.schemas import NotificationOut
 from goaltrack.pagination import Page
-from goaltrack.reads import Executor, PreparedRead
+from goaltrack.reads import Executor, PreparedStatement
 
 COLUMNS = (
     Notification.id,
@@ -58,8 +58,8 @@ def _feed_statement(*, after_cursor: bool) -> Any:
     )
 
 
-_FEED = PreparedRead(_feed_statement(after_cursor=False))
-_FEED_AFTER = PreparedRead(_feed_statement(after_cursor=True))
+_FEED = PreparedStatement(_feed_statement(after_cursor=False))
+_FEED_AFTER = PreparedStatement(_feed_statement(after_cursor=True))
 
 
 FIELDS = tuple(NotificationOut.model_fields)

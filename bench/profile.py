@@ -1,0 +1,187 @@
+"""Where one request of a scenario spends its time: the ASGI apps driven in-process, no HTTP
+server, no wrk.
+
+    uv run --with pyinstrument python -m bench.profile [--scenario goals_list] [--requests 3000]
+
+Starts a local stack, seeds 1,000 users × 20 goals with their details, then for the ceiling and
+Goaltrack sends the scenario's requests (bench/scenarios.py: the same entries wrk sends, writes
+alternating between an entry's two paths) straight into the ASGI app (uvloop, `concurrency`
+requests in flight) and prints the CPU time per request of each; then profiles Goaltrack's
+requests with pyinstrument (when installed) and prints the call tree. The figures leave out
+uvicorn/httptools, which both apps share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import asyncpg
+import uvloop
+from pydantic import SecretStr
+
+from bench.scenarios import Entry, Scenario, build
+from bench.seed import asyncpg_dsn, seed
+from bench.stack import scratch_stack
+from goaltrack.config import Settings
+from goaltrack.dev.localstack import free_port
+
+SCENARIOS = (
+    "goals_list",
+    "goal_detail",
+    "notifications_page1",
+    "notifications_page500",
+    "achievements",
+    "complete_stage",
+    "create_goal",
+)
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+
+
+async def _request(app: ASGIApp, entry: Entry, path: str) -> int:
+    raw_path, _, query = path.partition("?")
+    body = (entry.body or "").encode()
+    headers = [(b"host", b"bench"), (b"authorization", b"Bearer " + entry.token.encode())]
+    if body:
+        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    scope: Message = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": entry.method,
+        "scheme": "http",
+        "path": raw_path,
+        "raw_path": raw_path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    status = 0
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+class _Walk:
+    """The scenario's entries in turn; an entry with an alternate path sends it on every second
+    visit (a stage reopened, then completed again), as bench/wrk.py does."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self._entries = scenario.entries
+        self._expected = scenario.expected_status
+        self._visits = [0] * len(self._entries)
+        self._next = 0
+
+    def take(self) -> tuple[Entry, str, int]:
+        index = self._next % len(self._entries)
+        self._next += 1
+        entry, visit = self._entries[index], self._visits[index]
+        self._visits[index] += 1
+        path = entry.alternate if entry.alternate and visit % 2 else entry.path
+        return entry, path, self._expected
+
+
+async def _drive(app: ASGIApp, walk: _Walk, requests: int, concurrency: int) -> float:
+    """Run `requests` requests, `concurrency` at a time; return CPU seconds per request."""
+    queue = iter(range(requests))
+
+    async def worker() -> None:
+        for _ in queue:
+            entry, path, expected = walk.take()
+            status = await _request(app, entry, path)
+            if status != expected:
+                raise RuntimeError(f"{entry.method} {path} answered {status}")
+
+    started = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (time.process_time() - started) / requests
+
+
+async def _run(database_url: str, jwt_secret: str, args: argparse.Namespace) -> None:
+    settings = Settings(database_url=database_url, jwt_secret=SecretStr(jwt_secret))
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await seed(
+            conn,
+            users=1000,
+            goals_per_user=20,
+            details=True,
+            reminders_per_goal=1,
+            notifications_per_user=20,
+            heavy_notifications=20_000,
+        )
+        scenarios = await build(conn, settings, users=1000, write_slices=1)
+    finally:
+        await conn.close()
+    (scenario,) = (s for s in scenarios if s.name == args.scenario)
+
+    from bench import baseline
+    from goaltrack.main import create_app
+
+    real = create_app(settings)
+    async with baseline.lifespan(baseline.app), real.router.lifespan_context(real):
+        # Each app walks its own copy of the entries: both make the same changes in turn.
+        apps: dict[str, tuple[ASGIApp, _Walk]] = {
+            "ceiling": (baseline.app, _Walk(scenario)),
+            "goaltrack": (real, _Walk(scenario)),
+        }
+        for app, walk in apps.values():
+            await _drive(app, walk, 500, args.concurrency)  # warm-up
+        costs = {
+            name: await _drive(app, walk, args.requests, args.concurrency)
+            for name, (app, walk) in apps.items()
+        }
+        for name, cost in costs.items():
+            print(f"{name:<10} {cost * 1e6:8.0f} µs CPU per request (in-process, no HTTP server)")
+        print(f"goaltrack ÷ ceiling CPU per request: {costs['goaltrack'] / costs['ceiling']:.2f}")
+        try:
+            from pyinstrument import Profiler
+        except ImportError:
+            print("pyinstrument is not installed: `uv run --with pyinstrument ...` for a profile")
+            return
+        profiler = Profiler(interval=0.0002, async_mode="disabled")
+        profiler.start()
+        await _drive(real, apps["goaltrack"][1], args.requests, args.concurrency)
+        profiler.stop()
+        print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--scenario", default="goals_list", choices=SCENARIOS)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args(argv)
+    jwt_secret = secrets.token_hex(32)
+    with scratch_stack("goaltrack-profile-") as stack:
+        os.environ.update(
+            stack.env(),
+            JWT_SECRET=jwt_secret,
+            S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        )
+        uvloop.run(_run(stack.postgres.url, jwt_secret, args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
