@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -101,20 +103,46 @@ class _Walk:
         return entry, path, self._expected
 
 
-async def _drive(app: ASGIApp, walk: _Walk, requests: int, concurrency: int) -> float:
-    """Run `requests` requests, `concurrency` at a time; return CPU seconds per request."""
+@dataclass(frozen=True, slots=True)
+class Driven:
+    cpu_us: float  # per request
+    p50_ms: float
+    p99_ms: float
+    gen2_collections: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.cpu_us:8.0f} µs CPU per request, latency p50 {self.p50_ms:6.1f} ms "
+            f"p99 {self.p99_ms:6.1f} ms, {self.gen2_collections} full GC collections"
+        )
+
+
+async def _drive(app: ASGIApp, walk: _Walk, requests: int, concurrency: int) -> Driven:
+    """Run `requests` requests, `concurrency` at a time: CPU per request, latencies, and how
+    many full collections the garbage collector ran meanwhile."""
     queue = iter(range(requests))
+    latencies: list[float] = []
 
     async def worker() -> None:
         for _ in queue:
             entry, path, expected = walk.take()
+            sent = time.perf_counter()
             status = await _request(app, entry, path)
+            latencies.append(time.perf_counter() - sent)
             if status != expected:
                 raise RuntimeError(f"{entry.method} {path} answered {status}")
 
+    full_before = gc.get_stats()[2]["collections"]
     started = time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.process_time() - started) / requests
+    cpu = (time.process_time() - started) / requests
+    latencies.sort()
+    return Driven(
+        cpu_us=cpu * 1e6,
+        p50_ms=latencies[len(latencies) // 2] * 1e3,
+        p99_ms=latencies[int(len(latencies) * 0.99)] * 1e3,
+        gen2_collections=gc.get_stats()[2]["collections"] - full_before,
+    )
 
 
 async def _run(database_url: str, jwt_secret: str, args: argparse.Namespace) -> None:
@@ -151,9 +179,11 @@ async def _run(database_url: str, jwt_secret: str, args: argparse.Namespace) -> 
             name: await _drive(app, walk, args.requests, args.concurrency)
             for name, (app, walk) in apps.items()
         }
-        for name, cost in costs.items():
-            print(f"{name:<10} {cost * 1e6:8.0f} µs CPU per request (in-process, no HTTP server)")
-        print(f"goaltrack ÷ ceiling CPU per request: {costs['goaltrack'] / costs['ceiling']:.2f}")
+        print("in-process, no HTTP server:")
+        for name, driven in costs.items():
+            print(f"{name:<10} {driven}")
+        ratio = costs["goaltrack"].cpu_us / costs["ceiling"].cpu_us
+        print(f"goaltrack ÷ ceiling CPU per request: {ratio:.2f}")
         try:
             from pyinstrument import Profiler
         except ImportError:
