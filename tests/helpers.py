@@ -58,6 +58,19 @@ def make_image(image_format: str = "PNG", size: tuple[int, int] = (2, 2)) -> byt
     return buffer.getvalue()
 
 
+async def add_stages(
+    client: Any, account: Account, goal_id: str, count: int
+) -> list[dict[str, Any]]:
+    stages = []
+    for index in range(count):
+        response = await client.post(
+            f"/goals/{goal_id}/stages", json={"title": f"Stage {index}"}, headers=account.headers
+        )
+        assert response.status_code == 201, response.text
+        stages.append(response.json())
+    return stages
+
+
 def make_pdf(pages: int = 1) -> bytes:
     """A real PDF of blank pages, written by pypdf."""
     import io

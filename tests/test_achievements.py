@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import event, select, text, update
 
 import goaltrack
+import helpers
 from goaltrack import events
 from goaltrack.achievements.models import Achievement, UserAchievement, UserStats
 from goaltrack.celery_app import beat_schedule
@@ -101,14 +102,8 @@ async def set_counter(app: Any, user_id: uuid.UUID, **values: int) -> None:
 
 
 async def add_stages(client: Any, account: Account, goal_id: str, count: int) -> list[str]:
-    ids = []
-    for index in range(count):
-        response = await client.post(
-            f"/goals/{goal_id}/stages", json={"title": f"Stage {index}"}, headers=account.headers
-        )
-        assert response.status_code == 201, response.text
-        ids.append(response.json()["id"])
-    return ids
+    """The new stages' ids."""
+    return [stage["id"] for stage in await helpers.add_stages(client, account, goal_id, count)]
 
 
 async def mark(

@@ -54,13 +54,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FlakyStrategyDefinition, HypothesisException
 from PIL import Image
-from pypdf import PdfWriter
 from schemathesis.core import NOT_SET
 from schemathesis.core.transport import Response
 
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
 from goaltrack.main import create_app
 from goaltrack.pagination import Cursor
+from helpers import make_pdf
 
 MAX_EXAMPLES = 15  # per operation, fuzzing phase; the examples and coverage phases add their own
 SCENARIOS = 50  # stateful phase: scenarios (each with a freshly registered caller) ...
@@ -121,19 +121,10 @@ def _image(image_format: str) -> st.SearchStrategy[bytes]:
     return st.builds(encode, st.tuples(side, side), st.tuples(channel, channel, channel))
 
 
-def _pdf(pages: int) -> bytes:
-    writer = PdfWriter()
-    for _ in range(pages):
-        writer.add_blank_page(width=72, height=72)
-    buffer = io.BytesIO()
-    writer.write(buffer)
-    return buffer.getvalue()
-
-
 schemathesis.openapi.media_type("image/jpeg", _image("JPEG"))
 schemathesis.openapi.media_type("image/png", _image("PNG"))
 schemathesis.openapi.media_type("image/webp", _image("WEBP"))
-schemathesis.openapi.media_type("application/pdf", st.integers(1, 3).map(_pdf))
+schemathesis.openapi.media_type("application/pdf", st.integers(1, 3).map(make_pdf))
 
 
 # --- the caller: a real user with real resources, registered through FUZZ_APP -------------------
@@ -202,7 +193,7 @@ class Caller:
             "POST",
             "/goals/{goal_id}/attachments",
             where,
-            body={"file": _pdf(1)},
+            body={"file": make_pdf()},
             media_type="multipart/form-data",
         )
         assert attachment.status_code == 201, attachment.text

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from goaltrack.auth.models import User
 from goaltrack.clock import get_now
 from goaltrack.goals.models import Goal, GoalStage
-from helpers import Account, assert_problem, create_goal, make_pdf
+from helpers import Account, add_stages, assert_problem, create_goal, make_pdf
 
 SUMMARY_FIELDS = {
     "id",
@@ -27,19 +27,6 @@ SUMMARY_FIELDS = {
     "completed_stage_count",
     "ai_status",
 }
-
-
-async def add_stages(
-    client: Any, account: Account, goal_id: str, count: int
-) -> list[dict[str, Any]]:
-    stages = []
-    for index in range(count):
-        response = await client.post(
-            f"/goals/{goal_id}/stages", json={"title": f"Stage {index}"}, headers=account.headers
-        )
-        assert response.status_code == 201, response.text
-        stages.append(response.json())
-    return stages
 
 
 async def test_create_and_read_goal(client: Any, user: Account) -> None:

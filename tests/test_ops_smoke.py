@@ -12,22 +12,11 @@ from typing import Any
 
 from sqlalchemy import text
 
-from helpers import Account, create_goal, make_image
+from helpers import Account, add_stages, create_goal, make_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for ops/
 
 from ops import consistency
-
-
-async def _stages(client: Any, user: Account, goal_id: str, count: int) -> list[dict[str, Any]]:
-    stages = []
-    for n in range(count):
-        response = await client.post(
-            f"/goals/{goal_id}/stages", json={"title": f"Stage {n}"}, headers=user.headers
-        )
-        assert response.status_code == 201, response.text
-        stages.append(response.json())
-    return stages
 
 
 async def _complete(client: Any, user: Account, goal_id: str, stage: dict[str, Any]) -> None:
@@ -42,7 +31,7 @@ async def test_consistency_check_is_zero_then_catches_planted_faults(
 ) -> None:
     started = datetime.now(UTC)
     done = await create_goal(client, user)
-    for stage in await _stages(client, user, done["id"], 2):
+    for stage in await add_stages(client, user, done["id"], 2):
         await _complete(client, user, done["id"], stage)
     upload = await client.post(
         f"/goals/{done['id']}/attachments",
@@ -51,7 +40,7 @@ async def test_consistency_check_is_zero_then_catches_planted_faults(
     )
     assert upload.status_code == 201, upload.text
     half = await create_goal(client, user)
-    first, _ = await _stages(client, user, half["id"], 2)
+    first, _ = await add_stages(client, user, half["id"], 2)
     await _complete(client, user, half["id"], first)
     user_id = (await client.get("/account", headers=user.headers)).json()["id"]
     prefix = f"{user_id}/"  # the bucket is shared with other tests: this user's objects only

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.models import UserSettings
+from goaltrack.account.queries import get_zone
 from goaltrack.achievements.service import record
 from goaltrack.goals.events import (
     AiPlanApplied,
@@ -19,13 +18,6 @@ from goaltrack.goals.events import (
     StageCompleted,
 )
 from goaltrack.goals.models import Goal
-
-
-async def _user_zone(session: AsyncSession, user_id: uuid.UUID) -> ZoneInfo:
-    zone = await session.scalar(
-        select(UserSettings.timezone).where(UserSettings.user_id == user_id)
-    )
-    return ZoneInfo(zone or "UTC")
 
 
 async def _count(
@@ -63,7 +55,7 @@ async def on_stage_completed(session: AsyncSession, event: StageCompleted) -> No
 async def on_goal_completed(session: AsyncSession, event: GoalCompleted) -> None:
     if not event.first_time:
         return  # a goal reopened and completed again is still one goal
-    zone = await _user_zone(session, event.user_id)
+    zone = await get_zone(session, event.user_id)
     deadline = await session.scalar(select(Goal.deadline).where(Goal.id == event.goal_id))
     # "Before its deadline": completed on or before the deadline day, in the user's own zone.
     in_time = deadline is not None and event.now.astimezone(zone).date() <= deadline

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from goaltrack.account.models import UserSettings
+from goaltrack.account.queries import get_locale
 from goaltrack.achievements import queries
 from goaltrack.achievements.conditions import METRICS
 from goaltrack.achievements.models import Achievement, UserAchievement, UserStats
@@ -153,7 +153,7 @@ async def record(
         )
     )
     awarded = [a for a in reached if a.achievement_id in inserted]
-    locale = await _locale(session, user_id) if awarded else "en"
+    locale = await get_locale(session, user_id) if awarded else "en"
     for achievement in awarded:
         await notify(
             session,
@@ -164,13 +164,6 @@ async def record(
             now=now,
         )
     return awarded
-
-
-async def _locale(session: AsyncSession, user_id: uuid.UUID) -> str:
-    locale = await session.scalar(
-        select(UserSettings.locale).where(UserSettings.user_id == user_id)
-    )
-    return locale or "en"
 
 
 def _text(texts: dict[str, str], locale: str) -> str:
