@@ -49,11 +49,12 @@ from bench.explain import _explain, _live_session
 from bench.scheduler_tick import NullProducer, loadavg
 from bench.seed import PASSWORD_HASH, asyncpg_dsn
 from goaltrack.achievements import queries, service
-from goaltrack.auth.queries import caller_params
+from goaltrack.auth.caller import caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.db import create_sessionmaker
 from goaltrack.dev.localstack import Postgres, RedisServer
 from goaltrack.migrations import upgrade
+from goaltrack.reads import PoolReader
 
 OUT = Path("/tmp/achievements_cost.out")
 _out_file: Any = None
@@ -348,7 +349,7 @@ async def measure(
         read_pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
 
         async def one_list_hit() -> None:
-            out = await service.list_for_user(read_pool, None, redis, caller=caller)
+            out = await service.list_for_user(PoolReader(read_pool), None, redis, caller=caller)
             assert out["stats_available"]
             assert len(out["items"]) == 11
 
@@ -357,7 +358,7 @@ async def measure(
         finally:
             await read_pool.close()
         result["list_hit"] = hit
-        catalogue = queries._CATALOGUE
+        catalogue = queries.CATALOGUE
         args = [caller_params(caller).get(name) for name in catalogue.names]
         say(
             f"\n--- list_for_user, cache hit, {iterations} runs: {summary(hit)}; "

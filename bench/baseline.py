@@ -28,20 +28,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from goaltrack.achievements.queries import _CATALOGUE
-from goaltrack.achievements.service import STATS_KEY, Stats, _count_up
+from goaltrack.achievements.queries import CATALOGUE
+from goaltrack.achievements.service import STATS_KEY, Stats, count_up
 from goaltrack.auth.security import AccessClaims, decode_access_token
 from goaltrack.config import Settings
 from goaltrack.goals.queries import (
-    _DETAIL_PREPARED,
-    _LIST_AFTER_PREPARED,
-    _LIST_PREPARED,
     DETAIL_FIELDS,
+    GOAL_DETAIL,
+    GOAL_LIST,
+    GOAL_LIST_AFTER,
     SUMMARY_FIELDS,
-    _instant,
+    as_instant,
 )
-from goaltrack.goals.service import _CREATE_GOAL, _SET_STAGE
-from goaltrack.notifications.queries import _FEED, _FEED_AFTER
+from goaltrack.goals.service import CREATE_GOAL, SET_STAGE
+from goaltrack.notifications.queries import FEED, FEED_AFTER
 from goaltrack.notifications.queries import FIELDS as NOTIFICATION_FIELDS
 from goaltrack.pagination import Cursor
 from goaltrack.storage import Storage
@@ -106,9 +106,9 @@ async def list_goals(request: Request) -> Response:
         return UNAUTHORIZED
     limit, after = _page(request)
     values = {**_caller_args(caller), "archived": False, "limit": limit + 1}
-    statement = _LIST_PREPARED
+    statement = GOAL_LIST
     if after is not None:
-        statement = _LIST_AFTER_PREPARED
+        statement = GOAL_LIST_AFTER
         values |= {"after_created_at": after.created_at, "after_id": after.id}
     rows = await _fetch(statement.sql, _args(statement.names, values))
     if not rows:
@@ -128,8 +128,8 @@ async def get_goal(request: Request) -> Response:
         goal_id = uuid.UUID(request.path_params["goal_id"])
     except ValueError:
         return NOT_FOUND
-    values = {**_DETAIL_PREPARED.fixed, **_caller_args(caller), "goal_id": goal_id}
-    rows = await _fetch(_DETAIL_PREPARED.sql, _args(_DETAIL_PREPARED.names, values))
+    values = {**GOAL_DETAIL.fixed, **_caller_args(caller), "goal_id": goal_id}
+    rows = await _fetch(GOAL_DETAIL.sql, _args(GOAL_DETAIL.names, values))
     if not rows:
         return UNAUTHORIZED
     row = rows[0]
@@ -142,10 +142,10 @@ async def _render_detail(row: Any, status_code: int = 200) -> Response:
     storage: Storage = state["storage"]
     goal = dict(row)
     goal["stages"] = [
-        {**stage, "completed_at": _instant(stage["completed_at"])} for stage in row["stages"]
+        {**stage, "completed_at": as_instant(stage["completed_at"])} for stage in row["stages"]
     ]
     goal["reminders"] = [
-        {**item, "next_fire_at": _instant(item["next_fire_at"])} for item in row["reminders"]
+        {**item, "next_fire_at": as_instant(item["next_fire_at"])} for item in row["reminders"]
     ]
     goal["attachments"] = [
         {
@@ -159,7 +159,7 @@ async def _render_detail(row: Any, status_code: int = 200) -> Response:
                 download_name=item["file_name"],
                 content_type=item["file_type"],
             ),
-            "created_at": _instant(item["created_at"]),
+            "created_at": as_instant(item["created_at"]),
         }
         for item in row["attachments"]
     ]
@@ -172,9 +172,9 @@ async def list_notifications(request: Request) -> Response:
         return UNAUTHORIZED
     limit, after = _page(request)
     values = {**_caller_args(caller), "limit": limit + 1}
-    statement = _FEED
+    statement = FEED
     if after is not None:
-        statement = _FEED_AFTER
+        statement = FEED_AFTER
         values |= {"after_created_at": after.created_at, "after_id": after.id}
     rows = await _fetch(statement.sql, _args(statement.names, values))
     if not rows:
@@ -196,8 +196,8 @@ async def list_achievements(request: Request) -> Response:
     caller = _caller(request)
     if caller is None:
         return UNAUTHORIZED
-    values = {**_CATALOGUE.fixed, **_caller_args(caller)}
-    rows = await _fetch(_CATALOGUE.sql, _args(_CATALOGUE.names, values))
+    values = {**CATALOGUE.fixed, **_caller_args(caller)}
+    rows = await _fetch(CATALOGUE.sql, _args(CATALOGUE.names, values))
     if not rows:
         return UNAUTHORIZED
     redis: Redis = state["redis"]
@@ -235,7 +235,7 @@ WHERE users.id = $1 AND users.token_version = $2 AND users.deleted_at IS NULL
 """
 USER_CONTEXT_SQL = "SELECT locale FROM user_settings WHERE user_id = $1"
 # The user's counters and the achievements still to earn, as GoalCreated's handler asks for them.
-COUNT_UP = _count_up(("goals_created",), ("goals_created", "goals_in_progress"))
+COUNT_UP = count_up(("goals_created",), ("goals_created", "goals_in_progress"))
 IN_PROGRESS_SQL = (
     "SELECT count(*) FROM goals WHERE user_id = $1 AND is_archived IS false "
     "AND completed_at IS NULL"
@@ -257,14 +257,14 @@ OUTBOX_SQL = (
 # What each write sends between BEGIN and COMMIT on its usual path (a stage that was completed
 # before; a user who holds the goal achievements already), as the app's route does: the
 # statements per write request, kept in step with the app by tests/test_bench_bodies.py.
-DETAIL = _DETAIL_PREPARED.sql
-SET_STAGE_STATEMENTS = [_SET_STAGE.sql, DETAIL]
-CREATE_GOAL_STATEMENTS = [_CREATE_GOAL.sql, COUNT_UP.sql, DETAIL]
+DETAIL = GOAL_DETAIL.sql
+SET_STAGE_STATEMENTS = [SET_STAGE.sql, DETAIL]
+CREATE_GOAL_STATEMENTS = [CREATE_GOAL.sql, COUNT_UP.sql, DETAIL]
 
 
 async def _detail_in(connection: asyncpg.Connection, caller: AccessClaims, goal_id: Any) -> Any:
-    values = {**_DETAIL_PREPARED.fixed, **_caller_args(caller), "goal_id": goal_id}
-    rows = await connection.fetch(_DETAIL_PREPARED.sql, *_args(_DETAIL_PREPARED.names, values))
+    values = {**GOAL_DETAIL.fixed, **_caller_args(caller), "goal_id": goal_id}
+    rows = await connection.fetch(GOAL_DETAIL.sql, *_args(GOAL_DETAIL.names, values))
     return rows[0]
 
 
@@ -275,7 +275,7 @@ async def _set_stage(request: Request, completed: bool) -> Response:
     goal_id = uuid.UUID(request.path_params["goal_id"])
     stage_id = uuid.UUID(request.path_params["stage_id"])
     values = {
-        **_SET_STAGE.fixed,
+        **SET_STAGE.fixed,
         **_caller_args(caller),
         "goal_id": goal_id,
         "stage_id": stage_id,
@@ -284,7 +284,7 @@ async def _set_stage(request: Request, completed: bool) -> Response:
     }
     pool: asyncpg.Pool = state["pool"]
     async with pool.acquire() as connection, connection.transaction():
-        outcome = await connection.fetchrow(_SET_STAGE.sql, *_args(_SET_STAGE.names, values))
+        outcome = await connection.fetchrow(SET_STAGE.sql, *_args(SET_STAGE.names, values))
         if not outcome["goal_found"]:
             user = await connection.fetchrow(CALLER_SQL, *_caller_args(caller).values())
             return UNAUTHORIZED if user is None else NOT_FOUND
@@ -320,7 +320,7 @@ async def create_goal(request: Request) -> Response:
             "deadline": None,
             "now": now,
         }
-        created = await connection.fetch(_CREATE_GOAL.sql, *_args(_CREATE_GOAL.names, values))
+        created = await connection.fetch(CREATE_GOAL.sql, *_args(CREATE_GOAL.names, values))
         if not created:
             return UNAUTHORIZED
         counted = {**COUNT_UP.fixed, "user_id": caller.user_id, "goals_created": 1}

@@ -40,13 +40,13 @@ from pydantic import BaseModel, ConfigDict, field_serializer
 from sqlalchemy import create_engine, func, select, tuple_
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, relationship, selectinload
 
-from goaltrack.account.models import UserSettings
 from goaltrack.achievements.models import Achievement, UserAchievement
 from goaltrack.auth.models import RefreshToken, User
 from goaltrack.auth.security import decode_access_token
 from goaltrack.config import Settings
 from goaltrack.goals import models as tables
 from goaltrack.notifications.models import Notification
+from goaltrack.profile.models import UserSettings
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100

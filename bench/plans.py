@@ -16,9 +16,9 @@ import asyncpg
 from bench.explain import _explain, _live_session
 from bench.scheduler_tick import compiled, digest_claim, reminder_claim
 from bench.seed import HEAVY_EMAIL
-from goaltrack.achievements.queries import _CATALOGUE
-from goaltrack.goals.queries import _DETAIL_PREPARED, _LIST_AFTER_PREPARED, _LIST_PREPARED
-from goaltrack.notifications.queries import _FEED, _FEED_AFTER
+from goaltrack.achievements.queries import CATALOGUE
+from goaltrack.goals.queries import GOAL_DETAIL, GOAL_LIST, GOAL_LIST_AFTER
+from goaltrack.notifications.queries import FEED, FEED_AFTER
 from goaltrack.reads import PreparedStatement
 
 PLANS = Path("bench/plans")
@@ -73,19 +73,19 @@ async def collect(conn: asyncpg.Connection) -> dict[str, tuple[str, list[Any]]]:
         heavy["user_id"],
     )
     statements = {
-        "goals_list_page1": (_LIST_PREPARED, typical | page),
-        "goal_detail": (_DETAIL_PREPARED, typical | {"goal_id": goal}),
-        "notifications_page1_heavy_user": (_FEED, heavy | {"limit": 21}),
-        "achievements_catalogue": (_CATALOGUE, typical),
+        "goals_list_page1": (GOAL_LIST, typical | page),
+        "goal_detail": (GOAL_DETAIL, typical | {"goal_id": goal}),
+        "notifications_page1_heavy_user": (FEED, heavy | {"limit": 21}),
+        "achievements_catalogue": (CATALOGUE, typical),
     }
     if second is not None:
         statements["goals_list_page2"] = (
-            _LIST_AFTER_PREPARED,
+            GOAL_LIST_AFTER,
             typical | page | {"after_created_at": second["created_at"], "after_id": second["id"]},
         )
     if deep is not None:
         statements["notifications_page500_heavy_user"] = (
-            _FEED_AFTER,
+            FEED_AFTER,
             heavy | {"limit": 21, "after_created_at": deep["created_at"], "after_id": deep["id"]},
         )
     collected = {

@@ -38,13 +38,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.explain import _explain
 from bench.seed import PASSWORD_HASH, TITLES, asyncpg_dsn
-from goaltrack.account.models import UserSettings
 from goaltrack.db import create_sessionmaker
+from goaltrack.defer import send_deferred
 from goaltrack.dev.localstack import Postgres
 from goaltrack.goals.models import Goal, GoalReminder
 from goaltrack.migrations import upgrade
-from goaltrack.notifications import scheduler
-from goaltrack.worker.defer import send_deferred
+from goaltrack.profile.models import UserSettings
+from goaltrack.scheduling import dispatcher as scheduler
 
 MAX_LATENESS = timedelta(minutes=60)  # the default REMINDER_MAX_LATENESS_MINUTES
 
@@ -59,7 +59,7 @@ class NullProducer:
         self.sent += 1
 
 
-# --- the claim statements, as scheduler.py builds them -----------------------------------------
+# --- the claim statements, as scheduling.dispatcher builds them -----------------------------------------
 
 
 def reminder_claim(now: datetime, batch: int = scheduler.BATCH) -> Any:
@@ -244,7 +244,7 @@ class Tick:
 
 
 async def tick(sessionmaker: Any) -> Tick:
-    """As notifications.tasks.dispatch_due: one `now` for the tick, a session per batch."""
+    """As scheduling.tasks.dispatch_due: one `now` for the tick, a session per batch."""
     now = datetime.now(UTC)
     out: dict[str, Any] = {}
     for dispatch, key in (

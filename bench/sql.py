@@ -12,9 +12,11 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
 @cache
 def _compiled(after_cursor: bool) -> tuple[str, tuple[str, ...]]:
-    from goaltrack.goals.queries import _LIST, _LIST_AFTER
+    from goaltrack.goals.queries import GOAL_LIST_AFTER_STATEMENT, GOAL_LIST_STATEMENT
 
-    compiled = (_LIST_AFTER if after_cursor else _LIST).compile(dialect=PGDialect_asyncpg())  # type: ignore[no-untyped-call]
+    compiled = (GOAL_LIST_AFTER_STATEMENT if after_cursor else GOAL_LIST_STATEMENT).compile(
+        dialect=PGDialect_asyncpg()
+    )  # type: ignore[no-untyped-call]
     names = tuple(compiled.positiontup or ())
     return str(compiled), names
 

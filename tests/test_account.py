@@ -13,12 +13,13 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from goaltrack.account import service as account_service
-from goaltrack.account.models import DataExport, UserSettings
+from goaltrack.account.models import DataExport
 from goaltrack.auth.models import User
 from goaltrack.clock import get_now
 from goaltrack.db import Base
 from goaltrack.goals.models import GoalAttachment, GoalReminder
 from goaltrack.notifications.models import Notification
+from goaltrack.profile.models import UserSettings
 from helpers import Account, assert_problem, create_goal, make_image, wait_until
 
 PNG = make_image("PNG")

@@ -41,7 +41,7 @@ async def test_register_returns_token_pair_and_normalises_email(client: Any, app
 async def test_register_creates_default_settings_and_accepts_zone_and_locale(
     client: Any, app: Any
 ) -> None:
-    from goaltrack.account.models import UserSettings
+    from goaltrack.profile.models import UserSettings
 
     response = await client.post(
         "/auth/register",

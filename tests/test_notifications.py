@@ -20,11 +20,11 @@ from sqlalchemy.dialects.postgresql import insert
 from fakes.fcm import FakeFcm
 from goaltrack.achievements.models import Achievement
 from goaltrack.clock import utcnow
+from goaltrack.defer import send_deferred
 from goaltrack.devices.models import Device
 from goaltrack.notifications.kinds import DigestData, GoalCompletedData
 from goaltrack.notifications.models import PushDelivery
 from goaltrack.notifications.service import PUSH, notify
-from goaltrack.worker.defer import send_deferred
 from goaltrack.worker.outbox import OUTBOX_LEASE, OutboxTask, defer_durably
 from helpers import Account, assert_problem, wait_until
 

@@ -132,7 +132,7 @@ def test_invalid_configuration_fails_fast() -> None:
 
 
 async def test_unexpected_errors_are_problem_json_without_internals(app: Any) -> None:
-    from goaltrack.auth.dependencies import get_current_user
+    from goaltrack.auth.caller import get_current_user
 
     def broken() -> None:
         raise RuntimeError("secret internals")
@@ -226,7 +226,8 @@ def test_beat_schedules_every_periodic_job(celery_app: Any) -> None:
         "account.purge_deleted_accounts",
         "account.maintain_exports",
         "worker.sweep_outbox",
-        "notifications.dispatch_due",
+        "scheduling.dispatch_due",
+        "scheduling.delete_expired_deliveries",
         "notifications.delete_expired",
         "achievements.refresh_stats",
         "ai.fail_stale_runs",

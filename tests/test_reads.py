@@ -13,7 +13,7 @@ from asyncpg.pgproto import pgproto
 from pydantic import BaseModel, TypeAdapter
 
 from goaltrack.achievements.schemas import AchievementList
-from goaltrack.auth.queries import caller_params
+from goaltrack.auth.caller import caller_params
 from goaltrack.auth.security import decode_access_token
 from goaltrack.goals.schemas import GoalOut, GoalSummary
 from goaltrack.notifications.schemas import NotificationPage
@@ -128,7 +128,7 @@ async def test_the_feeds_unread_count_runs_once_on_its_partial_index(
     false`, which the partial index `WHERE NOT is_read` cannot serve: 47 ms for a user with
     10,000 notifications instead of 0.3 ms (bench/). Planned with sequential scans off, so a
     tiny test table cannot hide an index the predicate does not fit."""
-    from goaltrack.notifications.queries import _FEED
+    from goaltrack.notifications.queries import FEED
 
     claims = decode_access_token(app.state.settings, user.access_token, datetime.now(UTC))
     assert claims is not None
@@ -138,7 +138,7 @@ async def test_the_feeds_unread_count_runs_once_on_its_partial_index(
         plan = "\n".join(
             row[0]
             for row in await connection.fetch(
-                "EXPLAIN " + _FEED.sql, *(values[name] for name in _FEED.names)
+                "EXPLAIN " + FEED.sql, *(values[name] for name in FEED.names)
             )
         )
     assert "ix_notifications_user_id_unread" in plan, plan

@@ -1,17 +1,32 @@
-"""Unit tests of goaltrack.schedule: wall-clock schedules across DST, month ends, zones."""
+"""Unit tests of goaltrack.scheduling.occurrences: wall-clock schedules across DST, month ends, zones."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from goaltrack import schedule
-from goaltrack.schedule import local_instant, next_digest_at, next_reminder_at
+from goaltrack.scheduling import occurrences as schedule
+from goaltrack.scheduling.occurrences import local_instant, next_digest, next_reminder
 
 BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def next_reminder_at(**arguments: Any) -> datetime | None:
+    """The instant of the next reminder occurrence (None past the deadline)."""
+    occurrence = next_reminder(**arguments)
+    return occurrence.at if occurrence else None
+
+
+def next_digest_at(**arguments: Any) -> datetime | None:
+    """The instant of the next digest (None when digests are off)."""
+    occurrence = next_digest(**arguments)
+    return occurrence.at if occurrence else None
+
+
 NEW_YORK = ZoneInfo("America/New_York")
 TOKYO = ZoneInfo("Asia/Tokyo")
 

@@ -22,8 +22,9 @@ from sqlalchemy import func, select
 
 from goaltrack.clock import get_now, set_clock
 from goaltrack.goals.models import GoalReminder
-from goaltrack.notifications import scheduler
-from goaltrack.notifications.models import Notification, ScheduledDelivery
+from goaltrack.notifications.models import Notification
+from goaltrack.scheduling import dispatcher as scheduler
+from goaltrack.scheduling.models import ScheduledDelivery
 from helpers import Account
 
 LATENESS = timedelta(minutes=60)
@@ -266,9 +267,9 @@ async def test_no_reminder_for_completed_or_archived_goals(
 
 async def seed_due_reminders(app: Any, count: int, due: datetime) -> None:
     """`count` users, each with a goal and a reminder due at `due` (rows as the API writes them)."""
-    from goaltrack.account.models import UserSettings
     from goaltrack.auth.models import User
     from goaltrack.goals.models import Goal
+    from goaltrack.profile.models import UserSettings
 
     async with app.state.sessionmaker() as session, session.begin():
         for index in range(count):

@@ -29,6 +29,7 @@ TASK_MODULES = (
     "goaltrack.account.tasks",
     "goaltrack.files.tasks",
     "goaltrack.notifications.tasks",
+    "goaltrack.scheduling.tasks",
     "goaltrack.achievements.tasks",
     "goaltrack.ai.tasks",
 )

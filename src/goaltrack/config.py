@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     app_env: AppEnv = AppEnv.development
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/goaltrack"
     database_pool_size: int = 10
-    # The hot reads' own asyncpg pool (reads.py), beside the engine's: per API process. 20 kept
-    # the p99 lowest at 64 concurrent requests on 2 vCPUs (bench/sizing.py).
+    # The hot reads' own asyncpg pool (reads.py), beside the engine's: per API process. The
+    # default is chosen by bench/sizing.py (its figures: the README's Performance section).
     database_read_pool_size: Annotated[int, Field(ge=1)] = 20
     redis_url: str = "redis://127.0.0.1:6379/0"
     # /docs and /openapi.json: unset = on except in production (see `docs_on`).

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from goaltrack.config import Settings
-from goaltrack.worker.defer import PRODUCER, Producer, has_deferred, send_deferred
+from goaltrack.defer import PRODUCER, Producer, has_deferred, send_deferred
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import asyncpg
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.config import Settings
+from goaltrack.reads import PoolReader
 from goaltrack.storage import Storage
 
 
@@ -21,10 +21,10 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_read_pool(request: Request) -> asyncpg.Pool:
+async def get_reader(request: Request) -> PoolReader:
     """The hot reads' asyncpg pool (reads.py)."""
-    pool: asyncpg.Pool = request.app.state.read_pool
-    return pool
+    reader: PoolReader = request.app.state.reader
+    return reader
 
 
 async def get_storage(request: Request) -> Storage:
@@ -44,7 +44,7 @@ async def get_redis(request: Request) -> Redis:
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-ReadPoolDep = Annotated[asyncpg.Pool, Depends(get_read_pool)]
+ReaderDep = Annotated[PoolReader, Depends(get_reader)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 RedisDep = Annotated[Redis, Depends(get_redis)]

@@ -30,7 +30,8 @@ from goaltrack.notifications.router import router as notifications_router
 from goaltrack.observability import install_observability
 from goaltrack.openapi import install_contract, operation_id
 from goaltrack.ratelimit import RateLimiter
-from goaltrack.reads import create_read_pool
+from goaltrack.reads import PoolReader, create_read_pool
+from goaltrack.scheduling.router import router as scheduling_router
 from goaltrack.schemas import Problem, ValidationProblem
 from goaltrack.security_headers import SecurityHeaders
 from goaltrack.storage import Storage, StorageUnavailable
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_pool = read_pool = await create_read_pool(
             settings, application_name="goaltrack-api-reads"
         )
+        app.state.reader = PoolReader(read_pool)
         app.state.sessionmaker = create_sessionmaker(engine, producer)
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(redis)
@@ -114,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(achievements_router)
     app.include_router(notifications_router)
     app.include_router(goals_router)
+    app.include_router(scheduling_router)
     app.include_router(ai_router)
     app.include_router(health.router)
     app.include_router(auth_router)

@@ -4,7 +4,8 @@ Each hot read is one round trip with the caller's token check folded in
 (`auth.queries.caller_is_current`); a domain's `queries.py` holds only its statements. The API's
 hot reads run on their own small asyncpg pool (`create_read_pool`): checking a connection out of
 SQLAlchemy's pool through a FastAPI dependency cost more CPU than the query itself (bench/).
-Inside a write the same statement runs on the request's session, so it sees the write.
+Where a statement runs is typed, not tested at run time: `PoolReader` (a route's hot read, on the
+read pool) or `SessionReader` (inside a write, on the request's session, so it sees the write).
 Their responses are rendered by `json_response` (orjson), byte for byte what the response model
 would produce (tests/test_reads.py holds the two together), without validating rows we wrote.
 """
@@ -12,8 +13,8 @@ would produce (tests/test_reads.py holds the two together), without validating r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any, TypeAlias
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
@@ -37,10 +38,6 @@ DRIVER_CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 # A wait for a free connection plus the statement: like SQLAlchemy's pool_timeout, then a 503.
 READ_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 5.0
-
-# The read pool, or the request's session inside a write (the statement then runs in its
-# transaction and sees its changes).
-Executor: TypeAlias = asyncpg.Pool | AsyncSession
 
 
 def _encode_json(value: Any) -> str:
@@ -77,8 +74,8 @@ async def create_read_pool(settings: Settings, *, application_name: str) -> asyn
 
 
 class PreparedStatement:
-    """A statement compiled once, for asyncpg: `fetch` for the hot reads, `execute` for a write's
-    statement in the request's transaction."""
+    """A statement compiled once, for asyncpg: run by a `Reader` for the hot reads, `execute` for a
+    write's statement in the request's transaction."""
 
     def __init__(self, statement: Any) -> None:
         compiled = statement.compile(dialect=PGDialect_asyncpg())  # type: ignore[no-untyped-call]
@@ -87,15 +84,9 @@ class PreparedStatement:
         # Values fixed in the statement itself (literals such as JSON keys).
         self.fixed = {name: value for name, value in compiled.params.items() if value is not None}
 
-    async def fetch(self, executor: Executor, params: dict[str, Any]) -> list[Any]:
-        """The rows (asyncpg records); asyncpg prepares the statement once per connection."""
-        args = [params.get(name, self.fixed.get(name)) for name in self.names]
-        if isinstance(executor, AsyncSession):
-            return await self._fetch_in_session(executor, args)
-        # asyncio.timeout, not acquire(timeout=): no extra task per request.
-        async with asyncio.timeout(READ_TIMEOUT_SECONDS), executor.acquire() as connection:
-            rows: list[Any] = await connection.fetch(self.sql, *args)
-        return rows
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        """The statement's positional arguments from named parameters."""
+        return [params.get(name, self.fixed.get(name)) for name in self.names]
 
     async def execute(self, session: AsyncSession, params: dict[str, Any]) -> Sequence[Row[Any]]:
         """The rows, in the session's transaction, through SQLAlchemy's connection (which begins
@@ -103,17 +94,44 @@ class PreparedStatement:
         but without compiling again. Core would also take any parameter named like a column of
         an UPDATE inside the statement as one more value to set (`user_id`, `goal_id`): compiled
         here, the statement sets what it says."""
-        args = tuple(params.get(name, self.fixed.get(name)) for name in self.names)
         connection = await session.connection()
-        return (await connection.exec_driver_sql(self.sql, args)).all()
+        return (await connection.exec_driver_sql(self.sql, tuple(self.args(params)))).all()
 
-    async def _fetch_in_session(self, session: AsyncSession, args: list[Any]) -> list[Any]:
-        connection = await session.connection()
+
+class Reader(Protocol):
+    """Where a hot read's statement runs."""
+
+    async def fetch(self, statement: PreparedStatement, params: Mapping[str, Any]) -> list[Any]:
+        """The rows (asyncpg records); asyncpg prepares the statement once per connection."""
+        ...
+
+
+class PoolReader:
+    """A route's hot read: one autocommit statement on the read pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def fetch(self, statement: PreparedStatement, params: Mapping[str, Any]) -> list[Any]:
+        # asyncio.timeout, not acquire(timeout=): no extra task per request.
+        async with asyncio.timeout(READ_TIMEOUT_SECONDS), self.pool.acquire() as connection:
+            rows: list[Any] = await connection.fetch(statement.sql, *statement.args(params))
+        return rows
+
+
+class SessionReader:
+    """A hot read inside a write: on the request's connection, in its transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def fetch(self, statement: PreparedStatement, params: Mapping[str, Any]) -> list[Any]:
+        connection = await self.session.connection()
         driver_record = await connection.get_raw_connection()
         driver = driver_record.driver_connection
         assert driver is not None
         try:
-            rows: list[Any] = await driver.fetch(self.sql, *args)
+            rows: list[Any] = await driver.fetch(statement.sql, *statement.args(params))
         except BaseException as exc:
             # SQLAlchemy does not see errors raised on the driver, so it cannot tell a dropped or
             # half-used connection (server restart, failover, a cancelled request) from a healthy

@@ -152,3 +152,14 @@ def _check_zone(value: str) -> str:
 
 
 TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_zone)]
+
+
+# A device's push token: registered under /devices, forgotten at logout.
+# FCM registration tokens are [A-Za-z0-9_:-] (~160-200 characters). The token is also a path
+# segment (DELETE /devices/{token}): no "/", "%", "?", "#", and no leading "." (so never "."
+# or ".."); "." inside is accepted. The column is VARCHAR(1024).
+DEVICE_TOKEN_PATTERN = r"^[A-Za-z0-9_:\-][A-Za-z0-9_:.\-]*$"
+DEVICE_TOKEN_MAX_LENGTH = 1024
+DeviceToken = Annotated[
+    str, Field(min_length=1, max_length=DEVICE_TOKEN_MAX_LENGTH, pattern=DEVICE_TOKEN_PATTERN)
+]

@@ -9,21 +9,27 @@ from typing import Any
 
 from goaltrack import events
 from goaltrack.achievements import handlers as achievements
+from goaltrack.auth.events import LoggedOut
+from goaltrack.devices import handlers as devices
 from goaltrack.goals.events import (
     AiPlanApplied,
     AttachmentAdded,
     GoalCompleted,
     GoalCreated,
+    GoalStatusChanged,
     StageCompleted,
 )
 from goaltrack.notifications import handlers as notifications
+from goaltrack.scheduling import handlers as scheduling
 
 SUBSCRIPTIONS: Mapping[type[Any], Sequence[events.Handler]] = {
-    GoalCreated: (achievements.on_goal_created,),
+    GoalCreated: (scheduling.on_goal_created, achievements.on_goal_created),
+    GoalStatusChanged: (scheduling.on_goal_status_changed,),
     StageCompleted: (achievements.on_stage_completed,),
     GoalCompleted: (notifications.on_goal_completed, achievements.on_goal_completed),
     AttachmentAdded: (achievements.on_attachment_added,),
     AiPlanApplied: (achievements.on_ai_plan_applied,),
+    LoggedOut: (devices.on_logged_out,),
 }
 
 

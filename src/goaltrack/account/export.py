@@ -12,11 +12,12 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.models import DataExport, UserSettings
+from goaltrack.account.models import DataExport
 from goaltrack.auth.models import RefreshToken, User
 from goaltrack.devices.models import Device
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.notifications.models import Notification
+from goaltrack.profile.models import UserSettings
 from goaltrack.storage import Storage
 
 EXPORT_FORMAT_VERSION = 1

@@ -16,7 +16,8 @@ from goaltrack.account.schemas import (
     SettingsOut,
     SettingsUpdate,
 )
-from goaltrack.auth.dependencies import CurrentUser, PasswordsDep, get_current_user
+from goaltrack.auth.caller import CurrentUser, get_current_user
+from goaltrack.auth.dependencies import PasswordsDep
 from goaltrack.auth.errors import InvalidCredentials, InvalidPassword
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.clock import Now

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.account.errors import ExportInProgress, RestoreExpired
-from goaltrack.account.models import DataExport, UserSettings
+from goaltrack.account.models import DataExport
 from goaltrack.account.schemas import NotificationSchedule, SettingsUpdate
 from goaltrack.auth import service as auth
 from goaltrack.auth.errors import InvalidPassword
@@ -19,10 +18,10 @@ from goaltrack.auth.models import User
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
+from goaltrack.defer import defer
 from goaltrack.files import service as files
-from goaltrack.goals import reminders
-from goaltrack.schedule import next_digest
-from goaltrack.worker.defer import defer
+from goaltrack.profile.models import UserSettings
+from goaltrack.scheduling import digests, reminders
 
 BUILD_EXPORT = "account.build_export"
 
@@ -34,21 +33,6 @@ async def get_settings_row(session: AsyncSession, user_id: uuid.UUID) -> UserSet
     return row
 
 
-def schedule_digest(row: UserSettings, after: datetime) -> None:
-    """The next digest after `after`. A digest already sent for a (local date, time) is never
-    sent again (the scheduler's ledger), so a zone change cannot repeat one."""
-    occurrence = next_digest(
-        times=row.notification_times,
-        frequency=row.notification_frequency,
-        weekday=row.notification_weekday,
-        zone=ZoneInfo(row.timezone),
-        after=after,
-    )
-    row.next_digest_at = occurrence.at if occurrence else None
-    row.next_digest_date = occurrence.day if occurrence else None
-    row.next_digest_time = occurrence.time if occurrence else None
-
-
 async def update_settings(
     session: AsyncSession, *, user_id: uuid.UUID, body: SettingsUpdate, now: datetime
 ) -> UserSettings:
@@ -57,7 +41,7 @@ async def update_settings(
         row.locale = body.locale
     if body.timezone is not None and body.timezone != row.timezone:
         row.timezone = body.timezone
-        schedule_digest(row, now)
+        digests.schedule_digest(row, now)
         await session.flush()
         # Same wall-clock times, new zone: every reminder's next instant moves.
         await reminders.reschedule_user(session, user_id=user_id, now=now)
@@ -87,7 +71,7 @@ async def set_notification_schedule(
     row.notification_frequency = body.frequency
     if body.weekday is not None:
         row.notification_weekday = body.weekday
-    schedule_digest(row, now)
+    digests.schedule_digest(row, now)
     await session.flush()
     return row
 

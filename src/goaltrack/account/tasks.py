@@ -11,15 +11,15 @@ from goaltrack import mail
 from goaltrack.account import export as exporter
 from goaltrack.account import service
 from goaltrack.account.models import DataExport
-from goaltrack.account.queries import get_locale
 from goaltrack.auth.models import User
 from goaltrack.clock import utcnow
+from goaltrack.defer import defer
 from goaltrack.files import service as files
 from goaltrack.i18n import t
 from goaltrack.notifications.kinds import ExportReadyData
 from goaltrack.notifications.service import notify
+from goaltrack.profile.queries import get_locale
 from goaltrack.storage import StorageUnavailable
-from goaltrack.worker.defer import defer
 from goaltrack.worker.outbox import defer_durably
 from goaltrack.worker.registry import TICK, RetryLater, backoff, task
 from goaltrack.worker.runtime import current_attempt, task_session, task_settings, task_storage

@@ -8,7 +8,6 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.queries import get_zone
 from goaltrack.achievements.service import record
 from goaltrack.goals.events import (
     AiPlanApplied,
@@ -18,6 +17,7 @@ from goaltrack.goals.events import (
     StageCompleted,
 )
 from goaltrack.goals.models import Goal
+from goaltrack.profile.queries import get_zone
 
 
 async def _count(

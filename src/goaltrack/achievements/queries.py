@@ -7,13 +7,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, String, and_, func, literal, select, true
 
-from goaltrack.account.models import UserSettings
 from goaltrack.achievements.models import Achievement, UserAchievement
+from goaltrack.auth.caller import caller_is_current, caller_params
 from goaltrack.auth.models import User
-from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated
-from goaltrack.reads import Executor, PreparedStatement
+from goaltrack.profile.models import UserSettings
+from goaltrack.reads import PreparedStatement, Reader
 
 DEFAULT_LOCALE = "en"
 
@@ -51,12 +51,12 @@ def _catalogue_statement() -> Any:
     )
 
 
-_CATALOGUE = PreparedStatement(_catalogue_statement())
+CATALOGUE = PreparedStatement(_catalogue_statement())
 
 
-async def catalogue(executor: Executor, caller: AccessClaims) -> list[Any]:
+async def catalogue(reader: Reader, caller: AccessClaims) -> list[Any]:
     """The catalogue rows (code, title, description, icon, earned_at) for the caller."""
-    rows = await _CATALOGUE.fetch(executor, caller_params(caller))
+    rows = await reader.fetch(CATALOGUE, caller_params(caller))
     if not rows:
         raise NotAuthenticated
     return [row for row in rows if row["code"] is not None]

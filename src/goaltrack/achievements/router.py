@@ -4,8 +4,8 @@ from fastapi import APIRouter, Depends, Response
 
 from goaltrack.achievements import service
 from goaltrack.achievements.schemas import AchievementList
-from goaltrack.auth.dependencies import AccessClaimsDep, get_access_claims
-from goaltrack.deps import ReadPoolDep, RedisDep, SessionmakerDep
+from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
+from goaltrack.deps import ReaderDep, RedisDep, SessionmakerDep
 from goaltrack.reads import json_response
 
 router = APIRouter(
@@ -15,8 +15,8 @@ router = APIRouter(
 
 @router.get("", response_model=AchievementList)
 async def list_achievements(
-    caller: AccessClaimsDep, pool: ReadPoolDep, redis: RedisDep, sessionmaker: SessionmakerDep
+    caller: AccessClaimsDep, reader: ReaderDep, redis: RedisDep, sessionmaker: SessionmakerDep
 ) -> Response:
     """The catalogue in order, whether the caller holds each one (live), and the share of users
     holding it (cached for a day)."""
-    return json_response(await service.list_for_user(pool, sessionmaker, redis, caller=caller))
+    return json_response(await service.list_for_user(reader, sessionmaker, redis, caller=caller))

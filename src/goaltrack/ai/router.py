@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Depends, status
 from goaltrack.ai import service
 from goaltrack.ai.errors import AiDailyLimit, AiInProgress, AiUnavailable
 from goaltrack.ai.schemas import AiSyncAccepted, AiSyncRequest
-from goaltrack.auth.dependencies import get_access_claims
+from goaltrack.auth.caller import get_access_claims
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep

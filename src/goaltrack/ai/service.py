@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack import events
-from goaltrack.account.queries import get_locale
 from goaltrack.ai.client import MAX_STAGES, StageDraft
 from goaltrack.ai.errors import AiDailyLimit, AiInProgress, AiUnavailable
 from goaltrack.ai.models import AiRun
 from goaltrack.config import Settings
+from goaltrack.defer import defer
 from goaltrack.goals import service as goals
 from goaltrack.goals.events import AiPlanApplied
 from goaltrack.goals.models import Goal
@@ -23,7 +23,7 @@ from goaltrack.i18n import t
 from goaltrack.notifications.kinds import AiFailedData, AiStagesReadyData
 from goaltrack.notifications.service import notify
 from goaltrack.observability import AI_RUNS
-from goaltrack.worker.defer import defer
+from goaltrack.profile.queries import get_locale
 
 GENERATE_STAGES = "ai.generate_stages"
 QUOTA_WINDOW = timedelta(days=1)

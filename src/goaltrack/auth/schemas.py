@@ -5,8 +5,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
-from goaltrack.devices.schemas import DeviceToken
-from goaltrack.schemas import Locale, RequestModel, TimeZoneName
+from goaltrack.schemas import DeviceToken, Locale, RequestModel, TimeZoneName
 
 PASSWORD_MIN_CHARS = 8
 

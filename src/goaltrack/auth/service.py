@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from goaltrack.account.models import UserSettings
+from goaltrack import events
 from goaltrack.auth.errors import (
     AccountDeleted,
     EmailTaken,
@@ -17,6 +17,7 @@ from goaltrack.auth.errors import (
     InvalidRefreshToken,
     ResetTokenInvalid,
 )
+from goaltrack.auth.events import LoggedOut
 from goaltrack.auth.models import PasswordResetToken, RefreshToken, User
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.auth.security import (
@@ -26,7 +27,7 @@ from goaltrack.auth.security import (
     new_opaque_token,
 )
 from goaltrack.config import Settings
-from goaltrack.devices import service as devices
+from goaltrack.profile.models import UserSettings
 from goaltrack.worker.outbox import defer_durably
 
 SEND_PASSWORD_RESET = "auth.send_password_reset"
@@ -252,8 +253,7 @@ async def logout(
     )
     if family_id is not None:
         await revoke_family(session, family_id, now)
-    if device_token is not None:
-        await devices.forget_device(session, owner, device_token)
+    await events.emit(session, LoggedOut(user_id=owner, device_token=device_token))
 
 
 def request_password_reset(session: AsyncSession, email: str, *, now: datetime) -> None:

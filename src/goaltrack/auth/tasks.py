@@ -9,13 +9,13 @@ import hmac
 import uuid
 
 from goaltrack import mail
-from goaltrack.account.queries import get_locale
 from goaltrack.auth import service
 from goaltrack.auth.models import User
 from goaltrack.auth.security import new_opaque_token
 from goaltrack.clock import utcnow
 from goaltrack.config import Settings
 from goaltrack.i18n import t
+from goaltrack.profile.queries import get_locale
 from goaltrack.worker.registry import task
 from goaltrack.worker.runtime import current_attempt, task_session, task_settings
 

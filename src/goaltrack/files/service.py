@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from goaltrack.defer import defer
 from goaltrack.files.models import FileDeletion
 from goaltrack.storage import Storage, StorageUnavailable
-from goaltrack.worker.defer import defer
+from goaltrack.worker.registry import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -19,10 +20,6 @@ PROCESS_FILE_DELETIONS = "files.process_file_deletions"
 SWEEP_BATCH = 100
 # An upload's intent row waits this long: by then its request has committed (the row is gone) or failed.
 UPLOAD_INTENT_GRACE = timedelta(minutes=15)
-
-
-def retry_delay(attempts: int) -> timedelta:
-    return timedelta(seconds=min(3600, 30 * 2**attempts))
 
 
 async def record_upload_intent(session: AsyncSession, object_key: str, now: datetime) -> None:
@@ -80,7 +77,9 @@ async def sweep(session: AsyncSession, storage: Storage, now: datetime) -> tuple
             logger.warning("file storage unavailable; %d deletions postponed", len(due) - done)
             for pending in due[done:]:
                 pending.attempts += 1
-                pending.not_before = now + retry_delay(pending.attempts)
+                pending.not_before = now + timedelta(
+                    seconds=backoff(pending.attempts, base=30, cap=3600)
+                )
             await session.flush()
             return done, False
         await session.delete(row)

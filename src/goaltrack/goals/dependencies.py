@@ -6,25 +6,43 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
-from goaltrack.auth.dependencies import AccessClaimsDep
-from goaltrack.auth.queries import CURRENT_CALLER, caller_params
+from goaltrack.auth.caller import AccessClaimsDep, raise_missing, require_current
 from goaltrack.auth.security import AccessClaims
 from goaltrack.clock import Now
 from goaltrack.config import Settings
 from goaltrack.db import SessionDep
 from goaltrack.deps import SessionmakerDep, SettingsDep
-from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.goals import attachments, queries, service
 from goaltrack.goals.attachments import UploadSlot
 from goaltrack.goals.models import Goal
-from goaltrack.goals.schemas import GoalOut
-from goaltrack.reads import json_response
+from goaltrack.reads import SessionReader, json_response
 from goaltrack.storage import Storage
 from goaltrack.uploads import Upload, read_upload
 
 GoalId = Annotated[uuid.UUID, Path(description="The goal's id.")]
+
+
+# Id segments never match the literal paths beside them, so that every path names one resource:
+# `PUT /goals/archived` is a 405 (that path exists, for GET) rather than an update of a goal whose
+# id is "archived", and likewise `DELETE /goals/{goal_id}/stages/order`. Other malformed ids still
+# reach the route: a 422, as before.
+class GoalIdSegment(StringConvertor):
+    """`{goal_id:goal}`: any segment but `archived`."""
+
+    regex = "(?!archived(?:/|$))[^/]+"
+
+
+class StageIdSegment(StringConvertor):
+    """`{stage_id:stage}`: any segment but `order`."""
+
+    regex = "(?!order(?:/|$))[^/]+"
+
+
+register_url_convertor("goal", GoalIdSegment())
+register_url_convertor("stage", StageIdSegment())
 
 
 def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
@@ -37,9 +55,7 @@ def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
         a second tell a stale token (401) from a goal that is not the caller's (404)."""
         goal = await service.get_callers_goal(session, caller=claims, goal_id=goal_id, lock=lock)
         if goal is None:
-            if await session.scalar(CURRENT_CALLER, caller_params(claims)) is None:
-                raise NotAuthenticated
-            raise NotFound
+            await raise_missing(session, claims)
         return goal
 
     return load
@@ -52,9 +68,7 @@ async def get_verified_claims(
     connection of its own, before an upload's body is read: a revoked token gets its 401 before
     the server reads megabytes or writes an upload intent."""
     async with sessionmaker() as session:
-        current = await session.scalar(CURRENT_CALLER, caller_params(claims))
-    if current is None:
-        raise NotAuthenticated
+        await require_current(session, claims)
     return claims
 
 
@@ -93,24 +107,21 @@ ReadableGoal = Annotated[Goal, Depends(_owned_goal(lock=False))]
 
 
 class GoalView:
-    """Renders a goal as GET /goals/{goal_id} shows it, inside the current transaction: what a
-    write route returns after its change."""
+    """Renders a goal as GET /goals/{goal_id} shows it, inside the current transaction: what every
+    write route that answers with the goal returns after its change (`response`)."""
 
     def __init__(
         self, session: AsyncSession, storage: Storage, settings: Settings, caller: AccessClaims
     ) -> None:
-        self._session = session
+        self._reader = SessionReader(session)  # in the write's transaction: it sees the change
         self._storage = storage
         self._url_ttl = settings.attachment_url_ttl_seconds
         self._caller = caller
 
     async def payload(self, goal_id: uuid.UUID) -> dict[str, Any]:
         return await queries.get_goal(
-            self._session, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
+            self._reader, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
         )
-
-    async def __call__(self, goal_id: uuid.UUID) -> GoalOut:
-        return GoalOut.model_validate(await self.payload(goal_id))
 
     async def response(self, goal_id: uuid.UUID, status_code: int = 200) -> Response:
         """The goal rendered straight into JSON, as GET /goals/{goal_id} renders it: the route

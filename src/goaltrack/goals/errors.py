@@ -15,12 +15,6 @@ class AttachmentLimit(AppError):
     detail = "This goal has the maximum number of attachments."
 
 
-class ReminderLimit(AppError):
-    status_code = 409
-    code = "reminder_limit"
-    detail = "This goal has the maximum number of reminders."
-
-
 class InvalidStageOrder(AppError):
     status_code = 422
     code = "invalid_stage_order"

@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from goaltrack.goals.schemas import ReminderIn
+
 
 @dataclass(frozen=True, slots=True)
 class GoalCompleted:
@@ -20,6 +22,17 @@ class GoalCompleted:
 
 @dataclass(frozen=True, slots=True)
 class GoalCreated:
+    user_id: uuid.UUID
+    goal_id: uuid.UUID
+    now: datetime
+    reminder: ReminderIn | None = None  # the first reminder the body asked for
+
+
+@dataclass(frozen=True, slots=True)
+class GoalStatusChanged:
+    """The goal was completed or reopened, archived or restored, or its deadline moved: what is
+    scheduled for it may change."""
+
     user_id: uuid.UUID
     goal_id: uuid.UUID
     now: datetime

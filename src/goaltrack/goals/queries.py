@@ -28,14 +28,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
+from goaltrack.auth.caller import caller_is_current, caller_params
 from goaltrack.auth.models import User
-from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.goals.schemas import GoalOut, GoalSummary, Stage
 from goaltrack.pagination import Page
-from goaltrack.reads import Executor, PreparedStatement
+from goaltrack.reads import PreparedStatement, Reader
 from goaltrack.storage import Storage
 
 SUMMARY_COLUMNS = (
@@ -77,8 +77,8 @@ def _list_statement(*, after_cursor: bool) -> Any:
     )
 
 
-_LIST = _list_statement(after_cursor=False)
-_LIST_AFTER = _list_statement(after_cursor=True)
+GOAL_LIST_STATEMENT = _list_statement(after_cursor=False)
+GOAL_LIST_AFTER_STATEMENT = _list_statement(after_cursor=True)
 
 
 def _json_children(
@@ -144,9 +144,9 @@ def _detail_statement() -> Any:
 _DETAIL = _detail_statement()
 
 
-_LIST_PREPARED = PreparedStatement(_LIST)
-_LIST_AFTER_PREPARED = PreparedStatement(_LIST_AFTER)
-_DETAIL_PREPARED = PreparedStatement(_DETAIL)
+GOAL_LIST = PreparedStatement(GOAL_LIST_STATEMENT)
+GOAL_LIST_AFTER = PreparedStatement(GOAL_LIST_AFTER_STATEMENT)
+GOAL_DETAIL = PreparedStatement(_DETAIL)
 
 
 # The response models' field order: the hot reads render rows straight into JSON (reads.py), so
@@ -155,18 +155,18 @@ SUMMARY_FIELDS = tuple(GoalSummary.model_fields)
 DETAIL_FIELDS = tuple(GoalOut.model_fields)
 
 
-def _instant(value: str | None) -> datetime | None:
+def as_instant(value: str | None) -> datetime | None:
     """A timestamp from PostgreSQL's JSON text (`+00:00`, trailing zeros trimmed)."""
     return None if value is None else datetime.fromisoformat(value)
 
 
 async def list_goals(
-    executor: Executor, caller: AccessClaims, *, archived: bool, page: Page
+    reader: Reader, caller: AccessClaims, *, archived: bool, page: Page
 ) -> dict[str, Any]:
     """A page of goals, shaped as `ListPage[GoalSummary]`."""
-    statement = _LIST_PREPARED if page.after is None else _LIST_AFTER_PREPARED
+    statement = GOAL_LIST if page.after is None else GOAL_LIST_AFTER
     params = {**caller_params(caller), "archived": archived, **page.params()}
-    rows = await statement.fetch(executor, params)
+    rows = await reader.fetch(statement, params)
     if not rows:
         raise NotAuthenticated
     items, next_cursor = page.cut(
@@ -176,7 +176,7 @@ async def list_goals(
 
 
 async def get_goal(
-    executor: Executor,
+    reader: Reader,
     storage: Storage,
     caller: AccessClaims,
     goal_id: uuid.UUID,
@@ -184,8 +184,8 @@ async def get_goal(
     url_ttl: int,
 ) -> dict[str, Any]:
     """One goal with its stages, attachments and reminders, shaped as `GoalOut`."""
-    rows = await _DETAIL_PREPARED.fetch(
-        executor,
+    rows = await reader.fetch(
+        GOAL_DETAIL,
         {**caller_params(caller), "goal_id": goal_id},
     )
     if not rows:
@@ -196,14 +196,14 @@ async def get_goal(
     # The children come as JSON arrays (decoded by the connection's codec), timestamps as text.
     values = dict(row)
     values["stages"] = [
-        {**stage, "completed_at": _instant(stage["completed_at"])} for stage in row["stages"]
+        {**stage, "completed_at": as_instant(stage["completed_at"])} for stage in row["stages"]
     ]
     values["reminders"] = [
-        {**item, "next_fire_at": _instant(item["next_fire_at"])} for item in row["reminders"]
+        {**item, "next_fire_at": as_instant(item["next_fire_at"])} for item in row["reminders"]
     ]
     values["attachments"] = [
         await attachment_out(
-            storage, {**item, "created_at": _instant(item["created_at"])}, url_ttl=url_ttl
+            storage, {**item, "created_at": as_instant(item["created_at"])}, url_ttl=url_ttl
         )
         for item in row["attachments"]
     ]

@@ -5,14 +5,13 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
-from starlette.convertors import StringConvertor, register_url_convertor
 
-from goaltrack.auth.dependencies import AccessClaimsDep, get_access_claims
+from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
-from goaltrack.deps import ReadPoolDep, SettingsDep, StorageDep
+from goaltrack.deps import ReaderDep, SettingsDep, StorageDep
 from goaltrack.errors import NotFound, error_responses
-from goaltrack.goals import attachments, queries, reminders, service
+from goaltrack.goals import attachments, queries, service
 from goaltrack.goals.dependencies import (
     GoalId,
     GoalViewDep,
@@ -21,16 +20,13 @@ from goaltrack.goals.dependencies import (
     UploadDep,
     UploadSlotDep,
 )
-from goaltrack.goals.errors import AttachmentLimit, InvalidStageOrder, ReminderLimit, StageLimit
+from goaltrack.goals.errors import AttachmentLimit, InvalidStageOrder, StageLimit
 from goaltrack.goals.schemas import (
     Attachment,
     GoalCreate,
     GoalOut,
     GoalSummary,
     GoalUpdate,
-    Reminder,
-    ReminderIn,
-    ReminderUpdate,
     Stage,
     StageCreate,
     StageOrder,
@@ -53,42 +49,22 @@ NO_CONTENT = status.HTTP_204_NO_CONTENT
 NOT_FOUND = error_responses(NotFound)
 
 
-# Id segments never match the literal paths beside them, so that every path names one resource:
-# `PUT /goals/archived` is a 405 (that path exists, for GET) rather than an update of a goal whose
-# id is "archived", and likewise `DELETE /goals/{goal_id}/stages/order`. Other malformed ids still
-# reach the route: a 422, as before.
-class GoalIdSegment(StringConvertor):
-    """`{goal_id:goal}`: any segment but `archived`."""
-
-    regex = "(?!archived(?:/|$))[^/]+"
-
-
-class StageIdSegment(StringConvertor):
-    """`{stage_id:stage}`: any segment but `order`."""
-
-    regex = "(?!order(?:/|$))[^/]+"
-
-
-register_url_convertor("goal", GoalIdSegment())
-register_url_convertor("stage", StageIdSegment())
-
-
 # The hot reads answer with their rows rendered straight into JSON (reads.json_response); the
 # declared response model is the contract that body keeps (tests/test_reads.py).
 @router.get("", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor))
-async def list_goals(pool: ReadPoolDep, caller: AccessClaimsDep, page: PageDep) -> Response:
+async def list_goals(reader: ReaderDep, caller: AccessClaimsDep, page: PageDep) -> Response:
     """Active goals, newest first."""
-    return json_response(await queries.list_goals(pool, caller, archived=False, page=page))
+    return json_response(await queries.list_goals(reader, caller, archived=False, page=page))
 
 
 @router.get(
     "/archived", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor)
 )
 async def list_archived_goals(
-    pool: ReadPoolDep, caller: AccessClaimsDep, page: PageDep
+    reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
 ) -> Response:
     """Archived goals, newest first."""
-    return json_response(await queries.list_goals(pool, caller, archived=True, page=page))
+    return json_response(await queries.list_goals(reader, caller, archived=True, page=page))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=GoalOut)
@@ -96,51 +72,50 @@ async def create_goal(
     body: GoalCreate,
     caller: AccessClaimsDep,
     session: SessionDep,
-    settings: SettingsDep,
     view: GoalViewDep,
     now: Now,
 ) -> Response:
-    goal_id = await service.create_goal(session, settings, caller=caller, body=body, now=now)
+    goal_id = await service.create_goal(session, caller=caller, body=body, now=now)
     return await view.response(goal_id, status_code=status.HTTP_201_CREATED)
 
 
 @router.get("/{goal_id:goal}", response_model=GoalOut, responses=NOT_FOUND)
 async def get_goal(
     goal_id: GoalId,
-    pool: ReadPoolDep,
+    reader: ReaderDep,
     storage: StorageDep,
     settings: SettingsDep,
     caller: AccessClaimsDep,
 ) -> Response:
     return json_response(
         await queries.get_goal(
-            pool, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
+            reader, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
         )
     )
 
 
-@router.put("/{goal_id:goal}", responses=NOT_FOUND)
+@router.put("/{goal_id:goal}", response_model=GoalOut, responses=NOT_FOUND)
 async def update_goal(
     body: GoalUpdate, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
-) -> GoalOut:
+) -> Response:
     await service.update_goal(session, goal=goal, body=body, now=now)
-    return await view(goal.id)
+    return await view.response(goal.id)
 
 
-@router.put("/{goal_id:goal}/archive", responses=NOT_FOUND)
+@router.put("/{goal_id:goal}/archive", response_model=GoalOut, responses=NOT_FOUND)
 async def archive_goal(
     goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
-) -> GoalOut:
+) -> Response:
     await service.set_archived(session, goal=goal, archived=True, now=now)
-    return await view(goal.id)
+    return await view.response(goal.id)
 
 
-@router.put("/{goal_id:goal}/unarchive", responses=NOT_FOUND)
+@router.put("/{goal_id:goal}/unarchive", response_model=GoalOut, responses=NOT_FOUND)
 async def unarchive_goal(
     goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
-) -> GoalOut:
+) -> Response:
     await service.set_archived(session, goal=goal, archived=False, now=now)
-    return await view(goal.id)
+    return await view.response(goal.id)
 
 
 @router.delete("/{goal_id:goal}", status_code=NO_CONTENT, responses=NOT_FOUND)
@@ -164,12 +139,16 @@ async def add_stage(
     return Stage.model_validate(stage)
 
 
-@router.put("/{goal_id:goal}/stages/order", responses=error_responses(NotFound, InvalidStageOrder))
+@router.put(
+    "/{goal_id:goal}/stages/order",
+    response_model=GoalOut,
+    responses=error_responses(NotFound, InvalidStageOrder),
+)
 async def reorder_stages(
     body: StageOrder, goal: OwnedGoal, session: SessionDep, view: GoalViewDep, now: Now
-) -> GoalOut:
+) -> Response:
     await service.reorder_stages(session, goal=goal, body=body, now=now)
-    return await view(goal.id)
+    return await view.response(goal.id)
 
 
 @router.put("/{goal_id:goal}/stages/{stage_id:stage}", responses=NOT_FOUND)
@@ -202,7 +181,7 @@ async def get_stage_toggle(
     now: Now,
 ) -> StageToggle:
     """Completes or reopens the stage, then renders its goal. The token and the owner are
-    checked inside the toggle's one statement (service._SET_STAGE), as the hot reads do, rather
+    checked inside the toggle's one statement (service.SET_STAGE), as the hot reads do, rather
     than through OwnedGoal."""
 
     async def toggle(completed: bool) -> Response:
@@ -305,45 +284,4 @@ async def delete_attachment(
     attachment_id: uuid.UUID, goal: OwnedGoal, session: SessionDep
 ) -> Response:
     await attachments.delete_attachment(session, goal, attachment_id)
-    return Response(status_code=NO_CONTENT)
-
-
-# --- reminders ---------------------------------------------------------------------------------
-
-
-@router.post(
-    "/{goal_id:goal}/reminders",
-    status_code=status.HTTP_201_CREATED,
-    responses=error_responses(NotFound, ReminderLimit),
-)
-async def add_reminder(
-    body: ReminderIn, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
-) -> Reminder:
-    reminder = await reminders.add_reminder(session, settings, goal=goal, body=body, now=now)
-    return Reminder.model_validate(reminder)
-
-
-@router.get("/{goal_id:goal}/reminders", responses=NOT_FOUND)
-async def list_reminders(goal: ReadableGoal, session: SessionDep) -> ListPage[Reminder]:
-    """All of the goal's reminders by time of day, in one page (`next_cursor` is always null):
-    a goal holds a bounded number of them (`reminder_limit` beyond)."""
-    items = [Reminder.model_validate(r) for r in await reminders.list_reminders(session, goal=goal)]
-    return ListPage(items=items, next_cursor=None)
-
-
-@router.put("/{goal_id:goal}/reminders/{reminder_id}", responses=NOT_FOUND)
-async def update_reminder(
-    reminder_id: uuid.UUID, body: ReminderUpdate, goal: OwnedGoal, session: SessionDep, now: Now
-) -> Reminder:
-    reminder = await reminders.update_reminder(
-        session, goal=goal, reminder_id=reminder_id, body=body, now=now
-    )
-    return Reminder.model_validate(reminder)
-
-
-@router.delete(
-    "/{goal_id:goal}/reminders/{reminder_id}", status_code=NO_CONTENT, responses=NOT_FOUND
-)
-async def delete_reminder(reminder_id: uuid.UUID, goal: OwnedGoal, session: SessionDep) -> Response:
-    await reminders.delete_reminder(session, goal=goal, reminder_id=reminder_id)
     return Response(status_code=NO_CONTENT)

@@ -3,9 +3,9 @@ with the goal row locked (the OwnedGoal dependency, or inside the statement for 
 concurrent changes cannot lose a count.
 
 The two hottest writes are one statement each on their usual path (bench/): creating a goal
-(`_CREATE_GOAL`, the caller's check folded in) and completing or reopening a stage (`_SET_STAGE`);
+(`CREATE_GOAL`, the caller's check folded in) and completing or reopening a stage (`SET_STAGE`);
 what only some of them need (a first reminder, achievements, the reminders' reschedule when a goal
-completes or reopens) follows in the ORM."""
+completes or reopens) follows as events (`goals.events`), handled in the same transaction."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ from sqlalchemy import (
     DateTime,
     Integer,
     Uuid,
+    and_,
     bindparam,
     case,
     delete,
     exists,
     func,
     insert,
+    literal,
     literal_column,
     select,
     update,
@@ -33,15 +35,14 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack import events
+from goaltrack.auth.caller import caller_is_current, caller_params, raise_missing
 from goaltrack.auth.models import User
-from goaltrack.auth.queries import CURRENT_CALLER, caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.config import Settings
 from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.files import service as files
-from goaltrack.goals import reminders
 from goaltrack.goals.errors import InvalidStageOrder, StageLimit
-from goaltrack.goals.events import GoalCompleted, GoalCreated, StageCompleted
+from goaltrack.goals.events import GoalCompleted, GoalCreated, GoalStatusChanged, StageCompleted
 from goaltrack.goals.models import Goal, GoalStage
 from goaltrack.goals.schemas import GoalCreate, GoalUpdate, StageCreate, StageOrder, StageUpdate
 from goaltrack.reads import PreparedStatement
@@ -78,7 +79,7 @@ async def get_callers_goal(
 
 # A new goal, owned by the token's caller if that caller is still current (no row: 401), in
 # one statement; the other columns take their server defaults.
-_CREATE_GOAL = PreparedStatement(
+CREATE_GOAL = PreparedStatement(
     insert(Goal)
     .from_select(
         ["id", "user_id", "title", "description", "deadline", "created_at", "updated_at"],
@@ -99,7 +100,6 @@ _CREATE_GOAL = PreparedStatement(
 
 async def create_goal(
     session: AsyncSession,
-    settings: Settings,
     *,
     caller: AccessClaims,
     body: GoalCreate,
@@ -107,7 +107,7 @@ async def create_goal(
 ) -> uuid.UUID:
     """The caller's new goal (and its first reminder, when the body has one); its id."""
     goal_id = uuid.uuid4()
-    created = await _CREATE_GOAL.execute(
+    created = await CREATE_GOAL.execute(
         session,
         {
             **caller_params(caller),
@@ -120,10 +120,10 @@ async def create_goal(
     )
     if not created:
         raise NotAuthenticated
-    if body.reminder is not None:
-        goal = await session.get_one(Goal, goal_id)
-        await reminders.add_reminder(session, settings, goal=goal, body=body.reminder, now=now)
-    await events.emit(session, GoalCreated(user_id=caller.user_id, goal_id=goal_id, now=now))
+    await events.emit(
+        session,
+        GoalCreated(user_id=caller.user_id, goal_id=goal_id, now=now, reminder=body.reminder),
+    )
     return goal_id
 
 
@@ -136,7 +136,7 @@ async def update_goal(
     goal.updated_at = now
     await session.flush()
     if "deadline" in changes:
-        await reminders.reschedule_goal(session, goal=goal, now=now)
+        await _status_changed(session, goal, now)
 
 
 async def set_archived(session: AsyncSession, *, goal: Goal, archived: bool, now: datetime) -> None:
@@ -144,7 +144,11 @@ async def set_archived(session: AsyncSession, *, goal: Goal, archived: bool, now
         goal.is_archived = archived
         goal.updated_at = now
         await session.flush()
-        await reminders.reschedule_goal(session, goal=goal, now=now)
+        await _status_changed(session, goal, now)
+
+
+async def _status_changed(session: AsyncSession, goal: Goal, now: datetime) -> None:
+    await events.emit(session, GoalStatusChanged(user_id=goal.user_id, goal_id=goal.id, now=now))
 
 
 async def delete_goal(session: AsyncSession, *, goal: Goal) -> None:
@@ -264,6 +268,22 @@ async def reorder_stages(
     await session.flush()
 
 
+def progress(done: Any, total: Any, now: Any) -> dict[str, Any]:
+    """The one definition of a goal's progress, as SQL, from its completed and total stage counts:
+    ⌊100 × done / total⌋ (0 without stages); all of them done completes the goal (keeping its
+    first completion's instant), anything less reopens it. Column values for an UPDATE of goals."""
+    reached = and_(total > 0, done == total)
+    return {
+        "progress": case((total > 0, literal_column("100", Integer) * done // total), else_=0),
+        "completed_at": case((reached, func.coalesce(Goal.completed_at, now))),
+        "first_completed_at": case(
+            (reached, func.coalesce(Goal.first_completed_at, now)),
+            else_=Goal.first_completed_at,
+        ),
+        "updated_at": now,
+    }
+
+
 def _set_stage_statement() -> Any:
     """A stage completed or reopened, with its goal's counters and progress, in one round trip.
 
@@ -271,8 +291,8 @@ def _set_stage_statement() -> Any:
     writers of one goal stay serialised and take their locks in one order. The counters move by
     one from the locked row instead of a recount: after a wait for the lock this statement's
     snapshot predates the other writer's stages, but a locked row (and an updated one) is read at
-    its latest version. `recompute_progress` is the same rule for the other changes; the tests
-    hold the two together. The row tells the route what happened (found, changed, completed)."""
+    its latest version. Progress follows `progress`, as it does after every other stage change
+    (`recompute_progress`). The row tells the route what happened (found, changed, completed)."""
     completed = bindparam("completed", type_=Boolean)
     now = bindparam("now", type_=DateTime(timezone=True))
     owned = (
@@ -307,22 +327,10 @@ def _set_stage_statement() -> Any:
     )
     one = literal_column("1", Integer)
     done = Goal.completed_stage_count + case((completed, one), else_=-one)
-    reached = done == Goal.stage_count  # 100 %: a goal with stages, all of them completed
     progressed = (
         update(Goal)
         .where(Goal.id == owned.c.id, exists(toggled.select()))
-        .values(
-            completed_stage_count=done,
-            progress=literal_column("100", Integer)
-            * done
-            // Goal.stage_count,  # a toggled stage: stage_count ≥ 1
-            completed_at=case((reached, func.coalesce(Goal.completed_at, now))),
-            first_completed_at=case(
-                (reached, func.coalesce(Goal.first_completed_at, now)),
-                else_=Goal.first_completed_at,
-            ),
-            updated_at=now,
-        )
+        .values(completed_stage_count=done, **progress(done, Goal.stage_count, now))
         .returning(Goal.completed_at)
         .cte("progressed")
     )
@@ -337,7 +345,7 @@ def _set_stage_statement() -> Any:
     )
 
 
-_SET_STAGE = PreparedStatement(_set_stage_statement())
+SET_STAGE = PreparedStatement(_set_stage_statement())
 
 
 async def set_stage_completed(
@@ -359,11 +367,9 @@ async def set_stage_completed(
         "completed": completed,
         "now": now,
     }
-    (outcome,) = await _SET_STAGE.execute(session, params)
+    (outcome,) = await SET_STAGE.execute(session, params)
     if not outcome.goal_found:
-        if await session.scalar(CURRENT_CALLER, caller_params(caller)) is None:
-            raise NotAuthenticated
-        raise NotFound
+        await raise_missing(session, caller)
     if not outcome.stage_found:
         raise NotFound
     if not outcome.changed:
@@ -381,8 +387,7 @@ async def set_stage_completed(
             ),
         )
     if outcome.was_completed != outcome.is_completed:
-        goal = await session.get_one(Goal, goal_id, populate_existing=True)
-        await reminders.reschedule_goal(session, goal=goal, now=now)
+        await events.emit(session, GoalStatusChanged(user_id=user_id, goal_id=goal_id, now=now))
         if outcome.is_completed:
             await events.emit(
                 session,
@@ -393,28 +398,33 @@ async def set_stage_completed(
 
 
 async def recompute_progress(session: AsyncSession, *, goal: Goal, now: datetime) -> None:
-    """progress = ⌊100 × completed / all⌋; reaching 100 completes the goal, dropping below reopens it."""
-    total, completed = (
+    """The goal's counters and `progress` after a change to its stages, recounted (the caller holds
+    the goal's lock); completing or reopening it has its consequences (events)."""
+    was_completed = goal.completed_at is not None
+    first_time = goal.first_completed_at is None
+    total, done = (
         await session.execute(
             select(func.count(), func.count().filter(GoalStage.is_completed)).where(
                 GoalStage.goal_id == goal.id
             )
         )
     ).one()
-    was_completed = goal.completed_at is not None
-    goal.stage_count = total
-    goal.completed_stage_count = completed
-    goal.progress = 100 * completed // total if total else 0
-    goal.completed_at = (goal.completed_at or now) if goal.progress == 100 else None
-    goal.updated_at = now
-    await session.flush()
-    if was_completed != (goal.completed_at is not None):
-        await reminders.reschedule_goal(session, goal=goal, now=now)
-    if goal.completed_at is not None and not was_completed:
-        first_time = goal.first_completed_at is None
-        if first_time:
-            goal.first_completed_at = now
-            await session.flush()
+    await session.flush()  # the goal's own pending changes go first; the UPDATE reloads it
+    await session.execute(
+        update(Goal)
+        .where(Goal.id == goal.id)
+        .values(
+            stage_count=total,
+            completed_stage_count=done,
+            **progress(literal(done, Integer), literal(total, Integer), now),
+        )
+        .returning(Goal),
+        execution_options={"populate_existing": True},
+    )
+    is_completed = goal.completed_at is not None
+    if was_completed != is_completed:
+        await _status_changed(session, goal, now)
+    if is_completed and not was_completed:
         await events.emit(
             session,
             GoalCompleted(user_id=goal.user_id, goal_id=goal.id, now=now, first_time=first_time),

@@ -5,12 +5,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.queries import get_locale
 from goaltrack.goals.events import GoalCompleted
 from goaltrack.goals.models import Goal
 from goaltrack.i18n import t
 from goaltrack.notifications.kinds import GoalCompletedData
 from goaltrack.notifications.service import notify
+from goaltrack.profile.queries import get_locale
 
 
 async def on_goal_completed(session: AsyncSession, event: GoalCompleted) -> None:

@@ -7,14 +7,14 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select, true, tuple_
 
+from goaltrack.auth.caller import caller_is_current, caller_params
 from goaltrack.auth.models import User
-from goaltrack.auth.queries import caller_is_current, caller_params
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated
 from goaltrack.notifications.models import Notification
 from goaltrack.notifications.schemas import NotificationOut
 from goaltrack.pagination import Page
-from goaltrack.reads import Executor, PreparedStatement
+from goaltrack.reads import PreparedStatement, Reader
 
 COLUMNS = (
     Notification.id,
@@ -58,17 +58,17 @@ def _feed_statement(*, after_cursor: bool) -> Any:
     )
 
 
-_FEED = PreparedStatement(_feed_statement(after_cursor=False))
-_FEED_AFTER = PreparedStatement(_feed_statement(after_cursor=True))
+FEED = PreparedStatement(_feed_statement(after_cursor=False))
+FEED_AFTER = PreparedStatement(_feed_statement(after_cursor=True))
 
 
 FIELDS = tuple(NotificationOut.model_fields)
 
 
-async def feed(executor: Executor, caller: AccessClaims, page: Page) -> dict[str, Any]:
+async def feed(reader: Reader, caller: AccessClaims, page: Page) -> dict[str, Any]:
     """A page of the feed with the unread count, shaped as `NotificationPage`."""
-    statement = _FEED if page.after is None else _FEED_AFTER
-    rows = await statement.fetch(executor, {**caller_params(caller), **page.params()})
+    statement = FEED if page.after is None else FEED_AFTER
+    rows = await reader.fetch(statement, {**caller_params(caller), **page.params()})
     if not rows:
         raise NotAuthenticated
     items, next_cursor = page.cut(

@@ -5,9 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
 
-from goaltrack.auth.dependencies import AccessClaimsDep, CurrentUser, get_access_claims
+from goaltrack.auth.caller import AccessClaimsDep, CurrentUser, get_access_claims
 from goaltrack.db import SessionDep
-from goaltrack.deps import ReadPoolDep
+from goaltrack.deps import ReaderDep
 from goaltrack.errors import NotFound, error_responses
 from goaltrack.notifications import queries, service
 from goaltrack.notifications.schemas import NotificationOut, NotificationPage, ReadAllResult
@@ -22,9 +22,9 @@ NotificationId = Annotated[uuid.UUID, Path(description="The notification's id.")
 
 
 @router.get("", response_model=NotificationPage, responses=error_responses(InvalidCursor))
-async def list_notifications(caller: AccessClaimsDep, page: PageDep, pool: ReadPoolDep) -> Response:
+async def list_notifications(caller: AccessClaimsDep, page: PageDep, reader: ReaderDep) -> Response:
     """Newest first, 20 a page, with the caller's unread count."""
-    return json_response(await queries.feed(pool, caller, page))
+    return json_response(await queries.feed(reader, caller, page))
 
 
 @router.put("/read-all")

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack.errors import NotFound
 from goaltrack.notifications.kinds import NotificationData
-from goaltrack.notifications.models import Notification, ScheduledDelivery
+from goaltrack.notifications.models import Notification
 from goaltrack.worker.outbox import defer_durably
 
 PUSH = "notifications.push"
@@ -69,7 +69,7 @@ async def mark_all_read(session: AsyncSession, *, user_id: uuid.UUID) -> int:
 
 
 async def delete_expired(session: AsyncSession, *, now: datetime, retention: timedelta) -> int:
-    """One batch of notifications (and their delivery ledger) older than the retention period."""
+    """One batch of notifications older than the retention period."""
     cutoff = now - retention
     batch = (
         select(Notification.id)
@@ -79,14 +79,4 @@ async def delete_expired(session: AsyncSession, *, now: datetime, retention: tim
         .scalar_subquery()
     )
     result = await session.execute(delete(Notification).where(Notification.id.in_(batch)))
-    await session.execute(
-        delete(ScheduledDelivery).where(
-            ScheduledDelivery.id.in_(
-                select(ScheduledDelivery.id)
-                .where(ScheduledDelivery.sent_at < cutoff)
-                .limit(RETENTION_BATCH)
-                .scalar_subquery()
-            )
-        )
-    )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Push delivery (FCM), the scheduler's tick, and the feed's retention."""
+"""Push delivery (FCM) and the feed's retention."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.models import UserSettings
 from goaltrack.auth.models import User
 from goaltrack.clock import utcnow
 from goaltrack.config import Settings
 from goaltrack.devices.models import Device
-from goaltrack.notifications import scheduler, service
+from goaltrack.notifications import service
 from goaltrack.notifications.kinds import ReminderData
 from goaltrack.notifications.models import Notification, PushDelivery
 from goaltrack.observability import PUSH_RESULTS
+from goaltrack.profile.models import UserSettings
 from goaltrack.push import FcmSender, PushMessage, PushOutcome, PushResult, retry_delay
-from goaltrack.worker.registry import TICK, RetryLater, task
+from goaltrack.worker.registry import RetryLater, task
 from goaltrack.worker.runtime import current_attempt, task_session, task_settings
 
 logger = logging.getLogger(__name__)
@@ -176,27 +176,6 @@ def _retry_delay(results: list[PushResult]) -> float:
     capped at 15 min, never sooner than FCM's Retry-After or a minute after QUOTA_EXCEEDED)."""
     retries = current_attempt().retries
     return max(retry_delay(result, retries, cap=RETRY_CAP_SECONDS) for result in results)
-
-
-@task("notifications.dispatch_due", every=TICK)
-async def dispatch_due() -> dict[str, int]:
-    """The scheduler's tick: every due reminder and digest, in batches, each exactly once."""
-    settings = task_settings()
-    now = utcnow()
-    lateness = timedelta(minutes=settings.reminder_max_lateness_minutes)
-    totals = {"reminders": 0, "digests": 0, "late": 0}
-    for dispatch, key in (
-        (scheduler.dispatch_reminders, "reminders"),
-        (scheduler.dispatch_digests, "digests"),
-    ):
-        while True:
-            async with task_session() as session:
-                served = await dispatch(session, now=now, max_lateness=lateness)
-            totals[key] += served.sent
-            totals["late"] += served.late
-            if served.claimed < scheduler.BATCH:
-                break
-    return totals
 
 
 @task("notifications.delete_expired", every=timedelta(hours=1))

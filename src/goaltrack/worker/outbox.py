@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from goaltrack.db import Base, CreatedAt, UUIDPrimaryKey
-from goaltrack.worker.defer import defer_sent_by_id
+from goaltrack.defer import defer_sent_by_id
 
 # A durable task not done after this long is sent again (longer than any task's time limit).
 OUTBOX_LEASE = timedelta(minutes=15)

@@ -6,11 +6,12 @@ where it is defined.
 
 `goaltrack.celery_app` registers every declared task on the Celery app it builds, wrapping it so
 that it runs on the worker thread's event loop, retries when it raises `RetryLater`, and (for a
-durable task, see `defer.defer_durably`) deletes its outbox row once done.
+durable task, see `worker.outbox.defer_durably`) deletes its outbox row once done.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -62,6 +63,12 @@ def task(
     return register
 
 
-def backoff(retries: int, base: float = 5, cap: float = 600) -> int:
-    """Exponential backoff in seconds for a retry's countdown."""
-    return int(min(cap, base * 2**retries))
+def backoff(retries: int, *, base: float = 5, cap: float = 600, jitter: bool = False) -> float:
+    """The one retry backoff, in seconds: `base` doubling with each retry (from 0), up to `cap`.
+    With `jitter` each wait is drawn from the upper half of its step, so that a burst that failed
+    together does not retry together (push). Tasks raise `RetryLater(backoff(...))`; the file
+    deletions' sweep waits as long between its attempts."""
+    step = min(cap, base * 2.0**retries)
+    if jitter:
+        return step / 2 + random.uniform(0, step / 2)  # noqa: S311 -- not a secret
+    return step

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.config import Settings
 from goaltrack.db import create_engine, create_sessionmaker
+from goaltrack.defer import PRODUCER, Producer, discard_deferred, send_deferred
 from goaltrack.storage import Storage
-from goaltrack.worker.defer import PRODUCER, Producer, discard_deferred, send_deferred
 
 T = TypeVar("T")
 

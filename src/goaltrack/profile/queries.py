@@ -1,3 +1,5 @@
+"""Lookups of the user's profile: the zone and locale the server writes in for them."""
+
 from __future__ import annotations
 
 import uuid
@@ -6,7 +8,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.models import UserSettings
+from goaltrack.profile.models import UserSettings
 
 
 async def get_zone(session: AsyncSession, user_id: uuid.UUID) -> ZoneInfo:

@@ -19,22 +19,23 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, delete, func, select, text
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.models import UserSettings
-from goaltrack.account.service import schedule_digest
-from goaltrack.goals import reminders
 from goaltrack.goals.models import Goal, GoalReminder, GoalStage
 from goaltrack.i18n import t
 from goaltrack.notifications.kinds import DigestData, ReminderData
-from goaltrack.notifications.models import ScheduledDelivery
 from goaltrack.notifications.service import notify
+from goaltrack.profile.models import UserSettings
+from goaltrack.scheduling import reminders
+from goaltrack.scheduling.digests import schedule_digest
+from goaltrack.scheduling.models import ScheduledDelivery
 
 logger = logging.getLogger(__name__)
 
 BATCH = 500
+RETENTION_BATCH = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,3 +267,17 @@ async def _active_goal_summaries(
         )
         for user_id, count in counts.items()
     }
+
+
+async def delete_expired_deliveries(
+    session: AsyncSession, *, now: datetime, retention: timedelta
+) -> int:
+    """One batch of ledger rows older than the retention period (ix_reminder_deliveries_sent_at)."""
+    batch = (
+        select(ScheduledDelivery.id)
+        .where(ScheduledDelivery.sent_at < now - retention)
+        .limit(RETENTION_BATCH)
+        .scalar_subquery()
+    )
+    result = await session.execute(delete(ScheduledDelivery).where(ScheduledDelivery.id.in_(batch)))
+    return int(result.rowcount)  # type: ignore[attr-defined]

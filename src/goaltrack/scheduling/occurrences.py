@@ -1,4 +1,4 @@
-"""Reminder and digest schedules: wall-clock times in the user's zone, turned into UTC instants.
+"""Occurrences of reminders and digests: wall-clock times in the user's zone, turned into UTC instants.
 
 Pure functions (no I/O, no clock): callers pass `after` (usually "now") and get the next instant
 to fire at. Every occurrence is computed from its *local date* and wall time, never by adding
@@ -65,26 +65,6 @@ def _local_date(after: datetime, zone: ZoneInfo) -> date:
     return after.astimezone(zone).date()
 
 
-def next_reminder_at(
-    *,
-    anchor: date,
-    remind_time: time,
-    frequency_days: int,
-    zone: ZoneInfo,
-    after: datetime,
-    deadline: date | None = None,
-) -> datetime | None:
-    occurrence = next_reminder(
-        anchor=anchor,
-        remind_time=remind_time,
-        frequency_days=frequency_days,
-        zone=zone,
-        after=after,
-        deadline=deadline,
-    )
-    return occurrence.at if occurrence else None
-
-
 def next_reminder(
     *,
     anchor: date,
@@ -113,20 +93,6 @@ def next_reminder(
     if deadline is not None and day > deadline:
         return None
     return Occurrence(instant, day, remind_time)
-
-
-def next_digest_at(
-    *,
-    times: Sequence[time],
-    frequency: str,
-    weekday: int,
-    zone: ZoneInfo,
-    after: datetime,
-) -> datetime | None:
-    occurrence = next_digest(
-        times=times, frequency=frequency, weekday=weekday, zone=zone, after=after
-    )
-    return occurrence.at if occurrence else None
 
 
 def next_digest(

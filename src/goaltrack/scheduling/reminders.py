@@ -1,6 +1,8 @@
 """Per-goal reminders: their rows and their next occurrence (`next_fire_at`, UTC).
 
-The schedule lives in PostgreSQL; the scheduler reads `next_fire_at`. It is computed from the
+The rows belong to the goal (`goals.models.GoalReminder`: shown in the goal's detail, deleted
+with it); when they fire is decided here. The schedule lives in PostgreSQL; the dispatcher reads
+`next_fire_at`. It is computed from the
 user's wall-clock time in their own zone, and recomputed whenever the time, the frequency, the
 user's zone or the goal's state (completed, archived, deadline) changes.
 """
@@ -14,13 +16,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.account.queries import get_zone
 from goaltrack.config import Settings
 from goaltrack.errors import NotFound
-from goaltrack.goals.errors import ReminderLimit
 from goaltrack.goals.models import Goal, GoalReminder
 from goaltrack.goals.schemas import ReminderIn, ReminderUpdate
-from goaltrack.schedule import next_reminder
+from goaltrack.profile.queries import get_zone
+from goaltrack.scheduling.errors import ReminderLimit
+from goaltrack.scheduling.occurrences import next_reminder
 
 
 def schedule(
@@ -90,6 +92,14 @@ async def add_reminder(
     )
     if (count or 0) >= settings.max_reminders_per_goal:
         raise ReminderLimit
+    return await create_reminder(session, goal=goal, body=body, now=now)
+
+
+async def create_reminder(
+    session: AsyncSession, *, goal: Goal, body: ReminderIn, now: datetime
+) -> GoalReminder:
+    """A reminder, its rhythm starting today in the user's zone (no limit check: a new goal's
+    first reminder, or `add_reminder` after its check)."""
     zone = await get_zone(session, goal.user_id)
     reminder = GoalReminder(
         id=uuid.uuid4(),
