@@ -557,3 +557,31 @@ async def test_exactly_once_with_two_beats_and_four_worker_processes(
                 process.wait()
     assert await sent() == 201
     assert len(await ledger(app)) == 201
+
+
+async def test_ledger_retention_forgets_old_occurrences_only(
+    client: Any, app: Any, register: Any
+) -> None:
+    """The ledger keeps its rows as long as the notifications they announced; older rows go, and
+    an occurrence already served is still never sent twice within the retention period."""
+    account = await register(timezone="UTC")
+    app.dependency_overrides[get_now] = lambda: datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
+    goal = await create_goal(client, account)
+    await add_reminder(client, account, goal["id"], "09:00")
+    await run_until(app, datetime(2026, 6, 3, 12, 0, tzinfo=UTC))
+    assert [row.local_date.isoformat() for row in await ledger(app)] == [
+        "2026-06-01",
+        "2026-06-02",
+        "2026-06-03",
+    ]
+    async with app.state.sessionmaker() as session, session.begin():
+        deleted = await scheduler.delete_expired_deliveries(
+            session,
+            now=datetime(2026, 6, 3, 12, 0, tzinfo=UTC),
+            retention=timedelta(days=1, hours=12),  # cut-off: 2026-06-02 00:00
+        )
+    assert deleted == 1
+    assert [row.local_date.isoformat() for row in await ledger(app)] == [
+        "2026-06-02",
+        "2026-06-03",
+    ]
