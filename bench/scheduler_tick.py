@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -41,9 +40,7 @@ from bench.seed import PASSWORD_HASH, TITLES, asyncpg_dsn
 from goaltrack.db import create_sessionmaker
 from goaltrack.defer import send_deferred
 from goaltrack.dev.localstack import Postgres
-from goaltrack.goals.models import Goal, GoalReminder
 from goaltrack.migrations import upgrade
-from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling import dispatcher as scheduler
 
 MAX_LATENESS = timedelta(minutes=60)  # the default REMINDER_MAX_LATENESS_MINUTES
@@ -59,29 +56,9 @@ class NullProducer:
         self.sent += 1
 
 
-# --- the claim statements, as scheduling.dispatcher builds them -----------------------------------------
-
-
-def reminder_claim(now: datetime, batch: int = scheduler.BATCH) -> Any:
-    return (
-        select(GoalReminder, Goal, UserSettings.timezone, UserSettings.locale)
-        .join(Goal, Goal.id == GoalReminder.goal_id)
-        .join(UserSettings, UserSettings.user_id == Goal.user_id)
-        .where(GoalReminder.next_fire_at <= now)
-        .order_by(GoalReminder.next_fire_at)
-        .limit(batch)
-        .with_for_update(of=GoalReminder, skip_locked=True)
-    )
-
-
-def digest_claim(now: datetime, batch: int = scheduler.BATCH) -> Any:
-    return (
-        select(UserSettings)
-        .where(UserSettings.next_digest_at <= now)
-        .order_by(UserSettings.next_digest_at)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-    )
+# The claim statements are the dispatcher's own (scheduler.reminder_claim, digest_claim).
+reminder_claim = scheduler.reminder_claim
+digest_claim = scheduler.digest_claim
 
 
 def compiled(stmt: Any) -> tuple[str, list[Any]]:

@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, delete, func, select, text
+from sqlalchemy import Select, and_, delete, func, select, text
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,20 +47,35 @@ class Served:
     empty: int = 0  # digests with nothing to say (no active goal)
 
 
+def reminder_claim(now: datetime, batch: int = BATCH) -> Select[GoalReminder, Goal, str, str]:
+    """The due reminders of one batch, each with its goal and its user's zone and locale, claimed
+    (FOR UPDATE SKIP LOCKED: a second dispatcher takes the next rows) in `next_fire_at` order."""
+    return (
+        select(GoalReminder, Goal, UserSettings.timezone, UserSettings.locale)
+        .join(Goal, Goal.id == GoalReminder.goal_id)
+        .join(UserSettings, UserSettings.user_id == Goal.user_id)
+        .where(GoalReminder.next_fire_at <= now)
+        .order_by(GoalReminder.next_fire_at)
+        .limit(batch)
+        .with_for_update(of=GoalReminder, skip_locked=True)
+    )
+
+
+def digest_claim(now: datetime, batch: int = BATCH) -> Select[UserSettings]:
+    """The due digests of one batch (their settings rows), claimed like the reminders."""
+    return (
+        select(UserSettings)
+        .where(UserSettings.next_digest_at <= now)
+        .order_by(UserSettings.next_digest_at)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+
+
 async def dispatch_reminders(
     session: AsyncSession, *, now: datetime, max_lateness: timedelta, batch: int = BATCH
 ) -> Served:
-    due = (
-        await session.execute(
-            select(GoalReminder, Goal, UserSettings.timezone, UserSettings.locale)
-            .join(Goal, Goal.id == GoalReminder.goal_id)
-            .join(UserSettings, UserSettings.user_id == Goal.user_id)
-            .where(GoalReminder.next_fire_at <= now)
-            .order_by(GoalReminder.next_fire_at)
-            .limit(batch)
-            .with_for_update(of=GoalReminder, skip_locked=True)
-        )
-    ).all()
+    due = (await session.execute(reminder_claim(now, batch))).all()
     if not due:
         return Served()
     entries: list[dict[str, Any]] = []
@@ -121,15 +136,7 @@ async def dispatch_reminders(
 async def dispatch_digests(
     session: AsyncSession, *, now: datetime, max_lateness: timedelta, batch: int = BATCH
 ) -> Served:
-    due = list(
-        await session.scalars(
-            select(UserSettings)
-            .where(UserSettings.next_digest_at <= now)
-            .order_by(UserSettings.next_digest_at)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        )
-    )
+    due = list(await session.scalars(digest_claim(now, batch)))
     if not due:
         return Served()
     today = {row.user_id: now.astimezone(ZoneInfo(row.timezone)).date() for row in due}
