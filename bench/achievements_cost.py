@@ -54,7 +54,7 @@ from goaltrack.auth.security import AccessClaims
 from goaltrack.db import create_sessionmaker
 from goaltrack.dev.localstack import Postgres, RedisServer
 from goaltrack.migrations import upgrade
-from goaltrack.reads import PoolReader
+from goaltrack.reads import PoolReader, SessionReader
 
 OUT = Path("/tmp/achievements_cost.out")
 _out_file: Any = None
@@ -333,7 +333,9 @@ async def measure(
         async def one_list_miss() -> None:
             await redis.delete(service.STATS_KEY, service.STATS_LOCK_KEY)
             async with sessionmaker() as session:
-                out = await service.list_for_user(session, sessionmaker, redis, caller=caller)
+                out = await service.list_for_user(
+                    SessionReader(session), sessionmaker, redis, caller=caller
+                )
                 assert out["stats_available"]
                 await session.rollback()
 

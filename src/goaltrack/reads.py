@@ -1,7 +1,7 @@
 """Hot reads: a statement compiled once, run on a raw asyncpg pool, rows straight into JSON.
 
 Each hot read is one round trip with the caller's token check folded in
-(`auth.queries.caller_is_current`); a domain's `queries.py` holds only its statements. The API's
+(`auth.caller.caller_is_current`); a domain's `queries.py` holds only its statements. The API's
 hot reads run on their own small asyncpg pool (`create_read_pool`): checking a connection out of
 SQLAlchemy's pool through a FastAPI dependency cost more CPU than the query itself (bench/).
 Where a statement runs is typed, not tested at run time: `PoolReader` (a route's hot read, on the

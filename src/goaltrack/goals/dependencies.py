@@ -101,7 +101,7 @@ async def get_upload_slot(
 UploadSlotDep = Annotated[UploadSlot, Depends(get_upload_slot)]
 
 # The one ownership check for every goal route (the hot reads, goal creation and a stage toggle
-# fold the same caller check into their single statement: auth.queries.caller_is_current).
+# fold the same caller check into their single statement: auth.caller.caller_is_current).
 OwnedGoal = Annotated[Goal, Depends(_owned_goal(lock=True))]
 ReadableGoal = Annotated[Goal, Depends(_owned_goal(lock=False))]
 

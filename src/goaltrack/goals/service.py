@@ -69,7 +69,7 @@ async def get_callers_goal(
     session: AsyncSession, *, caller: AccessClaims, goal_id: uuid.UUID, lock: bool
 ) -> Goal | None:
     """`get_goal` for a request: the goal, owned by the token's caller who is still current
-    (auth.queries.caller_is_current), in one statement — the owner check and the token check
+    (auth.caller.caller_is_current), in one statement — the owner check and the token check
     together. None when either fails."""
     return await session.scalar(
         _CALLERS_GOAL_LOCKED if lock else _CALLERS_GOAL,
@@ -400,6 +400,9 @@ async def set_stage_completed(
 async def recompute_progress(session: AsyncSession, *, goal: Goal, now: datetime) -> None:
     """The goal's counters and `progress` after a change to its stages, recounted (the caller holds
     the goal's lock); completing or reopening it has its consequences (events)."""
+    await (
+        session.flush()
+    )  # pending changes (stages, the goal's own) go first; the UPDATE reloads it
     was_completed = goal.completed_at is not None
     first_time = goal.first_completed_at is None
     total, done = (
@@ -409,7 +412,6 @@ async def recompute_progress(session: AsyncSession, *, goal: Goal, now: datetime
             )
         )
     ).one()
-    await session.flush()  # the goal's own pending changes go first; the UPDATE reloads it
     await session.execute(
         update(Goal)
         .where(Goal.id == goal.id)

@@ -48,6 +48,6 @@ class ScheduledDelivery(UUIDPrimaryKey, Base):
             unique=True,
             postgresql_where=text("kind = 'digest'"),
         ),
-        # Retention of the ledger, with the notifications.
+        # Retention of the ledger (scheduling.delete_expired_deliveries), as long as the feed's.
         Index("ix_reminder_deliveries_sent_at", "sent_at"),
     )

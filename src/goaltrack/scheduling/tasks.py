@@ -33,8 +33,8 @@ async def dispatch_due() -> dict[str, int]:
 
 @task("scheduling.delete_expired_deliveries", every=timedelta(hours=1))
 async def delete_expired_deliveries() -> int:
-    """Ledger rows older than NOTIFICATION_RETENTION_DAYS go (with the notifications they
-    announced), a batch per transaction. An occurrence that old can never be due again."""
+    """Ledger rows older than NOTIFICATION_RETENTION_DAYS go (the feed keeps its rows as long), a
+    batch per transaction. An occurrence that old can never be due again."""
     retention = timedelta(days=task_settings().notification_retention_days)
     total = 0
     while True:

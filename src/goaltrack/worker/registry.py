@@ -68,7 +68,9 @@ def backoff(retries: int, *, base: float = 5, cap: float = 600, jitter: bool = F
     With `jitter` each wait is drawn from the upper half of its step, so that a burst that failed
     together does not retry together (push). Tasks raise `RetryLater(backoff(...))`; the file
     deletions' sweep waits as long between its attempts."""
-    step = min(cap, base * 2.0**retries)
+    # The exponent is bounded first: a row retried for weeks (file deletions never give up)
+    # must not overflow a float.
+    step = min(cap, base * 2.0 ** min(retries, 32))
     if jitter:
         return step / 2 + random.uniform(0, step / 2)  # noqa: S311 -- not a secret
     return step
