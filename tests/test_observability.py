@@ -32,18 +32,19 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from goaltrack import observability
 from goaltrack.clock import set_clock
 from goaltrack.config import AppEnv, Settings, get_settings
 from goaltrack.dev.localstack import free_port
 from goaltrack.main import create_app
-from goaltrack.observability import (
+from goaltrack.observability import logs, probes, sentry, worker_signals
+from goaltrack.observability.install import install_observability
+from goaltrack.observability.logs import (
     JsonFormatter,
     RequestContextFilter,
     TextFormatter,
-    install_observability,
     logging_config,
 )
+from goaltrack.observability.request_id import current_request_id, request_id_var
 from helpers import Account, assert_problem, create_goal, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,7 +214,7 @@ async def test_scrape_time_gauges_read_the_database_and_redis(
             {"id": uuid.uuid4(), "due": now - timedelta(seconds=5)},
         )
     queue = f"test-queue-{uuid.uuid4().hex}"  # the worker consumes `celery` itself
-    monkeypatch.setattr(observability, "CELERY_QUEUE", queue)
+    monkeypatch.setattr(probes, "CELERY_QUEUE", queue)
     await obs_app.state.redis.lpush(queue, "a", "b", "c")
 
     exposition = await _scrape(obs_client)
@@ -244,7 +245,7 @@ async def test_a_failing_probe_does_not_fail_the_scrape(
 async def test_a_slow_probe_is_cut_by_the_statement_timeout(
     obs_app: Any, obs_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(observability, "PROBE_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(probes, "PROBE_TIMEOUT_SECONDS", 0.5)
     async with obs_app.state.engine.connect() as locker:
         await locker.execute(text("LOCK TABLE goal_reminders IN ACCESS EXCLUSIVE MODE"))
         started = time.monotonic()
@@ -261,9 +262,9 @@ async def test_a_slow_probe_is_cut_by_the_statement_timeout(
 @pytest.mark.parametrize(
     ("sql", "index"),
     [
-        (observability.OUTBOX_DUE_SQL, "ix_task_outbox_not_before"),
-        (observability.FILE_DELETIONS_DUE_SQL, "ix_file_deletions_not_before"),
-        (observability.OLDEST_DUE_REMINDER_SQL, "ix_goal_reminders_next_fire_at"),
+        (probes.OUTBOX_DUE_SQL, "ix_task_outbox_not_before"),
+        (probes.FILE_DELETIONS_DUE_SQL, "ix_file_deletions_not_before"),
+        (probes.OLDEST_DUE_REMINDER_SQL, "ix_goal_reminders_next_fire_at"),
     ],
 )
 async def test_scrape_queries_can_use_their_index(app: Any, sql: str, index: str) -> None:
@@ -292,10 +293,10 @@ async def test_the_metrics_port_serves_the_same_metrics() -> None:
 async def test_the_worker_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
     """WORKER_METRICS_PORT: opened by the worker_init signal, with the task metrics."""
     port = free_port()
-    monkeypatch.setattr(observability, "_celery_settings", _settings(worker_metrics_port=port))
-    monkeypatch.setattr(observability, "_worker_server", None)
-    observability._on_worker_init(sender=None)
-    server = observability._worker_server
+    monkeypatch.setattr(worker_signals, "_celery_settings", _settings(worker_metrics_port=port))
+    monkeypatch.setattr(worker_signals, "_worker_server", None)
+    worker_signals._on_worker_init(sender=None)
+    server = worker_signals._worker_server
     assert server is not None
     try:
         response = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/metrics")
@@ -313,12 +314,12 @@ def test_multiprocess_mode_adds_up_the_processes(tmp_path: Path) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     child = (
         "import os\n"
-        "from goaltrack import observability as o\n"
+        "from goaltrack.observability import metrics as o, worker_signals\n"
         "assert o.MULTIPROCESS\n"
         "o.PUSH_RESULTS.labels('sent').inc()\n"
         "o.HTTP_REQUESTS_IN_PROGRESS.inc()\n"
         "if os.environ.get('ENDED'):\n"
-        "    o._on_worker_process_shutdown(pid=os.getpid())\n"
+        "    worker_signals._on_worker_process_shutdown(pid=os.getpid())\n"
     )
     for ended in ("", "1"):
         subprocess.run(
@@ -327,7 +328,7 @@ def test_multiprocess_mode_adds_up_the_processes(tmp_path: Path) -> None:
     reader = (
         "import sys\n"
         "from prometheus_client import generate_latest\n"
-        "from goaltrack import observability as o\n"
+        "from goaltrack.observability import metrics as o\n"
         "sys.stdout.write(generate_latest(o.process_metrics()).decode())\n"
     )
     exposition = subprocess.run(
@@ -364,7 +365,7 @@ async def test_request_id_is_generated_or_taken_from_the_request(
             "/health", headers={"X-Request-ID": invalid.encode("utf-8")}
         )
         assert HEX_ID.fullmatch(response.headers["x-request-id"]), invalid
-    assert observability.current_request_id() is None  # unbound after each request
+    assert current_request_id() is None  # unbound after each request
 
 
 async def test_problem_bodies_carry_the_request_id(
@@ -501,11 +502,11 @@ def _record(message: str, *args: Any, exc: bool = False) -> logging.LogRecord:
 
 
 def test_json_formatter_writes_one_object_per_line() -> None:
-    token = observability._request_id.set("rid-json")
+    token = request_id_var.set("rid-json")
     try:
         record = _record("failed for %s\nsecond line", 'goal "x"', exc=True)
     finally:
-        observability._request_id.reset(token)
+        request_id_var.reset(token)
     line = JsonFormatter().format(record)
     assert "\n" not in line
     entry = json.loads(line)
@@ -523,11 +524,11 @@ def test_json_formatter_writes_one_object_per_line() -> None:
 
 def test_text_formatter_shows_the_context_when_there_is_one() -> None:
     assert TextFormatter().format(_record("hello")).endswith(" ERROR goaltrack.test: hello")
-    token = observability._request_id.set("rid-text")
+    token = request_id_var.set("rid-text")
     try:
         line = TextFormatter().format(_record("hello"))
     finally:
-        observability._request_id.reset(token)
+        request_id_var.reset(token)
     assert line.endswith(" ERROR goaltrack.test [request_id=rid-text]: hello")
 
 
@@ -535,7 +536,7 @@ def test_the_cli_logging_config_emits_json(tmp_path: Path) -> None:
     """dictConfig of `logging_config("json")` in a fresh process, as `goaltrack serve` does."""
     script = (
         "import logging, logging.config\n"
-        "from goaltrack.observability import logging_config\n"
+        "from goaltrack.observability.logs import logging_config\n"
         "logging.config.dictConfig(logging_config('json'))\n"
         "logging.getLogger('goaltrack.x').info('hello %s', 'world')\n"
         "logging.getLogger('uvicorn.error').warning('from uvicorn')\n"
@@ -548,9 +549,9 @@ def test_the_cli_logging_config_emits_json(tmp_path: Path) -> None:
         ("goaltrack.x", "INFO", "hello world"),
         ("uvicorn.error", "WARNING", "from uvicorn"),
     ]
-    assert observability.resolve_log_format(_settings(app_env=AppEnv.production)) == "json"
-    assert observability.resolve_log_format(_settings(app_env=AppEnv.development)) == "text"
-    assert observability.resolve_log_format(_settings(log_format="json")) == "json"
+    assert logs.resolve_log_format(_settings(app_env=AppEnv.production)) == "json"
+    assert logs.resolve_log_format(_settings(app_env=AppEnv.development)) == "text"
+    assert logs.resolve_log_format(_settings(log_format="json")) == "json"
     assert logging_config("text")["handlers"]["default"]["formatter"] == "text"
 
 
@@ -591,12 +592,12 @@ def test_sentry_reports_errors_with_the_request_id() -> None:
         dsn = f"http://publickey@127.0.0.1:{server.server_address[1]}/1"
         script = (
             "import logging, sentry_sdk\n"
-            "from goaltrack import observability\n"
+            "from goaltrack.observability import request_id, sentry\n"
             "from goaltrack.config import get_settings\n"
             "from pydantic import SecretStr\n"
             f"settings = get_settings().model_copy(update={{'sentry_dsn': SecretStr('{dsn}')}})\n"
-            "assert observability.init_sentry(settings)\n"
-            "observability._request_id.set('rid-sentry')\n"
+            "assert sentry.init_sentry(settings)\n"
+            "request_id.request_id_var.set('rid-sentry')\n"
             "try:\n    1 / 0\nexcept ZeroDivisionError:\n    sentry_sdk.capture_exception()\n"
             "sentry_sdk.flush(5)\n"
         )
@@ -607,7 +608,7 @@ def test_sentry_reports_errors_with_the_request_id() -> None:
     payload = b"\n".join(_SentryIngest.bodies)
     assert b"ZeroDivisionError" in payload
     assert b'"request_id":"rid-sentry"' in payload.replace(b": ", b":")
-    assert not observability.init_sentry(_settings(sentry_dsn=None))
+    assert not sentry.init_sentry(_settings(sentry_dsn=None))
 
 
 # --- deploy/: Prometheus and Grafana ------------------------------------------------------------

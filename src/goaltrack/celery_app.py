@@ -15,9 +15,10 @@ from typing import Any
 
 from celery import Celery
 
-from goaltrack import observability, redaction, subscriptions
+from goaltrack import redaction, subscriptions
 from goaltrack.clock import utcnow
 from goaltrack.config import Settings
+from goaltrack.observability.worker_signals import install_celery_signals
 from goaltrack.worker import outbox, runtime
 from goaltrack.worker.registry import TASKS, TICK, RetryLater, TaskSpec
 
@@ -41,7 +42,7 @@ def create_celery(settings: Settings) -> Celery:
     subscriptions.install()  # a goal completed by a task raises the same events as in a request
     redaction.install()
     # Request ids into the tasks a request queues; task metrics, WORKER_METRICS_PORT, Sentry.
-    observability.install_celery_signals(settings)
+    install_celery_signals(settings)
     app = Celery("goaltrack", set_as_current=False)
     app.conf.update(
         broker_url=settings.redis_url,

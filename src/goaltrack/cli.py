@@ -22,9 +22,9 @@ DEV_DIR = Path(".goaltrack")
 
 def _logging_config() -> dict[str, Any]:
     """LOG_FORMAT (text in development, json in production), with the request id and the task
-    on every record (goaltrack.observability)."""
+    on every record (goaltrack.observability.logs)."""
     from goaltrack.config import Settings
-    from goaltrack.observability import logging_config, resolve_log_format
+    from goaltrack.observability.logs import logging_config, resolve_log_format
 
     # Not get_settings(): `dev` changes the environment after this, and that one is cached.
     return logging_config(resolve_log_format(Settings()))

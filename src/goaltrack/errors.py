@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from goaltrack.observability import current_request_id
+from goaltrack.observability.request_id import current_request_id
 from goaltrack.reads import DRIVER_CONNECTION_ERRORS
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
 from goaltrack.middleware import BodySizeLimit
 from goaltrack.notifications.router import router as notifications_router
-from goaltrack.observability import install_observability
+from goaltrack.observability.install import install_observability
 from goaltrack.openapi import install_contract, operation_id
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.reads import PoolReader, create_read_pool

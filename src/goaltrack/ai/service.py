@@ -22,7 +22,7 @@ from goaltrack.goals.models import Goal
 from goaltrack.i18n import t
 from goaltrack.notifications.kinds import AiFailedData, AiStagesReadyData
 from goaltrack.notifications.service import notify
-from goaltrack.observability import AI_RUNS
+from goaltrack.observability.metrics import AI_RUNS
 from goaltrack.profile.queries import get_locale
 
 GENERATE_STAGES = "ai.generate_stages"

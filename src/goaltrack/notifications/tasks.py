@@ -18,7 +18,7 @@ from goaltrack.devices.models import Device
 from goaltrack.notifications import service
 from goaltrack.notifications.kinds import ReminderData
 from goaltrack.notifications.models import Notification, PushDelivery
-from goaltrack.observability import PUSH_RESULTS
+from goaltrack.observability.metrics import PUSH_RESULTS
 from goaltrack.profile.models import UserSettings
 from goaltrack.push import FcmSender, PushMessage, PushOutcome, PushResult, retry_delay
 from goaltrack.worker.registry import RetryLater, task

@@ -1,0 +1,84 @@
+"""`install_observability(app, settings)`: the API's wiring of the request id, the request
+metrics, `/metrics` (with METRICS_TOKEN), METRICS_PORT and Sentry (main.py calls it)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from goaltrack.config import Settings
+from goaltrack.observability.endpoint import (
+    ThreadedApiMetrics,
+    metrics_endpoint,
+    start_metrics_server,
+)
+from goaltrack.observability.metrics import mark_process_dead
+from goaltrack.observability.middleware import ObservabilityMiddleware
+from goaltrack.observability.sentry import init_sentry
+
+# The single module's logger name, kept for every part of the package (see __init__).
+logger = logging.getLogger("goaltrack.observability")
+
+
+def install_observability(app: Any, settings: Settings) -> None:
+    """Request ids, request metrics, `/metrics` (with METRICS_TOKEN), METRICS_PORT, Sentry.
+
+    Call once every router is included. The middleware wraps the whole stack, outside
+    Starlette's ServerErrorMiddleware, so that 500s carry the request id too."""
+    if getattr(app.state, "observability_installed", False):
+        return
+    app.state.observability_installed = True
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: ObservabilityMiddleware(build_stack())
+
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if token:
+        app.add_route(
+            "/metrics", metrics_endpoint(token.encode()), ["GET"], include_in_schema=False
+        )
+
+    lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def with_metrics_port(application: Any) -> AsyncIterator[Any]:
+        async with lifespan(application) as state:
+            server = None
+            if settings.metrics_port is not None:
+                registry = ThreadedApiMetrics(application.state, asyncio.get_running_loop())
+                server = start_metrics_server(
+                    settings.metrics_port, settings.metrics_bind_address, registry
+                )
+            try:
+                yield state
+            finally:
+                if server is not None:
+                    server.shutdown()
+                    server.server_close()
+                mark_process_dead()
+
+    app.router.lifespan_context = with_metrics_port
+    init_sentry(settings)
+    _check_opentelemetry()
+
+
+def _check_opentelemetry() -> None:
+    """FastAPI exports its own OpenTelemetry traces, metrics and logs (OTLP over HTTP) when
+    FASTAPI_OTEL_AUTO_CONFIGURE=true and the `fastapi[opentelemetry]` extra is installed: say so
+    when an endpoint is configured without them, rather than export nothing in silence."""
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        logger.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is not installed"
+            " (install fastapi[opentelemetry]); nothing is exported"
+        )
+    elif os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() != "true":
+        logger.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set: set FASTAPI_OTEL_AUTO_CONFIGURE=true too"
+            " for FastAPI to export to it"
+        )
