@@ -10,18 +10,31 @@ the autouse fixtures start.
 from __future__ import annotations
 
 import re
+import sys
+import textwrap
+import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from hypothesis import strategies as st
 
 from goaltrack import openapi
+from goaltrack import schemas as goaltrack_schemas
 from goaltrack.main import create_app
 from goaltrack.openapi import install_contract, operation_id
+from goaltrack.schemas import (
+    INVISIBLE_RANGES,
+    WHITESPACE_RANGES,
+    character_class,
+    has_visible_character,
+    is_blank,
+)
 from helpers import Account
 
 METHODS = {"get", "put", "post", "delete", "patch"}
@@ -356,13 +369,120 @@ def test_every_request_string_states_its_rule(document: dict[str, Any]) -> None:
                     assert text.get("format") in {"uuid", "date", "binary"}, (model, field)
 
 
+# The text rules as they were defined before goaltrack.schemas wrote them out as code point
+# ranges: predicates over unicodedata, scanned over every code point. The tests below hold the
+# ranges, the validators and the published patterns to them.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # Hangul fillers, Braille blank
+
+
+def _defined_visible(character: str) -> bool:
+    return not (
+        character.isspace()
+        or character in _BLANK_LOOKING
+        or unicodedata.category(character) in _INVISIBLE_CATEGORIES
+    )
+
+
+def _scanned_ranges(predicate: Callable[[str], bool]) -> tuple[tuple[int, int], ...]:
+    """The code points (surrogates left out) `predicate` holds for, as ranges: the scan openapi.py
+    used to run at start-up."""
+    ranges: list[list[int]] = []
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF or not predicate(chr(code)):
+            continue
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return tuple((low, high) for low, high in ranges)
+
+
+def _table(ranges: tuple[tuple[int, int], ...]) -> str:
+    """`ranges` as goaltrack.schemas writes them, to paste there after a Unicode upgrade."""
+    items = " ".join(f"{a:04x}" if a == b else f"{a:04x}-{b:04x}" for a, b in ranges)
+    return "\n".join(f'    "{line} "' for line in textwrap.wrap(items, 88))
+
+
+@pytest.fixture(scope="module")
+def defined_ranges() -> dict[str, tuple[tuple[int, int], ...]]:
+    return {
+        "invisible": _scanned_ranges(lambda character: not _defined_visible(character)),
+        "whitespace": _scanned_ranges(str.isspace),
+    }
+
+
+def test_text_rules_are_their_definitions(
+    defined_ranges: dict[str, tuple[tuple[int, int], ...]],
+) -> None:
+    """The ranges goaltrack.schemas writes out are exactly the code points of their definitions
+    (this Python's Unicode database), and the validators' regexes hold exactly those."""
+    for name, table in (("invisible", INVISIBLE_RANGES), ("whitespace", WHITESPACE_RANGES)):
+        assert table == defined_ranges[name], (
+            f"Unicode {unicodedata.unidata_version}: the {name} code points changed; "
+            f"the new table for goaltrack.schemas:\n{_table(defined_ranges[name])}"
+        )
+    everything = "".join(
+        chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code <= 0xDFFF
+    )
+    # What each regex does not match, among all code points, is its table's code points.
+    for regex, table in (
+        (goaltrack_schemas._VISIBLE, INVISIBLE_RANGES),
+        (goaltrack_schemas._NOT_WHITESPACE, WHITESPACE_RANGES),
+    ):
+        expected = "".join(chr(code) for low, high in table for code in range(low, high + 1))
+        assert regex.sub("", everything) == expected, regex.pattern
+
+
+def test_published_patterns_are_the_ones_the_scan_built(
+    document: dict[str, Any], defined_ranges: dict[str, tuple[tuple[int, int], ...]]
+) -> None:
+    """The document is unchanged since the scan left start-up: the patterns, spelled from the
+    definitions as openapi.py used to, are the very strings published."""
+    schemas = document["components"]["schemas"]
+    invisible = character_class(defined_ranges["invisible"])
+    whitespace = character_class(defined_ranges["whitespace"])
+    title = rf"^[^\u0000]*[^{invisible}][^\u0000]*$"
+    password = rf"^[^\u0000]*[^\u0000{whitespace}][^\u0000]*$"
+    for model in ("GoalCreate", "GoalUpdate", "StageCreate", "StageUpdate"):
+        assert schemas[model]["properties"]["title"]["pattern"] == title, model
+    assert schemas["RegisterRequest"]["properties"]["password"]["pattern"] == password
+
+
+@hypothesis.settings(max_examples=300, deadline=None, database=None)
+@hypothesis.given(
+    text=st.text(
+        st.one_of(
+            st.characters(codec="utf-8"),  # anything but surrogates, astral planes included
+            st.sampled_from(" \t\n\x00\x85\xa0\u115f\u200b\u0301\u2800\u3000\U000e0001"),
+        ),
+        max_size=12,
+    )
+)
+@hypothesis.example(text="\u2800")  # a symbol that draws nothing
+@hypothesis.example(text="\u3000\u0301")  # ideographic space, a combining mark alone
+@hypothesis.example(text="\U000e0001x")  # a tag character beyond the BMP, then a letter
+@hypothesis.example(text="\x1c\x85")  # whitespace to str.isspace, not to ECMA-262's \s
+def test_validators_and_patterns_agree_with_the_definitions(text: str) -> None:
+    """On any text: the title and password validators refuse what the definitions call blank,
+    and the published patterns accept what the validators accept (NUL aside: RequestModel)."""
+    visible = any(_defined_visible(c) for c in text)
+    assert has_visible_character(text) == visible
+    assert is_blank(text) == (not text.strip())
+    no_nul = "\x00" not in text
+    assert (re.search(openapi.VISIBLE_TEXT_PATTERN, text) is not None) == (visible and no_nul)
+    assert (re.search(openapi.NOT_BLANK_PATTERN, text) is not None) == (
+        bool(text.strip()) and no_nul
+    )
+
+
 def test_text_patterns_are_the_validators(document: dict[str, Any]) -> None:
-    """The character classes are the server's own predicates, code point by code point, and the
+    """The character classes are the rules' definitions, code point by code point, and the
     patterns accept and refuse what the models accept and refuse."""
     from pydantic import ValidationError
 
     from goaltrack.auth.schemas import RegisterRequest
-    from goaltrack.goals.schemas import StageCreate, is_visible
+    from goaltrack.goals.schemas import StageCreate
 
     schemas = document["components"]["schemas"]
     title = schemas["StageCreate"]["properties"]["title"]["pattern"]
@@ -374,7 +494,7 @@ def test_text_patterns_are_the_validators(document: dict[str, Any]) -> None:
         if 0xD800 <= code <= 0xDFFF:
             continue
         char = chr(code)
-        assert (visible.search(char) is not None) == is_visible(char), hex(code)
+        assert (visible.search(char) is not None) == _defined_visible(char), hex(code)
         assert (not_blank.search(char) is not None) == (char != "\x00" and not char.isspace())
 
     def accepted(model: Any, **body: Any) -> bool:

@@ -17,8 +17,6 @@ Wiring (main.py): `FastAPI(..., generate_unique_id_function=operation_id)`, then
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from functools import cache
@@ -38,10 +36,18 @@ from goaltrack.auth.schemas import PASSWORD_MIN_CHARS, NewPassword
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
 from goaltrack.devices.schemas import Platform
 from goaltrack.errors import AUTH_CHALLENGE, DEPENDENCY_RETRY_AFTER_SECONDS, PROBLEM_JSON, problem
-from goaltrack.goals.schemas import AiStatus, Title, is_visible
+from goaltrack.goals.schemas import AiStatus, Title
 from goaltrack.health import HealthStatus
 from goaltrack.notifications.kinds import NotificationType
-from goaltrack.schemas import Locale, Problem, RequestModel, TimeZoneName, time_zone_names
+from goaltrack.schemas import (
+    INVISIBLE_CHARACTERS,
+    WHITESPACE_CHARACTERS,
+    Locale,
+    Problem,
+    RequestModel,
+    TimeZoneName,
+    time_zone_names,
+)
 from goaltrack.uploads import EXTENSIONS
 
 # One component per enum, referenced wherever its values appear. A new Literal used in more than
@@ -73,10 +79,15 @@ NEW_PASSWORD_SCHEMA: dict[str, Any] = {
 
 # Text rules, as patterns. Every request string is refused with a NUL character in it (PostgreSQL
 # cannot store one: RequestModel's validator); a title needs a visible character (goals.schemas),
-# a new password a non-whitespace one (auth.schemas). The classes are built from the very
-# predicates the validators use. Each pattern reads the same in ECMA-262 (OpenAPI's dialect) and
-# Python `re`, and lets a trailing newline through as both dialects do (`$` differs there).
+# a new password a non-whitespace one (auth.schemas). The classes are the very ones the
+# validators match with (goaltrack.schemas: INVISIBLE_RANGES, WHITESPACE_RANGES). Each pattern
+# reads the same in ECMA-262 (OpenAPI's dialect) and Python `re`, and lets a trailing newline
+# through as both dialects do (`$` differs there).
 NO_NUL_PATTERN = r"^[^\u0000]*$"
+# No NUL, and at least one character that draws something.
+VISIBLE_TEXT_PATTERN = rf"^[^\u0000]*[^{INVISIBLE_CHARACTERS}][^\u0000]*$"
+# No NUL, and at least one character that is not whitespace (what `str.strip` removes).
+NOT_BLANK_PATTERN = rf"^[^\u0000]*[^\u0000{WHITESPACE_CHARACTERS}][^\u0000]*$"
 # RFC 6761 special-use domains: email-validator (behind EmailStr) refuses an address there.
 SPECIAL_USE_DOMAINS = tuple(SPECIAL_USE_DOMAIN_NAMES)
 # Formats that cannot hold a NUL character anyway.
@@ -237,9 +248,9 @@ def _state_text_rules(schemas: dict[str, Any]) -> None:
                     text.clear()
                     text["$ref"] = "#/components/schemas/TimeZone"
                 elif where in titles:
-                    text["pattern"] = _visible_text_pattern()
+                    text["pattern"] = VISIBLE_TEXT_PATTERN
                 elif where in passwords:
-                    text["pattern"] = _not_blank_pattern()
+                    text["pattern"] = NOT_BLANK_PATTERN
                 elif text.get("format") == "email":
                     text["pattern"] = _email_pattern()
                 elif not {"pattern", "enum", "const"} & text.keys() and (
@@ -258,48 +269,6 @@ def _string_variants(prop: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(prop.get("items"), dict):
         found.extend(_string_variants(prop["items"]))
     return found
-
-
-@cache
-def _character_class(predicate: Callable[[str], bool]) -> str:
-    """The inside of a regex character class holding the code points `predicate` holds for:
-    `\\uXXXX` escapes in the BMP, the characters themselves beyond it (which ECMA-262 spells
-    `\\u{...}` and Python `\\U...`, but both read as literals). Surrogates are left out."""
-    ranges: list[list[int]] = []
-    for code in range(sys.maxunicode + 1):
-        if 0xD800 <= code <= 0xDFFF or not predicate(chr(code)):
-            continue
-        if ranges and ranges[-1][1] == code - 1:
-            ranges[-1][1] = code
-        else:
-            ranges.append([code, code])
-
-    def spell(code: int) -> str:
-        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
-
-    return "".join(
-        spell(low) if low == high else f"{spell(low)}-{spell(high)}" for low, high in ranges
-    )
-
-
-def _is_invisible(character: str) -> bool:
-    return not is_visible(character)
-
-
-def _is_whitespace(character: str) -> bool:
-    return character.isspace()
-
-
-@cache
-def _visible_text_pattern() -> str:
-    """No NUL, and at least one character that draws something."""
-    return rf"^[^\u0000]*[^{_character_class(_is_invisible)}][^\u0000]*$"
-
-
-@cache
-def _not_blank_pattern() -> str:
-    """No NUL, and at least one character that is not whitespace (what `str.strip` removes)."""
-    return rf"^[^\u0000]*[^\u0000{_character_class(_is_whitespace)}][^\u0000]*$"
 
 
 @cache

@@ -5,13 +5,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
-from goaltrack.schemas import DeviceToken, Locale, RequestModel, TimeZoneName
+from goaltrack.schemas import DeviceToken, Locale, RequestModel, TimeZoneName, is_blank
 
 PASSWORD_MIN_CHARS = 8
 
 
 def _check_password(value: str) -> str:
-    if not value.strip():
+    if is_blank(value):  # the same set of whitespace the OpenAPI document states
         raise ValueError("password must not be blank")
     if len(value) < PASSWORD_MIN_CHARS:
         raise ValueError(f"password must have at least {PASSWORD_MIN_CHARS} characters")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime
@@ -8,7 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from goaltrack.schemas import ClockTime, IsoDate, RequestModel, ResponseModel, StrictInt
+from goaltrack.schemas import (
+    ClockTime,
+    IsoDate,
+    RequestModel,
+    ResponseModel,
+    StrictInt,
+    has_visible_character,
+)
 
 
 def reject_null(*fields: str) -> Callable[[Any], Any]:
@@ -23,25 +29,10 @@ def reject_null(*fields: str) -> Callable[[Any], Any]:
     return check
 
 
-# Characters that draw nothing: controls, format characters (U+200B..U+200D, U+2060, U+FEFF,
-# bidi marks), separators, and combining marks on their own.
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
-# Letters or symbols that render as blank space (Hangul fillers, the Braille blank).
-_INVISIBLE_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-
-
-def is_visible(character: str) -> bool:
-    """Whether `character` draws something (the OpenAPI document states titles with this too)."""
-    return not (
-        character.isspace()
-        or character in _INVISIBLE_CHARACTERS
-        or unicodedata.category(character) in _INVISIBLE_CATEGORIES
-    )
-
-
 def _not_blank(value: str) -> str:
-    """At least one visible character; the title is stored exactly as given."""
-    if not any(is_visible(character) for character in value):
+    """At least one visible character (goaltrack.schemas.INVISIBLE_RANGES, which the OpenAPI
+    document states too); the title is stored exactly as given."""
+    if not has_visible_character(value):
         raise ValueError("must not be blank")
     return value
 
