@@ -30,6 +30,7 @@ from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import NotFound, RateLimited
 from goaltrack.ratelimit import RateLimiterDep
+from goaltrack.schemas import is_blank
 from goaltrack.web.texts import PAGE_TEXTS, page_locale
 
 router = APIRouter(include_in_schema=False)
@@ -135,7 +136,7 @@ async def page_css() -> FileResponse:
 
 
 def _password_problem(password: str, confirm: str) -> str | None:
-    if not password.strip():
+    if is_blank(password):
         return "error.blank"
     if len(password) < PASSWORD_MIN_CHARS:
         return "error.too_short"
