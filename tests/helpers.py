@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -30,11 +33,48 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
-    """Poll `predicate` until it is true; fail with TimeoutError after `timeout` seconds."""
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 20, interval: float = 0.02
+) -> None:
+    """Poll `predicate` (sync or async) until it is true; TimeoutError after `timeout` seconds.
+    The one polling loop of the suite: it waits for another thread or process, never for time to
+    pass (time is moved with `TestClock`)."""
     async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.05)
+        while True:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(interval)
+
+
+class TestClock:
+    """A clock that stands still until moved: `install()` makes it the app's and the in-process
+    worker's (goaltrack.clock), and a task's retry countdown then moves it forward at once instead
+    of being waited for in real time (`clock.countdown`). clean_state puts the system clock back."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC)
+        self.advanced: list[float] = []  # every countdown that passed on this clock, in order
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += timedelta(seconds=seconds)
+            self.advanced.append(seconds)
+
+    def install(self) -> TestClock:
+        from goaltrack.clock import set_clock
+
+        set_clock(self, advance=self.advance)
+        return self
 
 
 async def create_goal(client: Any, account: Account, **body: Any) -> dict[str, Any]:

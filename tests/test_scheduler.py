@@ -24,7 +24,7 @@ from goaltrack.clock import get_now, set_clock
 from goaltrack.goals.models import GoalReminder
 from goaltrack.notifications import scheduler
 from goaltrack.notifications.models import Notification, ScheduledDelivery
-from helpers import Account
+from helpers import Account, wait_until
 
 LATENESS = timedelta(minutes=60)
 
@@ -424,9 +424,7 @@ async def pushed(fcm: Any, kind: str) -> dict[str, Any]:
     def of_kind() -> list[dict[str, Any]]:
         return [r["message"] for r in fcm.delivered if r["message"]["data"]["type"] == kind]
 
-    async with asyncio.timeout(30):
-        while not of_kind():
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: bool(of_kind()), timeout=30)
     [message] = of_kind()
     return message
 
@@ -530,9 +528,10 @@ async def test_exactly_once_with_two_beats_and_four_worker_processes(
                 )
 
         async def wait_for_sent(count: int) -> None:
-            async with asyncio.timeout(120):
-                while await sent() < count:
-                    await asyncio.sleep(0.2)
+            async def enough() -> bool:
+                return await sent() >= count
+
+            await wait_until(enough, timeout=120, interval=0.2)
 
         await wait_for_sent(200)
         # A positive signal that the beats went on ticking: one more reminder, due now, is sent.

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 
 from goaltrack import observability, redaction, subscriptions
-from goaltrack.clock import utcnow
+from goaltrack.clock import countdown, utcnow
 from goaltrack.config import Settings
 from goaltrack.worker import outbox, runtime
 from goaltrack.worker.registry import TASKS, TICK, RetryLater, TaskSpec
@@ -95,7 +95,7 @@ def _register(app: Celery, settings: Settings, spec: TaskSpec) -> None:
                 _forget(attempt)
                 return None
             _postpone(attempt, utcnow() + timedelta(seconds=exc.countdown))
-            raise task.retry(countdown=exc.countdown, exc=exc) from exc
+            raise task.retry(countdown=countdown(exc.countdown), exc=exc) from exc
         _forget(attempt)
         return result
 

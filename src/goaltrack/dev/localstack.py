@@ -320,14 +320,19 @@ class S3Server:
 
 @dataclass
 class LocalStack:
+    """PostgreSQL, Redis and S3 under `root`. With `shared_postgres` (a server another process
+    started, e.g. the test run's controller) only Redis and S3 are started and stopped here, and
+    `shared_postgres.database` is this stack's database."""
+
     root: Path
     with_s3: bool = True
+    shared_postgres: Postgres | None = None
     postgres: Postgres = field(init=False)
     redis: RedisServer = field(init=False)
     s3: S3Server | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.postgres = Postgres(self.root / "postgres")
+        self.postgres = self.shared_postgres or Postgres(self.root / "postgres")
         self.redis = RedisServer(self.root / "redis")
         if self.with_s3:
             self.s3 = S3Server(self.root / "s3")
@@ -344,7 +349,8 @@ class LocalStack:
 
     def start(self) -> None:
         try:
-            self.postgres.start()
+            if self.shared_postgres is None:
+                self.postgres.start()
             self.redis.start()
             if self.s3 is not None:
                 self.s3.start()
@@ -353,7 +359,8 @@ class LocalStack:
             raise
 
     def stop(self) -> None:
-        for server in (self.s3, self.redis, self.postgres):
+        own_postgres = None if self.shared_postgres is not None else self.postgres
+        for server in (self.s3, self.redis, own_postgres):
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.stop()
