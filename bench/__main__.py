@@ -80,7 +80,7 @@ class Config:
 
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny data, 1 s runs, 1 repetition")
+    parser.add_argument("--smoke", action="store_true", help="tiny data, 1 s runs, no warm-up, 1 repetition")
     parser.add_argument("--duration", type=float, default=6, help="seconds per measured run")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--users", type=int, default=10_000)
@@ -107,7 +107,8 @@ def parse_args(argv: list[str] | None) -> Config:
     args = parser.parse_args(argv)
     only = tuple(name for name in args.only.split(",") if name)
     if args.smoke:
-        args.duration, args.repetitions, args.users, args.warmup = 1, 1, 200, 1
+        # No warm-up: the smoke run proves each scenario works on each app, it measures nothing.
+        args.duration, args.repetitions, args.users, args.warmup = 1, 1, 200, 0
     if args.users < 10 or args.repetitions < 1:
         parser.error("--users must be at least 10 and --repetitions at least 1")
     with_peer = not args.no_peer and importlib.util.find_spec("psycopg") is not None
@@ -244,8 +245,9 @@ def run_one(
     script = wrk.write_script(work_dir, name, entries, WRK_THREADS)
     url = app.base_url + entries[0].path
     options = {"threads": WRK_THREADS, "connections": config.connections}
-    wrk.run(url, script, duration=config.warmup, **options)
-    settle(app)
+    if config.warmup > 0:
+        wrk.run(url, script, duration=config.warmup, **options)
+        settle(app)
     before = cpu_seconds(app.process.pid)
     result, output = wrk.run(url, script, duration=config.duration, **options)
     cpu = cpu_seconds(app.process.pid) - before

@@ -195,6 +195,7 @@ async def all_writes_succeed(client: httpx.AsyncClient, tokens: dict[str, str]) 
     return statuses
 
 
+@pytest.mark.e2e
 async def test_postgresql_crash_under_write_load_is_503_never_500_nor_dropped(
     crash_postgres: Postgres, api_process: str
 ) -> None:
@@ -280,6 +281,7 @@ async def one_request(client: httpx.AsyncClient, tokens: dict[str, str], step: i
     return (await client.post("/account/export", headers=headers)).status_code
 
 
+@pytest.mark.e2e
 async def test_connections_idle_in_the_pool_through_a_crash_fail_at_most_once(
     crash_postgres: Postgres, api_process: str
 ) -> None:

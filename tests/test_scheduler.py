@@ -435,6 +435,7 @@ def shifted_clock(to: datetime) -> None:
     set_clock(lambda: datetime.now(UTC) + offset)
 
 
+@pytest.mark.e2e
 async def test_reminder_end_to_end_through_beat_worker_and_fcm(
     client: Any, register: Any, fcm: Any, tmp_path: Path
 ) -> None:
@@ -469,6 +470,7 @@ async def test_reminder_end_to_end_through_beat_worker_and_fcm(
     assert [item["id"] for item in reminders] == [data["notification_id"]]
 
 
+@pytest.mark.e2e
 async def test_digest_end_to_end_through_beat_worker_and_fcm(
     client: Any, register: Any, fcm: Any, tmp_path: Path
 ) -> None:
@@ -504,6 +506,7 @@ def start_process(*command: str, cwd: Path, env: dict[str, str]) -> subprocess.P
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(180)
 async def test_exactly_once_with_two_beats_and_four_worker_processes(
     app: Any, tmp_path: Path
