@@ -185,7 +185,8 @@ async def test_writes_on_connections_postgresql_dropped_are_503_never_500(
         try:
             killed = await killer.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name LIKE 'goaltrack-api%'"
+                # This test process's database: another xdist worker's is not ours to kill.
+                "WHERE application_name LIKE 'goaltrack-api%' AND datname = current_database()"
             )
         finally:
             await killer.close()

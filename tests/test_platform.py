@@ -259,7 +259,8 @@ async def test_hot_reads_survive_a_dropped_connection(app: Any, client: Any, use
             await session.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'goaltrack-api' AND pid <> pg_backend_pid()"
+                    "WHERE application_name = 'goaltrack-api' AND pid <> pg_backend_pid() "
+                    "AND datname = current_database()"  # not another xdist worker's
                 )
             )
         statuses = [

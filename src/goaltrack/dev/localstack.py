@@ -102,6 +102,8 @@ class Postgres:
     data_dir: Path
     port: int = field(default_factory=free_port)
     database: str = "goaltrack"
+    # Several test processes sharing one server need more (each has its pools and workers).
+    max_connections: int = 200
 
     @property
     def url(self) -> str:
@@ -146,7 +148,8 @@ class Postgres:
             )
         options = (
             f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            f"-c max_connections={self.max_connections} "
             "-c random_page_cost=1.1"
         )
         log = self.data_dir / "server.log"
