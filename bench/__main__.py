@@ -80,7 +80,9 @@ class Config:
 
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny data, 1 s runs, no warm-up, 1 repetition")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny data, 1 s runs, no warm-up, 1 repetition"
+    )
     parser.add_argument("--duration", type=float, default=6, help="seconds per measured run")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--users", type=int, default=10_000)
