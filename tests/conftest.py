@@ -22,7 +22,7 @@ import pytest
 from fakes.fcm import FakeFcm
 from fakes.openai import FakeOpenAI
 from goaltrack.dev.localstack import LocalStack, Postgres, free_port
-from helpers import Account, wait_until
+from helpers import Account, TestClock, wait_until
 
 _stack: LocalStack | None = None
 _smtp: Any = None
@@ -249,7 +249,6 @@ async def clean_state(app: Any) -> AsyncIterator[None]:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from goaltrack.clock import set_clock
     from goaltrack.db import Base
 
     # Reference data seeded by migrations (the achievements catalogue) stays.
@@ -276,7 +275,17 @@ async def clean_state(app: Any) -> AsyncIterator[None]:
     app.dependency_overrides.clear()
     yield
     app.dependency_overrides.clear()
-    set_clock(None)
+    TestClock.uninstall()  # the system clock again
+
+
+@pytest.fixture
+async def renewed_pools(app: Any) -> AsyncIterator[None]:
+    """For a test that kills the app's PostgreSQL connections: afterwards the app's pools start
+    over, so the next test on this worker (whichever file it is in) meets no connection the kill
+    left behind (the one 503 it may cause is the killing test's subject, not the next one's)."""
+    yield
+    await app.state.engine.dispose()
+    await app.state.read_pool.expire_connections()
 
 
 @pytest.fixture

@@ -52,29 +52,51 @@ async def wait_until(
 class TestClock:
     """A clock that stands still until moved: `install()` makes it the app's and the in-process
     worker's (goaltrack.clock), and a task's retry countdown then moves it forward at once instead
-    of being waited for in real time (`clock.countdown`). clean_state puts the system clock back."""
+    of being waited for in real time (`clock.countdown`). With `hold_countdowns` a countdown waits
+    (on the worker thread) until the test calls `release()`: what the task left behind before its
+    retry can be looked at. clean_state puts the system clock back and releases any hold."""
 
     __test__ = False  # not a test class
+    installed: TestClock | None = None
 
-    def __init__(self, start: datetime | None = None) -> None:
+    def __init__(self, start: datetime | None = None, *, hold_countdowns: bool = False) -> None:
         self.now = start or datetime.now(UTC)
         self.advanced: list[float] = []  # every countdown that passed on this clock, in order
         self._lock = threading.Lock()
+        self._hold = threading.Event()
+        if not hold_countdowns:
+            self._hold.set()
 
     def __call__(self) -> datetime:
         with self._lock:
             return self.now
 
     def advance(self, seconds: float) -> None:
+        if not self._hold.wait(timeout=60):
+            raise TimeoutError("a countdown was held and never released")
         with self._lock:
             self.now += timedelta(seconds=seconds)
             self.advanced.append(seconds)
+
+    def release(self) -> None:
+        """Held countdowns (and those to come) pass."""
+        self._hold.set()
 
     def install(self) -> TestClock:
         from goaltrack.clock import set_clock
 
         set_clock(self, advance=self.advance)
+        TestClock.installed = self
         return self
+
+    @classmethod
+    def uninstall(cls) -> None:
+        from goaltrack.clock import set_clock
+
+        if cls.installed is not None:
+            cls.installed.release()
+            cls.installed = None
+        set_clock(None)
 
 
 async def create_goal(client: Any, account: Account, **body: Any) -> dict[str, Any]:

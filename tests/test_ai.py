@@ -292,6 +292,7 @@ async def test_a_transient_error_is_retried(
     else:
         assert isinstance(trouble, int)
         fake_openai.fail(trouble)
+    clock = TestClock().install()  # the worker's retry countdown passes on it
     goal = await create_goal(client, user)
 
     done = await run_to_end(client, user, goal["id"])
@@ -299,6 +300,7 @@ async def test_a_transient_error_is_retried(
     assert done["ai_status"] == "done"
     assert titles(done) == DEFAULT_TITLES
     assert fake_openai.count == 2  # the SDK's own retries are off: one layer, the task's
+    assert clock.advanced == [2]  # after the first backoff
 
 
 async def test_500_forever_fails_within_the_deadline_and_keeps_the_stages(

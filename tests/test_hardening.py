@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 from sqlalchemy import func, select
 
 from goaltrack.auth.models import PasswordResetToken
@@ -167,6 +168,7 @@ async def test_a_retried_reset_mail_carries_the_one_token_of_its_request(
     assert reset.status_code == 204
 
 
+@pytest.mark.usefixtures("renewed_pools")
 async def test_writes_on_connections_postgresql_dropped_are_503_never_500(
     client: Any, app: Any, user: Account
 ) -> None:

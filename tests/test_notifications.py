@@ -460,8 +460,8 @@ async def test_unavailable_releases_the_claim_and_the_retry_delivers(
     client: Any, app: Any, fcm: FakeFcm, user: Account
 ) -> None:
     """The first retry comes 5-10 s later (10 s, jittered): on the test clock, not in real time
-    (the real worker retries the real task)."""
-    clock = TestClock().install()
+    (the real worker retries the real task), and held until the postponement is seen."""
+    clock = TestClock(hold_countdowns=True).install()
     user_id = await user_id_of(client, user)
     await add_device(client, user)
     fcm.fail_next("UNAVAILABLE", token=TOKEN)
@@ -473,6 +473,7 @@ async def test_unavailable_releases_the_claim_and_the_retry_delivers(
     assert await deliveries(app) == []  # unclaimed: the retry sends to the device again
     assert [r["status"] for r in fcm.messages_to(TOKEN)] == [503]
 
+    clock.release()  # the countdown passes: the worker retries
     await fcm.wait_for(1, timeout=20)
     await wait_for_push_tasks_done(app, user_id)
     assert [r["status"] for r in fcm.messages_to(TOKEN)] == [503, 200]

@@ -247,6 +247,7 @@ async def test_extreme_cursor_and_nul_in_path_are_4xx(client: Any, user: Any) ->
     )
 
 
+@pytest.mark.usefixtures("renewed_pools")
 async def test_hot_reads_survive_a_dropped_connection(app: Any, client: Any, user: Any) -> None:
     """PostgreSQL restarts (here: every backend of the pool is terminated): the read answers 503
     at worst, and the next one works."""
