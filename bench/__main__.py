@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,6 +207,28 @@ def app_env(stack: LocalStack, jwt_secret: str, config: Config) -> dict[str, str
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def start_side_by_side(
+    running: contextlib.ExitStack, specs: list[Any], env: dict[str, str], root: Path
+) -> dict[str, apps.RunningApp]:
+    """`apps.running` for every spec at once (threads wait for the processes to serve); each
+    one started is stopped by `running`, also when another failed to start."""
+    managers = {spec.key: apps.running(spec, env, root, "/goals") for spec in specs}
+    with ThreadPoolExecutor(len(managers)) as pool:
+        entering = {key: pool.submit(manager.__enter__) for key, manager in managers.items()}
+    started: dict[str, apps.RunningApp] = {}
+    failure: BaseException | None = None
+    for key, future in entering.items():
+        try:
+            started[key] = future.result()
+        except BaseException as exc:  # re-raised below, once the others are in `running`
+            failure = failure or exc
+        else:
+            running.push(managers[key].__exit__)
+    if failure is not None:
+        raise failure
+    return started
 
 
 def check(app: apps.RunningApp, scenario: Scenario) -> None:
@@ -501,10 +524,13 @@ def main(argv: list[str] | None = None) -> int:
             scenarios = [s for s in scenarios if s.name in config.only]
         env = app_env(stack, jwt_secret, config)
         with contextlib.ExitStack() as running:
-            started_apps = {
-                spec.key: running.enter_context(apps.running(spec, env, root, "/goals"))
-                for spec in specs
-            }
+            if config.smoke:  # nothing is measured yet: the apps may start side by side
+                started_apps = start_side_by_side(running, specs, env, root)
+            else:
+                started_apps = {
+                    spec.key: running.enter_context(apps.running(spec, env, root, "/goals"))
+                    for spec in specs
+                }
             ours = started_apps[apps.REAL.key]
             for scenario in scenarios:
                 for key, app in started_apps.items():

@@ -3,7 +3,6 @@ a real SMTP server (aiosmtpd), and a real Celery worker in a thread."""
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import json
@@ -167,7 +166,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     FCM.stop()
     OPENAI.stop()
     if _stack is not None:
-        _stack.stop()
+        _stack.stop(discard=True)
     if _root is not None:
         shutil.rmtree(_root, ignore_errors=True)
     if _shared_postgres is not None:
@@ -235,10 +234,7 @@ async def wait_for_idle_worker(redis: Any) -> None:
     a row: a message just popped from the queue is not yet `reserved`)."""
 
     async def idle() -> bool:
-        if not await _celery_idle(redis):
-            return False
-        await asyncio.sleep(0.01)
-        return await _celery_idle(redis)
+        return await _celery_idle(redis) and await _celery_idle(redis)
 
     await wait_until(idle, timeout=60)
 

@@ -71,7 +71,11 @@ def _tail(path: Path, lines: int = 20) -> str:
     return ""
 
 
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
+def _stop_process(process: subprocess.Popen[bytes], *, discard: bool = False) -> None:
+    """SIGTERM and wait (SIGKILL after 10 s); `discard`: SIGKILL at once, for data nobody keeps."""
+    if process.poll() is None and discard:
+        process.kill()
+        process.wait()
     if process.poll() is None:
         process.terminate()
         try:
@@ -245,9 +249,9 @@ class RedisServer:
             )
         _wait_for_port(self.port, self.process, "redis-server", log)
 
-    def stop(self) -> None:
+    def stop(self, *, discard: bool = False) -> None:
         if self.process is not None:
-            _stop_process(self.process)
+            _stop_process(self.process, discard=discard)
 
 
 @dataclass
@@ -316,9 +320,9 @@ class S3Server:
             )
         _wait_for_port(self.port, self.process, "SeaweedFS", log)
 
-    def stop(self) -> None:
+    def stop(self, *, discard: bool = False) -> None:
         if self.process is not None:
-            _stop_process(self.process)
+            _stop_process(self.process, discard=discard)
 
 
 @dataclass
@@ -361,12 +365,17 @@ class LocalStack:
             self.stop()
             raise
 
-    def stop(self) -> None:
+    def stop(self, *, discard: bool = False) -> None:
+        """`discard`: the data goes with the servers (a test run's), so Redis and S3 are killed
+        rather than shut down cleanly (SeaweedFS takes 2 s for that)."""
         own_postgres = None if self.shared_postgres is not None else self.postgres
-        for server in (self.s3, self.redis, own_postgres):
+        for server in (self.s3, self.redis):
             if server is not None:
                 with contextlib.suppress(Exception):
-                    server.stop()
+                    server.stop(discard=discard)
+        if own_postgres is not None:
+            with contextlib.suppress(Exception):
+                own_postgres.stop()
 
 
 @contextlib.contextmanager
