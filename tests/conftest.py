@@ -21,7 +21,7 @@ import pytest
 from fakes.fcm import FakeFcm
 from fakes.openai import FakeOpenAI
 from goaltrack.dev.localstack import LocalStack, Postgres, free_port
-from helpers import Account, TestClock, wait_until
+from helpers import Account, TestClock, wait_for_idle_worker, wait_until
 
 _stack: LocalStack | None = None
 _smtp: Any = None
@@ -218,25 +218,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "[" in item.name and "[" not in item.nodeid and item.parent is not None:
             item._id = coerce_node_id(f"{item.parent.nodeid}::{item.name}")
-
-
-async def _celery_idle(redis: Any) -> bool:
-    """No task queued in this process's Redis, none received or running on its worker thread."""
-    from celery.worker import state
-
-    return (
-        not state.active_requests and not state.reserved_requests and not await redis.llen("celery")
-    )
-
-
-async def wait_for_idle_worker(redis: Any) -> None:
-    """Until the Celery worker has finished the tasks the previous test queued (seen idle twice in
-    a row: a message just popped from the queue is not yet `reserved`)."""
-
-    async def idle() -> bool:
-        return await _celery_idle(redis) and await _celery_idle(redis)
-
-    await wait_until(idle, timeout=60)
 
 
 @pytest.fixture(autouse=True)

@@ -49,6 +49,26 @@ async def wait_until(
             await asyncio.sleep(interval)
 
 
+async def _celery_idle(redis: Any) -> bool:
+    """No task queued in this process's Redis, none received or running on its worker thread."""
+    from celery.worker import state
+
+    return (
+        not state.active_requests and not state.reserved_requests and not await redis.llen("celery")
+    )
+
+
+async def wait_for_idle_worker(redis: Any) -> None:
+    """Until the session's Celery worker has run every task queued so far (seen idle twice in a
+    row: a message just popped from the queue is not yet `reserved`). A positive signal, not a
+    pause: it returns as soon as the worker is idle."""
+
+    async def idle() -> bool:
+        return await _celery_idle(redis) and await _celery_idle(redis)
+
+    await wait_until(idle, timeout=60)
+
+
 class TestClock:
     """A clock that stands still until moved: `install()` makes it the app's and the in-process
     worker's (goaltrack.clock), and a task's retry countdown then moves it forward at once instead
