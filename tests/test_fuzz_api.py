@@ -556,11 +556,12 @@ class APIWorkflow(schema.as_state_machine()):  # type: ignore[misc]
 
     def before_call(self, case: schemathesis.Case) -> None:
         prepare(case, self.caller)
-        parameters = case.path_parameters or {}
-        if "stage_id" in parameters and isinstance(parameters.get("goal_id"), str):
-            # A link from a stage just created: not to one an AI run ending now replaces (how
-            # fast the worker is must not decide whether ensure_resource_availability fails).
-            _without_pending_ai_run(self.caller, parameters["goal_id"])
+        goal_id = (case.path_parameters or {}).get("goal_id")
+        if "/stages" in case.operation.path and isinstance(goal_id, str):
+            # Stages are created and used once the goal's AI run is over, as a client does: a
+            # stage created while a run is pending is replaced when it ends, and how fast the
+            # worker is must not decide whether ensure_resource_availability fails.
+            _without_pending_ai_run(self.caller, goal_id)
 
     def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
         return {"headers": self.caller.headers}
