@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +81,9 @@ class Config:
 
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny data, 1 s runs, 1 repetition")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny data, 1 s runs, no warm-up, 1 repetition"
+    )
     parser.add_argument("--duration", type=float, default=6, help="seconds per measured run")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--users", type=int, default=10_000)
@@ -107,7 +110,8 @@ def parse_args(argv: list[str] | None) -> Config:
     args = parser.parse_args(argv)
     only = tuple(name for name in args.only.split(",") if name)
     if args.smoke:
-        args.duration, args.repetitions, args.users, args.warmup = 1, 1, 200, 1
+        # No warm-up: the smoke run proves each scenario works on each app, it measures nothing.
+        args.duration, args.repetitions, args.users, args.warmup = 1, 1, 200, 0
     if args.users < 10 or args.repetitions < 1:
         parser.error("--users must be at least 10 and --repetitions at least 1")
     with_peer = not args.no_peer and importlib.util.find_spec("psycopg") is not None
@@ -205,6 +209,28 @@ def app_env(stack: LocalStack, jwt_secret: str, config: Config) -> dict[str, str
     }
 
 
+def start_side_by_side(
+    running: contextlib.ExitStack, specs: list[Any], env: dict[str, str], root: Path
+) -> dict[str, apps.RunningApp]:
+    """`apps.running` for every spec at once (threads wait for the processes to serve); each
+    one started is stopped by `running`, also when another failed to start."""
+    managers = {spec.key: apps.running(spec, env, root, "/goals") for spec in specs}
+    with ThreadPoolExecutor(len(managers)) as pool:
+        entering = {key: pool.submit(manager.__enter__) for key, manager in managers.items()}
+    started: dict[str, apps.RunningApp] = {}
+    failure: BaseException | None = None
+    for key, future in entering.items():
+        try:
+            started[key] = future.result()
+        except BaseException as exc:  # re-raised below, once the others are in `running`
+            failure = failure or exc
+        else:
+            running.push(managers[key].__exit__)
+    if failure is not None:
+        raise failure
+    return started
+
+
 def check(app: apps.RunningApp, scenario: Scenario) -> None:
     entry = scenario.entries[0]
     path = entry.alternate or entry.path  # a write: completing the completed stage is a no-op
@@ -244,8 +270,9 @@ def run_one(
     script = wrk.write_script(work_dir, name, entries, WRK_THREADS)
     url = app.base_url + entries[0].path
     options = {"threads": WRK_THREADS, "connections": config.connections}
-    wrk.run(url, script, duration=config.warmup, **options)
-    settle(app)
+    if config.warmup > 0:
+        wrk.run(url, script, duration=config.warmup, **options)
+        settle(app)
     before = cpu_seconds(app.process.pid)
     result, output = wrk.run(url, script, duration=config.duration, **options)
     cpu = cpu_seconds(app.process.pid) - before
@@ -497,10 +524,13 @@ def main(argv: list[str] | None = None) -> int:
             scenarios = [s for s in scenarios if s.name in config.only]
         env = app_env(stack, jwt_secret, config)
         with contextlib.ExitStack() as running:
-            started_apps = {
-                spec.key: running.enter_context(apps.running(spec, env, root, "/goals"))
-                for spec in specs
-            }
+            if config.smoke:  # nothing is measured yet: the apps may start side by side
+                started_apps = start_side_by_side(running, specs, env, root)
+            else:
+                started_apps = {
+                    spec.key: running.enter_context(apps.running(spec, env, root, "/goals"))
+                    for spec in specs
+                }
             ours = started_apps[apps.REAL.key]
             for scenario in scenarios:
                 for key, app in started_apps.items():

@@ -3,9 +3,9 @@ a real SMTP server (aiosmtpd), and a real Celery worker in a thread."""
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
+import json
 import os
 import shutil
 import tempfile
@@ -20,8 +20,8 @@ import pytest
 
 from fakes.fcm import FakeFcm
 from fakes.openai import FakeOpenAI
-from goaltrack.dev.localstack import LocalStack, free_port
-from helpers import Account
+from goaltrack.dev.localstack import LocalStack, Postgres, free_port
+from helpers import Account, TestClock, wait_for_idle_worker, wait_until
 
 _stack: LocalStack | None = None
 _smtp: Any = None
@@ -55,25 +55,83 @@ class Mailbox:
     async def wait_for(
         self, address: str, count: int = 1, timeout: float = 15
     ) -> list[EmailMessage]:
-        async with asyncio.timeout(timeout):
-            while len(self.to(address)) < count:
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: len(self.to(address)) >= count, timeout=timeout)
         return self.to(address)
 
 
 MAILBOX = Mailbox()
 
 
+TEMPLATE_DATABASE = "goaltrack_template"
+_shared_postgres: Postgres | None = None  # started by this process: the controller or a plain run
+_shared_root: Path | None = None
+
+
+def _temporary_root(prefix: str) -> Path:
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    root.chmod(0o755)
+    return root
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    global _stack, _smtp, _root
+    """One PostgreSQL for the run, its schema built once by Alembic into a template database;
+    each xdist worker (or a run without workers) gets a database cloned from it, and Redis, S3,
+    SMTP, FCM and the AI API of its own (see `_start_worker_stack`)."""
+    global _shared_postgres, _shared_root
     if config.option.help or config.option.collectonly:
         return
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:  # an xdist worker: the controller runs PostgreSQL
+        shared = json.loads(workerinput["goaltrack_postgres"])
+        postgres = Postgres(
+            Path(shared["data_dir"]), port=shared["port"], database=shared["database"]
+        )
+        _start_worker_stack(postgres)
+        return
+    _shared_root = _temporary_root("goaltrack-test-pg-")
+    workers = getattr(config.option, "numprocesses", None) or 1
+    _shared_postgres = Postgres(
+        _shared_root / "postgres", database=TEMPLATE_DATABASE, max_connections=200 * workers
+    )
+    try:
+        _shared_postgres.start()
+        from goaltrack.migrations import upgrade
+
+        upgrade(_shared_postgres.url)
+    except BaseException:
+        _shared_postgres.stop()
+        raise
+    if getattr(config.option, "dist", "no") == "no":  # no workers: this process runs the tests
+        _start_worker_stack(_worker_database("main"))
+
+
+def _worker_database(worker_id: str) -> Postgres:
+    """A database of the shared server cloned from the migrated template (a file copy: no
+    migration runs again)."""
+    assert _shared_postgres is not None
+    name = f"goaltrack_{worker_id}"
+    _shared_postgres.create_database(name, template=TEMPLATE_DATABASE)
+    return Postgres(_shared_postgres.data_dir, port=_shared_postgres.port, database=name)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller, before a worker starts: its database, cloned here one at a time."""
+    postgres = _worker_database(node.gateway.id)
+    node.workerinput["goaltrack_postgres"] = json.dumps(
+        {"data_dir": str(postgres.data_dir), "port": postgres.port, "database": postgres.database}
+    )
+
+
+def _start_worker_stack(postgres: Postgres) -> None:
+    """This process's own Redis (so its Celery worker consumes only its own tasks), S3 (a test
+    stops it to simulate an outage), SMTP server and fake FCM and AI servers, on free ports."""
+    global _stack, _smtp, _root
     from aiosmtpd.controller import Controller
 
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    _root = Path(tempfile.mkdtemp(prefix="goaltrack-test-", dir=base))
-    _root.chmod(0o755)
-    _stack = LocalStack(_root)
+    _root = _temporary_root("goaltrack-test-")
+    _stack = LocalStack(_root, shared_postgres=postgres)
     _stack.start()
     smtp_port = free_port()
     _smtp = Controller(MAILBOX, hostname="127.0.0.1", port=smtp_port)
@@ -100,9 +158,6 @@ def pytest_configure(config: pytest.Config) -> None:
         AI_TIMEOUT_SECONDS="8",
         AI_DAILY_LIMIT="20",
     )
-    from goaltrack.migrations import upgrade
-
-    upgrade(_stack.postgres.url)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -111,9 +166,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     FCM.stop()
     OPENAI.stop()
     if _stack is not None:
-        _stack.stop()
+        _stack.stop(discard=True)
     if _root is not None:
         shutil.rmtree(_root, ignore_errors=True)
+    if _shared_postgres is not None:
+        _shared_postgres.stop()
+    if _shared_root is not None:
+        shutil.rmtree(_shared_root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -150,30 +209,41 @@ async def app() -> AsyncIterator[Any]:
         yield application
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """schemathesis names each operation's test `test_api_fuzz[GET /goals]` but, under pytest 9,
+    gives all of them the node id `…::test_api_fuzz`: xdist schedules and reports by node id, and
+    would run and count one of the 46. Each gets the node id of its name."""
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        if "[" in item.name and "[" not in item.nodeid and item.parent is not None:
+            item._id = coerce_node_id(f"{item.parent.nodeid}::{item.name}")
+
+
 @pytest.fixture(autouse=True)
 async def clean_state(app: Any) -> AsyncIterator[None]:
     """Every test starts from an empty database (schema from Alembic) and an empty Redis."""
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from goaltrack.clock import set_clock
     from goaltrack.db import Base
 
     # Reference data seeded by migrations (the achievements catalogue) stays.
     tables = ", ".join(
         f'"{table.name}"' for table in Base.metadata.sorted_tables if table.name not in SEEDED
     )
-    for attempt in range(5):
-        # A task of the previous test may still hold row locks on the worker; TRUNCATE then
-        # deadlocks with it, and one of the two is cancelled. Try again.
+    for attempt in range(3):
+        # TRUNCATE used to deadlock with a task of the previous test still holding row locks on
+        # the worker. So: wait until the worker is idle, then TRUNCATE. A retry whose countdown
+        # fires at that very moment can still take a lock: then wait for it as well, and again.
+        await wait_for_idle_worker(app.state.redis)
         try:
             async with app.state.engine.begin() as connection:
                 await connection.execute(text(f"TRUNCATE {tables} CASCADE"))
             break
         except DBAPIError:
-            if attempt == 4:
+            if attempt == 2:
                 raise
-            await asyncio.sleep(0.2)
     await app.state.redis.flushdb()
     MAILBOX.messages.clear()
     MAILBOX.refusals = MAILBOX.refused = 0
@@ -182,7 +252,17 @@ async def clean_state(app: Any) -> AsyncIterator[None]:
     app.dependency_overrides.clear()
     yield
     app.dependency_overrides.clear()
-    set_clock(None)
+    TestClock.uninstall()  # the system clock again
+
+
+@pytest.fixture
+async def renewed_pools(app: Any) -> AsyncIterator[None]:
+    """For a test that kills the app's PostgreSQL connections: afterwards the app's pools start
+    over, so the next test on this worker (whichever file it is in) meets no connection the kill
+    left behind (the one 503 it may cause is the killing test's subject, not the next one's)."""
+    yield
+    await app.state.engine.dispose()
+    await app.state.read_pool.expire_connections()
 
 
 @pytest.fixture

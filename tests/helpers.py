@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -30,11 +33,90 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
-    """Poll `predicate` until it is true; fail with TimeoutError after `timeout` seconds."""
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 20, interval: float = 0.02
+) -> None:
+    """Poll `predicate` (sync or async) until it is true; TimeoutError after `timeout` seconds.
+    The one polling loop of the suite: it waits for another thread or process, never for time to
+    pass (time is moved with `TestClock`)."""
     async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.05)
+        while True:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(interval)
+
+
+async def _celery_idle(redis: Any) -> bool:
+    """No task queued in this process's Redis, none received or running on its worker thread."""
+    from celery.worker import state
+
+    return (
+        not state.active_requests and not state.reserved_requests and not await redis.llen("celery")
+    )
+
+
+async def wait_for_idle_worker(redis: Any) -> None:
+    """Until the session's Celery worker has run every task queued so far (seen idle twice in a
+    row: a message just popped from the queue is not yet `reserved`). A positive signal, not a
+    pause: it returns as soon as the worker is idle."""
+
+    async def idle() -> bool:
+        return await _celery_idle(redis) and await _celery_idle(redis)
+
+    await wait_until(idle, timeout=60)
+
+
+class TestClock:
+    """A clock that stands still until moved: `install()` makes it the app's and the in-process
+    worker's (goaltrack.clock), and a task's retry countdown then moves it forward at once instead
+    of being waited for in real time (`clock.countdown`). With `hold_countdowns` a countdown waits
+    (on the worker thread) until the test calls `release()`: what the task left behind before its
+    retry can be looked at. clean_state puts the system clock back and releases any hold."""
+
+    __test__ = False  # not a test class
+    installed: TestClock | None = None
+
+    def __init__(self, start: datetime | None = None, *, hold_countdowns: bool = False) -> None:
+        self.now = start or datetime.now(UTC)
+        self.advanced: list[float] = []  # every countdown that passed on this clock, in order
+        self._lock = threading.Lock()
+        self._hold = threading.Event()
+        if not hold_countdowns:
+            self._hold.set()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        if not self._hold.wait(timeout=60):
+            raise TimeoutError("a countdown was held and never released")
+        with self._lock:
+            self.now += timedelta(seconds=seconds)
+            self.advanced.append(seconds)
+
+    def release(self) -> None:
+        """Held countdowns (and those to come) pass."""
+        self._hold.set()
+
+    def install(self) -> TestClock:
+        from goaltrack.clock import set_clock
+
+        set_clock(self, advance=self.advance)
+        TestClock.installed = self
+        return self
+
+    @classmethod
+    def uninstall(cls) -> None:
+        from goaltrack.clock import set_clock
+
+        if cls.installed is not None:
+            cls.installed.release()
+            cls.installed = None
+        set_clock(None)
 
 
 async def create_goal(client: Any, account: Account, **body: Any) -> dict[str, Any]:

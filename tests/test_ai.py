@@ -7,7 +7,6 @@ import asyncio
 import importlib.util
 import json
 import logging
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,10 +23,11 @@ from fakes.openai import DEFAULT_CONTENT, FakeOpenAI, stages_json
 from goaltrack.achievements.models import Achievement
 from goaltrack.ai.models import AiRun
 from goaltrack.ai.tasks import TIMED_OUT, UNAVAILABLE
+from goaltrack.clock import get_now, utcnow
 from goaltrack.config import get_settings
 from goaltrack.goals.models import Goal
 from goaltrack.main import create_app
-from helpers import Account, assert_problem, create_goal, wait_until
+from helpers import Account, TestClock, assert_problem, create_goal, wait_until
 
 ACCEPTED = {"status": "pending", "detail": "Stages are being generated"}
 DEFAULT_TITLES = [f"Default stage {i}" for i in range(1, 5)]
@@ -292,6 +292,7 @@ async def test_a_transient_error_is_retried(
     else:
         assert isinstance(trouble, int)
         fake_openai.fail(trouble)
+    clock = TestClock().install()  # the worker's retry countdown passes on it
     goal = await create_goal(client, user)
 
     done = await run_to_end(client, user, goal["id"])
@@ -299,6 +300,7 @@ async def test_a_transient_error_is_retried(
     assert done["ai_status"] == "done"
     assert titles(done) == DEFAULT_TITLES
     assert fake_openai.count == 2  # the SDK's own retries are off: one layer, the task's
+    assert clock.advanced == [2]  # after the first backoff
 
 
 async def test_500_forever_fails_within_the_deadline_and_keeps_the_stages(
@@ -309,17 +311,18 @@ async def test_500_forever_fails_within_the_deadline_and_keeps_the_stages(
     stages = await add_stages(client, user, goal["id"], ["Kept 1", "Kept 2"])
     await complete_stage(client, user, goal["id"], stages[0]["id"])
     before = await get_goal(client, user, goal["id"])
+    clock = TestClock().install()  # the real worker retries; its countdowns pass on this clock
+    began = clock.now
 
-    began = time.monotonic()
     failed = await run_to_end(client, user, goal["id"])
-    elapsed = time.monotonic() - began
 
     assert_failed(failed, UNAVAILABLE)
     assert failed["stages"] == before["stages"]
     assert (failed["progress"], failed["stage_count"]) == (50, 2)
     # Backoff 2 s, then 4 s; the next (8 s) would pass the 8 s deadline: given up at once.
     assert fake_openai.count == 3
-    assert elapsed < get_settings().ai_timeout_seconds
+    assert clock.advanced == [2, 4]
+    assert clock.now - began < timedelta(seconds=get_settings().ai_timeout_seconds)
     await assert_failure_notified(client, user, failed)
     [run] = await runs_of(app, goal["id"])
     assert (run.status, run.error) == ("failed", failed["ai_error"])
@@ -364,19 +367,24 @@ async def test_an_unreadable_200_fails_the_run_at_once(
 
 
 async def test_a_hang_past_the_deadline_fails_with_the_timeout_reason(
-    client: Any, user: Account, fake_openai: FakeOpenAI
+    client: Any, app: Any, user: Account, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.hang(60)
     goal = await create_goal(client, user)
     deadline = get_settings().ai_timeout_seconds
+    # The run is requested 5 s in the past: 3 s of its deadline are left when the worker takes
+    # it, and the hang is cut when they are over (a wait for real time: the client's timeout).
+    requested = utcnow() - timedelta(seconds=deadline - 3)
+    app.dependency_overrides[get_now] = lambda: requested
 
-    began = time.monotonic()
     await start(client, user, goal["id"])
     failed = await settled(client, user, goal["id"], timeout=deadline + 10)
-    elapsed = time.monotonic() - began
 
     assert_failed(failed, TIMED_OUT)
-    assert deadline - 1 <= elapsed <= deadline + 4
+    [run] = await runs_of(app, goal["id"])
+    assert run.created_at == requested
+    assert run.finished_at is not None
+    assert deadline - 1 <= (run.finished_at - run.created_at).total_seconds() <= deadline + 4
     assert fake_openai.count == 1
     assert failed["stages"] == []
     await assert_failure_notified(client, user, failed)

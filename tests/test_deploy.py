@@ -28,7 +28,7 @@ import yaml
 
 from goaltrack.config import get_settings
 from goaltrack.dev.localstack import LocalStack, free_port
-from helpers import Account, create_goal
+from helpers import Account, create_goal, wait_for_idle_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -503,16 +503,10 @@ async def table_counts(url: str) -> dict[str, int]:
         await connection.close()
 
 
-async def settled_counts(url: str) -> dict[str, int]:
-    """Row counts once the worker's tasks for the requests above have run (two equal reads)."""
-    previous = await table_counts(url)
-    async with asyncio.timeout(20):
-        while True:
-            await asyncio.sleep(0.3)
-            current = await table_counts(url)
-            if current == previous:
-                return current
-            previous = current
+async def settled_counts(url: str, redis: Any) -> dict[str, int]:
+    """Row counts once the worker's tasks for the requests above have run (it is idle)."""
+    await wait_for_idle_worker(redis)
+    return await table_counts(url)
 
 
 async def drop_database(stack: LocalStack, name: str) -> None:
@@ -598,7 +592,7 @@ async def test_backup_then_restore_into_a_fresh_database(
     seed_earlier_runs(Path(script_env["BACKUP_DIR"]), expired, kept)
 
     source = stack.postgres.url
-    before = await settled_counts(source)
+    before = await settled_counts(source, app.state.redis)
     assert before["users"] == 1
     assert before["goals"] == 2
     assert before["goal_stages"] == 2

@@ -418,20 +418,27 @@ def prepare(case: schemathesis.Case, caller: Caller) -> None:
         case.query = {**(case.query or {}), "cursor": cursor}
 
 
-def _stage_ids(caller: Caller, goal_id: str | None) -> list[str] | None:
-    """Every stage id of the goal, in a new order (a stage is added to a goal without any)."""
-    if goal_id is None:
-        return None
+def _without_pending_ai_run(caller: Caller, goal_id: str) -> Any:
+    """The goal (its GET response) once no AI run of it is pending. An AI run replaces the open
+    stages when it ends (POST .../ai-sync): a client waits for it before it edits stages, or the
+    stage it just created or listed may be gone by the time its request arrives."""
     where = {"goal_id": goal_id}
     goal = caller.request("GET", "/goals/{goal_id}", where)
     deadline = time.monotonic() + 15
-    # An AI run replaces the open stages when it ends (POST .../ai-sync): wait for it, as a
-    # client would, or the list read now is stale by the time it is sent.
     while goal.status_code == 200 and goal.json()["ai_status"] == "pending":
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)
         goal = caller.request("GET", "/goals/{goal_id}", where)
+    return goal
+
+
+def _stage_ids(caller: Caller, goal_id: str | None) -> list[str] | None:
+    """Every stage id of the goal, in a new order (a stage is added to a goal without any)."""
+    if goal_id is None:
+        return None
+    where = {"goal_id": goal_id}
+    goal = _without_pending_ai_run(caller, goal_id)
     if goal.status_code != 200:
         return None  # not the caller's goal: the 404 is the answer under test
     stage_ids = [stage["id"] for stage in goal.json()["stages"]]
@@ -549,6 +556,12 @@ class APIWorkflow(schema.as_state_machine()):  # type: ignore[misc]
 
     def before_call(self, case: schemathesis.Case) -> None:
         prepare(case, self.caller)
+        goal_id = (case.path_parameters or {}).get("goal_id")
+        if "/stages" in case.operation.path and isinstance(goal_id, str):
+            # Stages are created and used once the goal's AI run is over, as a client does: a
+            # stage created while a run is pending is replaced when it ends, and how fast the
+            # worker is must not decide whether ensure_resource_availability fails.
+            _without_pending_ai_run(self.caller, goal_id)
 
     def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
         return {"headers": self.caller.headers}

@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 from sqlalchemy import func, select
 
 from goaltrack.auth.models import PasswordResetToken
 from goaltrack.clock import get_now
 from goaltrack.files.models import FileDeletion
-from helpers import Account, assert_problem, create_goal
+from helpers import Account, TestClock, assert_problem, create_goal
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 2048
 
@@ -147,12 +148,15 @@ async def test_a_retried_reset_mail_carries_the_one_token_of_its_request(
     client: Any, app: Any, mailbox: Any, user: Account
 ) -> None:
     """SMTP says "try again later" once: the retry sends the mail with the same token, and the
-    request has one token row (a retry used to mint a new one each time)."""
+    request has one token row (a retry used to mint a new one each time). The worker's retry
+    countdown passes on the test clock."""
+    clock = TestClock().install()
     mailbox.refusals = 1
     response = await client.post("/auth/forgot-password", json={"email": user.email})
     assert response.status_code == 202
     [message] = await mailbox.wait_for(user.email, timeout=30)
     assert mailbox.refused == 1
+    assert clock.advanced == [5]  # the mail task's first backoff
     async with app.state.sessionmaker() as session:
         tokens = await session.scalar(select(func.count()).select_from(PasswordResetToken))
     assert tokens == 1
@@ -164,6 +168,7 @@ async def test_a_retried_reset_mail_carries_the_one_token_of_its_request(
     assert reset.status_code == 204
 
 
+@pytest.mark.usefixtures("renewed_pools")
 async def test_writes_on_connections_postgresql_dropped_are_503_never_500(
     client: Any, app: Any, user: Account
 ) -> None:
@@ -182,7 +187,8 @@ async def test_writes_on_connections_postgresql_dropped_are_503_never_500(
         try:
             killed = await killer.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name LIKE 'goaltrack-api%'"
+                # This test process's database: another xdist worker's is not ours to kill.
+                "WHERE application_name LIKE 'goaltrack-api%' AND datname = current_database()"
             )
         finally:
             await killer.close()

@@ -26,7 +26,7 @@ from goaltrack.notifications.kinds import DigestData, GoalCompletedData
 from goaltrack.notifications.models import PushDelivery
 from goaltrack.notifications.service import PUSH, notify
 from goaltrack.worker.outbox import OUTBOX_LEASE, OutboxTask, defer_durably
-from helpers import Account, assert_problem, wait_until
+from helpers import Account, TestClock, assert_problem, wait_until
 
 TOKEN = "fcm:phone-" + "a" * 140
 OTHER_TOKEN = "fcm:tablet-" + "b" * 140
@@ -459,7 +459,9 @@ async def test_permanent_error_keeps_the_device_and_is_not_retried(
 async def test_unavailable_releases_the_claim_and_the_retry_delivers(
     client: Any, app: Any, fcm: FakeFcm, user: Account
 ) -> None:
-    """The first retry comes 8-12 s later (10 s, jittered): this test waits for it."""
+    """The first retry comes 5-10 s later (10 s, jittered): on the test clock, not in real time
+    (the real worker retries the real task), and held until the postponement is seen."""
+    clock = TestClock(hold_countdowns=True).install()
     user_id = await user_id_of(client, user)
     await add_device(client, user)
     fcm.fail_next("UNAVAILABLE", token=TOKEN)
@@ -471,10 +473,13 @@ async def test_unavailable_releases_the_claim_and_the_retry_delivers(
     assert await deliveries(app) == []  # unclaimed: the retry sends to the device again
     assert [r["status"] for r in fcm.messages_to(TOKEN)] == [503]
 
+    clock.release()  # the countdown passes: the worker retries
     await fcm.wait_for(1, timeout=20)
     await wait_for_push_tasks_done(app, user_id)
     assert [r["status"] for r in fcm.messages_to(TOKEN)] == [503, 200]
     assert await deliveries(app) == [(TOKEN, "sent")]
+    [waited] = clock.advanced  # the one retry waited its backoff
+    assert 5 <= waited <= 10
 
 
 async def test_quota_exceeded_postpones_the_push_by_at_least_a_minute(

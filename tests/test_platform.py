@@ -248,6 +248,7 @@ async def test_extreme_cursor_and_nul_in_path_are_4xx(client: Any, user: Any) ->
     )
 
 
+@pytest.mark.usefixtures("renewed_pools")
 async def test_hot_reads_survive_a_dropped_connection(app: Any, client: Any, user: Any) -> None:
     """PostgreSQL restarts (here: every backend of the pool is terminated): the read answers 503
     at worst, and the next one works."""
@@ -260,7 +261,8 @@ async def test_hot_reads_survive_a_dropped_connection(app: Any, client: Any, use
             await session.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'goaltrack-api' AND pid <> pg_backend_pid()"
+                    "WHERE application_name = 'goaltrack-api' AND pid <> pg_backend_pid() "
+                    "AND datname = current_database()"  # not another xdist worker's
                 )
             )
         statuses = [

@@ -26,6 +26,7 @@ from goaltrack.push import (
     build_payload,
     retry_delay,
 )
+from helpers import TestClock
 
 DEVICE = "device-token-" + "x" * 140
 OTHER_DEVICE = "device-token-" + "y" * 140
@@ -148,11 +149,13 @@ async def test_concurrent_sends_share_one_token_fetch(fcm: FakeFcm, sender: FcmS
 
 
 async def test_access_token_is_refreshed_before_it_expires(fcm: FakeFcm, sender: FcmSender) -> None:
+    clock = TestClock().install()  # the token cache reads goaltrack.clock
     fcm.token_lifetime = 301  # usable for 1 s: the sender stops 5 min before expiry
     await sender.send(message())
+    clock.advance(0.9)
     await sender.send(message())
     assert fcm.token_requests == 1
-    await asyncio.sleep(1.1)
+    clock.advance(0.2)
     assert (await sender.send(message())).outcome is PushOutcome.SENT
     assert fcm.token_requests == 2
 

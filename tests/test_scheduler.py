@@ -25,7 +25,7 @@ from goaltrack.goals.models import GoalReminder
 from goaltrack.notifications.models import Notification
 from goaltrack.scheduling import dispatcher as scheduler
 from goaltrack.scheduling.models import ScheduledDelivery
-from helpers import Account
+from helpers import Account, wait_until
 
 LATENESS = timedelta(minutes=60)
 
@@ -425,9 +425,7 @@ async def pushed(fcm: Any, kind: str) -> dict[str, Any]:
     def of_kind() -> list[dict[str, Any]]:
         return [r["message"] for r in fcm.delivered if r["message"]["data"]["type"] == kind]
 
-    async with asyncio.timeout(30):
-        while not of_kind():
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: bool(of_kind()), timeout=30)
     [message] = of_kind()
     return message
 
@@ -438,6 +436,7 @@ def shifted_clock(to: datetime) -> None:
     set_clock(lambda: datetime.now(UTC) + offset)
 
 
+@pytest.mark.e2e
 async def test_reminder_end_to_end_through_beat_worker_and_fcm(
     client: Any, register: Any, fcm: Any, tmp_path: Path
 ) -> None:
@@ -472,6 +471,7 @@ async def test_reminder_end_to_end_through_beat_worker_and_fcm(
     assert [item["id"] for item in reminders] == [data["notification_id"]]
 
 
+@pytest.mark.e2e
 async def test_digest_end_to_end_through_beat_worker_and_fcm(
     client: Any, register: Any, fcm: Any, tmp_path: Path
 ) -> None:
@@ -507,6 +507,7 @@ def start_process(*command: str, cwd: Path, env: dict[str, str]) -> subprocess.P
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(180)
 async def test_exactly_once_with_two_beats_and_four_worker_processes(
     app: Any, tmp_path: Path
@@ -531,9 +532,10 @@ async def test_exactly_once_with_two_beats_and_four_worker_processes(
                 )
 
         async def wait_for_sent(count: int) -> None:
-            async with asyncio.timeout(120):
-                while await sent() < count:
-                    await asyncio.sleep(0.2)
+            async def enough() -> bool:
+                return await sent() >= count
+
+            await wait_until(enough, timeout=120, interval=0.2)
 
         await wait_for_sent(200)
         # A positive signal that the beats went on ticking: one more reminder, due now, is sent.

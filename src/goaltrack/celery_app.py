@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 
 from goaltrack import redaction, subscriptions
-from goaltrack.clock import utcnow
+from goaltrack.clock import countdown, utcnow
 from goaltrack.config import Settings
 from goaltrack.observability.worker_signals import install_celery_signals
 from goaltrack.worker import outbox, runtime
@@ -97,7 +97,7 @@ def _register(app: Celery, settings: Settings, spec: TaskSpec) -> None:
                 _forget(attempt)
                 return None
             _postpone(attempt, utcnow() + timedelta(seconds=exc.countdown))
-            raise task.retry(countdown=exc.countdown, exc=exc) from exc
+            raise task.retry(countdown=countdown(exc.countdown), exc=exc) from exc
         _forget(attempt)
         return result
 

@@ -28,6 +28,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from goaltrack.clock import utcnow
+
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 # The JWT audience stays Google's token endpoint even when the key's token_uri points elsewhere.
 TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
@@ -182,9 +184,11 @@ class FcmSender:
     async def _access_token(self, stale: str | None = None) -> str:
         client, lock = self._http()
         async with lock:  # concurrent sends share one fetch
-            if self._token not in (None, stale) and time.monotonic() < self._token_valid_until:
+            # Expiry is read on the injectable clock (a test moves it instead of sleeping); the
+            # JWT's own times are for Google, which checks them against its real clock.
+            if self._token not in (None, stale) and _seconds_now() < self._token_valid_until:
                 return self._token
-            started, now = time.monotonic(), int(time.time())
+            started, now = _seconds_now(), int(time.time())
             claims = {
                 "iss": self._email,
                 "scope": SCOPE,
@@ -209,6 +213,10 @@ class FcmSender:
             lifetime = lifetime if isinstance(lifetime, int | float) else 3600
             self._token, self._token_valid_until = token, started + lifetime - TOKEN_REFRESH_MARGIN
             return token
+
+
+def _seconds_now() -> float:
+    return utcnow().timestamp()
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -239,7 +247,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value.isdigit():
         return float(value)
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        return max(0.0, parsedate_to_datetime(value).timestamp() - _seconds_now())
     except (TypeError, ValueError, IndexError):
         return None
 

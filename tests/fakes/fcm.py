@@ -4,19 +4,16 @@ It issues OAuth tokens for a JWT-bearer grant signed with the service-account ke
 (`write_credentials`), checks the Bearer token and the message on every send, records what it
 received, and answers either like FCM on success or with a scripted FCM error. It runs a stdlib
 `ThreadingHTTPServer` in a daemon thread, so it works whatever event loop (or none) the code under
-test uses: the API, a Celery worker thread, a CLI.
+test uses: the API, a Celery worker thread, a CLI (fakes.server.FakeHttpServer).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
-import threading
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -24,6 +21,8 @@ from urllib.parse import parse_qs
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from fakes.server import Answer, FakeHttpServer
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
@@ -54,7 +53,7 @@ class _Scripted:
     retry_after: int | str | None
 
 
-class FakeFcm:
+class FakeFcm(FakeHttpServer):
     """`messages` holds one record per send request, in arrival order: `{"message": <the parsed
     message object>, "status": <HTTP status answered>, "name": <message name if 200>,
     "error_code": <scripted errorCode or None>}`. `reset()` keeps issued access tokens valid, so
@@ -62,10 +61,10 @@ class FakeFcm:
 
     project_id = "goaltrack-test"
 
+    name = "fake-fcm"
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._key: rsa.RSAPrivateKey | None = None
         self.key_id = secrets.token_hex(20)
         self.client_email = f"firebase-adminsdk-test@{self.project_id}.iam.gserviceaccount.com"
@@ -77,61 +76,16 @@ class FakeFcm:
         self.requests = 0
         self.token_requests = 0
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeFcm:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as httpx uses it with Google
-            # Headers and body go out in two writes: with Nagle each answer would wait 40 ms
-            # for the client's delayed ACK.
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                if self.path == "/token":
-                    status, body, headers = fake._token(raw)
-                elif match := _SEND_PATH.match(self.path):
-                    status, body, headers = fake._send(match[1], self.headers, raw)
-                else:
-                    status, body, headers = 404, b"", {}
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                if body:
-                    self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # the tests' output stays readable
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 128  # a burst of sends must not overflow the listen backlog
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fake-fcm", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "FakeFcm is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def handle(self, path: str, headers: Any, body: bytes) -> Answer:
+        if path == "/token":
+            status, data, extra = self._token(body)
+        elif match := _SEND_PATH.match(path):
+            status, data, extra = self._send(match[1], headers, body)
+        else:
+            status, data, extra = 404, b"", {}
+        if data:
+            extra = {**extra, "Content-Type": "application/json; charset=UTF-8"}
+        return status, data, extra
 
     def write_credentials(self, path: Path) -> Path:
         """A service-account key file whose token_uri is this server."""
@@ -219,10 +173,9 @@ class FakeFcm:
 
     async def wait_for(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
         """At least `count` delivered messages (records: message, status, name, error_code)."""
-        async with asyncio.timeout(timeout):
-            while len(self.delivered) < count:
-                await asyncio.sleep(0.02)
-        return self.delivered
+        return await self._wait_for(
+            lambda: len(self.delivered) >= count, lambda: self.delivered, timeout
+        )
 
     # -- the server side (handler threads) --------------------------------------------------
 

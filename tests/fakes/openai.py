@@ -10,14 +10,14 @@ event loop (or none) the code under test uses: the API, a Celery worker thread.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from fakes.server import Answer, FakeHttpServer
 
 # HTTP status -> (error type, error code), as OpenAI-compatible APIs answer them.
 ERRORS: dict[int, tuple[str, str | None]] = {
@@ -57,14 +57,14 @@ class _Scripted:
     content_type: str = "application/json"
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeHttpServer):
     """`requests` holds the parsed JSON body of every chat completion request, in arrival order;
     `authorizations` the Authorization header sent with each."""
 
+    name = "fake-openai"
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._script: deque[_Scripted] = deque()
         # Set to let the hanging handlers go (at reset and stop); replaced by a fresh one at reset.
         self._release = threading.Event()
@@ -72,93 +72,36 @@ class FakeOpenAI:
         self.authorizations: list[str | None] = []
         self.paths: list[str] = []
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    def handle(self, path: str, headers: Any, body: bytes) -> Answer:
+        if path.split("?")[0].rstrip("/") != "/chat/completions":
+            return _answer(404, _error_body(404, f"Unknown path {path}"))
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            return _answer(400, _error_body(400, "The request body must be a JSON object."))
+        scripted, release = self._record(path, headers, request)
+        if scripted.delay and release.wait(scripted.delay):
+            return None  # released by reset/stop: the client has long given up; answer nothing
+        if scripted.drop:
+            return None
+        if scripted.raw is not None:
+            return _raw(scripted.status, scripted.raw, scripted.content_type)
+        if scripted.status != 200:
+            return _answer(scripted.status, _error_body(scripted.status))
+        return _answer(200, _completion(request, scripted))
 
     def start(self) -> FakeOpenAI:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's httpx pool uses it
-            # Headers and body go out in two writes: with Nagle each answer would wait 40 ms
-            # for the client's delayed ACK.
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                if self.path.split("?")[0].rstrip("/") != "/chat/completions":
-                    self._answer(404, _error_body(404, f"Unknown path {self.path}"))
-                    return
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = None
-                if not isinstance(body, dict):
-                    self._answer(400, _error_body(400, "The request body must be a JSON object."))
-                    return
-                scripted, release = fake._record(self.path, self.headers, body)
-                if scripted.delay and release.wait(scripted.delay):
-                    # Released by reset/stop: the client has long given up; answer nothing.
-                    self.close_connection = True
-                    return
-                if scripted.drop:
-                    self.close_connection = True
-                    return
-                if scripted.raw is not None:
-                    self._send(scripted.status, scripted.raw, scripted.content_type)
-                    return
-                if scripted.status != 200:
-                    self._answer(scripted.status, _error_body(scripted.status))
-                    return
-                self._answer(200, _completion(body, scripted))
-
-            def _answer(self, status: int, answer: dict[str, Any]) -> None:
-                self._send(status, json.dumps(answer).encode(), "application/json")
-
-            def _send(self, status: int, data: bytes, content_type: str) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", content_type)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("x-request-id", f"req-fake-{time.monotonic_ns()}")
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True  # the client gave up (a timeout)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # the tests' output stays readable
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 128  # a burst of requests must not overflow the listen backlog
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a client that went away mid-answer is not the test's business
-
         with self._lock:
             self._release = threading.Event()
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fake-openai", daemon=True
-        )
-        self._thread.start()
+        super().start()
         return self
 
     def stop(self) -> None:
         with self._lock:
             self._release.set()  # hanging handlers return at once
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "FakeOpenAI is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().stop()
 
     # -- scripting ---------------------------------------------------------------------------
 
@@ -209,10 +152,7 @@ class FakeOpenAI:
 
     async def wait_for(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
         """At least `count` requests received."""
-        async with asyncio.timeout(timeout):
-            while self.count < count:
-                await asyncio.sleep(0.02)
-        return self.received()
+        return await self._wait_for(lambda: self.count >= count, self.received, timeout)
 
     # -- the server side (handler threads) --------------------------------------------------
 
@@ -225,6 +165,15 @@ class FakeOpenAI:
             self.paths.append(path)
             scripted = self._script.popleft() if self._script else _Scripted()
             return scripted, self._release
+
+
+def _answer(status: int, answer: dict[str, Any]) -> Answer:
+    return _raw(status, json.dumps(answer).encode(), "application/json")
+
+
+def _raw(status: int, data: bytes, content_type: str) -> Answer:
+    headers = {"Content-Type": content_type, "x-request-id": f"req-fake-{time.monotonic_ns()}"}
+    return status, data, headers
 
 
 def _completion(request: dict[str, Any], scripted: _Scripted) -> dict[str, Any]:

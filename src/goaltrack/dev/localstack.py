@@ -71,7 +71,11 @@ def _tail(path: Path, lines: int = 20) -> str:
     return ""
 
 
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
+def _stop_process(process: subprocess.Popen[bytes], *, discard: bool = False) -> None:
+    """SIGTERM and wait (SIGKILL after 10 s); `discard`: SIGKILL at once, for data nobody keeps."""
+    if process.poll() is None and discard:
+        process.kill()
+        process.wait()
     if process.poll() is None:
         process.terminate()
         try:
@@ -102,6 +106,8 @@ class Postgres:
     data_dir: Path
     port: int = field(default_factory=free_port)
     database: str = "goaltrack"
+    # Several test processes sharing one server need more (each has its pools and workers).
+    max_connections: int = 200
 
     @property
     def url(self) -> str:
@@ -146,7 +152,8 @@ class Postgres:
             )
         options = (
             f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            f"-c max_connections={self.max_connections} "
             "-c random_page_cost=1.1"
         )
         log = self.data_dir / "server.log"
@@ -242,9 +249,9 @@ class RedisServer:
             )
         _wait_for_port(self.port, self.process, "redis-server", log)
 
-    def stop(self) -> None:
+    def stop(self, *, discard: bool = False) -> None:
         if self.process is not None:
-            _stop_process(self.process)
+            _stop_process(self.process, discard=discard)
 
 
 @dataclass
@@ -313,21 +320,26 @@ class S3Server:
             )
         _wait_for_port(self.port, self.process, "SeaweedFS", log)
 
-    def stop(self) -> None:
+    def stop(self, *, discard: bool = False) -> None:
         if self.process is not None:
-            _stop_process(self.process)
+            _stop_process(self.process, discard=discard)
 
 
 @dataclass
 class LocalStack:
+    """PostgreSQL, Redis and S3 under `root`. With `shared_postgres` (a server another process
+    started, e.g. the test run's controller) only Redis and S3 are started and stopped here, and
+    `shared_postgres.database` is this stack's database."""
+
     root: Path
     with_s3: bool = True
+    shared_postgres: Postgres | None = None
     postgres: Postgres = field(init=False)
     redis: RedisServer = field(init=False)
     s3: S3Server | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.postgres = Postgres(self.root / "postgres")
+        self.postgres = self.shared_postgres or Postgres(self.root / "postgres")
         self.redis = RedisServer(self.root / "redis")
         if self.with_s3:
             self.s3 = S3Server(self.root / "s3")
@@ -344,7 +356,8 @@ class LocalStack:
 
     def start(self) -> None:
         try:
-            self.postgres.start()
+            if self.shared_postgres is None:
+                self.postgres.start()
             self.redis.start()
             if self.s3 is not None:
                 self.s3.start()
@@ -352,11 +365,17 @@ class LocalStack:
             self.stop()
             raise
 
-    def stop(self) -> None:
-        for server in (self.s3, self.redis, self.postgres):
+    def stop(self, *, discard: bool = False) -> None:
+        """`discard`: the data goes with the servers (a test run's), so Redis and S3 are killed
+        rather than shut down cleanly (SeaweedFS takes 2 s for that)."""
+        own_postgres = None if self.shared_postgres is not None else self.postgres
+        for server in (self.s3, self.redis):
             if server is not None:
                 with contextlib.suppress(Exception):
-                    server.stop()
+                    server.stop(discard=discard)
+        if own_postgres is not None:
+            with contextlib.suppress(Exception):
+                own_postgres.stop()
 
 
 @contextlib.contextmanager
