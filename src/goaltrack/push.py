@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 import weakref
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from goaltrack.clock import utcnow
+from goaltrack.worker.registry import backoff
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 # The JWT audience stays Google's token endpoint even when the key's token_uri points elsewhere.
@@ -103,12 +103,10 @@ def retry_delay(
 ) -> float:
     """Seconds before the caller's retry number `attempt` (from 0): exponential backoff with
     jitter, never sooner than FCM's Retry-After (a minute after a quota error without one)."""
-    step = min(cap, base * 2.0**attempt)
-    # Jitter spreads the retries of a burst that failed together over the window.
-    backoff = step / 2 + random.uniform(0, step / 2)  # noqa: S311 -- not a secret
     quota = result.outcome is PushOutcome.QUOTA_EXCEEDED
     floor = result.retry_after or (QUOTA_RETRY_AFTER if quota else 0.0)
-    return max(backoff, floor)
+    # Jitter spreads the retries of a burst that failed together over the window.
+    return max(backoff(attempt, base=base, cap=cap, jitter=True), floor)
 
 
 class _TokenRefused(Exception):
