@@ -25,7 +25,7 @@ from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
 from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
-from goaltrack.middleware import BodySizeLimit
+from goaltrack.middleware import BodySizeLimit, Compression
 from goaltrack.notifications.router import router as notifications_router
 from goaltrack.observability.install import install_observability
 from goaltrack.openapi import install_contract, operation_id
@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials=False,
             max_age=600,
         )
+    app.add_middleware(Compression)
     # Added last, so outermost: 413s and CORS preflights get the headers too.
     app.add_middleware(SecurityHeaders, hsts=settings.app_env is AppEnv.production)
     # Routes are matched in this order, one candidate after another (each costs a few µs): the
