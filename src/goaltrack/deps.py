@@ -22,7 +22,7 @@ async def get_app_settings(request: Request) -> Settings:
 
 
 async def get_reader(request: Request) -> PoolReader:
-    """The hot reads' asyncpg pool (reads.py)."""
+    """The hot reads' reader, on their own asyncpg pool (reads.py)."""
     reader: PoolReader = request.app.state.reader
     return reader
 

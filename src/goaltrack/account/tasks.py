@@ -22,7 +22,13 @@ from goaltrack.profile.queries import get_locale
 from goaltrack.storage import StorageUnavailable
 from goaltrack.worker.outbox import defer_durably
 from goaltrack.worker.registry import TICK, RetryLater, backoff, task
-from goaltrack.worker.runtime import current_attempt, task_session, task_settings, task_storage
+from goaltrack.worker.runtime import (
+    current_attempt,
+    in_batches,
+    task_session,
+    task_settings,
+    task_storage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,15 +152,12 @@ async def _mark_failed(export_id: str, reason: str) -> None:
 async def purge_deleted_accounts() -> int:
     """Hard-delete the accounts whose grace period is over."""
     grace_days = task_settings().account_deletion_grace_days
-    total = 0
-    while True:
-        async with task_session() as session:
-            done = await service.purge_expired_accounts(
-                session, now=utcnow(), grace_days=grace_days, limit=PURGE_BATCH
-            )
-        total += done
-        if done < PURGE_BATCH:
-            return total
+    return await in_batches(
+        PURGE_BATCH,
+        lambda session: service.purge_expired_accounts(
+            session, now=utcnow(), grace_days=grace_days, limit=PURGE_BATCH
+        ),
+    )
 
 
 @task("account.maintain_exports", every=TICK)

@@ -1,4 +1,4 @@
-"""Who is calling: one resolver for every route, task-free and request-bound alike.
+"""Who is calling: one resolver for every route.
 
 1. `AccessClaimsDep` (every authenticated route, through its router): the bearer token, signed
    and unexpired; no database work.
@@ -82,8 +82,7 @@ class AccessTokenBearer(SecurityBase):
     request resolves it, so it takes the request alone — settings and clock as plain reads, not
     three more dependencies (each costs CPU on the hottest path; bench/).
     Whether the token is still current (token_version, account not deleted, session live) is
-    checked against the database by `get_current_user`, or inside the single statement of a hot
-    read."""
+    checked against the database by `require_current`, or inside the route's own statement."""
 
     def __init__(self) -> None:
         self.model = HTTPBearerModel(description="The access token from /auth/login.")

@@ -400,9 +400,8 @@ async def set_stage_completed(
 async def recompute_progress(session: AsyncSession, *, goal: Goal, now: datetime) -> None:
     """The goal's counters and `progress` after a change to its stages, recounted (the caller holds
     the goal's lock); completing or reopening it has its consequences (events)."""
-    await (
-        session.flush()
-    )  # pending changes (stages, the goal's own) go first; the UPDATE reloads it
+    # Pending changes (stages, the goal's own) go first: the count sees them, the UPDATE reloads.
+    await session.flush()
     was_completed = goal.completed_at is not None
     first_time = goal.first_completed_at is None
     total, done = (

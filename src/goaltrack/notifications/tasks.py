@@ -22,7 +22,7 @@ from goaltrack.observability.metrics import PUSH_RESULTS
 from goaltrack.profile.models import UserSettings
 from goaltrack.push import FcmSender, PushMessage, PushOutcome, PushResult, retry_delay
 from goaltrack.worker.registry import RetryLater, task
-from goaltrack.worker.runtime import current_attempt, task_session, task_settings
+from goaltrack.worker.runtime import current_attempt, in_batches, task_session, task_settings
 
 logger = logging.getLogger(__name__)
 
@@ -182,10 +182,7 @@ def _retry_delay(results: list[PushResult]) -> float:
 async def delete_expired() -> int:
     """Notifications older than NOTIFICATION_RETENTION_DAYS go, a batch per transaction."""
     retention = timedelta(days=task_settings().notification_retention_days)
-    total = 0
-    while True:
-        async with task_session() as session:
-            done = await service.delete_expired(session, now=utcnow(), retention=retention)
-        total += done
-        if done < service.RETENTION_BATCH:
-            return total
+    return await in_batches(
+        service.RETENTION_BATCH,
+        lambda session: service.delete_expired(session, now=utcnow(), retention=retention),
+    )

@@ -2,9 +2,9 @@
 
 The rows belong to the goal (`goals.models.GoalReminder`: shown in the goal's detail, deleted
 with it); when they fire is decided here. The schedule lives in PostgreSQL; the dispatcher reads
-`next_fire_at`. It is computed from the
-user's wall-clock time in their own zone, and recomputed whenever the time, the frequency, the
-user's zone or the goal's state (completed, archived, deadline) changes.
+`next_fire_at`. It is computed from the user's wall-clock time in their own zone, and recomputed
+whenever the time, the frequency, the user's zone or the goal's state (completed, archived,
+deadline) changes.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from datetime import timedelta
 from goaltrack.clock import utcnow
 from goaltrack.scheduling import dispatcher
 from goaltrack.worker.registry import TICK, task
-from goaltrack.worker.runtime import task_session, task_settings
+from goaltrack.worker.runtime import in_batches, task_session, task_settings
 
 
 @task("scheduling.dispatch_due", every=TICK)
@@ -36,12 +36,9 @@ async def delete_expired_deliveries() -> int:
     """Ledger rows older than NOTIFICATION_RETENTION_DAYS go (the feed keeps its rows as long), a
     batch per transaction. An occurrence that old can never be due again."""
     retention = timedelta(days=task_settings().notification_retention_days)
-    total = 0
-    while True:
-        async with task_session() as session:
-            done = await dispatcher.delete_expired_deliveries(
-                session, now=utcnow(), retention=retention
-            )
-        total += done
-        if done < dispatcher.RETENTION_BATCH:
-            return total
+    return await in_batches(
+        dispatcher.RETENTION_BATCH,
+        lambda session: dispatcher.delete_expired_deliveries(
+            session, now=utcnow(), retention=retention
+        ),
+    )

@@ -94,6 +94,19 @@ async def task_session() -> AsyncIterator[AsyncSession]:
     send_deferred(session)
 
 
+async def in_batches(batch: int, step: Callable[[AsyncSession], Awaitable[int]]) -> int:
+    """Run `step` (one batch: how many rows it handled) in a transaction of its own, again until a
+    batch comes back short; the total. Each batch commits before the next starts, so a backlog
+    never holds one long transaction or its locks."""
+    total = 0
+    while True:
+        async with task_session() as session:
+            done = await step(session)
+        total += done
+        if done < batch:
+            return total
+
+
 async def task_storage() -> Storage:
     """The worker thread's S3 client, opened once."""
     if _runtime.storage is None:
