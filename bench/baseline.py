@@ -105,8 +105,8 @@ async def list_goals(request: Request) -> Response:
     if caller is None:
         return UNAUTHORIZED
     limit, after = _page(request)
-    values = {**_caller_args(caller), "archived": False, "limit": limit + 1}
-    statement = GOAL_LIST
+    statement = GOAL_LIST if after is None else GOAL_LIST_AFTER
+    values = {**statement.fixed, **_caller_args(caller), "archived": False, "limit": limit + 1}
     if after is not None:
         statement = GOAL_LIST_AFTER
         values |= {"after_created_at": after.created_at, "after_id": after.id}
@@ -159,6 +159,7 @@ async def _render_detail(row: Any, status_code: int = 200) -> Response:
                 download_name=item["file_name"],
                 content_type=item["file_type"],
             ),
+            "content_url": f"/goals/{row['id']}/attachments/{item['id']}/content",
             "created_at": as_instant(item["created_at"]),
         }
         for item in row["attachments"]

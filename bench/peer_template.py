@@ -117,6 +117,10 @@ class Attachment(Base):
     def url(self) -> str:
         return presigned_get_url(self.object_key, self.file_name, self.file_type)
 
+    @property
+    def content_url(self) -> str:
+        return f"/goals/{self.goal_id}/attachments/{self.id}/content"
+
 
 class Reminder(Base):
     __table__ = tables.GoalReminder.__table__
@@ -252,6 +256,7 @@ class AttachmentPublic(BaseModel):
     file_type: str
     size: int
     url: str
+    content_url: str
     created_at: datetime
 
 

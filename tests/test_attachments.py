@@ -49,7 +49,15 @@ async def test_upload_detects_type_and_serves_presigned_url(
     )
     assert response.status_code == 201, response.text
     body = response.json()
-    assert body.keys() == {"id", "file_name", "file_type", "size", "url", "created_at"}
+    assert body.keys() == {
+        "id",
+        "file_name",
+        "file_type",
+        "size",
+        "url",
+        "content_url",
+        "created_at",
+    }
     assert (body["file_type"], body["size"], body["file_name"]) == (
         "image/jpeg",
         len(JPEG),

@@ -215,6 +215,12 @@ MATRIX: list[Row] = [
     ),
     Row("GET", "/goals/{goal_id}/attachments", owned(200), url="/goals/{goal}/attachments"),
     Row(
+        "GET",
+        "/goals/{goal_id}/attachments/{attachment_id}/content",
+        owned(302),
+        url="/goals/{goal}/attachments/{attachment}/content",
+    ),
+    Row(
         "DELETE",
         "/goals/{goal_id}/attachments/{attachment_id}",
         owned(204),
@@ -261,6 +267,7 @@ MATRIX: list[Row] = [
     ),
     Row("PUT", "/notifications/read-all", protected(200)),
     Row("GET", "/achievements", protected(200)),
+    Row("GET", "/sync", protected(200)),
     # --- the caller's own account, last ------------------------------------------------------
     Row(
         "PUT",

@@ -61,6 +61,7 @@ from schemathesis.specs.openapi.checks import ensure_resource_availability
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
 from goaltrack.main import create_app
 from goaltrack.pagination import Cursor
+from goaltrack.sync.service import SyncCursor
 from helpers import make_pdf
 
 MAX_EXAMPLES = 15  # per operation, fuzzing phase; the examples and coverage phases add their own
@@ -382,7 +383,13 @@ def _integers_as_integers(value: Any) -> Any:
 
 
 def prepare(case: schemathesis.Case, caller: Caller) -> None:
-    """In a positive case, put in what only a real client knows."""
+    """In a positive case, put in what only a real client knows; in any case, an If-Match that
+    lets the write through."""
+    if "If-Match" in (case.headers or {}):
+        # A generated entity tag is never the resource's: every such write, valid or not, would
+        # be a 412 (the precondition is checked before the body; tests/test_conditional.py holds
+        # the 412 on every route). `*` lets the write itself be fuzzed.
+        case.headers = {**(case.headers or {}), "If-Match": "*"}
     if case.meta is None or not case.meta.generation.mode.is_positive:
         return
     label = case.operation.label
@@ -417,6 +424,10 @@ def prepare(case: schemathesis.Case, caller: Caller) -> None:
         # A cursor as the server issues them (the keyset of a row), instead of random text.
         cursor = Cursor(datetime.now(UTC) - timedelta(days=1), uuid.uuid4()).encode()
         case.query = {**(case.query or {}), "cursor": cursor}
+    if label == "GET /sync" and "cursor" in (case.query or {}):
+        # A sync cursor as the server issues them (a position in the change log).
+        position = SyncCursor(xid=1, seq=1, floor=1, caught_up=int(time.time()))
+        case.query = {**(case.query or {}), "cursor": position.encode()}
 
 
 def _without_pending_ai_run(caller: Caller, goal_id: str) -> Any:

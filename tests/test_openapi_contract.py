@@ -76,6 +76,7 @@ OPERATION_IDS = {
     ("post", "/goals/{goal_id}/attachments"): "goals_add_attachment",
     ("get", "/goals/{goal_id}/attachments"): "goals_list_attachments",
     ("delete", "/goals/{goal_id}/attachments/{attachment_id}"): "goals_delete_attachment",
+    ("get", "/goals/{goal_id}/attachments/{attachment_id}/content"): "goals_get_attachment_content",
     ("post", "/goals/{goal_id}/reminders"): "goals_add_reminder",
     ("get", "/goals/{goal_id}/reminders"): "goals_list_reminders",
     ("put", "/goals/{goal_id}/reminders/{reminder_id}"): "goals_update_reminder",
@@ -87,6 +88,7 @@ OPERATION_IDS = {
     ("put", "/notifications/read-all"): "notifications_read_all",
     ("put", "/notifications/{notification_id}/read"): "notifications_read_one",
     ("get", "/achievements"): "achievements_list",
+    ("get", "/sync"): "sync_changes",
 }
 
 

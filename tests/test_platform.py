@@ -228,6 +228,7 @@ def test_beat_schedules_every_periodic_job(celery_app: Any) -> None:
         "worker.sweep_outbox",
         "scheduling.dispatch_due",
         "scheduling.delete_expired_deliveries",
+        "sync.delete_expired_tombstones",
         "notifications.delete_expired",
         "achievements.refresh_stats",
         "ai.fail_stale_runs",

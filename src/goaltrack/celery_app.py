@@ -33,6 +33,7 @@ TASK_MODULES = (
     "goaltrack.scheduling.tasks",
     "goaltrack.achievements.tasks",
     "goaltrack.ai.tasks",
+    "goaltrack.sync.tasks",
 )
 
 

@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # An occurrence found later than this (beat or workers were down) is skipped, not sent late.
     reminder_max_lateness_minutes: int = Field(default=60, ge=1)
     notification_retention_days: int = Field(default=180, ge=1)
+    # GET /sync keeps deletions (tombstones) this long; an older cursor is answered 410.
+    sync_tombstone_days: int = Field(default=30, ge=1)
 
     # Push through FCM HTTP v1; without a service-account key file push is off (the feed works).
     fcm_credentials_file: Path | None = None

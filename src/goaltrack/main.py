@@ -35,6 +35,7 @@ from goaltrack.scheduling.router import router as scheduling_router
 from goaltrack.schemas import Problem, ValidationProblem
 from goaltrack.security_headers import SecurityHeaders
 from goaltrack.storage import Storage, StorageUnavailable
+from goaltrack.sync.router import router as sync_router
 from goaltrack.uploads import MULTIPART_OVERHEAD
 from goaltrack.web.router import router as web_router
 
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account_router)
     app.include_router(account_public_router)
     app.include_router(devices_router)
+    app.include_router(sync_router)
     app.include_router(web_router)
     _document_problem_schema(app)
     install_contract(app)  # after the problem schemas: it completes their 401s and 422s

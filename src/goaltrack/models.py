@@ -4,6 +4,7 @@ from goaltrack.account.models import DataExport
 from goaltrack.achievements.models import Achievement, UserAchievement, UserStats
 from goaltrack.ai.models import AiRun
 from goaltrack.auth.models import PasswordResetToken, RefreshToken, User
+from goaltrack.changes import SyncChange
 from goaltrack.db import Base
 from goaltrack.devices.models import Device
 from goaltrack.files.models import FileDeletion
@@ -30,6 +31,7 @@ __all__ = [
     "PushDelivery",
     "RefreshToken",
     "ScheduledDelivery",
+    "SyncChange",
     "User",
     "UserAchievement",
     "UserSettings",

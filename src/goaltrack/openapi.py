@@ -168,6 +168,7 @@ def _finish(app: FastAPI, document: dict[str, Any]) -> None:
         for method, operation in item.items():
             if method in _METHODS:
                 _declare_responses(path, operation)
+                _declare_conditions(method, path, operation)
                 _state_upload_rules(operation)
     _declare_links(document)
 
@@ -372,6 +373,80 @@ def _declare_responses(path: str, operation: dict[str, Any]) -> None:
     if "`account_deleted`" in forbidden.get("description", ""):
         ref = f"#/components/schemas/{AccountDeletedProblem.__name__}"
         forbidden["content"] = {PROBLEM_JSON: {"schema": {"$ref": ref}}}
+
+
+# --- conditional requests (goaltrack.changes) --------------------------------------------------
+
+# The representations with an ETag, and the writes that take `If-Match` (a goal and everything
+# under it, settings): generated clients expose the headers, the 304 and the 412.
+CONDITIONAL_READS = {
+    ("get", "/goals"),
+    ("get", "/goals/archived"),
+    ("get", "/goals/{goal_id}"),
+    ("get", "/settings"),
+    ("get", "/account"),
+}
+
+
+def _is_conditional_write(method: str, path: str) -> bool:
+    return method in {"post", "put", "delete"} and (
+        path.startswith("/goals/{goal_id}") or path.startswith("/settings")
+    )
+
+
+ETAG_HEADER = {
+    "description": "The representation's version (strong; the same whatever the encoding).",
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+
+def _header_parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _declare_conditions(method: str, path: str, operation: dict[str, Any]) -> None:
+    responses = operation["responses"]
+    parameters = operation.setdefault("parameters", [])
+    if (method, path) in CONDITIONAL_READS:
+        parameters.append(
+            _header_parameter(
+                "If-None-Match",
+                "The ETag of the copy the client holds: 304 with no body while it is current.",
+            )
+        )
+        responses["200"].setdefault("headers", {})["ETag"] = ETAG_HEADER
+        responses["304"] = {
+            "description": "Not modified: the client's copy (If-None-Match) is current.",
+            "headers": {"ETag": ETAG_HEADER},
+        }
+    elif _is_conditional_write(method, path):
+        parameters.append(
+            _header_parameter(
+                "If-Match",
+                "The goal's (or the settings') ETag the change is based on: 412 "
+                "`precondition_failed` and nothing changes when it is no longer current.",
+            )
+        )
+        for status in ("200", "201"):
+            if status in responses:
+                responses[status].setdefault("headers", {})["ETag"] = {
+                    **ETAG_HEADER,
+                    "description": "The goal's (or the settings') new version.",
+                }
+        responses.setdefault(
+            "412",
+            {
+                "description": "`precondition_failed`",
+                "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            },
+        )
 
 
 # --- links ---------------------------------------------------------------------------------------

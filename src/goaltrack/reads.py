@@ -156,7 +156,11 @@ def json_body(content: Any) -> bytes:
     return orjson.dumps(content, default=_encode_other, option=orjson.OPT_UTC_Z)
 
 
-def json_response(content: Any, status_code: int = 200) -> Response:
+def json_response(
+    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     """A hot read's response, rendered from its rows: the route declares the response model
     (`response_model=`) for the contract, and this body is what that model would have produced."""
-    return Response(json_body(content), status_code=status_code, media_type="application/json")
+    return Response(
+        json_body(content), status_code=status_code, headers=headers, media_type="application/json"
+    )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from goaltrack.account import service
@@ -19,7 +21,15 @@ from goaltrack.account.schemas import (
 from goaltrack.auth.caller import CurrentUser, get_current_user
 from goaltrack.auth.dependencies import PasswordsDep
 from goaltrack.auth.errors import InvalidCredentials, InvalidPassword
+from goaltrack.auth.models import User
 from goaltrack.auth.schemas import TokenPair
+from goaltrack.changes import (
+    current_version,
+    etag,
+    none_match,
+    not_modified,
+    require_match,
+)
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SessionmakerDep, SettingsDep
@@ -31,8 +41,20 @@ router = APIRouter(tags=["account"], dependencies=[Depends(get_current_user)])
 public_router = APIRouter(tags=["account"])
 
 
-@router.get("/account")
-async def get_account(user: CurrentUser) -> AccountOut:
+def _account_version(user: User) -> str:
+    # What AccountOut shows, hashed: the account is not in the change log (GET /sync).
+    shown = f"{user.id}|{user.email}|{user.created_at.isoformat()}"
+    return etag(hashlib.sha256(shown.encode()).hexdigest()[:20])
+
+
+@router.get("/account", response_model=AccountOut)
+async def get_account(
+    request: Request, user: CurrentUser, response: Response
+) -> Response | AccountOut:
+    current = _account_version(user)
+    if none_match(request, current):
+        return not_modified(current)
+    response.headers["ETag"] = current
     return AccountOut.model_validate(user)
 
 
@@ -148,32 +170,64 @@ async def restore_account(
 # --- settings ----------------------------------------------------------------------------------
 
 
-@router.get("/settings")
-async def get_settings(user: CurrentUser, session: SessionDep) -> SettingsOut:
+@router.get("/settings", response_model=SettingsOut)
+async def get_settings(
+    request: Request, user: CurrentUser, session: SessionDep, response: Response
+) -> Response | SettingsOut:
+    current = await current_version(session, "settings", user.id, user.id)
+    if none_match(request, current):
+        return not_modified(current)
+    response.headers["ETag"] = current
     return SettingsOut.model_validate(await service.get_settings_row(session, user.id))
 
 
-@router.put("/settings")
+async def settings_precondition(request: Request, user: CurrentUser, session: SessionDep) -> None:
+    """Every settings write: with `If-Match`, the row is locked and its version compared first
+    (412 when stale), so that nothing changes."""
+    if "if-match" in request.headers:
+        await service.lock_settings_row(session, user.id)
+        require_match(request, await current_version(session, "settings", user.id, user.id))
+
+
+SETTINGS_PRECONDITION = Depends(settings_precondition)
+
+
+async def _with_version(
+    response: Response, session: SessionDep, user: User, row: object
+) -> SettingsOut:
+    response.headers["ETag"] = await current_version(session, "settings", user.id, user.id)
+    return SettingsOut.model_validate(row)
+
+
+@router.put(
+    "/settings",
+    dependencies=[SETTINGS_PRECONDITION],
+)
 async def update_settings(
-    body: SettingsUpdate, user: CurrentUser, session: SessionDep, now: Now
+    body: SettingsUpdate, user: CurrentUser, session: SessionDep, now: Now, response: Response
 ) -> SettingsOut:
     """Changing the zone moves every reminder and digest to the same wall-clock time there."""
-    return SettingsOut.model_validate(
-        await service.update_settings(session, user_id=user.id, body=body, now=now)
-    )
+    row = await service.update_settings(session, user_id=user.id, body=body, now=now)
+    return await _with_version(response, session, user, row)
 
 
-@router.put("/settings/notifications")
-async def set_push_enabled(body: PushToggle, user: CurrentUser, session: SessionDep) -> SettingsOut:
-    return SettingsOut.model_validate(
-        await service.set_push_enabled(session, user_id=user.id, enabled=body.push_enabled)
-    )
-
-
-@router.put("/settings/notifications/frequency")
-async def set_notification_schedule(
-    body: NotificationSchedule, user: CurrentUser, session: SessionDep, now: Now
+@router.put(
+    "/settings/notifications",
+    dependencies=[SETTINGS_PRECONDITION],
+)
+async def set_push_enabled(
+    body: PushToggle, user: CurrentUser, session: SessionDep, response: Response
 ) -> SettingsOut:
-    return SettingsOut.model_validate(
-        await service.set_notification_schedule(session, user_id=user.id, body=body, now=now)
-    )
+    row = await service.set_push_enabled(session, user_id=user.id, enabled=body.push_enabled)
+    return await _with_version(response, session, user, row)
+
+
+@router.put(
+    "/settings/notifications/frequency",
+    dependencies=[SETTINGS_PRECONDITION],
+)
+async def set_notification_schedule(
+    body: NotificationSchedule, user: CurrentUser, session: SessionDep, now: Now, response: Response
+) -> SettingsOut:
+    row = await service.set_notification_schedule(session, user_id=user.id, body=body, now=now)
+    return await _with_version(response, session, user, row)

@@ -33,6 +33,13 @@ async def get_settings_row(session: AsyncSession, user_id: uuid.UUID) -> UserSet
     return row
 
 
+async def lock_settings_row(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Settings writes to one account are serialised from here to the commit (If-Match)."""
+    await session.execute(
+        select(UserSettings.id).where(UserSettings.user_id == user_id).with_for_update()
+    )
+
+
 async def update_settings(
     session: AsyncSession, *, user_id: uuid.UUID, body: SettingsUpdate, now: datetime
 ) -> UserSettings:

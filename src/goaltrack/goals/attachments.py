@@ -38,6 +38,7 @@ def fields(attachment: GoalAttachment) -> dict[str, Any]:
     """The attachment as the API shows it (before its download URL is added)."""
     return {
         "id": attachment.id,
+        "goal_id": attachment.goal_id,
         "file_name": attachment.file_name,
         "file_type": attachment.file_type,
         "size": attachment.size,
@@ -116,7 +117,10 @@ async def add_attachment(
     return attachment
 
 
-async def delete_attachment(session: AsyncSession, goal: Goal, attachment_id: uuid.UUID) -> None:
+async def get_attachment(
+    session: AsyncSession, goal: Goal, attachment_id: uuid.UUID
+) -> GoalAttachment:
+    """One of the goal's attachments, or 404."""
     attachment = await session.scalar(
         select(GoalAttachment).where(
             GoalAttachment.id == attachment_id, GoalAttachment.goal_id == goal.id
@@ -124,6 +128,11 @@ async def delete_attachment(session: AsyncSession, goal: Goal, attachment_id: uu
     )
     if attachment is None:
         raise NotFound
+    return attachment
+
+
+async def delete_attachment(session: AsyncSession, goal: Goal, attachment_id: uuid.UUID) -> None:
+    attachment = await get_attachment(session, goal, attachment_id)
     await session.delete(attachment)
     await session.flush()
     files.sweep_after_commit(session)  # the trigger has queued the object

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from goaltrack.auth.caller import AccessClaimsDep, raise_missing, require_current
 from goaltrack.auth.security import AccessClaims
+from goaltrack.changes import current_version, require_match
 from goaltrack.clock import Now
 from goaltrack.config import Settings
 from goaltrack.db import SessionDep
@@ -46,19 +47,29 @@ register_url_convertor("stage", StageIdSegment())
 
 
 def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
-    async def load(goal_id: GoalId, claims: AccessClaimsDep, session: SessionDep) -> Goal:
+    async def load(
+        goal_id: GoalId, claims: AccessClaimsDep, session: SessionDep, request: Request
+    ) -> Goal:
         """The caller's goal, or 404 — whether it does not exist or belongs to someone else; 401
         when the token is no longer current.
 
-        Writes lock the row: changes to one goal (stages, progress, limits) are serialised.
+        Writes lock the row: changes to one goal (stages, progress, limits) are serialised, and
+        a write's `If-Match` is compared with the version of the locked goal (412 when stale).
         One statement checks the token and the owner together; only when it finds nothing does
         a second tell a stale token (401) from a goal that is not the caller's (404)."""
         goal = await service.get_callers_goal(session, caller=claims, goal_id=goal_id, lock=lock)
         if goal is None:
             await raise_missing(session, claims)
+        if lock and "if-match" in request.headers:
+            require_match(request, await current_version(session, "goal", goal.user_id, goal.id))
         return goal
 
     return load
+
+
+# Writes to a goal that fold the ownership check into their own statement (a stage toggle) call
+# it first when the request is conditional.
+lock_owned_goal = _owned_goal(lock=True)
 
 
 async def get_verified_claims(
@@ -102,7 +113,7 @@ UploadSlotDep = Annotated[UploadSlot, Depends(get_upload_slot)]
 
 # The one ownership check for every goal route (the hot reads, goal creation and a stage toggle
 # fold the same caller check into their single statement: auth.caller.caller_is_current).
-OwnedGoal = Annotated[Goal, Depends(_owned_goal(lock=True))]
+OwnedGoal = Annotated[Goal, Depends(lock_owned_goal)]
 ReadableGoal = Annotated[Goal, Depends(_owned_goal(lock=False))]
 
 
@@ -113,20 +124,21 @@ class GoalView:
     def __init__(
         self, session: AsyncSession, storage: Storage, settings: Settings, caller: AccessClaims
     ) -> None:
+        self._session = session
         self._reader = SessionReader(session)  # in the write's transaction: it sees the change
         self._storage = storage
         self._url_ttl = settings.attachment_url_ttl_seconds
         self._caller = caller
 
-    async def payload(self, goal_id: uuid.UUID) -> dict[str, Any]:
-        return await queries.get_goal(
+    async def response(self, goal_id: uuid.UUID, status_code: int = 200) -> Response:
+        """The goal rendered straight into JSON, as GET /goals/{goal_id} renders it, with its new
+        ETag: the route declares `response_model=GoalOut` (tests/test_reads.py holds the bytes
+        to the model)."""
+        await self._session.flush()  # the change log's triggers run on the flush
+        payload, version = await queries.get_goal(
             self._reader, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
         )
-
-    async def response(self, goal_id: uuid.UUID, status_code: int = 200) -> Response:
-        """The goal rendered straight into JSON, as GET /goals/{goal_id} renders it: the route
-        declares `response_model=GoalOut` (tests/test_reads.py holds the bytes to the model)."""
-        return json_response(await self.payload(goal_id), status_code=status_code)
+        return json_response(payload, status_code=status_code, headers={"ETag": version})
 
 
 async def get_goal_view(request: Request, session: SessionDep, claims: AccessClaimsDep) -> GoalView:

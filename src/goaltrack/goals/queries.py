@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from goaltrack.auth.caller import caller_is_current, caller_params
 from goaltrack.auth.models import User
 from goaltrack.auth.security import AccessClaims
+from goaltrack.changes import GOALS_VERSION, etag, version_of
 from goaltrack.errors import NotAuthenticated, NotFound
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.goals.schemas import GoalOut, GoalSummary, Stage
@@ -70,7 +71,7 @@ def _list_statement(*, after_cursor: bool) -> Any:
         )
     goals = page.lateral("page")
     return (
-        select(User.id.label("caller_id"), goals)
+        select(User.id.label("caller_id"), GOALS_VERSION.label("version"), goals)
         .select_from(User)
         .outerjoin(goals, true())
         .where(caller_is_current())
@@ -96,7 +97,9 @@ def _json_children(
     )
 
 
-def _detail_statement() -> Any:
+def detail_columns() -> tuple[Any, ...]:
+    """A goal as GoalOut shows it: its row with its stages, attachments and reminders as JSON
+    (rendered by `goal_payload`); the goal detail and GET /sync select them."""
     stage = GoalStage.__table__.alias("stage")
     attachment = GoalAttachment.__table__.alias("attachment")
     reminder = GoalReminder.__table__.alias("reminder")
@@ -110,7 +113,15 @@ def _detail_statement() -> Any:
         attachment,
         {
             name: attachment.c[name]
-            for name in ("id", "file_name", "file_type", "size", "object_key", "created_at")
+            for name in (
+                "id",
+                "goal_id",
+                "file_name",
+                "file_type",
+                "size",
+                "object_key",
+                "created_at",
+            )
         },
         order_by=[attachment.c.created_at, attachment.c.id],
         label="attachments",
@@ -126,14 +137,15 @@ def _detail_statement() -> Any:
         order_by=[reminder.c.remind_time, reminder.c.id],
         label="reminders",
     )
+    return (*SUMMARY_COLUMNS, Goal.ai_error, stages, attachments, reminders)
+
+
+def _detail_statement() -> Any:
     return (
         select(
             User.id.label("caller_id"),
-            *SUMMARY_COLUMNS,
-            Goal.ai_error,
-            stages,
-            attachments,
-            reminders,
+            *detail_columns(),
+            version_of("goal", User.id, Goal.id).label("version"),
         )
         .select_from(User)
         .outerjoin(Goal, and_(Goal.user_id == User.id, Goal.id == bindparam("goal_id")))
@@ -148,6 +160,23 @@ GOAL_LIST = PreparedStatement(GOAL_LIST_STATEMENT)
 GOAL_LIST_AFTER = PreparedStatement(GOAL_LIST_AFTER_STATEMENT)
 GOAL_DETAIL = PreparedStatement(_DETAIL)
 
+# What `If-None-Match` is compared with, before anything is rendered: the version alone.
+GOALS_VERSION_ONLY = PreparedStatement(
+    select(User.id.label("caller_id"), GOALS_VERSION.label("version"))
+    .select_from(User)
+    .where(caller_is_current())
+)
+GOAL_VERSION_ONLY = PreparedStatement(
+    select(
+        User.id.label("caller_id"),
+        Goal.id,
+        version_of("goal", User.id, Goal.id).label("version"),
+    )
+    .select_from(User)
+    .outerjoin(Goal, and_(Goal.user_id == User.id, Goal.id == bindparam("goal_id")))
+    .where(caller_is_current())
+)
+
 
 # The response models' field order: the hot reads render rows straight into JSON (reads.py), so
 # a payload's keys are laid out as its model would lay them out.
@@ -160,10 +189,28 @@ def as_instant(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+async def goals_version(reader: Reader, caller: AccessClaims) -> str:
+    """The ETag every goal list has now (any change to any of the caller's goals changes it)."""
+    rows = await reader.fetch(GOALS_VERSION_ONLY, caller_params(caller))
+    if not rows:
+        raise NotAuthenticated
+    return etag(rows[0]["version"])
+
+
+async def goal_version(reader: Reader, caller: AccessClaims, goal_id: uuid.UUID) -> str:
+    """The goal's ETag now; 404 when it is not the caller's."""
+    rows = await reader.fetch(GOAL_VERSION_ONLY, {**caller_params(caller), "goal_id": goal_id})
+    if not rows:
+        raise NotAuthenticated
+    if rows[0]["id"] is None:
+        raise NotFound
+    return etag(rows[0]["version"])
+
+
 async def list_goals(
     reader: Reader, caller: AccessClaims, *, archived: bool, page: Page
-) -> dict[str, Any]:
-    """A page of goals, shaped as `ListPage[GoalSummary]`."""
+) -> tuple[dict[str, Any], str]:
+    """A page of goals, shaped as `ListPage[GoalSummary]`, and the lists' ETag."""
     statement = GOAL_LIST if page.after is None else GOAL_LIST_AFTER
     params = {**caller_params(caller), "archived": archived, **page.params()}
     rows = await reader.fetch(statement, params)
@@ -172,7 +219,7 @@ async def list_goals(
     items, next_cursor = page.cut(
         [{name: row[name] for name in SUMMARY_FIELDS} for row in rows if row["id"] is not None]
     )
-    return {"items": items, "next_cursor": next_cursor}
+    return {"items": items, "next_cursor": next_cursor}, etag(rows[0]["version"])
 
 
 async def get_goal(
@@ -182,8 +229,8 @@ async def get_goal(
     goal_id: uuid.UUID,
     *,
     url_ttl: int,
-) -> dict[str, Any]:
-    """One goal with its stages, attachments and reminders, shaped as `GoalOut`."""
+) -> tuple[dict[str, Any], str]:
+    """One goal with its stages, attachments and reminders, shaped as `GoalOut`, and its ETag."""
     rows = await reader.fetch(
         GOAL_DETAIL,
         {**caller_params(caller), "goal_id": goal_id},
@@ -193,6 +240,11 @@ async def get_goal(
     row = rows[0]
     if row["id"] is None:
         raise NotFound
+    return await goal_payload(storage, row, url_ttl=url_ttl), etag(row["version"])
+
+
+async def goal_payload(storage: Storage, row: Mapping[str, Any], *, url_ttl: int) -> dict[str, Any]:
+    """A goal's row (SUMMARY_COLUMNS, ai_error and its children as JSON) shaped as `GoalOut`."""
     # The children come as JSON arrays (decoded by the connection's codec), timestamps as text.
     values = dict(row)
     values["stages"] = [
@@ -227,5 +279,12 @@ async def attachment_out(
         "file_type": item["file_type"],
         "size": item["size"],
         "url": url,
+        "content_url": content_path(item["goal_id"], item["id"]),
         "created_at": item["created_at"],
     }
+
+
+def content_path(goal_id: uuid.UUID, attachment_id: uuid.UUID) -> str:
+    """The attachment's stable address: it redirects to a fresh presigned URL, so an image cache
+    can key on it (the presigned `url` changes with every signing)."""
+    return f"/goals/{goal_id}/attachments/{attachment_id}/content"

@@ -4,9 +4,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import RedirectResponse
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
+from goaltrack.changes import current_version, none_match, not_modified
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import ReaderDep, SettingsDep, StorageDep
@@ -19,6 +21,7 @@ from goaltrack.goals.dependencies import (
     ReadableGoal,
     UploadDep,
     UploadSlotDep,
+    lock_owned_goal,
 )
 from goaltrack.goals.errors import AttachmentLimit, InvalidStageOrder, StageLimit
 from goaltrack.goals.schemas import (
@@ -32,7 +35,7 @@ from goaltrack.goals.schemas import (
     StageOrder,
     StageUpdate,
 )
-from goaltrack.pagination import InvalidCursor, ListPage, PageDep
+from goaltrack.pagination import InvalidCursor, ListPage, Page, PageDep
 from goaltrack.reads import json_response
 from goaltrack.storage import StorageUnavailable
 from goaltrack.uploads import FileTooLarge, InvalidUpload, UnsupportedFileType
@@ -51,20 +54,34 @@ NOT_FOUND = error_responses(NotFound)
 
 # The hot reads answer with their rows rendered straight into JSON (reads.json_response); the
 # declared response model is the contract that body keeps (tests/test_reads.py).
+async def _goal_list(
+    request: Request, reader: ReaderDep, caller: AccessClaimsDep, page: Page, *, archived: bool
+) -> Response:
+    # A conditional request compares the version alone, before any row is read or rendered.
+    if "if-none-match" in request.headers:
+        current = await queries.goals_version(reader, caller)
+        if none_match(request, current):
+            return not_modified(current)
+    body, current = await queries.list_goals(reader, caller, archived=archived, page=page)
+    return json_response(body, headers={"ETag": current})
+
+
 @router.get("", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor))
-async def list_goals(reader: ReaderDep, caller: AccessClaimsDep, page: PageDep) -> Response:
+async def list_goals(
+    request: Request, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
+) -> Response:
     """Active goals, newest first."""
-    return json_response(await queries.list_goals(reader, caller, archived=False, page=page))
+    return await _goal_list(request, reader, caller, page, archived=False)
 
 
 @router.get(
     "/archived", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor)
 )
 async def list_archived_goals(
-    reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
+    request: Request, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
 ) -> Response:
     """Archived goals, newest first."""
-    return json_response(await queries.list_goals(reader, caller, archived=True, page=page))
+    return await _goal_list(request, reader, caller, page, archived=True)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=GoalOut)
@@ -82,16 +99,20 @@ async def create_goal(
 @router.get("/{goal_id:goal}", response_model=GoalOut, responses=NOT_FOUND)
 async def get_goal(
     goal_id: GoalId,
+    request: Request,
     reader: ReaderDep,
     storage: StorageDep,
     settings: SettingsDep,
     caller: AccessClaimsDep,
 ) -> Response:
-    return json_response(
-        await queries.get_goal(
-            reader, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
-        )
+    if "if-none-match" in request.headers:
+        current = await queries.goal_version(reader, caller, goal_id)
+        if none_match(request, current):
+            return not_modified(current)
+    body, current = await queries.get_goal(
+        reader, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
     )
+    return json_response(body, headers={"ETag": current})
 
 
 @router.put("/{goal_id:goal}", response_model=GoalOut, responses=NOT_FOUND)
@@ -133,9 +154,15 @@ async def delete_goal(goal: OwnedGoal, session: SessionDep) -> Response:
     responses=error_responses(NotFound, StageLimit),
 )
 async def add_stage(
-    body: StageCreate, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
+    body: StageCreate,
+    goal: OwnedGoal,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: Now,
+    response: Response,
 ) -> Stage:
     stage = await service.add_stage(session, settings, goal=goal, body=body, now=now)
+    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
     return Stage.model_validate(stage)
 
 
@@ -153,9 +180,15 @@ async def reorder_stages(
 
 @router.put("/{goal_id:goal}/stages/{stage_id:stage}", responses=NOT_FOUND)
 async def update_stage(
-    stage_id: uuid.UUID, body: StageUpdate, goal: OwnedGoal, session: SessionDep, now: Now
+    stage_id: uuid.UUID,
+    body: StageUpdate,
+    goal: OwnedGoal,
+    session: SessionDep,
+    now: Now,
+    response: Response,
 ) -> Stage:
     stage = await service.update_stage(session, goal=goal, stage_id=stage_id, body=body, now=now)
+    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
     return Stage.model_validate(stage)
 
 
@@ -175,6 +208,7 @@ StageToggle = Callable[[bool], Awaitable[Response]]
 async def get_stage_toggle(
     goal_id: GoalId,
     stage_id: uuid.UUID,
+    request: Request,
     caller: AccessClaimsDep,
     session: SessionDep,
     view: GoalViewDep,
@@ -182,9 +216,12 @@ async def get_stage_toggle(
 ) -> StageToggle:
     """Completes or reopens the stage, then renders its goal. The token and the owner are
     checked inside the toggle's one statement (service.SET_STAGE), as the hot reads do, rather
-    than through OwnedGoal."""
+    than through OwnedGoal — unless the request is conditional (`If-Match`): then the goal is
+    locked and its version compared first, as for every other write to a goal."""
 
     async def toggle(completed: bool) -> Response:
+        if "if-match" in request.headers:
+            await lock_owned_goal(goal_id, caller, session, request)
         await service.set_stage_completed(
             session, caller=caller, goal_id=goal_id, stage_id=stage_id, completed=completed, now=now
         )
@@ -249,10 +286,12 @@ async def add_attachment(
     storage: StorageDep,
     settings: SettingsDep,
     now: Now,
+    response: Response,
 ) -> Attachment:
     attachment = await attachments.add_attachment(
         session, storage, settings, goal, upload, slot, now
     )
+    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
     return Attachment.model_validate(
         await queries.attachment_out(
             storage, attachments.fields(attachment), url_ttl=settings.attachment_url_ttl_seconds
@@ -275,6 +314,41 @@ async def list_attachments(
         for row in await attachments.list_attachments(session, goal)
     ]
     return ListPage[Attachment](items=items, next_cursor=None)
+
+
+@router.get(
+    "/{goal_id:goal}/attachments/{attachment_id}/content",
+    status_code=status.HTTP_302_FOUND,
+    response_class=RedirectResponse,
+    responses={
+        status.HTTP_302_FOUND: {
+            "description": "To a fresh presigned download URL.",
+            "headers": {
+                "Location": {"description": "The presigned URL.", "schema": {"type": "string"}}
+            },
+        },
+        **NOT_FOUND,
+    },
+)
+async def get_attachment_content(
+    attachment_id: uuid.UUID,
+    goal: ReadableGoal,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> RedirectResponse:
+    """A redirect to a fresh presigned download URL: the attachment's stable address
+    (`content_url`), which an image cache can key on."""
+    attachment = await attachments.get_attachment(session, goal, attachment_id)
+    item = await queries.attachment_out(
+        storage, attachments.fields(attachment), url_ttl=settings.attachment_url_ttl_seconds
+    )
+    # Not cached by anyone: the URL it points to expires.
+    return RedirectResponse(
+        item["url"],
+        status_code=status.HTTP_302_FOUND,
+        headers={"Cache-Control": "private, no-store"},
+    )
 
 
 @router.delete(

@@ -102,7 +102,11 @@ class Attachment(ResponseModel):
     file_name: str
     file_type: str
     size: int
-    url: str
+    url: str = Field(description="A presigned download URL; short-lived, new at every read.")
+    content_url: str = Field(
+        description="A stable path (bearer auth) that redirects (302) to a fresh presigned URL: "
+        "what an image cache keys on."
+    )
     created_at: datetime
 
 

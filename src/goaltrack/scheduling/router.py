@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Depends, Response, status
 
 from goaltrack.auth.caller import get_access_claims
+from goaltrack.changes import current_version
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
@@ -29,9 +30,15 @@ NOT_FOUND = error_responses(NotFound)
     responses=error_responses(NotFound, ReminderLimit),
 )
 async def add_reminder(
-    body: ReminderIn, goal: OwnedGoal, session: SessionDep, settings: SettingsDep, now: Now
+    body: ReminderIn,
+    goal: OwnedGoal,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: Now,
+    response: Response,
 ) -> Reminder:
     reminder = await reminders.add_reminder(session, settings, goal=goal, body=body, now=now)
+    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
     return Reminder.model_validate(reminder)
 
 
@@ -45,11 +52,17 @@ async def list_reminders(goal: ReadableGoal, session: SessionDep) -> ListPage[Re
 
 @router.put("/{goal_id:goal}/reminders/{reminder_id}", responses=NOT_FOUND)
 async def update_reminder(
-    reminder_id: uuid.UUID, body: ReminderUpdate, goal: OwnedGoal, session: SessionDep, now: Now
+    reminder_id: uuid.UUID,
+    body: ReminderUpdate,
+    goal: OwnedGoal,
+    session: SessionDep,
+    now: Now,
+    response: Response,
 ) -> Reminder:
     reminder = await reminders.update_reminder(
         session, goal=goal, reminder_id=reminder_id, body=body, now=now
     )
+    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
     return Reminder.model_validate(reminder)
 
 

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
+from goaltrack.clock import Now
+from goaltrack.deps import ReaderDep, RedisDep, SessionmakerDep, SettingsDep, StorageDep
+from goaltrack.errors import error_responses
+from goaltrack.reads import json_response
+from goaltrack.sync import service
+from goaltrack.sync.errors import InvalidSyncCursor, SyncCursorExpired
+from goaltrack.sync.schemas import SyncPage
+
+router = APIRouter(tags=["sync"], dependencies=[Depends(get_access_claims)])
+
+
+@router.get(
+    "/sync",
+    response_model=SyncPage,
+    responses=error_responses(InvalidSyncCursor, SyncCursorExpired),
+)
+async def changes(
+    request: Request,
+    reader: ReaderDep,
+    storage: StorageDep,
+    redis: RedisDep,
+    sessionmaker: SessionmakerDep,
+    settings: SettingsDep,
+    caller: AccessClaimsDep,
+    now: Now,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=512, description="The `cursor` of the previous answer; none at first."),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, description=f"1–{service.MAX_LIMIT}; larger values are capped")
+    ] = service.DEFAULT_LIMIT,
+) -> Response:
+    """Without a cursor: the caller's whole state, page by page. With one: every change committed
+    after it, each object in its latest state, deletions as tombstones. Follow `cursor` while
+    `has_more`; a client that keeps syncing ends with exactly the server's state."""
+    return json_response(
+        await service.read_changes(
+            reader,
+            storage,
+            redis,
+            sessionmaker,
+            caller,
+            cursor=cursor,
+            limit=min(limit, service.MAX_LIMIT),
+            now=now,
+            tombstone_days=settings.sync_tombstone_days,
+            url_ttl=settings.attachment_url_ttl_seconds,
+        )
+    )
