@@ -37,6 +37,26 @@ async def sync_all(
             return changes, cursor
 
 
+async def sync_until(
+    client: Any,
+    account: Account,
+    cursor: str | None,
+    done: Any,
+    timeout: float = 20,
+) -> tuple[list[dict[str, Any]], str]:
+    """Syncs until `done(changes so far)`. A change is delivered once every transaction older
+    than it has ended, in any database of the cluster: the tests' other databases (xdist) run
+    their own transactions on the same server, so a change may wait a moment."""
+    changes: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        delta, cursor = await sync_all(client, account, cursor)
+        changes += delta
+        if done(changes) or time.monotonic() > deadline:
+            return changes, cursor
+        await asyncio.sleep(0.05)
+
+
 def apply(replica: dict[tuple[str, Any], Any], changes: list[dict[str, Any]]) -> None:
     for change in changes:
         key = (change["type"], change["id"])
@@ -114,7 +134,7 @@ async def test_first_sync_is_the_whole_state_then_only_changes(
     await client.delete(f"/goals/{goal['id']}", headers=user.headers)
     second = await create_goal(client, user, title="Second")
     await client.put("/settings", json={"timezone": "Europe/Paris"}, headers=user.headers)
-    delta, cursor = await sync_all(client, user, cursor)
+    delta, cursor = await sync_until(client, user, cursor, lambda changes: len(changes) >= 3)
     assert [(c["type"], c["id"], c["op"]) for c in delta] == [
         ("goal", goal["id"], "delete"),
         ("goal", second["id"], "upsert"),
@@ -143,7 +163,7 @@ async def test_a_stage_toggle_by_the_worker_path_and_the_scheduler_feed_it(
         await connection.execute(
             text("UPDATE goals SET title = 'Edited in psql' WHERE id = :id"), {"id": goal["id"]}
         )
-    delta, _ = await sync_all(client, user, cursor)
+    delta, _ = await sync_until(client, user, cursor, bool)
     assert [(c["id"], c["data"]["title"]) for c in delta] == [(goal["id"], "Edited in psql")]
 
 
@@ -152,11 +172,16 @@ async def test_notifications_and_read_state_are_synced(client: Any, user: Accoun
     stage = (await add_stages(client, user, goal["id"], 1))[0]
     _, cursor = await sync_all(client, user)
     await client.put(f"/goals/{goal['id']}/stages/{stage['id']}/complete", headers=user.headers)
-    delta, cursor = await sync_all(client, user, cursor)
-    kinds = {c["type"] for c in delta}
-    assert {"goal", "notification", "achievement"} <= kinds  # goal_completed, first_completion
+    expected = {"goal", "notification", "achievement"}  # goal_completed, first_completion
+
+    def all_kinds(changes: list[dict[str, Any]]) -> bool:
+        return expected <= {c["type"] for c in changes}
+
+    delta, cursor = await sync_until(client, user, cursor, all_kinds)
+    assert all_kinds(delta)
+    unread = (await client.get("/notifications", headers=user.headers)).json()["unread_count"]
     await client.put("/notifications/read-all", headers=user.headers)
-    delta, _ = await sync_all(client, user, cursor)
+    delta, _ = await sync_until(client, user, cursor, lambda changes: len(changes) >= unread)
     assert delta
     assert all(c["type"] == "notification" and c["data"]["is_read"] for c in delta)
 
@@ -181,12 +206,14 @@ async def test_transactions_committed_out_of_order_are_both_delivered(
         await tx2.commit()
         # T1 still runs: its change is below no horizon yet, and T2's waits behind it.
         during, cursor = await sync_all(client, user, cursor)
+        # T2 has committed, but a cursor past it would pass T1's change: it waits.
+        assert during == []
         await tx1.commit()
     finally:
         await t1.close()
         await t2.close()
-    after, _ = await sync_all(client, user, cursor)
-    titles = {c["data"]["title"] for c in during + after}
+    after, _ = await sync_until(client, user, cursor, lambda changes: len(changes) >= 2)
+    titles = {c["data"]["title"] for c in after}
     assert titles == {"first, edited", "second, edited"}
 
 
@@ -233,11 +260,17 @@ async def test_concurrent_writers_and_a_syncing_reader_end_equal(
             syncs += 1
 
     await asyncio.gather(reader(), *(writer(index) for index in range(3)))
-    changes, cursor = await sync_all(client, user, cursor)
-    apply(replica, changes)
+    server = comparable(await server_state(client, user))
+
+    def caught_up(changes: list[dict[str, Any]]) -> bool:
+        apply(replica, changes)
+        changes.clear()
+        return comparable(replica) == server
+
+    await sync_until(client, user, cursor, caught_up)
     assert not errors
     assert syncs > 10
-    assert comparable(replica) == comparable(await server_state(client, user))
+    assert comparable(replica) == server
 
 
 async def test_garbage_and_expired_cursors(client: Any, user: Account, app: Any) -> None:
