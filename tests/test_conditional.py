@@ -17,6 +17,8 @@ async def etag_of(client: Any, account: Account, path: str) -> str:
     response = await client.get(path, headers=account.headers)
     assert response.status_code == 200, response.text
     etag: str = response.headers["ETag"]
+    # The caller's own data: kept by the client only, and revalidated each time.
+    assert response.headers["Cache-Control"] == "private, no-cache"
     assert etag.startswith('"')
     assert etag.endswith('"')
     return etag

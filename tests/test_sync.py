@@ -376,3 +376,21 @@ async def test_every_table_a_synced_object_is_made_of_feeds_the_log(app: Any) ->
     for table, event in rows:
         found.setdefault(table, set()).add(event)
     assert found == expected
+
+
+async def test_the_ai_workers_plan_reaches_sync(client: Any, user: Account) -> None:
+    """The Celery worker writes the new stages and the notification in its own transaction."""
+    goal = await create_goal(client, user, title="Learn Spanish")
+    _, cursor = await sync_all(client, user)
+    response = await client.post(f"/goals/{goal['id']}/ai-sync", headers=user.headers)
+    assert response.status_code == 202, response.text
+
+    def plan_arrived(changes: list[dict[str, Any]]) -> bool:
+        goals = [c["data"] for c in changes if c["type"] == "goal"]
+        notes = [c["data"]["type"] for c in changes if c["type"] == "notification"]
+        return bool(goals) and goals[-1]["ai_status"] == "done" and "ai_stages_ready" in notes
+
+    delta, _ = await sync_until(client, user, cursor, plan_arrived)
+    assert plan_arrived(delta)
+    [latest] = [c["data"] for c in delta if c["type"] == "goal"][-1:]
+    assert latest == (await client.get(f"/goals/{goal['id']}", headers=user.headers)).json()

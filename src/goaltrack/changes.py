@@ -129,8 +129,14 @@ def require_match(request: Request, current: str | None) -> None:
     raise PreconditionFailed
 
 
+def revalidated(current: str) -> dict[str, str]:
+    """A cacheable read's headers: its ETag, and that a client (never a shared cache: the
+    response is the caller's) may keep it but must ask again, with `If-None-Match`, each time."""
+    return {"ETag": current, "Cache-Control": "private, no-cache"}
+
+
 def not_modified(current: str) -> Response:
-    return Response(status_code=304, headers={"ETag": current})
+    return Response(status_code=304, headers=revalidated(current))
 
 
 async def current_version(

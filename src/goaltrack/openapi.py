@@ -421,10 +421,16 @@ def _declare_conditions(method: str, path: str, operation: dict[str, Any]) -> No
                 "The ETag of the copy the client holds: 304 with no body while it is current.",
             )
         )
-        responses["200"].setdefault("headers", {})["ETag"] = ETAG_HEADER
+        cache_control = {
+            "description": "`private, no-cache`: keep it, and revalidate with If-None-Match.",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+        headers = {"ETag": ETAG_HEADER, "Cache-Control": cache_control}
+        responses["200"].setdefault("headers", {}).update(headers)
         responses["304"] = {
             "description": "Not modified: the client's copy (If-None-Match) is current.",
-            "headers": {"ETag": ETAG_HEADER},
+            "headers": headers,
         }
     elif _is_conditional_write(method, path):
         parameters.append(

@@ -29,6 +29,7 @@ from goaltrack.changes import (
     none_match,
     not_modified,
     require_match,
+    revalidated,
 )
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
@@ -54,7 +55,7 @@ async def get_account(
     current = _account_version(user)
     if none_match(request, current):
         return not_modified(current)
-    response.headers["ETag"] = current
+    response.headers.update(revalidated(current))
     return AccountOut.model_validate(user)
 
 
@@ -177,7 +178,7 @@ async def get_settings(
     current = await current_version(session, "settings", user.id, user.id)
     if none_match(request, current):
         return not_modified(current)
-    response.headers["ETag"] = current
+    response.headers.update(revalidated(current))
     return SettingsOut.model_validate(await service.get_settings_row(session, user.id))
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
-from goaltrack.changes import current_version, none_match, not_modified
+from goaltrack.changes import current_version, none_match, not_modified, revalidated
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import ReaderDep, SettingsDep, StorageDep
@@ -63,7 +63,7 @@ async def _goal_list(
         if none_match(request, current):
             return not_modified(current)
     body, current = await queries.list_goals(reader, caller, archived=archived, page=page)
-    return json_response(body, headers={"ETag": current})
+    return json_response(body, headers=revalidated(current))
 
 
 @router.get("", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor))
@@ -112,7 +112,7 @@ async def get_goal(
     body, current = await queries.get_goal(
         reader, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
     )
-    return json_response(body, headers={"ETag": current})
+    return json_response(body, headers=revalidated(current))
 
 
 @router.put("/{goal_id:goal}", response_model=GoalOut, responses=NOT_FOUND)
