@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,6 +63,16 @@ class SyncCursor:
         if version != "1" or len(numbers) != 4 or not all(0 <= n < _BIGINT for n in numbers):
             raise InvalidSyncCursor
         return cls(*numbers)
+
+
+# What a change names its object by: settings are the caller's own (no id), an achievement is
+# known by its code.
+PUBLIC_ID: dict[str, Callable[[Any], Any]] = {
+    "goal": lambda change: change["object_id"],
+    "notification": lambda change: change["object_id"],
+    "settings": lambda change: None,
+    "achievement": lambda change: change["code"],
+}
 
 
 async def read_changes(
@@ -146,9 +157,7 @@ async def _render(
     changes: list[dict[str, Any]] = []
     for change in changed:
         kind, object_id = change["kind"], change["object_id"]
-        public_id = (
-            None if kind == "settings" else change["code"] if kind == "achievement" else object_id
-        )
+        public_id = PUBLIC_ID[kind](change)
         if change["deleted"]:
             changes.append({"type": kind, "id": public_id, "op": "delete"})
         elif (found := data.get((kind, object_id))) is not None:
