@@ -231,3 +231,29 @@ async def test_content_url_is_stable_and_redirects_to_a_fresh_presigned_url(
     assert_problem(await client.get(content_url), 401, "not_authenticated")
     missing = f"/goals/{goal['id']}/attachments/{goal['id']}/content"
     assert_problem(await client.get(missing, headers=user.headers), 404, "not_found")
+
+
+async def test_a_server_may_require_if_match(
+    client: Any, app: Any, user: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    goal = await create_goal(client, user)
+    stage = (await add_stages(client, user, goal["id"], 1))[0]
+    path = f"/goals/{goal['id']}"
+    strict = app.state.settings.model_copy(update={"require_if_match": True})
+    monkeypatch.setattr(app.state, "settings", strict)
+    for method, url, body in (
+        ("PUT", path, {"title": "x"}),
+        ("PUT", f"{path}/stages/{stage['id']}/complete", None),
+        ("PUT", "/settings", {"locale": "ru"}),
+    ):
+        response = await client.request(method, url, json=body, headers=user.headers)
+        assert_problem(response, 428, "precondition_required")
+    etag = await etag_of(client, user, path)
+    response = await client.put(
+        path, json={"title": "x"}, headers={**user.headers, "If-Match": etag}
+    )
+    assert response.status_code == 200, response.text
+    # Reads and creation need no precondition.
+    assert (
+        await client.post("/goals", json={"title": "y"}, headers=user.headers)
+    ).status_code == 201

@@ -98,6 +98,23 @@ class PreconditionFailed(AppError):
     detail = "The resource changed since the ETag in If-Match was read; read it again."
 
 
+class PreconditionRequired(AppError):
+    status_code = 428
+    code = "precondition_required"
+    detail = "This server requires If-Match on writes to goals and settings: send the ETag read."
+
+
+def is_conditional(request: Request) -> bool:
+    """Whether a write to a goal or settings is compared with the current version: it carries
+    `If-Match`; without one, 428 when the server requires it (REQUIRE_IF_MATCH, for a fleet whose
+    clients all send it), else the last write wins."""
+    if "if-match" in request.headers:
+        return True
+    if request.app.state.settings.require_if_match:
+        raise PreconditionRequired
+    return False
+
+
 def etag(version: int | str | None) -> str:
     """A strong entity tag for a version. It names the data, not its bytes on the wire: the same
     for a gzip-compressed response (as GitHub's and S3's)."""

@@ -437,7 +437,8 @@ def _declare_conditions(method: str, path: str, operation: dict[str, Any]) -> No
             _header_parameter(
                 "If-Match",
                 "The goal's (or the settings') ETag the change is based on: 412 "
-                "`precondition_failed` and nothing changes when it is no longer current.",
+                "`precondition_failed` and nothing changes when it is no longer current; "
+                "428 `precondition_required` without it when the server requires it.",
             )
         )
         for status in ("200", "201"):
@@ -446,13 +447,14 @@ def _declare_conditions(method: str, path: str, operation: dict[str, Any]) -> No
                     **ETAG_HEADER,
                     "description": "The goal's (or the settings') new version.",
                 }
-        responses.setdefault(
-            "412",
-            {
-                "description": "`precondition_failed`",
-                "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            },
-        )
+        for status, code in (("412", "precondition_failed"), ("428", "precondition_required")):
+            responses.setdefault(
+                status,
+                {
+                    "description": f"`{code}`",
+                    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                },
+            )
 
 
 # --- links ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from goaltrack.auth.schemas import TokenPair
 from goaltrack.changes import (
     current_version,
     etag,
+    is_conditional,
     none_match,
     not_modified,
     require_match,
@@ -185,7 +186,7 @@ async def get_settings(
 async def settings_precondition(request: Request, user: CurrentUser, session: SessionDep) -> None:
     """Every settings write: with `If-Match`, the row is locked and its version compared first
     (412 when stale), so that nothing changes."""
-    if "if-match" in request.headers:
+    if is_conditional(request):
         await service.lock_settings_row(session, user.id)
         require_match(request, await current_version(session, "settings", user.id, user.id))
 

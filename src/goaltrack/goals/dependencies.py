@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from goaltrack.auth.caller import AccessClaimsDep, raise_missing, require_current
 from goaltrack.auth.security import AccessClaims
-from goaltrack.changes import current_version, require_match
+from goaltrack.changes import current_version, is_conditional, require_match
 from goaltrack.clock import Now
 from goaltrack.config import Settings
 from goaltrack.db import SessionDep
@@ -60,7 +60,7 @@ def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
         goal = await service.get_callers_goal(session, caller=claims, goal_id=goal_id, lock=lock)
         if goal is None:
             await raise_missing(session, claims)
-        if lock and "if-match" in request.headers:
+        if lock and is_conditional(request):
             require_match(request, await current_version(session, "goal", goal.user_id, goal.id))
         return goal
 

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
-from goaltrack.changes import current_version, none_match, not_modified, revalidated
+from goaltrack.changes import (
+    current_version,
+    is_conditional,
+    none_match,
+    not_modified,
+    revalidated,
+)
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import ReaderDep, SettingsDep, StorageDep
@@ -220,7 +226,7 @@ async def get_stage_toggle(
     locked and its version compared first, as for every other write to a goal."""
 
     async def toggle(completed: bool) -> Response:
-        if "if-match" in request.headers:
+        if is_conditional(request):
             await lock_owned_goal(goal_id, caller, session, request)
         await service.set_stage_completed(
             session, caller=caller, goal_id=goal_id, stage_id=stage_id, completed=completed, now=now
