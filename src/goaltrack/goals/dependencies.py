@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
+from goaltrack import idempotency
 from goaltrack.auth.caller import AccessClaimsDep, raise_missing, require_current
 from goaltrack.auth.security import AccessClaims
 from goaltrack.clock import Now
@@ -90,14 +91,35 @@ async def get_upload(
 UploadDep = Annotated[Upload, Depends(get_upload)]
 
 
+@idempotency.claims_key
+async def claim_upload_key(
+    request: Request, upload: UploadDep, session: SessionDep, claims: AccessClaimsDep
+) -> None:
+    """An upload's Idempotency-Key (goaltrack.idempotency), claimed once the bounded file is read
+    and before its intent is committed or S3 is touched. Its content is the file's bytes and
+    name: a retry's multipart boundary differs, so the raw body would never match."""
+    await idempotency.claim(
+        request,
+        session,
+        owner=claims.user_id,
+        content=lambda: idempotency.file_content(upload.file, upload.file_name),
+        verify_owner=lambda: require_current(session, claims),
+    )
+
+
 async def get_upload_slot(
-    goal_id: GoalId, claims: AccessClaimsDep, sessionmaker: SessionmakerDep, now: Now
+    _claimed: Annotated[None, Depends(claim_upload_key)],
+    goal_id: GoalId,
+    claims: AccessClaimsDep,
+    sessionmaker: SessionmakerDep,
+    now: Now,
 ) -> UploadSlot:
     return await attachments.reserve_upload(sessionmaker, claims.user_id, goal_id, now)
 
 
-# Declared after UploadDep and before OwnedGoal: body read, then intent committed, then the
-# request's own connection and the goal's lock.
+# Declared after UploadDep and before OwnedGoal: body read, then the key claimed (only with an
+# Idempotency-Key does this take the request's connection this early), then the intent committed,
+# then the goal's lock.
 UploadSlotDep = Annotated[UploadSlot, Depends(get_upload_slot)]
 
 # The one ownership check for every goal route (the hot reads, goal creation and a stage toggle

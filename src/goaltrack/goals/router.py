@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import ReaderDep, SettingsDep, StorageDep
@@ -42,6 +43,7 @@ router = APIRouter(
     tags=["goals"],
     # The token is checked before anything else runs (an upload is not read for a stranger).
     dependencies=[Depends(get_access_claims)],
+    route_class=IdempotentRoute,
 )
 
 NO_CONTENT = status.HTTP_204_NO_CONTENT
