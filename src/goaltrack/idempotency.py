@@ -17,23 +17,24 @@ commit that makes the record visible is what releases it.
 A request with a key, step by step:
 1. The claim (`claim`, in a dependency solved before anything with an effect): the key is checked
    (400 `invalid_idempotency_key`), the lock tried (409), then a record younger than `RETENTION`
-   looked up. Another fingerprint — method, path and content — is a 422 `idempotency_key_reused`;
-   the same one is answered from the record and nothing else runs. A claim that answers by itself
-   first checks that the token is still current (`verify_owner`): a revoked token gets its 401,
-   not a stored answer. Otherwise a SAVEPOINT is set and the claim stays on the request.
-2. The route runs. `IdempotentRouteBase` wraps its handler: once the handler returned its response
-   (the session is still open: `get_db_session` commits right after), the record is written in the
-   same session. A raised error whose answer is below 500 is rendered by the app's own handler,
-   the route's work is rolled back to the savepoint (and the tasks it deferred dropped), and the
-   error is recorded instead. 5xx, 401 and 429 are not recorded: they say the request was not
-   carried out, and the same key must run it when retried (later, or with a fresh token).
+   looked up. Another fingerprint (method, path with its query, content) is a 422
+   `idempotency_key_reused`; the same one is answered from the record and nothing else runs. A
+   claim that answers by itself first checks that the token is still current (`verify_owner`):
+   a revoked token gets its 401, never a stored answer. Otherwise a SAVEPOINT is set and the
+   claim stays on the request.
+2. The route runs. `IdempotentRouteBase` wraps its handler: once the handler returned its
+   response (the session is still open: `get_db_session` commits right after), the record is
+   written in the same session. A raised error whose answer is below 500 is rendered by the app's
+   own handler, the route's work is rolled back to the savepoint (the tasks it deferred dropped),
+   and the error is recorded instead. 5xx, 401 and 429 are not recorded: they say the request was
+   not carried out, and the same key must run it when retried (later, or with a fresh token).
 3. `idempotency.delete_expired` (worker/tasks.py, hourly) deletes older records in batches; a
    lookup ignores them before that.
 
 Content is the canonical JSON body (sorted keys; unparsable bytes as they are; an empty body is
 its own content), or, for an upload, the file's bytes and name (a retry's multipart boundary
-differs, so the raw body is never hashed). Bodies are bounded before they get here (BodySizeLimit,
-the upload's own limit).
+differs, so the raw body is never hashed; goals.dependencies.get_upload_slot). Bodies are bounded
+before they get here (BodySizeLimit, the upload's own limit).
 """
 
 from __future__ import annotations
@@ -172,8 +173,9 @@ async def file_content(file: IO[bytes], name: str) -> bytes:
     return orjson.dumps({"file_name": name, "sha256": await to_thread.run_sync(digest)})
 
 
-def fingerprint(method: str, path: str, content: bytes) -> bytes:
-    return hashlib.sha256(orjson.dumps([method, path]) + content).digest()
+def fingerprint(method: str, path: str, query: str, content: bytes) -> bytes:
+    # The JSON array ends where it ends: nothing in the content can pass for part of the target.
+    return hashlib.sha256(orjson.dumps([method, path, query]) + content).digest()
 
 
 @dataclass(slots=True)
@@ -233,7 +235,8 @@ async def claim(
     key = request_key(request)
     if key is None:
         return
-    request_fingerprint = fingerprint(request.method, request.url.path, await content())
+    url = request.url
+    request_fingerprint = fingerprint(request.method, url.path, url.query, await content())
     lock = func.hashtextextended(f"idempotency:{owner}:{key}", 0)
     if not await session.scalar(select(func.pg_try_advisory_xact_lock(lock))):
         await verify_owner()

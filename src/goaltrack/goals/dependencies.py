@@ -91,13 +91,29 @@ async def get_upload(
 UploadDep = Annotated[Upload, Depends(get_upload)]
 
 
+async def reserve_upload_slot(
+    goal_id: GoalId, claims: AccessClaimsDep, sessionmaker: SessionmakerDep, now: Now
+) -> UploadSlot:
+    return await attachments.reserve_upload(sessionmaker, claims.user_id, goal_id, now)
+
+
 @idempotency.claims_key
-async def claim_upload_key(
-    request: Request, upload: UploadDep, session: SessionDep, claims: AccessClaimsDep
-) -> None:
-    """An upload's Idempotency-Key (goaltrack.idempotency), claimed once the bounded file is read
-    and before its intent is committed or S3 is touched. Its content is the file's bytes and
-    name: a retry's multipart boundary differs, so the raw body would never match."""
+async def get_upload_slot(
+    request: Request,
+    upload: UploadDep,
+    slot: Annotated[UploadSlot, Depends(reserve_upload_slot)],
+    session: SessionDep,
+    claims: AccessClaimsDep,
+) -> UploadSlot:
+    """The upload's slot, its intent committed, and then its Idempotency-Key claimed (see
+    goaltrack.idempotency), before the goal's lock and S3. The key's content is the file's bytes
+    and name: a retry's multipart boundary differs, so the raw body would never match.
+
+    The claim comes after the intent because it takes the request's connection (its lock lives
+    in the request's transaction): before it, the intent's short transaction would need a second
+    connection while holding the first, and concurrent keyed uploads would wait on each other's
+    (tests/test_idempotency.py). A retry answered by the claim leaves an intent for an object
+    that was never stored; its sweep removes it like any other."""
     await idempotency.claim(
         request,
         session,
@@ -105,21 +121,11 @@ async def claim_upload_key(
         content=lambda: idempotency.file_content(upload.file, upload.file_name),
         verify_owner=lambda: require_current(session, claims),
     )
+    return slot
 
 
-async def get_upload_slot(
-    _claimed: Annotated[None, Depends(claim_upload_key)],
-    goal_id: GoalId,
-    claims: AccessClaimsDep,
-    sessionmaker: SessionmakerDep,
-    now: Now,
-) -> UploadSlot:
-    return await attachments.reserve_upload(sessionmaker, claims.user_id, goal_id, now)
-
-
-# Declared after UploadDep and before OwnedGoal: body read, then the key claimed (only with an
-# Idempotency-Key does this take the request's connection this early), then the intent committed,
-# then the goal's lock.
+# Declared after UploadDep and before OwnedGoal: body read, then the intent committed, then the
+# request's own connection (the key's claim) and the goal's lock.
 UploadSlotDep = Annotated[UploadSlot, Depends(get_upload_slot)]
 
 # The one ownership check for every goal route (the hot reads, goal creation and a stage toggle
