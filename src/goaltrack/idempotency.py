@@ -464,25 +464,23 @@ def _declare(operation: dict[str, Any]) -> None:
     operation.setdefault("parameters", []).append(copy.deepcopy(KEY_PARAMETER))
     responses = operation.setdefault("responses", {})
     for error in (InvalidIdempotencyKey, IdempotencyInProgress, IdempotencyKeyReused):
-        status = error.status_code
-        entry = error_responses(error)[status]
-        existing = responses.get(str(status))
-        if existing is None:
-            if status == 422:  # every 422 has the ValidationProblem shape (errors.py)
-                entry["content"] = {
+        status = str(error.status_code)
+        own = status not in responses  # no problem of the route's own under this status
+        if own:
+            responses[status] = error_responses(error)[error.status_code]
+            if error.status_code == 422:  # every 422 has the ValidationProblem shape (errors.py)
+                responses[status]["content"] = {
                     PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ValidationProblem"}}
                 }
-            responses[str(status)] = existing = entry
-            required = True
         else:
-            existing["description"] = " / ".join(
-                filter(None, [existing.get("description"), f"`{error.code}`"])
+            responses[status]["description"] = " / ".join(
+                filter(None, [responses[status].get("description"), f"`{error.code}`"])
             )
-            required = False  # the route's own problems under this status come without it
         if error is IdempotencyInProgress:
-            existing.setdefault("headers", {})["Retry-After"] = {
+            # Required where every 409 is ours; the route's own 409s come without it.
+            responses[status].setdefault("headers", {})["Retry-After"] = {
                 **RETRY_AFTER_HEADER,
-                "required": required,
+                "required": own,
             }
     for status, response in responses.items():
         if status.isdigit() and recordable(int(status)) and status != "413":
