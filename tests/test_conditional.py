@@ -233,14 +233,21 @@ async def test_content_url_is_stable_and_redirects_to_a_fresh_presigned_url(
     assert_problem(await client.get(missing, headers=user.headers), 404, "not_found")
 
 
-async def test_a_server_may_require_if_match(
-    client: Any, app: Any, user: Account, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_server_may_require_if_match(client: Any, app: Any, user: Account) -> None:
     goal = await create_goal(client, user)
     stage = (await add_stages(client, user, goal["id"], 1))[0]
     path = f"/goals/{goal['id']}"
-    strict = app.state.settings.model_copy(update={"require_if_match": True})
-    monkeypatch.setattr(app.state, "settings", strict)
+    settings = app.state.settings
+    # Set and restored by hand: pytest's monkeypatch, undoing, deletes an attribute of
+    # Starlette's State instead of restoring it (its old value is not in the instance __dict__).
+    app.state.settings = settings.model_copy(update={"require_if_match": True})
+    try:
+        await _strict_server(client, user, path, stage)
+    finally:
+        app.state.settings = settings
+
+
+async def _strict_server(client: Any, user: Account, path: str, stage: dict[str, Any]) -> None:
     for method, url, body in (
         ("PUT", path, {"title": "x"}),
         ("PUT", f"{path}/stages/{stage['id']}/complete", None),

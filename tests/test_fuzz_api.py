@@ -9,7 +9,7 @@ Every Schemathesis check is on. In particular:
   zones, no special-use e-mail domains, upload types, ...: goaltrack.openapi), so a refusal is
   a contract bug. What no schema can say is supplied the way a real client would supply it: the
   caller's *current* password, a reset token we issued, a cursor we issued, the goal's own stage
-  ids, files that decode (see `prepare`). One rule stays outside the document: a new password's
+  ids, files that decode, a new Idempotency-Key for each new request (see `prepare`). One rule stays outside the document: a new password's
   72-byte bcrypt limit (JSON Schema counts characters, not bytes; the description says it), so a
   generated new password is cut to 72 UTF-8 bytes before it is sent (`_within_bcrypt_limit`).
   A second one is below JSON Schema: integers are refused when written with a fraction (`2.0`;
@@ -59,6 +59,7 @@ from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import ensure_resource_availability
 
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
+from goaltrack.idempotency import IDEMPOTENCY_KEY
 from goaltrack.main import create_app
 from goaltrack.pagination import Cursor
 from goaltrack.sync.service import SyncCursor
@@ -420,6 +421,8 @@ def prepare(case: schemathesis.Case, caller: Caller) -> None:
     if body is not None and case.media_type == "application/json":
         # Assigned even when equal: `2.0 == 2` for a dict comparison, not on the wire.
         case.body = _integers_as_integers({**body, **changes})
+    if case.headers and IDEMPOTENCY_KEY in case.headers:
+        case.headers = {**case.headers, IDEMPOTENCY_KEY: _fresh_key(case.headers[IDEMPOTENCY_KEY])}
     if label in CURSOR_LISTS and "cursor" in (case.query or {}):
         # A cursor as the server issues them (the keyset of a row), instead of random text.
         cursor = Cursor(datetime.now(UTC) - timedelta(days=1), uuid.uuid4()).encode()
@@ -428,6 +431,13 @@ def prepare(case: schemathesis.Case, caller: Caller) -> None:
         # A sync cursor as the server issues them (a position in the change log).
         position = SyncCursor(xid=1, seq=1, floor=1, caught_up=int(time.time()))
         case.query = {**(case.query or {}), "cursor": position.encode()}
+
+
+def _fresh_key(generated: str) -> str:
+    """A client sends a new Idempotency-Key with each new request (the same one only when it
+    retries that request): keys generated from the pattern repeat across examples, and the same
+    key with another body is rightly a 422. The generated characters stay, made unique."""
+    return f"{generated[:200]}-{uuid.uuid4().hex}"
 
 
 def _without_pending_ai_run(caller: Caller, goal_id: str) -> Any:
@@ -498,10 +508,13 @@ def assert_nul_refused(case: schemathesis.Case, caller: Caller) -> None:
     if not leaves:
         return
     path = leaves[zlib.crc32(repr(case.body).encode()) % len(leaves)]  # stable per body
+    headers = {**(case.headers or {}), **caller.headers}
+    if IDEMPOTENCY_KEY in headers:  # another body: another request, under a key of its own
+        headers[IDEMPOTENCY_KEY] = _fresh_key(headers[IDEMPOTENCY_KEY])
     response = case.operation.Case(
         path_parameters=case.path_parameters,
         query=case.query,
-        headers={**(case.headers or {}), **caller.headers},
+        headers=headers,
         body=_with_nul(case.body, path),
         media_type=case.media_type,
     ).call()

@@ -544,8 +544,8 @@ def _cors_app(settings: Settings) -> ASGIApp:
         TINY,
         allow_origins=settings.cors_origin_list,
         allow_methods=["GET", "POST", "PUT", "DELETE"],
-        allow_headers=["Authorization", "Content-Type"],
-        expose_headers=["X-Request-ID", "Retry-After"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        expose_headers=["Retry-After", "X-Request-ID", "Idempotency-Replayed"],
         allow_credentials=False,
         max_age=600,
     )
@@ -570,3 +570,14 @@ async def test_cors_from_settings() -> None:
         simple = await client.get("/json", headers={"Origin": "https://app.example.com"})
         assert simple.headers["access-control-allow-origin"] == "https://app.example.com"
         assert "retry-after" in simple.headers["access-control-expose-headers"].lower()
+        keyed = await client.options(
+            "/goals",
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+            },
+        )
+        assert keyed.status_code == 200
+        exposed = simple.headers["access-control-expose-headers"].lower()
+        assert "idempotency-replayed" in exposed

@@ -232,6 +232,7 @@ def test_beat_schedules_every_periodic_job(celery_app: Any) -> None:
         "notifications.delete_expired",
         "achievements.refresh_stats",
         "ai.fail_stale_runs",
+        "idempotency.delete_expired",
     }
     assert scheduled <= set(celery_app.tasks)
 

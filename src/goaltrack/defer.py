@@ -39,6 +39,16 @@ def discard_deferred(session: AsyncSession) -> None:
     session.info.pop(_DEFERRED, None)
 
 
+def deferred_mark(session: AsyncSession) -> int:
+    """How many tasks the session has deferred so far (see `discard_deferred_since`)."""
+    return len(session.info.get(_DEFERRED, ()))
+
+
+def discard_deferred_since(session: AsyncSession, mark: int) -> None:
+    """Forget the tasks deferred after `mark`: their work was rolled back to a savepoint."""
+    del session.info.get(_DEFERRED, [])[mark:]
+
+
 def has_deferred(session: AsyncSession) -> bool:
     return bool(session.info.get(_DEFERRED))
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 
-from goaltrack import health, redaction
+from goaltrack import health, idempotency, redaction
 from goaltrack.account.router import public_router as account_public_router
 from goaltrack.account.router import router as account_router
 from goaltrack.achievements.router import router as achievements_router
@@ -105,8 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
-            expose_headers=["Retry-After", "X-Request-ID"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Retry-After", "X-Request-ID", "Idempotency-Replayed"],
             allow_credentials=False,
             max_age=600,
         )
@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_router)
     _document_problem_schema(app)
     install_contract(app)  # after the problem schemas: it completes their 401s and 422s
+    idempotency.install_contract(app)  # on top of both: the Idempotency-Key and its problems
     install_observability(app, settings)  # last: outermost (request id, metrics), /metrics
     return app
 

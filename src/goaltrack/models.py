@@ -9,6 +9,7 @@ from goaltrack.db import Base
 from goaltrack.devices.models import Device
 from goaltrack.files.models import FileDeletion
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
+from goaltrack.idempotency import IdempotencyKey
 from goaltrack.notifications.models import Notification, PushDelivery
 from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling.models import ScheduledDelivery
@@ -25,6 +26,7 @@ __all__ = [
     "GoalAttachment",
     "GoalReminder",
     "GoalStage",
+    "IdempotencyKey",
     "Notification",
     "OutboxTask",
     "PasswordResetToken",

@@ -21,6 +21,7 @@ from goaltrack.account.schemas import (
 from goaltrack.auth.caller import CurrentUser, get_current_user
 from goaltrack.auth.dependencies import PasswordsDep
 from goaltrack.auth.errors import InvalidCredentials, InvalidPassword
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.auth.models import User
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.changes import (
@@ -38,9 +39,11 @@ from goaltrack.deps import SessionmakerDep, SettingsDep
 from goaltrack.errors import RateLimited, error_responses
 from goaltrack.ratelimit import RateLimiterDep, limit_login_attempts, limit_password_checks
 
-router = APIRouter(tags=["account"], dependencies=[Depends(get_current_user)])
+router = APIRouter(
+    tags=["account"], dependencies=[Depends(get_current_user)], route_class=IdempotentRoute
+)
 # Restoring a soft-deleted account: its tokens are revoked, so e-mail and password identify it.
-public_router = APIRouter(tags=["account"])
+public_router = APIRouter(tags=["account"], route_class=IdempotentRoute)
 
 
 def _account_version(user: User) -> str:

@@ -5,11 +5,15 @@ from fastapi import APIRouter, Depends, Response
 from goaltrack.achievements import service
 from goaltrack.achievements.schemas import AchievementList
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.deps import ReaderDep, RedisDep, SessionmakerDep
 from goaltrack.reads import json_response
 
 router = APIRouter(
-    prefix="/achievements", tags=["achievements"], dependencies=[Depends(get_access_claims)]
+    prefix="/achievements",
+    tags=["achievements"],
+    dependencies=[Depends(get_access_claims)],
+    route_class=IdempotentRoute,
 )
 
 

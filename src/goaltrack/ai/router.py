@@ -8,13 +8,19 @@ from goaltrack.ai import service
 from goaltrack.ai.errors import AiDailyLimit, AiInProgress, AiUnavailable
 from goaltrack.ai.schemas import AiSyncAccepted, AiSyncRequest
 from goaltrack.auth.caller import get_access_claims
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import NotFound, error_responses
 from goaltrack.goals.dependencies import OwnedGoal
 
-router = APIRouter(prefix="/goals", tags=["goals"], dependencies=[Depends(get_access_claims)])
+router = APIRouter(
+    prefix="/goals",
+    tags=["goals"],
+    dependencies=[Depends(get_access_claims)],
+    route_class=IdempotentRoute,
+)
 
 
 @router.post(

@@ -11,6 +11,7 @@ from goaltrack.auth.errors import (
     InvalidRefreshToken,
     ResetTokenInvalid,
 )
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.auth.schemas import (
     Accepted,
     ForgotPasswordRequest,
@@ -27,7 +28,7 @@ from goaltrack.deps import SessionmakerDep, SettingsDep
 from goaltrack.errors import RateLimited, error_responses
 from goaltrack.ratelimit import RateLimiterDep, client_ip, limit_login_attempts
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=IdempotentRoute)
 
 FORGOT_PASSWORD_ACCEPTED = "If an account exists for this e-mail, a reset link has been sent to it."
 

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 
 from goaltrack.auth.caller import CurrentUser, get_current_user
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.devices import service
@@ -12,7 +13,12 @@ from goaltrack.devices.schemas import DeviceIn, DeviceOut
 from goaltrack.errors import NotFound, error_responses
 from goaltrack.schemas import DEVICE_TOKEN_MAX_LENGTH, DEVICE_TOKEN_PATTERN
 
-router = APIRouter(prefix="/devices", tags=["devices"], dependencies=[Depends(get_current_user)])
+router = APIRouter(
+    prefix="/devices",
+    tags=["devices"],
+    dependencies=[Depends(get_current_user)],
+    route_class=IdempotentRoute,
+)
 
 
 @router.post(

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
+from goaltrack import idempotency
 from goaltrack.auth.caller import AccessClaimsDep, raise_missing, require_current
 from goaltrack.auth.security import AccessClaims
 from goaltrack.changes import current_version, is_conditional, require_match
@@ -101,14 +102,41 @@ async def get_upload(
 UploadDep = Annotated[Upload, Depends(get_upload)]
 
 
-async def get_upload_slot(
+async def reserve_upload_slot(
     goal_id: GoalId, claims: AccessClaimsDep, sessionmaker: SessionmakerDep, now: Now
 ) -> UploadSlot:
     return await attachments.reserve_upload(sessionmaker, claims.user_id, goal_id, now)
 
 
-# Declared after UploadDep and before OwnedGoal: body read, then intent committed, then the
-# request's own connection and the goal's lock.
+@idempotency.claims_key
+async def get_upload_slot(
+    request: Request,
+    upload: UploadDep,
+    slot: Annotated[UploadSlot, Depends(reserve_upload_slot)],
+    session: SessionDep,
+    claims: AccessClaimsDep,
+) -> UploadSlot:
+    """The upload's slot, its intent committed, and then its Idempotency-Key claimed (see
+    goaltrack.idempotency), before the goal's lock and S3. The key's content is the file's bytes
+    and name: a retry's multipart boundary differs, so the raw body would never match.
+
+    The claim comes after the intent because it takes the request's connection (its lock lives
+    in the request's transaction): before it, the intent's short transaction would need a second
+    connection while holding the first, and concurrent keyed uploads would wait on each other's
+    (tests/test_idempotency.py). A retry answered by the claim leaves an intent for an object
+    that was never stored; its sweep removes it like any other."""
+    await idempotency.claim(
+        request,
+        session,
+        owner=claims.user_id,
+        content=lambda: idempotency.file_content(upload.file, upload.file_name),
+        verify_owner=lambda: require_current(session, claims),
+    )
+    return slot
+
+
+# Declared after UploadDep and before OwnedGoal: body read, then the intent committed, then the
+# request's own connection (the key's claim) and the goal's lock.
 UploadSlotDep = Annotated[UploadSlot, Depends(get_upload_slot)]
 
 # The one ownership check for every goal route (the hot reads, goal creation and a stage toggle

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.changes import (
     current_version,
     is_conditional,
@@ -51,6 +52,7 @@ router = APIRouter(
     tags=["goals"],
     # The token is checked before anything else runs (an upload is not read for a stranger).
     dependencies=[Depends(get_access_claims)],
+    route_class=IdempotentRoute,
 )
 
 NO_CONTENT = status.HTTP_204_NO_CONTENT

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response
 
 from goaltrack.auth.caller import AccessClaimsDep, CurrentUser, get_access_claims
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.db import SessionDep
 from goaltrack.deps import ReaderDep
 from goaltrack.errors import NotFound, error_responses
@@ -15,7 +16,10 @@ from goaltrack.pagination import InvalidCursor, PageDep
 from goaltrack.reads import json_response
 
 router = APIRouter(
-    prefix="/notifications", tags=["notifications"], dependencies=[Depends(get_access_claims)]
+    prefix="/notifications",
+    tags=["notifications"],
+    dependencies=[Depends(get_access_claims)],
+    route_class=IdempotentRoute,
 )
 
 NotificationId = Annotated[uuid.UUID, Path(description="The notification's id.")]

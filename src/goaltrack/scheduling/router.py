@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Depends, Response, status
 
 from goaltrack.auth.caller import get_access_claims
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.changes import current_version
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
@@ -18,7 +19,12 @@ from goaltrack.pagination import ListPage
 from goaltrack.scheduling import reminders
 from goaltrack.scheduling.errors import ReminderLimit
 
-router = APIRouter(prefix="/goals", tags=["goals"], dependencies=[Depends(get_access_claims)])
+router = APIRouter(
+    prefix="/goals",
+    tags=["goals"],
+    dependencies=[Depends(get_access_claims)],
+    route_class=IdempotentRoute,
+)
 
 NO_CONTENT = status.HTTP_204_NO_CONTENT
 NOT_FOUND = error_responses(NotFound)

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.clock import Now
 from goaltrack.deps import ReaderDep, RedisDep, SessionmakerDep, SettingsDep, StorageDep
 from goaltrack.errors import error_responses
@@ -13,7 +14,9 @@ from goaltrack.sync import service
 from goaltrack.sync.errors import InvalidSyncCursor, SyncCursorExpired
 from goaltrack.sync.schemas import SyncPage
 
-router = APIRouter(tags=["sync"], dependencies=[Depends(get_access_claims)])
+router = APIRouter(
+    tags=["sync"], dependencies=[Depends(get_access_claims)], route_class=IdempotentRoute
+)
 
 
 @router.get(

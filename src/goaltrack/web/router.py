@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from goaltrack.auth import service as auth
 from goaltrack.auth.dependencies import PasswordsDep
 from goaltrack.auth.errors import ResetTokenInvalid
+from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.auth.schemas import PASSWORD_MIN_CHARS, ForgotPasswordRequest
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
 from goaltrack.clock import Now
@@ -33,7 +34,7 @@ from goaltrack.ratelimit import RateLimiterDep
 from goaltrack.schemas import is_blank
 from goaltrack.web.texts import PAGE_TEXTS, page_locale
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=IdempotentRoute)
 
 HERE = Path(__file__).parent
 TEMPLATES = Environment(
