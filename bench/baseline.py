@@ -37,13 +37,15 @@ from goaltrack.goals.queries import (
     GOAL_DETAIL,
     GOAL_LIST,
     GOAL_LIST_AFTER,
-    SUMMARY_FIELDS,
     as_instant,
+    habit_fields,
+    summary_payload,
 )
 from goaltrack.goals.service import CREATE_GOAL, SET_STAGE
 from goaltrack.notifications.queries import FEED, FEED_AFTER
 from goaltrack.notifications.queries import FIELDS as NOTIFICATION_FIELDS
 from goaltrack.pagination import Cursor
+from goaltrack.profile.queries import local_date
 from goaltrack.storage import Storage
 
 PAGE_SIZE = 20
@@ -113,9 +115,9 @@ async def list_goals(request: Request) -> Response:
     rows = await _fetch(statement.sql, _args(statement.names, values))
     if not rows:
         return UNAUTHORIZED
+    today = local_date(rows[0]["zone"], datetime.now(UTC))
     items, next_cursor = _cut(
-        [{name: row[name] for name in SUMMARY_FIELDS} for row in rows if row["id"] is not None],
-        limit,
+        [summary_payload(row, today) for row in rows if row["id"] is not None], limit
     )
     return _json({"items": items, "next_cursor": next_cursor})
 
@@ -164,6 +166,7 @@ async def _render_detail(row: Any, status_code: int = 200) -> Response:
         }
         for item in row["attachments"]
     ]
+    goal.update(habit_fields(row, local_date(row["zone"], datetime.now(UTC))))
     return _json({name: goal[name] for name in DETAIL_FIELDS}, status_code)
 
 
@@ -314,12 +317,16 @@ async def create_goal(request: Request) -> Response:
     pool: asyncpg.Pool = state["pool"]
     async with pool.acquire() as connection, connection.transaction():
         values = {
+            **CREATE_GOAL.fixed,
             **_caller_args(caller),
             "goal_id": goal_id,
             "title": body["title"],
             "description": body.get("description"),
             "deadline": None,
             "now": now,
+            "kind": "goal",
+            "schedule": None,
+            "is_habit": False,
         }
         created = await connection.fetch(CREATE_GOAL.sql, *_args(CREATE_GOAL.names, values))
         if not created:

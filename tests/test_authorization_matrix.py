@@ -30,7 +30,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -234,6 +234,15 @@ MATRIX: list[Row] = [
         json={"remind_time": "08:30", "frequency_days": 2},
     ),
     Row("GET", "/goals/{goal_id}/reminders", owned(200), url="/goals/{goal}/reminders"),
+    Row("GET", "/goals/{goal_id}/checkins", owned(200), url="/goals/{habit}/checkins"),
+    # Today's check-in undone, then made again (a habit's dates start on its creation day).
+    Row(
+        "DELETE",
+        "/goals/{goal_id}/checkins/{day}",
+        owned(204),
+        url="/goals/{habit}/checkins/{checkin_day}",
+    ),
+    Row("POST", "/goals/{goal_id}/checkins", owned(201), url="/goals/{habit}/checkins", json={}),
     Row(
         "PUT",
         "/goals/{goal_id}/reminders/{reminder_id}",
@@ -351,6 +360,14 @@ async def build_world(client: Any, owner: Account, other: Account) -> World:
     )
     assert reminder.status_code == 201, reminder.text
     ai_goal = (await create_goal(client, owner, title="Learn Spanish"))["id"]
+    habit = (
+        await create_goal(client, owner, title="Run", kind="habit", schedule={"type": "daily"})
+    )["id"]
+    today = datetime.now(UTC).date()  # the owner's zone is UTC
+    checkin = await client.post(
+        f"/goals/{habit}/checkins", json={"date": str(today)}, headers=owner.headers
+    )
+    assert checkin.status_code == 201, checkin.text
 
     done = (await create_goal(client, owner, title="Done already"))["id"]
     stage = await client.post(f"/goals/{done}/stages", json={"title": "All"}, headers=owner.headers)
@@ -376,6 +393,8 @@ async def build_world(client: Any, owner: Account, other: Account) -> World:
         "attachment": attachment.json()["id"],
         "reminder": reminder.json()["id"],
         "ai_goal": ai_goal,
+        "habit": habit,
+        "checkin_day": str(today),
         "device": device,
         "notification": feed.json()["items"][0]["id"],
     }

@@ -26,6 +26,12 @@ SUMMARY_FIELDS = {
     "stage_count",
     "completed_stage_count",
     "ai_status",
+    "kind",
+    "schedule",
+    "streak",
+    "due_today",
+    "done_today",
+    "completion_rate_30d",
 }
 
 

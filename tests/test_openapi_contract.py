@@ -77,6 +77,9 @@ OPERATION_IDS = {
     ("get", "/goals/{goal_id}/attachments"): "goals_list_attachments",
     ("delete", "/goals/{goal_id}/attachments/{attachment_id}"): "goals_delete_attachment",
     ("get", "/goals/{goal_id}/attachments/{attachment_id}/content"): "goals_get_attachment_content",
+    ("post", "/goals/{goal_id}/checkins"): "goals_add_checkin",
+    ("get", "/goals/{goal_id}/checkins"): "goals_list_checkins",
+    ("delete", "/goals/{goal_id}/checkins/{day}"): "goals_delete_checkin",
     ("post", "/goals/{goal_id}/reminders"): "goals_add_reminder",
     ("get", "/goals/{goal_id}/reminders"): "goals_list_reminders",
     ("put", "/goals/{goal_id}/reminders/{reminder_id}"): "goals_update_reminder",
@@ -367,6 +370,8 @@ def test_every_request_string_states_its_rule(document: dict[str, Any]) -> None:
             for text in _string_schemas(prop):
                 if "pattern" in text:
                     assert re.search(text["pattern"], "x\x00y") is None, (model, field)
+                elif "const" in text or "enum" in text:
+                    assert "\x00" not in str(text.get("const", text.get("enum"))), (model, field)
                 else:
                     assert text.get("format") in {"uuid", "date", "binary"}, (model, field)
 

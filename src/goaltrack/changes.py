@@ -134,14 +134,26 @@ def none_match(request: Request, current: str) -> bool:
     return "*" in tags or any(tag.removeprefix("W/") == current for tag in tags)
 
 
+def _data_version(tag: str) -> str:
+    # `"<version>"`, or `"<version>.<local date>"` for a habit, whose figures also move with
+    # the date: a write is compared on the data alone, so yesterday's read is no conflict.
+    return tag.strip('"').partition(".")[0]
+
+
 def require_match(request: Request, current: str | None) -> None:
-    """`If-Match` (strong comparison; `*` matches any current representation), else 412.
-    `current` None: the resource does not exist."""
+    """`If-Match` (strong comparison of the data's version; `*` matches any current
+    representation), else 412. `current` None: the resource does not exist."""
     header = request.headers.get("if-match")
     if header is None:
         return
     tags = _tags(header)
-    if current is not None and ("*" in tags or current in tags):
+    if current is not None and (
+        "*" in tags
+        or any(
+            not tag.startswith("W/") and _data_version(tag) == _data_version(current)
+            for tag in tags
+        )
+    ):
         return
     raise PreconditionFailed
 

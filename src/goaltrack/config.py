@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # An occurrence found later than this (beat or workers were down) is skipped, not sent late.
     reminder_max_lateness_minutes: int = Field(default=60, ge=1)
     notification_retention_days: int = Field(default=180, ge=1)
+    # How far back a habit's check-in may be made (local days).
+    habit_backfill_days: int = Field(default=7, ge=0, le=60)
     # Writes to goals and settings without If-Match get 428 (once every client sends it).
     require_if_match: bool = False
     # GET /sync keeps deletions (tombstones) this long; an older cursor is answered 410.

@@ -8,7 +8,7 @@ from goaltrack.changes import SyncChange
 from goaltrack.db import Base
 from goaltrack.devices.models import Device
 from goaltrack.files.models import FileDeletion
-from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
+from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage, HabitCheckin
 from goaltrack.idempotency import IdempotencyKey
 from goaltrack.notifications.models import Notification, PushDelivery
 from goaltrack.profile.models import UserSettings
@@ -26,6 +26,7 @@ __all__ = [
     "GoalAttachment",
     "GoalReminder",
     "GoalStage",
+    "HabitCheckin",
     "IdempotencyKey",
     "Notification",
     "OutboxTask",

@@ -36,7 +36,7 @@ from goaltrack.auth.schemas import PASSWORD_MIN_CHARS, NewPassword
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
 from goaltrack.devices.schemas import Platform
 from goaltrack.errors import AUTH_CHALLENGE, DEPENDENCY_RETRY_AFTER_SECONDS, PROBLEM_JSON, problem
-from goaltrack.goals.schemas import AiStatus, Title
+from goaltrack.goals.schemas import AiStatus, GoalKind, Title
 from goaltrack.health import HealthStatus
 from goaltrack.notifications.kinds import NotificationType
 from goaltrack.schemas import (
@@ -55,6 +55,7 @@ from goaltrack.uploads import EXTENSIONS
 NAMED_ENUMS: dict[str, Any] = {
     "AiStatus": AiStatus,
     "Frequency": Frequency,
+    "GoalKind": GoalKind,
     "HealthStatus": HealthStatus,
     "Locale": Locale,
     "NotificationType": NotificationType,
@@ -209,6 +210,11 @@ def _state_request_rules(schemas: dict[str, Any]) -> None:
     )
     schedule["if"] = {"properties": {"frequency": {"const": "off"}}}
     schedule["else"] = {"properties": {"times": {"minItems": 1}}}
+    # A habit has a schedule, and only a habit does (GoalCreate's validator).
+    goal = schemas["GoalCreate"]
+    goal["if"] = {"properties": {"kind": {"const": "habit"}}, "required": ["kind"]}
+    goal["then"] = {"required": ["schedule"], "properties": {"schedule": {"not": {"type": "null"}}}}
+    goal["else"] = {"properties": {"schedule": {"type": "null"}}}
 
 
 def _request_models() -> list[type[RequestModel]]:

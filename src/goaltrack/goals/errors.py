@@ -20,3 +20,29 @@ class InvalidStageOrder(AppError):
     code = "invalid_stage_order"
     detail = "stage_ids must list every stage of the goal exactly once."
     location = ("body", "stage_ids")
+
+
+class NotAHabit(AppError):
+    status_code = 409
+    code = "not_a_habit"
+    detail = "Only a habit takes check-ins."
+
+
+class AlreadyCheckedIn(AppError):
+    status_code = 409
+    code = "already_checked_in"
+    detail = "This date is checked in already."
+
+
+class CheckinDateOutOfRange(AppError):
+    status_code = 422
+    code = "checkin_date_out_of_range"
+    detail = "A check-in is for today or up to HABIT_BACKFILL_DAYS back, never a future date."
+    location = ("body", "date")
+
+
+class CalendarRangeInvalid(AppError):
+    status_code = 422
+    code = "invalid_range"
+    detail = "`from` must not be after `to`, and a call covers at most 366 days."
+    location = ("query", "from")

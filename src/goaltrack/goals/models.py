@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from goaltrack.db import Base, CreatedAt, UUIDPrimaryKey
@@ -42,9 +44,27 @@ class Goal(UUIDPrimaryKey, CreatedAt, Base):
     ai_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
+    # Habits (goals.habits): the schedule, the local date it began, and the Summary of its
+    # check-ins that every check-in and undo rewrites, so that a read needs no check-in row.
+    kind: Mapped[str] = mapped_column(String(8), default="goal", server_default=text("'goal'"))
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    habit_start: Mapped[date | None]
+    streak_run: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    streak_run_end: Mapped[date | None]
+    streak_longest: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    checkin_mask: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    checkin_mask_end: Mapped[date | None]
+
     __table_args__ = (
         CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
+        CheckConstraint("kind IN ('goal', 'habit')", name="kind"),
+        CheckConstraint(
+            "(kind = 'habit') = (schedule IS NOT NULL AND habit_start IS NOT NULL)",
+            name="habit_schedule",
+        ),
         CheckConstraint("ai_status IN ('idle', 'pending', 'done', 'failed')", name="ai_status"),
+        # Whether a user has habits (the lists' ETag): EXISTS ... WHERE user_id = ? AND habit
+        Index("ix_goals_user_id_habits", "user_id", postgresql_where=text("kind = 'habit'")),
         # GET /goals and /goals/archived: WHERE user_id = ? AND is_archived = ?
         #   AND (created_at, id) < (cursor) ORDER BY created_at DESC, id DESC LIMIT n
         Index(
@@ -130,3 +150,17 @@ class GoalReminder(UUIDPrimaryKey, CreatedAt, Base):
             postgresql_where=text("next_fire_at IS NOT NULL"),
         ),
     )
+
+
+class HabitCheckin(Base):
+    """One check-in of a habit: its local date (the user's, when it was made; never rewritten)."""
+
+    __tablename__ = "habit_checkins"
+
+    goal_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("goals.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The calendar: WHERE goal_id = ? AND date BETWEEN ? AND ? (the primary key).
+    date: Mapped[date] = mapped_column(primary_key=True)
+    note: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

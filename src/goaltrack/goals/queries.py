@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    exists,
     func,
     literal,
     literal_column,
@@ -32,10 +33,13 @@ from goaltrack.auth.caller import caller_is_current, caller_params
 from goaltrack.auth.models import User
 from goaltrack.auth.security import AccessClaims
 from goaltrack.changes import GOALS_VERSION, etag, version_of
+from goaltrack.clock import utcnow
 from goaltrack.errors import NotAuthenticated, NotFound
+from goaltrack.goals import habits
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.goals.schemas import GoalOut, GoalSummary, Stage
 from goaltrack.pagination import Page
+from goaltrack.profile.queries import local_date, zone_of
 from goaltrack.reads import PreparedStatement, Reader
 from goaltrack.storage import Storage
 
@@ -52,7 +56,21 @@ SUMMARY_COLUMNS = (
     Goal.stage_count,
     Goal.completed_stage_count,
     Goal.ai_status,
+    # A habit: its schedule and the Summary its figures come from (goals.habits).
+    Goal.kind,
+    Goal.schedule,
+    Goal.habit_start,
+    Goal.streak_run,
+    Goal.streak_run_end,
+    Goal.streak_longest,
+    Goal.checkin_mask,
+    Goal.checkin_mask_end,
 )
+
+
+# Whether the caller has a habit (ix_goals_user_id_habits): a habit's figures change with the
+# local date, so the lists' ETag then names the date too.
+HAS_HABITS = exists().where(Goal.user_id == bindparam("user_id"), Goal.kind == "habit")
 
 
 def _list_statement(*, after_cursor: bool) -> Any:
@@ -71,7 +89,13 @@ def _list_statement(*, after_cursor: bool) -> Any:
         )
     goals = page.lateral("page")
     return (
-        select(User.id.label("caller_id"), GOALS_VERSION.label("version"), goals)
+        select(
+            User.id.label("caller_id"),
+            GOALS_VERSION.label("version"),
+            HAS_HABITS.label("has_habits"),
+            zone_of(User.id).label("zone"),
+            goals,
+        )
         .select_from(User)
         .outerjoin(goals, true())
         .where(caller_is_current())
@@ -144,6 +168,7 @@ def _detail_statement() -> Any:
     return (
         select(
             User.id.label("caller_id"),
+            zone_of(User.id).label("zone"),
             *detail_columns(),
             version_of("goal", User.id, Goal.id).label("version"),
         )
@@ -162,7 +187,12 @@ GOAL_DETAIL = PreparedStatement(_DETAIL)
 
 # What `If-None-Match` is compared with, before anything is rendered: the version alone.
 GOALS_VERSION_ONLY = PreparedStatement(
-    select(User.id.label("caller_id"), GOALS_VERSION.label("version"))
+    select(
+        User.id.label("caller_id"),
+        GOALS_VERSION.label("version"),
+        HAS_HABITS.label("has_habits"),
+        zone_of(User.id).label("zone"),
+    )
     .select_from(User)
     .where(caller_is_current())
 )
@@ -170,6 +200,8 @@ GOAL_VERSION_ONLY = PreparedStatement(
     select(
         User.id.label("caller_id"),
         Goal.id,
+        Goal.kind,
+        zone_of(User.id).label("zone"),
         version_of("goal", User.id, Goal.id).label("version"),
     )
     .select_from(User)
@@ -182,6 +214,45 @@ GOAL_VERSION_ONLY = PreparedStatement(
 # a payload's keys are laid out as its model would lay them out.
 SUMMARY_FIELDS = tuple(GoalSummary.model_fields)
 DETAIL_FIELDS = tuple(GoalOut.model_fields)
+NO_HABIT = {
+    "schedule": None,
+    "streak": None,
+    "due_today": None,
+    "done_today": None,
+    "completion_rate_30d": None,
+}
+
+
+def habit_fields(row: Mapping[str, Any], today: date) -> dict[str, Any]:
+    """A habit's figures on the user's `today`, from its stored Summary (no check-in rows)."""
+    if row["kind"] != "habit":
+        return NO_HABIT
+    schedule = habits.schedule_of(row["schedule"], row["habit_start"])
+    summary = habits.Summary(
+        run=row["streak_run"],
+        run_end=row["streak_run_end"],
+        longest=row["streak_longest"],
+        mask=row["checkin_mask"],
+        mask_end=row["checkin_mask_end"],
+    )
+    figures = habits.today_figures(schedule, summary, today)
+    return {
+        "schedule": row["schedule"],
+        "streak": {"current": figures.streak_current, "longest": figures.streak_longest},
+        "due_today": figures.due_today,
+        "done_today": figures.done_today,
+        "completion_rate_30d": figures.completion_rate_30d,
+    }
+
+
+def goal_etag(version: int | None, *, habit: bool, today: date) -> str:
+    """A habit's figures move with the user's date: its ETag names that date too."""
+    return etag(f"{version or 0}.{today.isoformat()}" if habit else version)
+
+
+def summary_payload(row: Mapping[str, Any], today: date) -> dict[str, Any]:
+    values = {**row, **habit_fields(row, today)}
+    return {name: values[name] for name in SUMMARY_FIELDS}
 
 
 def as_instant(value: str | None) -> datetime | None:
@@ -194,7 +265,10 @@ async def goals_version(reader: Reader, caller: AccessClaims) -> str:
     rows = await reader.fetch(GOALS_VERSION_ONLY, caller_params(caller))
     if not rows:
         raise NotAuthenticated
-    return etag(rows[0]["version"])
+    row = rows[0]
+    return goal_etag(
+        row["version"], habit=row["has_habits"], today=local_date(row["zone"], utcnow())
+    )
 
 
 async def goal_version(reader: Reader, caller: AccessClaims, goal_id: uuid.UUID) -> str:
@@ -202,9 +276,11 @@ async def goal_version(reader: Reader, caller: AccessClaims, goal_id: uuid.UUID)
     rows = await reader.fetch(GOAL_VERSION_ONLY, {**caller_params(caller), "goal_id": goal_id})
     if not rows:
         raise NotAuthenticated
-    if rows[0]["id"] is None:
+    row = rows[0]
+    if row["id"] is None:
         raise NotFound
-    return etag(rows[0]["version"])
+    today = local_date(row["zone"], utcnow())
+    return goal_etag(row["version"], habit=row["kind"] == "habit", today=today)
 
 
 async def list_goals(
@@ -216,10 +292,13 @@ async def list_goals(
     rows = await reader.fetch(statement, params)
     if not rows:
         raise NotAuthenticated
+    first = rows[0]
+    today = local_date(first["zone"], utcnow())
     items, next_cursor = page.cut(
-        [{name: row[name] for name in SUMMARY_FIELDS} for row in rows if row["id"] is not None]
+        [summary_payload(row, today) for row in rows if row["id"] is not None]
     )
-    return {"items": items, "next_cursor": next_cursor}, etag(rows[0]["version"])
+    version = goal_etag(first["version"], habit=first["has_habits"], today=today)
+    return {"items": items, "next_cursor": next_cursor}, version
 
 
 async def get_goal(
@@ -240,11 +319,16 @@ async def get_goal(
     row = rows[0]
     if row["id"] is None:
         raise NotFound
-    return await goal_payload(storage, row, url_ttl=url_ttl), etag(row["version"])
+    today = local_date(row["zone"], utcnow())
+    version = goal_etag(row["version"], habit=row["kind"] == "habit", today=today)
+    return await goal_payload(storage, row, url_ttl=url_ttl, today=today), version
 
 
-async def goal_payload(storage: Storage, row: Mapping[str, Any], *, url_ttl: int) -> dict[str, Any]:
-    """A goal's row (SUMMARY_COLUMNS, ai_error and its children as JSON) shaped as `GoalOut`."""
+async def goal_payload(
+    storage: Storage, row: Mapping[str, Any], *, url_ttl: int, today: date
+) -> dict[str, Any]:
+    """A goal's row (SUMMARY_COLUMNS, ai_error and its children as JSON) shaped as `GoalOut`,
+    a habit's figures as of the user's `today`."""
     # The children come as JSON arrays (decoded by the connection's codec), timestamps as text.
     values = dict(row)
     values["stages"] = [
@@ -259,6 +343,7 @@ async def goal_payload(storage: Storage, row: Mapping[str, Any], *, url_ttl: int
         )
         for item in row["attachments"]
     ]
+    values.update(habit_fields(row, today))
     return {name: values[name] for name in DETAIL_FIELDS}
 
 

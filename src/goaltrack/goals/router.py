@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
@@ -20,7 +21,7 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import ReaderDep, SettingsDep, StorageDep
 from goaltrack.errors import NotFound, error_responses
-from goaltrack.goals import attachments, queries, service
+from goaltrack.goals import attachments, checkins, queries, service
 from goaltrack.goals.dependencies import (
     GoalId,
     GoalViewDep,
@@ -30,9 +31,20 @@ from goaltrack.goals.dependencies import (
     UploadSlotDep,
     lock_owned_goal,
 )
-from goaltrack.goals.errors import AttachmentLimit, InvalidStageOrder, StageLimit
+from goaltrack.goals.errors import (
+    AlreadyCheckedIn,
+    AttachmentLimit,
+    CalendarRangeInvalid,
+    CheckinDateOutOfRange,
+    InvalidStageOrder,
+    NotAHabit,
+    StageLimit,
+)
 from goaltrack.goals.schemas import (
     Attachment,
+    Checkin,
+    CheckinCreate,
+    CheckinList,
     GoalCreate,
     GoalOut,
     GoalSummary,
@@ -255,6 +267,62 @@ async def complete_stage(toggle: StageToggleDep) -> Response:
 )
 async def uncomplete_stage(toggle: StageToggleDep) -> Response:
     return await toggle(False)
+
+
+# --- check-ins (habits) -------------------------------------------------------------------------
+
+CHECKIN_ERRORS = error_responses(NotFound, NotAHabit)
+
+
+@router.post(
+    "/{goal_id:goal}/checkins",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(NotFound, NotAHabit, AlreadyCheckedIn, CheckinDateOutOfRange),
+)
+async def add_checkin(
+    body: CheckinCreate,
+    goal: OwnedGoal,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: Now,
+    response: Response,
+) -> Checkin:
+    """A habit done on a local date: today in the user's zone unless `date` says which of the
+    last HABIT_BACKFILL_DAYS."""
+    checkin = await checkins.add_checkin(session, settings, goal=goal, body=body, now=now)
+    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
+    return Checkin.model_validate(checkin)
+
+
+@router.get(
+    "/{goal_id:goal}/checkins", responses=error_responses(NotFound, NotAHabit, CalendarRangeInvalid)
+)
+async def list_checkins(
+    goal: ReadableGoal,
+    session: SessionDep,
+    now: Now,
+    start: Annotated[
+        date | None,
+        Query(alias="from", description="The first local date (default: `to` - 29 days)."),
+    ] = None,
+    end: Annotated[
+        date | None, Query(alias="to", description="The last local date (default: today).")
+    ] = None,
+) -> CheckinList:
+    """The calendar: the habit's check-ins between two local dates (at most 366 days)."""
+    end = end or await checkins.local_today(session, goal, now)
+    start = start or end - timedelta(days=29)
+    if start > end or (end - start).days >= checkins.CALENDAR_MAX_DAYS:
+        raise CalendarRangeInvalid
+    items = await checkins.list_checkins(session, goal=goal, start=start, end=end)
+    return CheckinList(items=[Checkin.model_validate(item) for item in items])
+
+
+@router.delete("/{goal_id:goal}/checkins/{day}", status_code=NO_CONTENT, responses=CHECKIN_ERRORS)
+async def delete_checkin(day: date, goal: OwnedGoal, session: SessionDep, now: Now) -> Response:
+    """Undo the check-in of that local date."""
+    await checkins.remove_checkin(session, goal=goal, day=day, now=now)
+    return Response(status_code=NO_CONTENT)
 
 
 # --- attachments -------------------------------------------------------------------------------

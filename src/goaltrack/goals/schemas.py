@@ -43,6 +43,44 @@ FrequencyDays = Annotated[StrictInt, Field(ge=1, le=3)]
 AiStatus = Literal["idle", "pending", "done", "failed"]
 
 
+GoalKind = Literal["goal", "habit"]
+Weekday = Annotated[StrictInt, Field(ge=0, le=6, description="0 = Monday.")]
+
+
+class DailySchedule(RequestModel):
+    type: Literal["daily"]
+
+
+class WeekdaysSchedule(RequestModel):
+    type: Literal["weekdays"]
+    days: Annotated[
+        list[Weekday], Field(min_length=1, max_length=7, json_schema_extra={"uniqueItems": True})
+    ]
+
+    @model_validator(mode="after")
+    def _distinct_and_sorted(self) -> WeekdaysSchedule:
+        if len(set(self.days)) != len(self.days):
+            raise ValueError("days must be distinct")
+        self.days.sort()
+        return self
+
+
+class TimesPerWeekSchedule(RequestModel):
+    type: Literal["times_per_week"]
+    count: Annotated[StrictInt, Field(ge=1, le=7)]
+
+
+class EveryNDaysSchedule(RequestModel):
+    type: Literal["every_n_days"]
+    n: Annotated[StrictInt, Field(ge=2, le=30, description="Counted from the creation date.")]
+
+
+HabitSchedule = Annotated[
+    DailySchedule | WeekdaysSchedule | TimesPerWeekSchedule | EveryNDaysSchedule,
+    Field(discriminator="type"),
+]
+
+
 class ReminderIn(RequestModel):
     remind_time: ClockTime
     frequency_days: FrequencyDays
@@ -60,6 +98,16 @@ class GoalCreate(RequestModel):
     description: Description | None = None
     deadline: IsoDate | None = None
     reminder: ReminderIn | None = None
+    kind: GoalKind = "goal"
+    schedule: HabitSchedule | None = Field(
+        default=None, description="Required for a habit; not allowed for a goal."
+    )
+
+    @model_validator(mode="after")
+    def _habits_have_a_schedule(self) -> GoalCreate:
+        if (self.kind == "habit") != (self.schedule is not None):
+            raise ValueError("a habit needs a schedule, and only a habit has one")
+        return self
 
 
 class GoalUpdate(RequestModel):
@@ -117,6 +165,11 @@ class Reminder(ResponseModel):
     next_fire_at: datetime | None
 
 
+class Streak(ResponseModel):
+    current: int = Field(description="Consecutive due periods done, up to today's.")
+    longest: int
+
+
 class GoalSummary(ResponseModel):
     id: uuid.UUID
     title: str
@@ -130,6 +183,13 @@ class GoalSummary(ResponseModel):
     stage_count: int
     completed_stage_count: int
     ai_status: AiStatus
+    kind: GoalKind
+    # A habit's figures, in the user's zone as of the response (null for a goal).
+    schedule: HabitSchedule | None
+    streak: Streak | None
+    due_today: bool | None
+    done_today: bool | None
+    completion_rate_30d: Annotated[int, Field(ge=0, le=100)] | None
 
 
 class GoalOut(GoalSummary):
@@ -137,3 +197,22 @@ class GoalOut(GoalSummary):
     attachments: list[Attachment]
     reminders: list[Reminder]
     ai_error: str | None
+
+
+class CheckinCreate(RequestModel):
+    date: IsoDate | None = Field(
+        default=None,
+        description="The local date checked in (default: today in the user's zone); up to "
+        "HABIT_BACKFILL_DAYS back, never ahead.",
+    )
+    note: Annotated[str, Field(max_length=500)] | None = None
+
+
+class Checkin(ResponseModel):
+    date: date
+    note: str | None
+    created_at: datetime
+
+
+class CheckinList(ResponseModel):
+    items: list[Checkin]

@@ -17,12 +17,14 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     Boolean,
+    Date,
     DateTime,
     Integer,
     Uuid,
     and_,
     bindparam,
     case,
+    cast,
     delete,
     exists,
     func,
@@ -45,6 +47,7 @@ from goaltrack.goals.errors import InvalidStageOrder, StageLimit
 from goaltrack.goals.events import GoalCompleted, GoalCreated, GoalStatusChanged, StageCompleted
 from goaltrack.goals.models import Goal, GoalStage
 from goaltrack.goals.schemas import GoalCreate, GoalUpdate, StageCreate, StageOrder, StageUpdate
+from goaltrack.profile.models import UserSettings
 from goaltrack.reads import PreparedStatement
 
 
@@ -79,10 +82,28 @@ async def get_callers_goal(
 
 # A new goal, owned by the token's caller if that caller is still current (no row: 401), in
 # one statement; the other columns take their server defaults.
+def _local_date_now() -> Any:
+    """`now` as a date in the caller's zone (a habit begins on the user's local date)."""
+    zone = select(UserSettings.timezone).where(UserSettings.user_id == User.id).scalar_subquery()
+    now = bindparam("now", type_=Goal.created_at.type)
+    return cast(func.timezone(func.coalesce(zone, "UTC"), now), Date)
+
+
 CREATE_GOAL = PreparedStatement(
     insert(Goal)
     .from_select(
-        ["id", "user_id", "title", "description", "deadline", "created_at", "updated_at"],
+        [
+            "id",
+            "user_id",
+            "title",
+            "description",
+            "deadline",
+            "created_at",
+            "updated_at",
+            "kind",
+            "schedule",
+            "habit_start",
+        ],
         select(
             bindparam("goal_id", type_=Goal.id.type),
             User.id,
@@ -91,6 +112,9 @@ CREATE_GOAL = PreparedStatement(
             bindparam("deadline", type_=Goal.deadline.type),
             bindparam("now", type_=Goal.created_at.type),
             bindparam("now", type_=Goal.updated_at.type),
+            bindparam("kind", type_=Goal.kind.type),
+            bindparam("schedule", type_=Goal.schedule.type),
+            case((bindparam("is_habit", type_=Boolean()), _local_date_now()), else_=None),
         ).where(caller_is_current()),
         include_defaults=False,
     )
@@ -116,6 +140,10 @@ async def create_goal(
             "description": body.description,
             "deadline": body.deadline,
             "now": now,
+            "kind": body.kind,
+            # JSON text: the driver's statement takes no Python dict for jsonb.
+            "schedule": body.schedule.model_dump_json() if body.schedule else None,
+            "is_habit": body.kind == "habit",
         },
     )
     if not created:

@@ -18,6 +18,7 @@ from goaltrack.goals.models import Goal
 from goaltrack.notifications import queries as notifications
 from goaltrack.notifications.models import Notification
 from goaltrack.profile.models import UserSettings
+from goaltrack.profile.queries import zone_of
 from goaltrack.reads import PreparedStatement
 
 # The visibility horizon: every transaction below it has finished, so no change can still
@@ -67,7 +68,7 @@ CHANGES = PreparedStatement(_changes_statement())
 IDS = bindparam("ids", type_=ARRAY(Uuid()))
 
 GOALS = PreparedStatement(
-    select(*goals.detail_columns()).where(
+    select(zone_of(Goal.user_id).label("zone"), *goals.detail_columns()).where(
         Goal.user_id == bindparam("user_id"), Goal.id == any_(IDS)
     )
 )

@@ -22,6 +22,7 @@ from goaltrack.changes import SyncChange
 from goaltrack.errors import NotAuthenticated
 from goaltrack.goals.queries import goal_payload
 from goaltrack.notifications.queries import FIELDS as NOTIFICATION_FIELDS
+from goaltrack.profile.queries import local_date
 from goaltrack.reads import Reader
 from goaltrack.storage import Storage
 from goaltrack.sync import queries
@@ -115,7 +116,7 @@ async def read_changes(
         floor=start.floor if start else rows[0]["horizon"],
         caught_up=(start.caught_up if start and has_more else int(now.timestamp())),
     )
-    changes = await _render(reader, storage, redis, sessionmaker, caller, changed, url_ttl)
+    changes = await _render(reader, storage, redis, sessionmaker, caller, changed, url_ttl, now)
     return {"changes": changes, "cursor": position.encode(), "has_more": has_more}
 
 
@@ -127,6 +128,7 @@ async def _render(
     caller: AccessClaims,
     changed: list[Any],
     url_ttl: int,
+    now: datetime,
 ) -> list[dict[str, Any]]:
     """Each change with its object's current state, a statement per kind present. An object
     deleted since the page was read is left out: its tombstone comes in a later page."""
@@ -138,7 +140,8 @@ async def _render(
     data: dict[tuple[str, Any], Any] = {}
     if ids := wanted["goal"]:
         for row in await reader.fetch(queries.GOALS, {**user, "ids": ids}):
-            data["goal", row["id"]] = await goal_payload(storage, row, url_ttl=url_ttl)
+            today = local_date(row["zone"], now)
+            data["goal", row["id"]] = await goal_payload(storage, row, url_ttl=url_ttl, today=today)
     if ids := wanted["notification"]:
         for row in await reader.fetch(queries.NOTIFICATIONS, {**user, "ids": ids}):
             data["notification", row["id"]] = {name: row[name] for name in NOTIFICATION_FIELDS}

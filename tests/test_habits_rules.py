@@ -1,0 +1,105 @@
+"""The habit rules on local dates (goaltrack.goals.habits): due days, streaks, today's figures."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from goaltrack.goals.habits import Schedule, summarize, today_figures
+
+MONDAY = date(2026, 3, 2)
+
+
+def days(*offsets: int, start: date = MONDAY) -> list[date]:
+    return [start + timedelta(days=offset) for offset in offsets]
+
+
+def figures(schedule: Schedule, checkins: list[date], today: date) -> tuple[int, int, bool, bool]:
+    result = today_figures(schedule, summarize(schedule, checkins), today)
+    return result.streak_current, result.streak_longest, result.due_today, result.done_today
+
+
+def test_daily_streak_survives_the_day_not_over_and_breaks_after_a_missed_day() -> None:
+    daily = Schedule("daily", start=MONDAY)
+    three = days(0, 1, 2)
+    # Wednesday done: 3. Thursday not done yet: still 3 (the day is not over).
+    assert figures(daily, three, MONDAY + timedelta(days=2)) == (3, 3, True, True)
+    assert figures(daily, three, MONDAY + timedelta(days=3)) == (3, 3, True, False)
+    # Friday: Thursday was missed.
+    assert figures(daily, three, MONDAY + timedelta(days=4)) == (0, 3, True, False)
+    # A backfilled Thursday mends it.
+    assert figures(daily, days(0, 1, 2, 3), MONDAY + timedelta(days=4)) == (4, 4, True, False)
+
+
+def test_weekdays_count_only_due_days() -> None:
+    mon_wed_fri = Schedule("weekdays", start=MONDAY, days=frozenset({0, 2, 4}))
+    done = days(0, 2, 4, 7)  # Mon, Wed, Fri, next Mon
+    # Next Tuesday (not due): the streak of 4 stands; Wednesday not over yet: still 4.
+    assert figures(mon_wed_fri, done, MONDAY + timedelta(days=8)) == (4, 4, False, False)
+    assert figures(mon_wed_fri, done, MONDAY + timedelta(days=9)) == (4, 4, True, False)
+    assert figures(mon_wed_fri, done, MONDAY + timedelta(days=10)) == (0, 4, False, False)
+    # A check-in on a day that is not due counts for nothing.
+    assert figures(mon_wed_fri, days(1), MONDAY + timedelta(days=1)) == (0, 0, False, True)
+
+
+def test_every_n_days_counts_from_the_start() -> None:
+    every_3 = Schedule("every_n_days", start=MONDAY, n=3)
+    assert figures(every_3, days(0, 3, 6), MONDAY + timedelta(days=8)) == (3, 3, False, False)
+    assert figures(every_3, days(0, 3, 6), MONDAY + timedelta(days=10)) == (0, 3, False, False)
+
+
+def test_times_per_week_counts_local_iso_weeks() -> None:
+    twice = Schedule("times_per_week", start=MONDAY, count=2)
+    # Week 1: Tue + Sun; week 2: Mon + Mon? no: one per date; Mon + Sat.
+    done = days(1, 6, 7, 12)
+    sunday_week2 = MONDAY + timedelta(days=13)
+    assert figures(twice, done, sunday_week2)[:2] == (2, 2)
+    # Week 3 running with one check-in: not over, the streak stands; due while below the count.
+    week3 = [*done, MONDAY + timedelta(days=14)]
+    assert figures(twice, week3, MONDAY + timedelta(days=15)) == (2, 2, True, False)
+    # Week 3 over with one check-in: broken.
+    assert figures(twice, week3, MONDAY + timedelta(days=21))[0] == 0
+
+
+def test_a_dst_day_is_one_day_and_the_date_line_neither_breaks_nor_doubles() -> None:
+    """Check-ins are local dates: Europe's spring-forward Sunday (23 h) is one day, and flying
+    from Honolulu to Auckland (a calendar day skipped in local dates) or back (one repeated)
+    changes the dates themselves, which is the rule: one check-in per local date."""
+    daily = Schedule("daily", start=date(2026, 3, 27))
+    around_dst = [date(2026, 3, 28), date(2026, 3, 29), date(2026, 3, 30)]
+    assert figures(daily, around_dst, date(2026, 3, 30))[:2] == (3, 3)
+    # East across the date line: Thursday in Honolulu, then Saturday in Auckland. Friday was
+    # never a local date the user lived: the streak stays only if a check-in covers it...
+    # which the API allows as a backfill (7 days back), so one day never counts twice.
+    flown = [date(2026, 6, 3), date(2026, 6, 4), date(2026, 6, 6)]
+    assert figures(daily, flown, date(2026, 6, 6))[0] == 1
+    assert figures(daily, [*flown, date(2026, 6, 5)], date(2026, 6, 6))[0] == 4
+
+
+@pytest.mark.parametrize(
+    ("schedule", "checkins", "today", "rate"),
+    [
+        (Schedule("daily", start=MONDAY - timedelta(days=60)), days(*range(-29, 1)), MONDAY, 100),
+        (Schedule("daily", start=MONDAY - timedelta(days=60)), days(*range(-29, 0, 2)), MONDAY, 51),
+        # Today not done yet does not count against the rate.
+        (Schedule("daily", start=MONDAY - timedelta(days=60)), days(*range(-29, 0)), MONDAY, 100),
+        # A habit two days old: only its days count.
+        (Schedule("daily", start=MONDAY - timedelta(days=1)), days(-1), MONDAY, 100),
+        (Schedule("times_per_week", start=MONDAY - timedelta(days=60), count=7), [], MONDAY, 0),
+    ],
+)
+def test_completion_rate_over_30_days(
+    schedule: Schedule, checkins: list[date], today: date, rate: int
+) -> None:
+    assert today_figures(schedule, summarize(schedule, checkins), today).completion_rate_30d == rate
+
+
+def test_a_five_year_habit_reads_from_its_summary_alone() -> None:
+    start = date(2021, 1, 1)
+    daily = Schedule("daily", start=start)
+    history = [start + timedelta(days=i) for i in range(1800)]
+    summary = summarize(daily, history)
+    assert summary.run == summary.longest == 1800
+    today = history[-1] + timedelta(days=1)
+    assert today_figures(daily, summary, today).streak_current == 1800
