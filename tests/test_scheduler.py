@@ -23,9 +23,10 @@ from sqlalchemy import func, select
 from goaltrack.clock import get_now, set_clock
 from goaltrack.goals.models import GoalReminder
 from goaltrack.notifications.models import Notification
+from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling import dispatcher as scheduler
 from goaltrack.scheduling.models import ScheduledDelivery
-from helpers import Account, wait_until
+from helpers import Account, TestClock, wait_until
 
 LATENESS = timedelta(minutes=60)
 
@@ -587,3 +588,323 @@ async def test_ledger_retention_forgets_old_occurrences_only(
         "2026-06-02",
         "2026-06-03",
     ]
+
+
+# --- Every due occurrence: each served from the one before it, never skipped to "now" ----------
+# A schedule holds one pending occurrence. Moving it, once served, to the first occurrence after
+# *now* dropped whatever else was already due at that tick (a long outage's later occurrences, a
+# second digest time a minute later); recomputing it from now on an edit dropped a due one.
+
+
+async def tick(celery_app: Any) -> dict[str, int]:
+    """One real tick: `scheduling.dispatch_due` on the session's worker, at the test clock's now.
+    Returns its totals once the worker has run it (Celery's task_postrun names the task: a
+    positive signal, where an idle queue could be a message popped and not yet reserved)."""
+    from celery.signals import task_postrun
+
+    sent = str(uuid.uuid4())
+    totals: list[dict[str, int]] = []
+
+    def finished(task_id: str = "", retval: Any = None, **_: Any) -> None:
+        if task_id == sent:
+            totals.append(retval)
+
+    task_postrun.connect(finished, weak=False)
+    try:
+        celery_app.send_task("scheduling.dispatch_due", task_id=sent)
+        await wait_until(lambda: bool(totals), timeout=60)
+    finally:
+        task_postrun.disconnect(finished)
+    return totals[0]
+
+
+async def served_by_zone(app: Any) -> list[tuple[str, str, str, str]]:
+    """Every ledger row as (user's zone, kind, local "MM-DD HH:MM", sent or late)."""
+    async with app.state.sessionmaker() as session:
+        rows = await session.execute(
+            select(
+                UserSettings.timezone,
+                ScheduledDelivery.kind,
+                ScheduledDelivery.local_date,
+                ScheduledDelivery.local_time,
+                ScheduledDelivery.notification_id,
+            )
+            .join(UserSettings, UserSettings.user_id == ScheduledDelivery.user_id)
+            .order_by(
+                UserSettings.timezone, ScheduledDelivery.kind, ScheduledDelivery.scheduled_for
+            )
+        )
+    return [
+        (zone, kind, f"{day:%m-%d} {at:%H:%M}", "late" if notification is None else "sent")
+        for zone, kind, day, at, notification in rows
+    ]
+
+
+async def set_digests(client: Any, account: Account, *times: str) -> None:
+    response = await client.put(
+        "/settings/notifications/frequency",
+        json={"frequency": "daily", "times": list(times)},
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.text
+
+
+async def next_digest_at(app: Any) -> list[datetime | None]:
+    async with app.state.sessionmaker() as session:
+        return list(
+            await session.scalars(
+                select(UserSettings.next_digest_at).order_by(UserSettings.timezone)
+            )
+        )
+
+
+async def test_an_outage_longer_than_a_period_sends_the_window_and_records_the_rest(
+    celery_app: Any, client: Any, app: Any, register: Any
+) -> None:
+    """Beat is down for 26 h, from 06:00Z on June 1 to 08:00:30Z on June 2. A Berlin (UTC+2) and
+    a London (UTC+1) user each have a daily 09:00 reminder and digests at 09:00 and 09:01. The
+    tick that resumes serves every occurrence of the outage, each from the one before it: those
+    within the hour's lateness are sent (Berlin's 09:01 at 59.5 min, not its 09:00 at 60.5), the
+    older ones recorded as late; London's 09:01, not yet due, goes with the next tick. None is
+    sent twice, however many ticks follow."""
+    clock = TestClock(datetime(2026, 6, 1, 5, 0, tzinfo=UTC)).install()
+    for zone in ("Europe/Berlin", "Europe/London"):
+        account = await register(timezone=zone)
+        goal = await create_goal(client, account)
+        await add_reminder(client, account, goal["id"], "09:00")
+        await set_digests(client, account, "09:00", "09:01")
+    clock.now = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
+    nothing = {"reminders": 0, "digests": 0, "late": 0}
+    assert await tick(celery_app) == nothing  # the last tick before the outage
+
+    clock.now = datetime(2026, 6, 2, 8, 0, 30, tzinfo=UTC)
+    assert await tick(celery_app) == {"reminders": 1, "digests": 2, "late": 8}
+    clock.now = datetime(2026, 6, 2, 8, 1, 0, 500000, tzinfo=UTC)
+    assert await tick(celery_app) == {"reminders": 0, "digests": 1, "late": 0}
+    clock.now = datetime(2026, 6, 2, 12, 0, tzinfo=UTC)
+    assert await tick(celery_app) == nothing
+
+    assert await served_by_zone(app) == [
+        ("Europe/Berlin", "digest", "06-01 09:00", "late"),
+        ("Europe/Berlin", "digest", "06-01 09:01", "late"),
+        ("Europe/Berlin", "digest", "06-02 09:00", "late"),
+        ("Europe/Berlin", "digest", "06-02 09:01", "sent"),
+        ("Europe/Berlin", "reminder", "06-01 09:00", "late"),
+        ("Europe/Berlin", "reminder", "06-02 09:00", "late"),
+        ("Europe/London", "digest", "06-01 09:00", "late"),
+        ("Europe/London", "digest", "06-01 09:01", "late"),
+        ("Europe/London", "digest", "06-02 09:00", "sent"),
+        ("Europe/London", "digest", "06-02 09:01", "sent"),  # with the tick at 08:01:00.5Z
+        ("Europe/London", "reminder", "06-01 09:00", "late"),
+        ("Europe/London", "reminder", "06-02 09:00", "sent"),
+    ]
+    assert len(await feed_types(app, "digest")) == 3
+    assert len(await feed_types(app, "reminder")) == 1
+    assert await next_digest_at(app) == [
+        datetime(2026, 6, 3, 7, 0, tzinfo=UTC),
+        datetime(2026, 6, 3, 8, 0, tzinfo=UTC),
+    ]
+    async with app.state.sessionmaker() as session:
+        fire_at = sorted(await session.scalars(select(GoalReminder.next_fire_at)))
+    assert fire_at == [
+        datetime(2026, 6, 3, 7, 0, tzinfo=UTC),
+        datetime(2026, 6, 3, 8, 0, tzinfo=UTC),
+    ]
+
+
+async def test_digest_times_a_minute_apart_both_send_when_the_tick_is_late(
+    client: Any, app: Any, register: Any
+) -> None:
+    """09:00 and 09:01 in Berlin, the tick half a second after 09:01: both digests, once each."""
+    account = await register(timezone="Europe/Berlin")
+    app.dependency_overrides[get_now] = lambda: datetime(2026, 6, 1, 5, 0, tzinfo=UTC)
+    await create_goal(client, account)
+    await set_digests(client, account, "09:00", "09:01")
+
+    tick = datetime(2026, 6, 1, 7, 1, 0, 500000, tzinfo=UTC)
+    served = await dispatch(app, tick, scheduler.dispatch_digests)
+    assert (served.claimed, served.sent, served.late) == (1, 2, 0)
+    assert [(row.local_date, row.local_time) for row in await ledger(app, "digest")] == [
+        (date(2026, 6, 1), time(9, 0)),
+        (date(2026, 6, 1), time(9, 1)),
+    ]
+    assert len(await feed_types(app, "digest")) == 2
+    assert (
+        await dispatch(app, tick + timedelta(minutes=1), scheduler.dispatch_digests)
+    ).claimed == 0
+    assert await next_digest_at(app) == [datetime(2026, 6, 2, 7, 0, tzinfo=UTC)]
+
+
+# An edit between an occurrence's due instant (07:00Z: 09:00 in Berlin) and the tick that serves
+# it (07:00:30Z) recomputes the schedule: the due occurrence is still served, once.
+DUE = datetime(2026, 6, 1, 7, 0, tzinfo=UTC)
+EDITED = DUE + timedelta(seconds=20)
+TICK = DUE + timedelta(seconds=30)
+
+
+async def test_a_deadline_edit_keeps_a_due_reminder(client: Any, app: Any, register: Any) -> None:
+    account = await register(timezone="Europe/Berlin")
+    app.dependency_overrides[get_now] = lambda: DUE - timedelta(hours=2)
+    goal = await create_goal(client, account, deadline="2026-06-30")
+    reminder = await add_reminder(client, account, goal["id"], "09:00")
+    over = await create_goal(client, account, title="Abandoned", deadline="2026-06-30")
+    await add_reminder(client, account, over["id"], "09:00")
+
+    app.dependency_overrides[get_now] = lambda: EDITED
+    later = await client.put(
+        f"/goals/{goal['id']}", json={"deadline": "2026-07-31"}, headers=account.headers
+    )
+    assert later.json()["reminders"][0]["next_fire_at"] == "2026-06-01T07:00:00Z"  # still due
+    # A deadline moved before the due occurrence's date: the goal takes no more reminders.
+    earlier = await client.put(
+        f"/goals/{over['id']}", json={"deadline": "2026-05-31"}, headers=account.headers
+    )
+    assert earlier.json()["reminders"][0]["next_fire_at"] is None
+
+    served = await dispatch(app, TICK)
+    assert (served.claimed, served.sent, served.late) == (1, 1, 0)
+    [notification] = await feed_types(app, "reminder")
+    assert notification.data["goal_id"] == goal["id"]
+    assert [(str(row.reminder_id), row.local_date) for row in await ledger(app)] == [
+        (reminder["id"], date(2026, 6, 1))
+    ]
+    assert await next_fire_at(app, reminder["id"]) == DUE + timedelta(days=1)
+    assert (await dispatch(app, TICK + timedelta(minutes=1))).claimed == 0
+
+
+async def test_a_zone_change_keeps_a_due_reminder_and_digest(
+    client: Any, app: Any, register: Any
+) -> None:
+    """Berlin -> Tokyo at 07:00:20Z (16:00 in Tokyo): Berlin's due 09:00 is still served, as
+    June 1's; Tokyo's next 09:00 (June 2, 00:00Z) follows."""
+    account = await register(timezone="Europe/Berlin")
+    app.dependency_overrides[get_now] = lambda: DUE - timedelta(hours=2)
+    goal = await create_goal(client, account)
+    reminder = await add_reminder(client, account, goal["id"], "09:00")
+    await set_digests(client, account, "09:00")
+
+    app.dependency_overrides[get_now] = lambda: EDITED
+    response = await client.put(
+        "/settings", json={"timezone": "Asia/Tokyo"}, headers=account.headers
+    )
+    assert response.status_code == 200, response.text
+
+    assert (await dispatch(app, TICK)).sent == 1
+    assert (await dispatch(app, TICK, scheduler.dispatch_digests)).sent == 1
+    assert [row.local_date for row in await ledger(app)] == [date(2026, 6, 1)]
+    assert [row.local_date for row in await ledger(app, "digest")] == [date(2026, 6, 1)]
+    tokyo_nine = datetime(2026, 6, 2, 0, 0, tzinfo=UTC)
+    assert await next_fire_at(app, reminder["id"]) == tokyo_nine
+    assert await next_digest_at(app) == [tokyo_nine]
+    assert (await dispatch(app, TICK + timedelta(minutes=1))).claimed == 0
+    assert len(await feed_types(app, "reminder")) == len(await feed_types(app, "digest")) == 1
+
+
+async def test_resaving_the_digest_times_keeps_a_due_digest(
+    client: Any, app: Any, register: Any
+) -> None:
+    account = await register(timezone="Europe/Berlin")
+    app.dependency_overrides[get_now] = lambda: DUE - timedelta(hours=2)
+    await create_goal(client, account)
+    await set_digests(client, account, "09:00", "18:00")
+
+    app.dependency_overrides[get_now] = lambda: EDITED
+    await set_digests(client, account, "09:00", "18:00")
+
+    served = await dispatch(app, TICK, scheduler.dispatch_digests)
+    assert (served.claimed, served.sent) == (1, 1)
+    assert [(row.local_date, row.local_time) for row in await ledger(app, "digest")] == [
+        (date(2026, 6, 1), time(9, 0))
+    ]
+    assert await next_digest_at(app) == [datetime(2026, 6, 1, 16, 0, tzinfo=UTC)]
+
+
+async def test_a_zone_change_during_an_outage_keeps_the_outage(
+    client: Any, app: Any, register: Any
+) -> None:
+    """Beat down from 06:00Z on June 1; the user moves Berlin -> London at 06:50Z on June 2. The
+    outage's occurrences are still served: Berlin's June 1 recorded late, London's June 2 sent
+    (London's June 1 is the same local date: not again)."""
+    account = await register(timezone="Europe/Berlin")
+    app.dependency_overrides[get_now] = lambda: datetime(2026, 6, 1, 5, 0, tzinfo=UTC)
+    goal = await create_goal(client, account)
+    reminder = await add_reminder(client, account, goal["id"], "09:00")
+
+    app.dependency_overrides[get_now] = lambda: datetime(2026, 6, 2, 6, 50, tzinfo=UTC)
+    await client.put("/settings", json={"timezone": "Europe/London"}, headers=account.headers)
+    await dispatch(app, datetime(2026, 6, 2, 7, 30, tzinfo=UTC))
+    await dispatch(app, datetime(2026, 6, 2, 8, 0, 30, tzinfo=UTC))
+    assert [
+        (row.local_date, row.scheduled_for, row.notification_id is not None)
+        for row in await ledger(app)
+    ] == [
+        (date(2026, 6, 1), datetime(2026, 6, 1, 7, 0, tzinfo=UTC), False),  # Berlin's, late
+        (date(2026, 6, 2), datetime(2026, 6, 2, 8, 0, tzinfo=UTC), True),  # London's
+    ]
+    assert await next_fire_at(app, reminder["id"]) == datetime(2026, 6, 3, 8, 0, tzinfo=UTC)
+
+
+async def test_a_claim_catches_up_a_bounded_number_and_the_tick_goes_on(
+    celery_app: Any, client: Any, app: Any, register: Any
+) -> None:
+    """Down for 17 days (to 09:30Z on June 18), a daily 09:00 reminder in UTC: 18 occurrences.
+    One claim serves at most CATCH_UP (8) of them and leaves the reminder due from the next one;
+    one tick goes on, claim after claim, until none is due: 17 recorded late, June 18's sent."""
+    account = await register(timezone="UTC")
+    clock = TestClock(datetime(2026, 6, 1, 5, 0, tzinfo=UTC)).install()
+    goal = await create_goal(client, account)
+    reminder = await add_reminder(client, account, goal["id"], "09:00")
+
+    resumed = datetime(2026, 6, 18, 9, 30, tzinfo=UTC)
+    first = await dispatch(app, resumed)
+    assert (first.claimed, first.sent, first.late) == (1, 0, 8)
+    assert scheduler.CATCH_UP == 8  # the dates below count on it
+    assert first.left_due == 1
+    assert len(await ledger(app)) == 8
+    assert await next_fire_at(app, reminder["id"]) == datetime(2026, 6, 9, 9, 0, tzinfo=UTC)
+
+    clock.now = resumed
+    # Two claims in this one tick: June 9-16 (left due), then June 17-18.
+    assert await tick(celery_app) == {"reminders": 1, "digests": 0, "late": 9}
+    rows = await ledger(app)
+    assert [row.local_date for row in rows] == [date(2026, 6, day) for day in range(1, 19)]
+    assert [row.notification_id is not None for row in rows] == [False] * 17 + [True]
+    assert len(await feed_types(app, "reminder")) == 1
+    assert await next_fire_at(app, reminder["id"]) == datetime(2026, 6, 19, 9, 0, tzinfo=UTC)
+
+
+async def test_concurrent_dispatchers_catch_up_each_occurrence_once(app: Any) -> None:
+    """200 reminders three days behind, four dispatchers in batches of 25 serving at most two
+    occurrences per reminder and claim: every reminder is left due and claimed again (by any of
+    them); each of its four occurrences is served once, the one in the window sent."""
+    due = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    await seed_due_reminders(app, 200, due)
+    now = due + timedelta(days=3, seconds=30)
+
+    async def dispatcher() -> scheduler.Served:
+        total = scheduler.Served()
+        while True:
+            async with app.state.sessionmaker() as session, session.begin():
+                served = await scheduler.dispatch_reminders(
+                    session, now=now, max_lateness=LATENESS, batch=25, catch_up=2
+                )
+            if not served.claimed:
+                return total
+            total = scheduler.Served(
+                claimed=total.claimed + served.claimed,
+                sent=total.sent + served.sent,
+                late=total.late + served.late,
+                duplicate=total.duplicate + served.duplicate,
+            )
+
+    totals = await asyncio.gather(*(dispatcher() for _ in range(4)))
+    assert sum(t.sent for t in totals) == 200
+    assert sum(t.late for t in totals) == 600
+    assert sum(t.claimed for t in totals) == 400  # each reminder claimed twice
+    rows = await ledger(app)
+    assert len(rows) == 800
+    assert len({(row.reminder_id, row.local_date) for row in rows}) == 800
+    assert len(await feed_types(app, "reminder")) == 200
+    async with app.state.sessionmaker() as session:
+        fire_at = set(await session.scalars(select(GoalReminder.next_fire_at)))
+    assert fire_at == {due + timedelta(days=4)}

@@ -4,18 +4,27 @@ PostgreSQL holds what is due (`goal_reminders.next_fire_at`, `user_settings.next
 both indexed); beat only ticks. A tick claims due rows in batches with FOR UPDATE SKIP LOCKED (two
 beats, four workers: each row goes to one of them), records each occurrence in the ledger
 (`reminder_deliveries`, unique per reminder and local date, or per user, local date and time), and
-writes the notification for each occurrence the ledger accepted. The claimed row then moves to its
-next occurrence after *now*: a scheduler that was down catches each missed occurrence up once, and
-one found later than REMINDER_MAX_LATENESS_MINUTES is skipped (served, not sent) and counted.
-A tick's cost grows with the number of due rows, never with the number of users or reminders.
+writes the notification for each occurrence the ledger accepted.
+
+A claimed row holds one pending occurrence; the dispatcher serves it and then every later
+occurrence that is already due, each computed from the one served before it (never from *now*,
+which would drop whatever else fell due before the tick: a second digest time a minute later, the
+rest of an outage), and leaves the row at its first occurrence after now. An occurrence found later
+than REMINDER_MAX_LATENESS_MINUTES is recorded as served (no notification) and counted, never
+sent. At most CATCH_UP occurrences per row and claim: a row further behind stays due and the next
+claim (the tick loops while rows are left due) goes on from where this one stopped.
+A tick's cost grows with the number of due occurrences, never with the number of users or
+reminders.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,23 +37,33 @@ from goaltrack.i18n import t
 from goaltrack.notifications.kinds import DigestData, ReminderData
 from goaltrack.notifications.service import notify
 from goaltrack.profile.models import UserSettings
-from goaltrack.scheduling import reminders
-from goaltrack.scheduling.digests import schedule_digest
+from goaltrack.scheduling import digests, reminders
 from goaltrack.scheduling.models import ScheduledDelivery
+from goaltrack.scheduling.occurrences import Occurrence
 
 logger = logging.getLogger(__name__)
 
 BATCH = 500
 RETENTION_BATCH = 5000
+# Occurrences served (sent or recorded late) per row and claim. A row further behind (an outage of
+# more than CATCH_UP periods) stays due, and the next claim, in this tick, goes on from the last one
+# served. Bounded catch-up rather than a jump to the first occurrence inside the lateness window:
+# every occurrence still needs its own ledger row (that row is what "served once" means, for the
+# late ones too), so a jump would write as many rows in one transaction, unbounded after a long
+# outage (BATCH rows x days x digest times, all their locks held to the commit); and one code path
+# serves every occurrence, on time, late or after a zone change, with no second arithmetic for
+# where the window starts across DST. A claim writes at most BATCH x CATCH_UP ledger rows.
+CATCH_UP = 8
 
 
 @dataclass(frozen=True, slots=True)
 class Served:
-    claimed: int = 0
-    sent: int = 0
-    late: int = 0  # skipped: found later than the allowed lateness
-    duplicate: int = 0  # already served (ledger): another dispatcher or an earlier zone
+    claimed: int = 0  # rows (schedules) claimed
+    sent: int = 0  # occurrences sent
+    late: int = 0  # occurrences skipped: found later than the allowed lateness
+    duplicate: int = 0  # occurrences already served (ledger): another dispatcher, an earlier zone
     empty: int = 0  # digests with nothing to say (no active goal)
+    left_due: int = 0  # claimed rows still due: CATCH_UP reached, the next claim goes on
 
 
 def reminder_claim(now: datetime, batch: int = BATCH) -> Select[GoalReminder, Goal, str, str]:
@@ -72,36 +91,56 @@ def digest_claim(now: datetime, batch: int = BATCH) -> Select[UserSettings]:
     )
 
 
+def _catch_up(
+    first: Occurrence,
+    now: datetime,
+    limit: int,
+    following: Callable[[Occurrence], Occurrence | None],
+) -> tuple[list[Occurrence], Occurrence | None]:
+    """The due occurrences of one schedule from `first` (its pending one, due), each computed
+    from the one before it, at most `limit` of them; and the schedule's next pending occurrence
+    (still due when the limit cut the run short)."""
+    served = [first]
+    upcoming = following(first)
+    while upcoming is not None and upcoming.at <= now and len(served) < limit:
+        served.append(upcoming)
+        upcoming = following(upcoming)
+    return served, upcoming
+
+
 async def dispatch_reminders(
-    session: AsyncSession, *, now: datetime, max_lateness: timedelta, batch: int = BATCH
+    session: AsyncSession,
+    *,
+    now: datetime,
+    max_lateness: timedelta,
+    batch: int = BATCH,
+    catch_up: int = CATCH_UP,
 ) -> Served:
     due = (await session.execute(reminder_claim(now, batch))).all()
     if not due:
         return Served()
     entries: list[dict[str, Any]] = []
-    late = set()
-    for reminder, goal, zone_name, _ in due:
-        assert reminder.next_fire_at is not None
-        is_late = now - reminder.next_fire_at > max_lateness
-        if is_late:
-            late.add(reminder.id)
-        entries.append(
-            {
-                "id": uuid.uuid4(),
-                "kind": "reminder",
-                "reminder_id": reminder.id,
-                "user_id": goal.user_id,
-                "local_date": _due_date(reminder, ZoneInfo(zone_name)),
-                "local_time": reminder.remind_time,
-                "scheduled_for": reminder.next_fire_at,
-                "notification_id": None if is_late else uuid.uuid4(),
-                "sent_at": now,
-            }
+    owners: list[tuple[GoalReminder, Goal, str]] = []  # each entry's reminder, goal and locale
+    left_due = 0
+    for reminder, goal, zone_name, locale in due:
+        zone = ZoneInfo(zone_name)
+        first = reminders.pending(reminder, zone)
+        assert first is not None  # claimed: next_fire_at <= now
+        served, upcoming = _catch_up(
+            first, now, catch_up, partial(reminders.after_served, goal, reminder, zone)
         )
+        for occurrence in served:
+            entries.append(
+                _entry("reminder", goal.user_id, reminder.id, occurrence, now, max_lateness)
+            )
+            owners.append((reminder, goal, locale))
+        reminder.last_sent_date = served[-1].day
+        reminders.set_next(reminder, upcoming)
+        left_due += upcoming is not None and upcoming.at <= now
     accepted = await _record(session, entries, ["reminder_id", "local_date"], "reminder")
     next_stages = await _first_open_stages(session, [goal.id for _, goal, _, _ in due])
     sent = 0
-    for (reminder, goal, zone_name, locale), entry in zip(due, entries, strict=True):
+    for (reminder, goal, locale), entry in zip(owners, entries, strict=True):
         if entry["id"] in accepted and entry["notification_id"] is not None:
             stage_id, stage_title = next_stages.get(goal.id, (None, None))
             await notify(
@@ -118,23 +157,26 @@ async def dispatch_reminders(
                 notification_id=entry["notification_id"],
             )
             sent += 1
-        reminder.last_sent_date = entry["local_date"]
-        reminders.schedule(
-            goal, reminder, ZoneInfo(zone_name), now, not_on_or_before=entry["local_date"]
-        )
     await session.flush()
+    late = sum(entry["notification_id"] is None for entry in entries)
     if late:
-        logger.warning("scheduler: %d reminders found too late were skipped", len(late))
+        logger.warning("scheduler: %d reminder occurrences found too late were skipped", late)
     return Served(
         claimed=len(due),
         sent=sent,
-        late=len(late),
+        late=late,
         duplicate=len(entries) - len(accepted),
+        left_due=left_due,
     )
 
 
 async def dispatch_digests(
-    session: AsyncSession, *, now: datetime, max_lateness: timedelta, batch: int = BATCH
+    session: AsyncSession,
+    *,
+    now: datetime,
+    max_lateness: timedelta,
+    batch: int = BATCH,
+    catch_up: int = CATCH_UP,
 ) -> Served:
     due = list(await session.scalars(digest_claim(now, batch)))
     if not due:
@@ -142,30 +184,26 @@ async def dispatch_digests(
     today = {row.user_id: now.astimezone(ZoneInfo(row.timezone)).date() for row in due}
     summaries = await _active_goal_summaries(session, today)
     entries: list[dict[str, Any]] = []
-    late = empty = 0
+    owners: list[UserSettings] = []  # each entry's settings row
+    late = empty = left_due = 0
     for row in due:
-        assert row.next_digest_at is not None
-        local = row.next_digest_at.astimezone(ZoneInfo(row.timezone))
+        first = digests.pending(row)
+        assert first is not None  # claimed: next_digest_at <= now
+        served, upcoming = _catch_up(first, now, catch_up, partial(digests.after_served, row))
         summary = summaries.get(row.user_id)
-        send = now - row.next_digest_at <= max_lateness and summary is not None
-        late += now - row.next_digest_at > max_lateness
-        empty += summary is None
-        entries.append(
-            {
-                "id": uuid.uuid4(),
-                "kind": "digest",
-                "reminder_id": None,
-                "user_id": row.user_id,
-                "local_date": row.next_digest_date or local.date(),
-                "local_time": row.next_digest_time or local.time().replace(tzinfo=None),
-                "scheduled_for": row.next_digest_at,
-                "notification_id": uuid.uuid4() if send else None,
-                "sent_at": now,
-            }
-        )
+        for occurrence in served:
+            entry = _entry("digest", row.user_id, None, occurrence, now, max_lateness)
+            late += entry["notification_id"] is None
+            if summary is None:  # nothing to say: recorded as served, not sent
+                entry["notification_id"] = None
+                empty += 1
+            entries.append(entry)
+            owners.append(row)
+        digests.set_next(row, upcoming)
+        left_due += upcoming is not None and upcoming.at <= now
     accepted = await _record(session, entries, ["user_id", "local_date", "local_time"], "digest")
     sent = 0
-    for row, entry in zip(due, entries, strict=True):
+    for row, entry in zip(owners, entries, strict=True):
         summary = summaries.get(row.user_id)
         if entry["id"] in accepted and entry["notification_id"] is not None and summary:
             await notify(
@@ -178,22 +216,40 @@ async def dispatch_digests(
                 notification_id=entry["notification_id"],
             )
             sent += 1
-        schedule_digest(row, now)
     await session.flush()
+    if late:
+        logger.warning("scheduler: %d digest occurrences found too late were skipped", late)
     return Served(
         claimed=len(due),
         sent=sent,
         late=late,
         duplicate=len(entries) - len(accepted),
         empty=empty,
+        left_due=left_due,
     )
 
 
-def _due_date(reminder: GoalReminder, zone: ZoneInfo) -> date:
-    if reminder.next_fire_date is not None:
-        return reminder.next_fire_date
-    assert reminder.next_fire_at is not None
-    return reminder.next_fire_at.astimezone(zone).date()
+def _entry(
+    kind: str,
+    user_id: uuid.UUID,
+    reminder_id: uuid.UUID | None,
+    occurrence: Occurrence,
+    now: datetime,
+    max_lateness: timedelta,
+) -> dict[str, Any]:
+    """The ledger row of one occurrence; without a notification id when it is found too late
+    (recorded as served, never sent)."""
+    return {
+        "id": uuid.uuid4(),
+        "kind": kind,
+        "reminder_id": reminder_id,
+        "user_id": user_id,
+        "local_date": occurrence.day,
+        "local_time": occurrence.time,
+        "scheduled_for": occurrence.at,
+        "notification_id": None if now - occurrence.at > max_lateness else uuid.uuid4(),
+        "sent_at": now,
+    }
 
 
 async def _record(

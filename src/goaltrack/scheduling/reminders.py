@@ -4,7 +4,8 @@ The rows belong to the goal (`goals.models.GoalReminder`: shown in the goal's de
 with it); when they fire is decided here. The schedule lives in PostgreSQL; the dispatcher reads
 `next_fire_at`. It is computed from the user's wall-clock time in their own zone, and recomputed
 whenever the time, the frequency, the user's zone or the goal's state (completed, archived,
-deadline) changes.
+deadline) changes; an occurrence already due when the user's zone or the goal changes stays due
+(see `schedule`), and the dispatcher goes on from each occurrence it serves (`after_served`).
 """
 
 from __future__ import annotations
@@ -22,45 +23,91 @@ from goaltrack.goals.models import Goal, GoalReminder
 from goaltrack.goals.schemas import ReminderIn, ReminderUpdate
 from goaltrack.profile.queries import get_zone
 from goaltrack.scheduling.errors import ReminderLimit
-from goaltrack.scheduling.occurrences import next_reminder
+from goaltrack.scheduling.occurrences import Occurrence, next_reminder
+
+
+def pending(reminder: GoalReminder, zone: ZoneInfo) -> Occurrence | None:
+    """The occurrence the reminder waits for (`next_fire_at`), None when it has none."""
+    if reminder.next_fire_at is None:
+        return None
+    day = reminder.next_fire_date or reminder.next_fire_at.astimezone(zone).date()
+    return Occurrence(reminder.next_fire_at, day, reminder.remind_time)
+
+
+def _takes_reminders(goal: Goal, day: date) -> bool:
+    """A completed or archived goal takes none; a goal with a deadline none dated after it."""
+    return (
+        goal.completed_at is None
+        and not goal.is_archived
+        and (goal.deadline is None or day <= goal.deadline)
+    )
+
+
+def following(
+    goal: Goal, reminder: GoalReminder, zone: ZoneInfo, after: datetime, *, served: date | None
+) -> Occurrence | None:
+    """The first occurrence after `after` that the goal still takes, dated after `served` (a
+    local date already served: after a zone change the next occurrence can fall on it)."""
+    if goal.completed_at is not None or goal.is_archived:
+        return None
+    occurrence = next_reminder(
+        anchor=reminder.anchor_date,
+        remind_time=reminder.remind_time,
+        frequency_days=reminder.frequency_days,
+        zone=zone,
+        after=after,
+        deadline=goal.deadline,
+    )
+    while occurrence is not None and served is not None and occurrence.day <= served:
+        occurrence = next_reminder(
+            anchor=reminder.anchor_date,
+            remind_time=reminder.remind_time,
+            frequency_days=reminder.frequency_days,
+            zone=zone,
+            after=occurrence.at,
+            deadline=goal.deadline,
+        )
+    return occurrence
+
+
+def after_served(
+    goal: Goal, reminder: GoalReminder, zone: ZoneInfo, served: Occurrence
+) -> Occurrence | None:
+    """The occurrence after one just served (the dispatcher's catch-up): computed from it, not
+    from now, so that none in between is skipped."""
+    return following(goal, reminder, zone, served.at, served=served.day)
+
+
+def set_next(reminder: GoalReminder, occurrence: Occurrence | None) -> None:
+    reminder.next_fire_at = occurrence.at if occurrence else None
+    reminder.next_fire_date = occurrence.day if occurrence else None
 
 
 def schedule(
     goal: Goal,
     reminder: GoalReminder,
     zone: ZoneInfo,
-    after: datetime,
+    now: datetime,
     *,
     not_on_or_before: date | None = None,
+    keep_due: bool = True,
 ) -> None:
-    """Set the reminder's next occurrence after `after`: none for a completed or archived goal,
-    none past its deadline, and none on a local date already served (`not_on_or_before`; after
-    a zone change the next occurrence can fall on such a date)."""
-    occurrence = None
-    if goal.completed_at is None and not goal.is_archived:
-        occurrence = next_reminder(
-            anchor=reminder.anchor_date,
-            remind_time=reminder.remind_time,
-            frequency_days=reminder.frequency_days,
-            zone=zone,
-            after=after,
-            deadline=goal.deadline,
-        )
-        while (
-            occurrence is not None
-            and not_on_or_before is not None
-            and occurrence.day <= not_on_or_before
-        ):
-            occurrence = next_reminder(
-                anchor=reminder.anchor_date,
-                remind_time=reminder.remind_time,
-                frequency_days=reminder.frequency_days,
-                zone=zone,
-                after=occurrence.at,
-                deadline=goal.deadline,
-            )
-    reminder.next_fire_at = occurrence.at if occurrence else None
-    reminder.next_fire_date = occurrence.day if occurrence else None
+    """Recompute the reminder's next occurrence after a change (the goal's state or deadline,
+    the user's zone, the reminder's own time or rhythm): the first one after `now` the goal
+    takes, on a local date after `not_on_or_before` (already served).
+
+    An occurrence already due (its instant <= now) and not yet served stays pending: the
+    dispatcher serves it at its next tick (or records it late) and goes on from it with the new
+    settings. Recomputing from `now` would move it into the future and lose it (and, during an
+    outage, every occurrence since). A goal that no longer takes it (completed, archived, a
+    deadline now before its date) drops it; so does a new time or rhythm of the reminder itself
+    (`keep_due=False`): the user replaced the definition it belonged to, and going on from it with
+    the new one would walk the new rhythm through the past (one anchored today can have an
+    occurrence earlier today, before the edit) and send an occurrence that never was due."""
+    due = pending(reminder, zone)
+    if keep_due and due is not None and due.at <= now and _takes_reminders(goal, due.day):
+        return
+    set_next(reminder, following(goal, reminder, zone, now, served=not_on_or_before))
 
 
 async def list_reminders(session: AsyncSession, *, goal: Goal) -> list[GoalReminder]:
@@ -131,7 +178,7 @@ async def update_reminder(
         # A new rhythm starts today; a new time of day alone keeps the old rhythm's days.
         reminder.frequency_days = body.frequency_days
         reminder.anchor_date = now.astimezone(zone).date()
-    schedule(goal, reminder, zone, now, not_on_or_before=reminder.last_sent_date)
+    schedule(goal, reminder, zone, now, not_on_or_before=reminder.last_sent_date, keep_due=False)
     await session.flush()
     return reminder
 

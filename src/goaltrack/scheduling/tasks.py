@@ -12,7 +12,8 @@ from goaltrack.worker.runtime import in_batches, task_session, task_settings
 
 @task("scheduling.dispatch_due", every=TICK)
 async def dispatch_due() -> dict[str, int]:
-    """The scheduler's tick: every due reminder and digest, in batches, each exactly once."""
+    """The scheduler's tick: every due occurrence of a reminder or digest, in batches, each
+    exactly once."""
     settings = task_settings()
     now = utcnow()
     lateness = timedelta(minutes=settings.reminder_max_lateness_minutes)
@@ -26,7 +27,10 @@ async def dispatch_due() -> dict[str, int]:
                 served = await dispatch(session, now=now, max_lateness=lateness)
             totals[key] += served.sent
             totals["late"] += served.late
-            if served.claimed < dispatcher.BATCH:
+            # A short batch was the last of the due rows, unless some were left due (CATCH_UP
+            # reached after an outage): they go on now, judged against the same `now`, so that
+            # an occurrence inside the lateness window is not pushed out of it by a tick's wait.
+            if served.claimed < dispatcher.BATCH and not served.left_due:
                 break
     return totals
 
