@@ -13,7 +13,10 @@ httptools, the same DATABASE_READ_POOL_SIZE): Goaltrack (APP_ENV=production), th
 (bench/peer_template.py, the official template's style; reads only). In every repetition each
 scenario is run on each app in turn (the order rotates), wrk -t2 -c64, after a warm-up; ratios
 are taken within a repetition, then their median and min–max over repetitions. The server's CPU
-time per request comes from /proc (robust on a noisy machine). Then the hot read under a login
+time per request comes from /proc (robust on a noisy machine), and so does the CPU the machine
+spent on other work during each run (bench/host.py). The conditional requests (a 304 for an
+ETag still current) and a caught-up GET /sync are ours only: their checks compare our CPU per
+request with our own 200 of the same resource (`cpu_checks`, printed after the table). Then the hot read under a login
 flood, the RSS after the run, and (not in --smoke) the scheduler tick over 10 k and 1 M reminders.
 Writes bench/results/latest.json (smoke.json with --smoke) and latest.svg.
 """
@@ -47,6 +50,7 @@ from pwdlib.hashers.bcrypt import BcryptHasher
 from pydantic import SecretStr
 
 from bench import apps, chart, wrk
+from bench.host import HostLoad
 from bench.plans import PLANS, write_plans
 from bench.scenarios import Scenario, build
 from bench.seed import HEAVY_EMAIL, Seeded, asyncpg_dsn, seed
@@ -58,6 +62,8 @@ WRK_THREADS = 2
 BENCH_PASSWORD = "bench password 1"  # every seeded user's, for the login flood
 LOGIN_FLOOD_CONCURRENCY = 20
 RSS_REQUESTS = 200_000
+# A 304's status line and headers, with room to spare; a 200 of a goal or a list is ≥ 3 KB.
+NOT_MODIFIED_BYTES = 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RESULTS = Path("bench/results")
 
@@ -231,21 +237,59 @@ def start_side_by_side(
     return started
 
 
+def serves(key: str, scenario: Scenario) -> bool:
+    """Whether the app `key` takes part in the scenario (the peer only in the hot reads, the
+    ceiling and the build before not in what they do not implement)."""
+    if key == apps.PEER.key:
+        return scenario.with_peer
+    if key == apps.BASELINE.key:
+        return scenario.with_ceiling
+    if key == "goaltrack_before":
+        return scenario.with_before
+    return True
+
+
 def check(app: apps.RunningApp, scenario: Scenario) -> None:
-    entry = scenario.entries[0]
-    path = entry.alternate or entry.path  # a write: completing the completed stage is a no-op
+    """The expected answer to the first entry, and for a read also to its middle and last ones
+    (wrk counts a 200 where a 304 was expected as a success)."""
+    entries = scenario.entries
+    sample = (
+        [entries[0]]
+        if not scenario.hot_read
+        else [entries[0], entries[len(entries) // 2], entries[-1]]
+    )
     with httpx.Client(base_url=app.base_url, timeout=30.0) as client:
-        response = client.request(
-            entry.method,
-            path,
-            headers={"Authorization": f"Bearer {entry.token}", "Content-Type": "application/json"},
-            content=entry.body,
-        )
-    if response.status_code != scenario.expected_status:
-        raise apps.AppError(
-            f"{app.spec.key} {scenario.name}: {entry.method} {path} answered "
-            f"{response.status_code}: {response.text[:300]}\n{app.log_tail()}"
-        )
+        for entry in sample:
+            path = (
+                entry.alternate or entry.path
+            )  # a write: completing the completed stage is a no-op
+            response = client.request(
+                entry.method,
+                path,
+                headers={
+                    "Authorization": f"Bearer {entry.token}",
+                    "Content-Type": "application/json",
+                    **dict(entry.headers),
+                },
+                content=entry.body,
+            )
+            if response.status_code != scenario.expected_status or (
+                scenario.expected_in_body is not None
+                and scenario.expected_in_body not in response.content
+            ):
+                raise apps.AppError(
+                    f"{app.spec.key} {scenario.name}: {entry.method} {path} answered "
+                    f"{response.status_code}: {response.text[:300]}\n{app.log_tail()}"
+                )
+
+
+async def refresh(database_url: str, scenario: Scenario) -> Scenario:
+    """The scenario with the data's current versions (ETags, sync cursors): the writes move them."""
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        return await scenario.refreshed(conn)
+    finally:
+        await conn.close()
 
 
 def settle(app: apps.RunningApp, timeout: float = 60.0) -> None:
@@ -262,9 +306,15 @@ def settle(app: apps.RunningApp, timeout: float = 60.0) -> None:
 
 
 def run_one(
-    config: Config, app: apps.RunningApp, scenario: Scenario, work_dir: Path, run_index: int
+    config: Config,
+    app: apps.RunningApp,
+    scenario: Scenario,
+    work_dir: Path,
+    run_index: int,
+    host: HostLoad | None = None,
 ) -> dict[str, Any]:
-    """`run_index`: this scenario's how-manieth run (a write's runs each get their own slice)."""
+    """`run_index`: this scenario's how-manieth run (a write's runs each get their own slice).
+    With `host`: also the CPU the machine spent on other work during the measured run."""
     entries = scenario.slice(run_index)
     name = f"{scenario.name}-{app.spec.key}-{run_index}"
     script = wrk.write_script(work_dir, name, entries, WRK_THREADS)
@@ -273,10 +323,18 @@ def run_one(
     if config.warmup > 0:
         wrk.run(url, script, duration=config.warmup, **options)
         settle(app)
+    mark = host.mark() if host else None
     before = cpu_seconds(app.process.pid)
     result, output = wrk.run(url, script, duration=config.duration, **options)
     cpu = cpu_seconds(app.process.pid) - before
+    foreign = host.since(mark, config.duration) if host and mark else {}
     settle(app)
+    if scenario.expected_status == 304 and result.bytes_per_response > NOT_MODIFIED_BYTES:
+        # wrk counts a 200 as a success too: bodies mean ETags that were no longer current.
+        raise apps.AppError(
+            f"{app.spec.key} {scenario.name}: {result.bytes_per_response:,.0f} bytes per "
+            "response where 304s (headers only) were expected"
+        )
     if result.non_2xx or result.socket_errors:
         raise apps.AppError(
             f"{app.spec.key} {scenario.name}: {result.non_2xx} non-2xx, {result.socket_errors} "
@@ -285,6 +343,7 @@ def run_one(
     return {
         **result.as_dict(),
         "cpu_us_per_request": cpu * 1e6 / max(result.requests, 1),
+        **foreign,
     }
 
 
@@ -332,15 +391,16 @@ def summarise(
         peer = ratios("goaltrack", "peer_template", "requests_per_second")
         before = ratios("goaltrack", "goaltrack_before", "requests_per_second")
         before_cpu = ratios("goaltrack", "goaltrack_before", "cpu_us_per_request")
+        # Ours only (a conditional request, sync): no ratio to a ceiling that did not run it.
         entry: dict[str, Any] = {
             "name": scenario.name,
             "hot_read": scenario.hot_read,
-            "ratio_to_ceiling": statistics.median(ceiling),
+            "ratio_to_ceiling": statistics.median(ceiling) if ceiling else None,
             "ratio_to_peer": statistics.median(peer) if peer else None,
-            "p99_ratio_to_ceiling": statistics.median(p99),
-            "ratio_to_ceiling_range": [min(ceiling), max(ceiling)],
+            "p99_ratio_to_ceiling": statistics.median(p99) if p99 else None,
+            "ratio_to_ceiling_range": [min(ceiling), max(ceiling)] if ceiling else None,
             "ratio_to_peer_range": [min(peer), max(peer)] if peer else None,
-            "p99_ratio_to_ceiling_range": [min(p99), max(p99)],
+            "p99_ratio_to_ceiling_range": [min(p99), max(p99)] if p99 else None,
             "apps": {},
         }
         if before:
@@ -356,7 +416,16 @@ def summarise(
             if mine:
                 entry["apps"][app_key] = {
                     key: _spread([m[key] for m in mine])
-                    for key in ("requests_per_second", "p50_ms", "p99_ms", "cpu_us_per_request")
+                    for key in (
+                        "requests_per_second",
+                        "p50_ms",
+                        "p99_ms",
+                        "cpu_us_per_request",
+                        "bytes_per_response",
+                        "foreign_cores",
+                        "steal_cores",
+                    )
+                    if all(key in m for m in mine)
                 }
         summary.append(entry)
     if flood:
@@ -384,6 +453,54 @@ def summarise(
     return summary
 
 
+# The issue's checks, each our CPU per request in one scenario ÷ in another, at most `limit`:
+# a 304 costs at most half the 200 of the same resource; a caught-up GET /sync no more than
+# GET /goals.
+CPU_CHECKS = (
+    ("goal_detail_304", "goal_detail", 0.5),
+    ("goals_list_304", "goals_list", 0.5),
+    ("sync_idle", "goals_list", 1.0),
+)
+
+
+def cpu_checks(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each check from the runs (as latest.json holds them): the ratio within each repetition
+    (the two scenarios ran minutes apart at most), their median and min–max, and whether the
+    median holds. A check whose scenarios did not both run is left out."""
+    cpu = {
+        (r["scenario"], r["repetition"]): r["cpu_us_per_request"]
+        for r in runs
+        if r["app"] == apps.REAL.key
+    }
+    checks = []
+    for numerator, denominator, limit in CPU_CHECKS:
+        values = [
+            cpu[numerator, rep] / cpu[denominator, rep]
+            for (name, rep) in cpu
+            if name == numerator and (denominator, rep) in cpu and cpu[denominator, rep] > 0
+        ]
+        if values:
+            median = statistics.median(values)
+            checks.append(
+                {
+                    "name": f"{numerator} ÷ {denominator}, CPU µs/request",
+                    "limit": limit,
+                    "median": median,
+                    "range": [min(values), max(values)],
+                    "holds": median <= limit,
+                }
+            )
+    return checks
+
+
+def print_checks(checks: list[dict[str, Any]]) -> None:
+    for c in checks:
+        print(
+            f"{c['name']}: {c['median']:.2f} ({c['range'][0]:.2f}–{c['range'][1]:.2f}), "
+            f"limit {c['limit']:g}: {'holds' if c['holds'] else 'DOES NOT HOLD'}"
+        )
+
+
 def print_table(summary: list[dict[str, Any]]) -> None:
     def rng(value: Any, spread: Any) -> str:
         if value is None:
@@ -400,6 +517,7 @@ def print_table(summary: list[dict[str, Any]]) -> None:
             "ours CPU µs/req",
             "ceiling CPU µs/req",
             "÷ before (CPU ÷ before)",
+            "other work, cores",
         )
     ]
     for s in summary:
@@ -416,6 +534,7 @@ def print_table(summary: list[dict[str, Any]]) -> None:
                     f"p99 ÷ solo {rng(s['p99_ratio_to_solo'], s['p99_ratio_to_solo_range'])}",
                     f"{s['throughput_ratio_to_solo']:.2f} of solo",
                     f"{s['logins_per_second']['median']:.1f} logins/s",
+                    "",
                     "",
                     "",
                 )
@@ -436,6 +555,7 @@ def print_table(summary: list[dict[str, Any]]) -> None:
                 )
                 if "ratio_to_before" in s
                 else "",
+                f"{ours['foreign_cores']['median']:.2f}" if "foreign_cores" in ours else "",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -532,21 +652,26 @@ def main(argv: list[str] | None = None) -> int:
                     for spec in specs
                 }
             ours = started_apps[apps.REAL.key]
+            host = HostLoad(stack.postgres.data_dir)
             for scenario in scenarios:
                 for key, app in started_apps.items():
-                    if key != apps.PEER.key or scenario.with_peer:
+                    if serves(key, scenario):
                         check(app, scenario)
             rss["after_start_mib"] = rss_mib(ours.process.pid)
             served = 0
             runs_of: dict[str, int] = {}
             for repetition in range(1, config.repetitions + 1):
                 for scenario in scenarios:
-                    keys = [k for k in started_apps if k != apps.PEER.key or scenario.with_peer]
+                    keys = [k for k in started_apps if serves(k, scenario)]
                     shift = repetition % len(keys)
                     for key in keys[shift:] + keys[:shift]:
+                        current = scenario
+                        if scenario.refresh is not None:
+                            current = asyncio.run(refresh(stack.postgres.url, scenario))
+                            check(started_apps[key], current)
                         runs_of[scenario.name] = runs_of.get(scenario.name, 0) + 1
                         measured = run_one(
-                            config, started_apps[key], scenario, root, runs_of[scenario.name]
+                            config, started_apps[key], current, root, runs_of[scenario.name], host
                         )
                         if key == apps.REAL.key:
                             served += measured["requests"]
@@ -562,7 +687,9 @@ def main(argv: list[str] | None = None) -> int:
                             f"  rep {repetition}/{config.repetitions}  {scenario.name:<22} "
                             f"{key:<14} {measured['requests_per_second']:>8,.0f} req/s  "
                             f"p99 {measured['p99_ms']:7.1f} ms  "
-                            f"{measured['cpu_us_per_request']:6,.0f} µs CPU/req",
+                            f"{measured['cpu_us_per_request']:6,.0f} µs CPU/req  "
+                            f"{measured['bytes_per_response']:6,.0f} B/resp  "
+                            f"other work {measured['foreign_cores']:.2f} cores",
                             flush=True,
                         )
                 if config.only:
@@ -609,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     summary = summarise(runs, scenarios, flood)
+    checks = cpu_checks(runs)
     if tick is not None:
         summary.append(
             {
@@ -630,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(summary)
     except Exception as exc:  # the figures matter more than their table: still write them
         print(f"could not print the table: {exc!r}")
+    print_checks(checks)
     print(
         f"RSS of the API worker: {rss['after_start_mib']:.0f} MiB after start, "
         f"{rss['after_requests_mib']:.0f} MiB after {rss['requests']:,} requests"
@@ -660,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
             "seeded": asdict(seeded),
         },
         "scenarios": summary,
+        "checks": checks,
         "rss": rss,
         "plans": {"seq_scans_on_large_tables": plan_problems},
         "runs": runs,

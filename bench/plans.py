@@ -1,6 +1,7 @@
 """EXPLAIN (ANALYZE, BUFFERS) of every statement a hot path sends, on the benchmark's data, into
 bench/plans/ (refreshed by `make bench`): the list and detail reads, the feed's page 1 and page
-500 with its unread count, the achievements catalogue, and the scheduler's claim queries. Each
+500 with its unread count, the achievements catalogue, a sync delta (the last 10 of the heavy
+user's 100,000+ changes), and the scheduler's claim queries. Each
 plan is taken as a fresh statement gets it (custom) and as a prepared statement reused many times
 may (generic). A sequential scan on a large table in any of them is reported."""
 
@@ -20,6 +21,8 @@ from goaltrack.achievements.queries import CATALOGUE
 from goaltrack.goals.queries import GOAL_DETAIL, GOAL_LIST, GOAL_LIST_AFTER
 from goaltrack.notifications.queries import FEED, FEED_AFTER
 from goaltrack.reads import PreparedStatement
+from goaltrack.sync.queries import CHANGES
+from goaltrack.sync.service import DEFAULT_LIMIT
 
 PLANS = Path("bench/plans")
 LARGE_TABLES = (
@@ -32,7 +35,10 @@ LARGE_TABLES = (
     "user_achievements",
     "refresh_tokens",
     "user_settings",
+    "sync_changes",
 )
+# A delta sync: the cursor stands this many changes before the end of the heavy user's history.
+DELTA = 10
 SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
 
 
@@ -88,6 +94,25 @@ async def collect(conn: asyncpg.Connection) -> dict[str, tuple[str, list[Any]]]:
             FEED_AFTER,
             heavy | {"limit": 21, "after_created_at": deep["created_at"], "after_id": deep["id"]},
         )
+    # The heavy user's cursor DELTA changes before the end of their history (one row per
+    # notification: 100,000+), as GET /sync left it: a keyset read of DELTA rows, not a scan.
+    behind = await conn.fetchrow(
+        "SELECT xid, seq FROM sync_changes WHERE user_id = $1 "
+        "ORDER BY xid DESC, seq DESC OFFSET $2 LIMIT 1",
+        heavy["user_id"],
+        DELTA,
+    )
+    if behind is not None:
+        statements["sync_delta_heavy_user"] = (
+            CHANGES,
+            heavy
+            | {
+                "after_xid": behind["xid"],
+                "after_seq": behind["seq"],
+                "floor": behind["xid"],
+                "limit": DEFAULT_LIMIT + 1,
+            },
+        )
     collected = {
         name: (read.sql, _args(read, values)) for name, (read, values) in statements.items()
     }
@@ -102,11 +127,24 @@ def _write(directory: Path, name: str, text: str) -> None:
     (directory / f"{name}.txt").write_text(text)
 
 
+async def _notes(conn: asyncpg.Connection) -> dict[str, str]:
+    """What a plan is read against, in its file's first lines."""
+    history = await conn.fetchval(
+        "SELECT count(*) FROM sync_changes c JOIN users u ON u.id = c.user_id WHERE u.email = $1",
+        HEAVY_EMAIL,
+    )
+    return {
+        "sync_delta_heavy_user": f"-- the heavy user's change rows (sync_changes): {history:,}; "
+        f"the cursor stands {DELTA} before the last\n"
+    }
+
+
 async def write_plans(conn: asyncpg.Connection, directory: Path = PLANS) -> list[str]:
     """Writes one file per statement; returns the problems (sequential scans on large tables)."""
     problems = []
+    notes = await _notes(conn)
     for name, (sql, args) in (await collect(conn)).items():
-        sections = [f"-- {name}\n{sql.strip()}\n"]
+        sections = [f"-- {name}\n{notes.get(name, '')}{sql.strip()}\n"]
         for generic in (False, True):
             plan = await _explain(conn, sql, args, generic=generic)
             sections.append(f"-- {'generic' if generic else 'custom'} plan\n{plan}\n")

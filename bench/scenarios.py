@@ -1,22 +1,55 @@
-"""What each scenario sends: per request an entry (token, method, path, alternate path, body),
-chosen from the seeded data. wrk walks the entries (bench/wrk.py); on each visit to an entry it
-sends its path, on the next visit the alternate one (a stage is reopened, then completed again:
-every write changes something)."""
+"""What each scenario sends: per request an entry (token, method, path, alternate path, body,
+extra headers), chosen from the seeded data. wrk walks the entries (bench/wrk.py); on each visit
+to an entry it sends its path, on the next visit the alternate one (a stage is reopened, then
+completed again: every write changes something).
+
+The conditional and sync scenarios carry what a client holds (an ETag in `If-None-Match`, a
+caught-up sync cursor). Both name the data's current version, which the write scenarios move:
+such a scenario has a `refresh` that reads the versions again from `sync_changes` (the app's own
+`etag()` of the row's `seq`) right before each of its runs."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from bench.seed import HEAVY_EMAIL
 from goaltrack.auth.security import create_access_token
+from goaltrack.changes import etag
 from goaltrack.config import Settings
 from goaltrack.pagination import Cursor
+from goaltrack.sync.service import SyncCursor
 
 PAGE_SIZE = 20
+GZIP = (("Accept-Encoding", "gzip"),)
+
+# A goal's version is its change row's seq (goaltrack.changes.etag); a goal list's is the newest
+# among the user's goal rows (changes.GOALS_VERSION); a caught-up sync cursor stands at the user's
+# last change below the visibility horizon (goaltrack.sync), as paging GET /sync to the end leaves it.
+GOAL_VERSIONS = """
+SELECT object_id, seq FROM sync_changes
+WHERE user_id = ANY($1::uuid[]) AND kind = 'goal' AND object_id = ANY($2::uuid[])
+"""
+LIST_VERSIONS = """
+SELECT user_id, max(seq) AS seq FROM sync_changes
+WHERE user_id = ANY($1::uuid[]) AND kind = 'goal'
+GROUP BY user_id
+"""
+SYNC_POSITIONS = """
+SELECT u.id AS user_id, last.xid, last.seq, h.horizon
+FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) AS h
+CROSS JOIN unnest($1::uuid[]) AS u(id)
+CROSS JOIN LATERAL (
+    SELECT c.xid, c.seq FROM sync_changes c
+    WHERE c.user_id = u.id AND c.xid < h.horizon
+    ORDER BY c.xid DESC, c.seq DESC
+    LIMIT 1
+) AS last
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +59,8 @@ class Entry:
     path: str
     alternate: str | None = None
     body: str | None = None
+    # Sent with every request of this entry, besides the bearer token.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +73,20 @@ class Scenario:
     # Writes get a fresh slice of entries per run: a run never finds another's changes.
     slices: int = 1
     expected_status: int = 200
+    # The ceiling (bench/baseline.py) serves it: not the conditional requests or sync, which it
+    # does not implement; these are measured against our own 200 of the same resource instead.
+    with_ceiling: bool = True
+    # The build before this one (--before) serves it: not what that build did not have yet.
+    with_before: bool = True
+    # A part of the body every answer must hold (checked before the runs, beside the status).
+    expected_in_body: bytes | None = None
+    # Reads the data's current versions again (ETags, cursors) before each run; see the module.
+    refresh: Callable[[asyncpg.Connection], Awaitable[list[Entry]]] | None = None
+
+    async def refreshed(self, conn: asyncpg.Connection) -> Scenario:
+        if self.refresh is None:
+            return self
+        return replace(self, entries=await self.refresh(conn))
 
     def slice(self, index: int) -> list[Entry]:
         if self.slices == 1:
@@ -136,9 +185,84 @@ async def build(
         raise RuntimeError("the heavy feed has fewer than 500 pages")
     page500 = f"/notifications?cursor={Cursor(last['created_at'], last['id']).encode()}"
 
+    async def goal_etags(conn: asyncpg.Connection) -> list[Entry]:
+        goals = [(r["user_id"], r["id"]) for r in detail_rows]
+        versions = dict(
+            await conn.fetch(GOAL_VERSIONS, [u for u, _ in goals], [g for _, g in goals])
+        )
+        return [
+            Entry(
+                tokens[user_id],
+                "GET",
+                f"/goals/{goal_id}",
+                headers=(("If-None-Match", etag(versions[goal_id])),),
+            )
+            for user_id, goal_id in goals
+        ]
+
+    async def list_etags(conn: asyncpg.Connection) -> list[Entry]:
+        versions = dict(await conn.fetch(LIST_VERSIONS, user_ids))
+        return [
+            Entry(tokens[u], "GET", "/goals", headers=(("If-None-Match", etag(versions[u])),))
+            for u in user_ids
+        ]
+
+    async def caught_up(conn: asyncpg.Connection) -> list[Entry]:
+        now = int(datetime.now(UTC).timestamp())
+        rows = await conn.fetch(SYNC_POSITIONS, user_ids)
+        if len(rows) != len(user_ids):
+            raise RuntimeError("a user without any change row: the seed's triggers did not run")
+        return [
+            Entry(
+                tokens[r["user_id"]],
+                "GET",
+                "/sync?cursor="
+                + SyncCursor(
+                    xid=r["xid"], seq=r["seq"], floor=r["horizon"], caught_up=now
+                ).encode(),
+            )
+            for r in rows
+        ]
+
+    # Ours only (no peer, no ceiling, not the build before them): each holds its own check.
+    conditional = {"with_peer": False, "with_ceiling": False, "with_before": False}
     return [
         Scenario("goals_list", True, True, [Entry(t, "GET", "/goals") for t in everyone]),
         Scenario("goal_detail", True, True, details),
+        # A 304 costs at most half its 200 (the version alone is read; nothing is rendered).
+        Scenario(
+            "goal_detail_304",
+            True,
+            entries=await goal_etags(conn),
+            expected_status=304,
+            refresh=goal_etags,
+            **conditional,
+        ),
+        Scenario(
+            "goals_list_304",
+            True,
+            entries=await list_etags(conn),
+            expected_status=304,
+            refresh=list_etags,
+            **conditional,
+        ),
+        # A caught-up client's GET /sync costs no more than GET /goals.
+        Scenario(
+            "sync_idle",
+            True,
+            entries=await caught_up(conn),
+            expected_in_body=b'"changes":[]',
+            refresh=caught_up,
+            **conditional,
+        ),
+        # The build before compression answers the same request uncompressed: its cost.
+        Scenario(
+            "goals_list_gzip",
+            True,
+            False,
+            [Entry(t, "GET", "/goals", headers=GZIP) for t in everyone],
+            with_ceiling=False,
+        ),
         Scenario(
             "notifications_page1", True, True, [Entry(t, "GET", "/notifications") for t in heavy]
         ),

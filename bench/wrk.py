@@ -33,26 +33,32 @@ local function split(line)
   return fields
 end
 
+-- Field 6: the entry's own headers, "name\\31value" pairs separated by "\\30".
+local function entry(f)
+  local headers = {["Authorization"] = "Bearer " .. f[1]}
+  if f[5] ~= "" then
+    headers["Content-Type"] = "application/json"
+  end
+  for pair in ((f[6] or "") .. "\\30"):gmatch("([^\\30]*)\\30") do
+    local name, value = pair:match("^([^\\31]+)\\31(.*)$")
+    if name then
+      headers[name] = value
+    end
+  end
+  return {method = f[2], path = f[3], alternate = f[4], body = f[5], headers = headers}
+end
+
 function init(args)
   local number = 0
   for line in io.lines("%(entries_path)s") do
     number = number + 1
     if #line > 0 and (number - 1) %% %(threads)d == thread_number then
-      local f = split(line)
-      local headers = {["Authorization"] = "Bearer " .. f[1]}
-      if f[5] ~= "" then
-        headers["Content-Type"] = "application/json"
-      end
-      entries[#entries + 1] = {
-        method = f[2], path = f[3], alternate = f[4], body = f[5], headers = headers
-      }
+      entries[#entries + 1] = entry(split(line))
     end
   end
   if #entries == 0 then
     -- Fewer entries than threads (one heavy user): this thread sends the first line's.
-    local f = split(io.lines("%(entries_path)s")())
-    entries[1] = {method = f[2], path = f[3], alternate = f[4], body = f[5],
-                  headers = {["Authorization"] = "Bearer " .. f[1]}}
+    entries[1] = entry(split(io.lines("%(entries_path)s")()))
   end
 end
 
@@ -84,6 +90,9 @@ class WrkResult:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    # Bytes read per response, headers included: tells a 304 from a 200 (wrk counts both as
+    # successes) and a compressed body from a plain one.
+    bytes_per_response: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,7 +108,17 @@ def write_script(directory: Path, name: str, entries: list[Entry], threads: int)
     entries_path = directory / f"{name}.entries"
     entries_path.write_text(
         "".join(
-            "\t".join((e.token, e.method, e.path, e.alternate or "", e.body or "")) + "\n"
+            "\t".join(
+                (
+                    e.token,
+                    e.method,
+                    e.path,
+                    e.alternate or "",
+                    e.body or "",
+                    "\x1e".join(f"{name}\x1f{value}" for name, value in e.headers),
+                )
+            )
+            + "\n"
             for e in entries
         )
     )
@@ -131,6 +150,7 @@ def run(
     return parse(done.stdout), done.stdout
 
 
+_BYTES = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
@@ -149,6 +169,9 @@ def parse(output: str) -> WrkResult:
     }
     if not {50, 75, 90, 99} <= percentiles.keys():
         raise WrkError(f"no latency distribution in wrk output:\n{output}")
+    read = re.search(
+        r"^\s*\d+ requests in [\d.]+\w+, ([\d.]+)([KMGT]?B) read", output, re.MULTILINE
+    )
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
@@ -162,4 +185,9 @@ def parse(output: str) -> WrkResult:
         p99_ms=percentiles[99],
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(g) for g in errors.groups()) if errors else 0,
+        bytes_per_response=(
+            float(read.group(1)) * _BYTES[read.group(2)] / max(int(total.group(1)), 1)
+            if read
+            else 0.0
+        ),
     )

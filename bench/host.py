@@ -1,0 +1,87 @@
+"""What else the machine did during a measured run: its busy CPU time (/proc/stat) minus the
+benchmark's own (this process, the apps, Redis and wrk, all its descendants, plus the benchmark's
+PostgreSQL server and its backends), and the hypervisor's steal. On a 2-core host another job's
+tests or build show up here as `foreign_cores`, the CPU they took from the measurement."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _machine() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
+
+
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every live process: its parent and its CPU seconds (user + system)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            found[int(entry.name)] = (
+                int(fields[1]),
+                (int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
+            )
+    return found
+
+
+def _ours(roots: set[int]) -> float:
+    """CPU seconds of the `roots` (this process, the benchmark's PostgreSQL) and their live
+    descendants, plus this process's reaped children's (each wrk run)."""
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    total, stack, seen = 0.0, [pid for pid in roots if pid in processes], set()
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.add(pid)
+            total += processes[pid][1]
+            stack.extend(children.get(pid, ()))
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return total + reaped.ru_utime + reaped.ru_stime
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    busy: float
+    steal: float
+    ours: float
+
+
+class HostLoad:
+    """`mark()` before a run, `since(mark, seconds)` after it."""
+
+    def __init__(self, postgres_data_dir: Path) -> None:
+        self.postmaster_pid = Path(postgres_data_dir) / "postmaster.pid"
+
+    def _roots(self) -> set[int]:
+        roots = {os.getpid()}
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            roots.add(int(self.postmaster_pid.read_text().split()[0]))
+        return roots
+
+    def mark(self) -> Mark:
+        busy, steal = _machine()
+        return Mark(busy, steal, _ours(self._roots()))
+
+    def since(self, mark: Mark, seconds: float) -> dict[str, float]:
+        busy, steal = _machine()
+        ours = _ours(self._roots())
+        return {
+            # Cores' worth of CPU the machine spent on other work meanwhile (of os.cpu_count()).
+            "foreign_cores": max(0.0, (busy - mark.busy) - (ours - mark.ours)) / seconds,
+            "steal_cores": (steal - mark.steal) / seconds,
+        }
