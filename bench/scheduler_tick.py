@@ -237,7 +237,7 @@ async def tick(sessionmaker: Any) -> Tick:
             send_deferred(session)
             batches += 1
             sent += served.sent
-            if served.claimed < scheduler.BATCH:
+            if served.claimed < scheduler.BATCH and not served.left_due:
                 break
         out[key] = (time.perf_counter() - started, batches, sent)
     return Tick(

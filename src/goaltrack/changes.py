@@ -1,7 +1,7 @@
 """The change log: one row per synced object (a goal with its stages, attachments and reminders;
 settings; a notification; an earned achievement) holding its latest version.
 
-PostgreSQL writes it, from triggers on the synced tables (migration 0012): every path that writes
+PostgreSQL writes it, from triggers on the synced tables (migration 0011): every path that writes
 such a row (a request, the AI worker, the scheduler, an account deletion, a fix in psql) records
 the change, and a new write path cannot forget to. A row's `seq` changes once per transaction
 that changes the object, so it is the object's version: the ETag of its representation, and

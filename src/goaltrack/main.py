@@ -114,7 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: 413s and CORS preflights get the headers too.
     app.add_middleware(SecurityHeaders, hsts=settings.app_env is AppEnv.production)
     # Routes are matched in this order, one candidate after another (each costs a few µs): the
-    # hot reads' routers first, the two with few routes before the goals' two dozen (bench/).
+    # hot reads' routers first, those with few routes before the goals' two dozen (bench/).
+    app.include_router(sync_router)
     app.include_router(achievements_router)
     app.include_router(notifications_router)
     app.include_router(goals_router)
@@ -125,7 +126,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account_router)
     app.include_router(account_public_router)
     app.include_router(devices_router)
-    app.include_router(sync_router)
     app.include_router(web_router)
     _document_problem_schema(app)
     install_contract(app)  # after the problem schemas: it completes their 401s and 422s

@@ -6,8 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
-from goaltrack.clock import Now
-from goaltrack.deps import ReaderDep, RedisDep, SessionmakerDep, SettingsDep, StorageDep
+from goaltrack.clock import utcnow
 from goaltrack.errors import error_responses
 from goaltrack.reads import json_response
 from goaltrack.sync import service
@@ -26,13 +25,7 @@ router = APIRouter(
 )
 async def changes(
     request: Request,
-    reader: ReaderDep,
-    storage: StorageDep,
-    redis: RedisDep,
-    sessionmaker: SessionmakerDep,
-    settings: SettingsDep,
     caller: AccessClaimsDep,
-    now: Now,
     cursor: Annotated[
         str | None,
         Query(max_length=512, description="The `cursor` of the previous answer; none at first."),
@@ -44,16 +37,20 @@ async def changes(
     """Without a cursor: the caller's whole state, page by page. With one: every change committed
     after it, each object in its latest state, deletions as tombstones. Follow `cursor` while
     `has_more`; a client that keeps syncing ends with exactly the server's state."""
+    # The app's objects straight from its state, not as five more dependencies: an idle sync is
+    # what a phone sends most, and each dependency node costs every request (bench/).
+    state = request.app.state
+    settings = state.settings
     return json_response(
         await service.read_changes(
-            reader,
-            storage,
-            redis,
-            sessionmaker,
+            state.reader,
+            state.storage,
+            state.redis,
+            state.sessionmaker,
             caller,
             cursor=cursor,
             limit=min(limit, service.MAX_LIMIT),
-            now=now,
+            now=utcnow(),
             tombstone_days=settings.sync_tombstone_days,
             url_ttl=settings.attachment_url_ttl_seconds,
         )
