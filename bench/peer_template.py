@@ -135,7 +135,18 @@ class Goal(Base):
         # A habit's figures, as our API computes them (the template has no habits; the bench's
         # data has none, and this keeps the bodies byte for byte alike). In UTC: the peer does
         # not read the user's zone.
-        return habit_fields(self.__dict__, datetime.now(UTC).date())
+        habit = None
+        if self.kind == "habit":
+            habit = {
+                "schedule": self.schedule,
+                "start": self.habit_start.isoformat(),
+                "run": self.streak_run,
+                "run_end": self.streak_run_end and self.streak_run_end.isoformat(),
+                "longest": self.streak_longest,
+                "mask": self.checkin_mask,
+                "mask_end": self.checkin_mask_end and self.checkin_mask_end.isoformat(),
+            }
+        return habit_fields({"habit": habit}, datetime.now(UTC).date())
 
     @property
     def streak(self) -> Any:

@@ -19,10 +19,12 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     exists,
     func,
     literal,
     literal_column,
+    null,
     select,
     true,
     tuple_,
@@ -56,15 +58,30 @@ SUMMARY_COLUMNS = (
     Goal.stage_count,
     Goal.completed_stage_count,
     Goal.ai_status,
-    # A habit: its schedule and the Summary its figures come from (goals.habits).
     Goal.kind,
-    Goal.schedule,
-    Goal.habit_start,
-    Goal.streak_run,
-    Goal.streak_run_end,
-    Goal.streak_longest,
-    Goal.checkin_mask,
-    Goal.checkin_mask_end,
+    # A habit's schedule and the Summary its figures come from (goals.habits), as one JSON
+    # value: NULL for a plain goal, so a list of goals decodes one more column, not eight.
+    case(
+        (
+            Goal.kind == "habit",
+            func.json_build_object(
+                *(
+                    part
+                    for name, column in (
+                        ("schedule", Goal.schedule),
+                        ("start", Goal.habit_start),
+                        ("run", Goal.streak_run),
+                        ("run_end", Goal.streak_run_end),
+                        ("longest", Goal.streak_longest),
+                        ("mask", Goal.checkin_mask),
+                        ("mask_end", Goal.checkin_mask_end),
+                    )
+                    for part in (literal(name, String), column)
+                )
+            ),
+        ),
+        else_=null(),
+    ).label("habit"),
 )
 
 
@@ -223,21 +240,26 @@ NO_HABIT = {
 }
 
 
+def _day(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
 def habit_fields(row: Mapping[str, Any], today: date) -> dict[str, Any]:
     """A habit's figures on the user's `today`, from its stored Summary (no check-in rows)."""
-    if row["kind"] != "habit":
+    habit = row["habit"]
+    if habit is None:
         return NO_HABIT
-    schedule = habits.schedule_of(row["schedule"], row["habit_start"])
+    schedule = habits.schedule_of(habit["schedule"], date.fromisoformat(habit["start"]))
     summary = habits.Summary(
-        run=row["streak_run"],
-        run_end=row["streak_run_end"],
-        longest=row["streak_longest"],
-        mask=row["checkin_mask"],
-        mask_end=row["checkin_mask_end"],
+        run=habit["run"],
+        run_end=_day(habit["run_end"]),
+        longest=habit["longest"],
+        mask=habit["mask"],
+        mask_end=_day(habit["mask_end"]),
     )
     figures = habits.today_figures(schedule, summary, today)
     return {
-        "schedule": row["schedule"],
+        "schedule": habit["schedule"],
         "streak": {"current": figures.streak_current, "longest": figures.streak_longest},
         "due_today": figures.due_today,
         "done_today": figures.done_today,
@@ -250,9 +272,15 @@ def goal_etag(version: int | None, *, habit: bool, today: date) -> str:
     return etag(f"{version or 0}.{today.isoformat()}" if habit else version)
 
 
+# GoalSummary's fields that are columns of the row; the habit's figures follow, in NO_HABIT's
+# order, which is the model's.
+ROW_SUMMARY_FIELDS = SUMMARY_FIELDS[: SUMMARY_FIELDS.index("schedule")]
+
+
 def summary_payload(row: Mapping[str, Any], today: date) -> dict[str, Any]:
-    values = {**row, **habit_fields(row, today)}
-    return {name: values[name] for name in SUMMARY_FIELDS}
+    payload = {name: row[name] for name in ROW_SUMMARY_FIELDS}
+    payload.update(habit_fields(row, today))
+    return payload
 
 
 def as_instant(value: str | None) -> datetime | None:
