@@ -39,9 +39,9 @@ DAY = 24 * 3600
 PNG = make_image("PNG")
 
 
-def _load_migration() -> ModuleType:
-    path = Path(goaltrack.__file__).parent / "migrations" / "versions" / "0006_achievements.py"
-    spec = importlib.util.spec_from_file_location("migration_0006_achievements", path)
+def _load_migration(name: str = "0006_achievements") -> ModuleType:
+    path = Path(goaltrack.__file__).parent / "migrations" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"migration_{name}", path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -50,9 +50,11 @@ def _load_migration() -> ModuleType:
 
 
 MIGRATION = _load_migration()
-CODES = [row[0] for row in MIGRATION.CATALOGUE]
-TITLES = {row[0]: row[4] for row in MIGRATION.CATALOGUE}  # code -> (en, ru)
-DESCRIPTIONS = {row[0]: row[5] for row in MIGRATION.CATALOGUE}
+# The catalogue as the migrations seed it, in order (0014 adds the streaks).
+SEEDED_CATALOGUE = [*MIGRATION.CATALOGUE, *_load_migration("0014_streak_achievements").CATALOGUE]
+CODES = [row[0] for row in SEEDED_CATALOGUE]
+TITLES = {row[0]: row[4] for row in SEEDED_CATALOGUE}  # code -> (en, ru)
+DESCRIPTIONS = {row[0]: row[5] for row in SEEDED_CATALOGUE}
 COUNTERS = list(MIGRATION.BACKFILL_METRICS)
 
 

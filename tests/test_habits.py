@@ -146,3 +146,32 @@ async def test_a_goal_takes_no_checkins(client: Any, user: Account, other_user: 
     assert_problem(await checkin(client, other_user, run["id"]), 404, "not_found")
     assert goal["kind"] == "goal"
     assert goal["streak"] is None
+
+
+async def test_a_seven_day_streak_is_earned_by_the_checkin_that_reaches_it(
+    client: Any, user: Account
+) -> None:
+    """Also when that check-in is a backfill: the run counts the whole history."""
+    clock = TestClock(datetime(2026, 3, 1, 12, tzinfo=UTC)).install()
+    goal = await habit(client, user)
+    for day in (0, 1, 2, 4, 5, 6):  # the 4th day (3 March + 1) missed
+        clock.now = datetime(2026, 3, 1 + day, 12, tzinfo=UTC)
+        assert (await checkin(client, user, goal["id"])).status_code == 201
+
+    async def earned() -> set[str]:
+        items = (await client.get("/achievements", headers=user.headers)).json()["items"]
+        return {item["code"] for item in items if item["earned"]}
+
+    assert "streak_7" not in await earned()
+    backfill = await checkin(client, user, goal["id"], date="2026-03-04")
+    assert backfill.status_code == 201, backfill.text
+    assert "streak_7" in await earned()
+    assert "streak_30" not in await earned()
+    feed = (await client.get("/notifications", headers=user.headers)).json()["items"]
+    streak = [n for n in feed if n["data"].get("achievement_code") == "streak_7"]
+    assert len(streak) == 1
+    # Undone and made again: earned once, never twice.
+    await client.delete(f"/goals/{goal['id']}/checkins/2026-03-04", headers=user.headers)
+    assert (await checkin(client, user, goal["id"], date="2026-03-04")).status_code == 201
+    feed = (await client.get("/notifications", headers=user.headers)).json()["items"]
+    assert len([n for n in feed if n["data"].get("achievement_code") == "streak_7"]) == 1

@@ -17,6 +17,7 @@ from goaltrack.goals.events import (
     GoalCompleted,
     GoalCreated,
     GoalStatusChanged,
+    HabitCheckedIn,
     StageCompleted,
 )
 from goaltrack.notifications import handlers as notifications
@@ -29,6 +30,7 @@ SUBSCRIPTIONS: Mapping[type[Any], Sequence[events.Handler]] = {
     GoalCompleted: (notifications.on_goal_completed, achievements.on_goal_completed),
     AttachmentAdded: (achievements.on_attachment_added,),
     AiPlanApplied: (achievements.on_ai_plan_applied,),
+    HabitCheckedIn: (achievements.on_habit_checked_in,),
     LoggedOut: (devices.on_logged_out,),
 }
 

@@ -37,6 +37,17 @@ async def goals_in_progress(
     return int(count or 0)
 
 
+async def longest_habit_streak(
+    session: AsyncSession, user_id: uuid.UUID, stats: Mapping[str, Any]
+) -> int:
+    """The longest run of any of the user's habits (kept on each habit's row by its check-ins;
+    ix_goals_user_id_habits: the user's habits only)."""
+    longest = await session.scalar(
+        select(func.max(Goal.streak_longest)).where(Goal.user_id == user_id, Goal.kind == "habit")
+    )
+    return int(longest or 0)
+
+
 METRICS: dict[str, Metric] = {
     "goals_created": _counter("goals_created"),
     "stages_completed": _counter("stages_completed"),
@@ -45,4 +56,6 @@ METRICS: dict[str, Metric] = {
     "attachments_added": _counter("attachments_added"),
     "ai_plans_applied": _counter("ai_plans_applied"),
     "goals_in_progress": goals_in_progress,
+    "habit_checkins": _counter("habit_checkins"),
+    "longest_habit_streak": longest_habit_streak,
 }

@@ -14,6 +14,7 @@ from goaltrack.goals.events import (
     AttachmentAdded,
     GoalCompleted,
     GoalCreated,
+    HabitCheckedIn,
     StageCompleted,
 )
 from goaltrack.goals.models import Goal
@@ -85,4 +86,16 @@ async def on_ai_plan_applied(session: AsyncSession, event: AiPlanApplied) -> Non
         now=event.now,
         counters={"ai_plans_applied": 1},
         metrics=("ai_plans_applied",),
+    )
+
+
+async def on_habit_checked_in(session: AsyncSession, event: HabitCheckedIn) -> None:
+    """A streak achievement is earned by the check-in that makes the run long enough, a
+    backfilled one too (the run counts the habit's whole history)."""
+    await _count(
+        session,
+        user_id=event.user_id,
+        now=event.now,
+        counters={"habit_checkins": 1},
+        metrics=("longest_habit_streak",),
     )

@@ -63,3 +63,4 @@ class UserStats(Base):
     )
     attachments_added: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     ai_plans_applied: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    habit_checkins: Mapped[int] = mapped_column(default=0, server_default=text("0"))

@@ -10,10 +10,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from goaltrack import events
 from goaltrack.config import Settings
 from goaltrack.errors import NotFound
 from goaltrack.goals import habits
 from goaltrack.goals.errors import AlreadyCheckedIn, CheckinDateOutOfRange, NotAHabit
+from goaltrack.goals.events import HabitCheckedIn
 from goaltrack.goals.models import Goal, HabitCheckin
 from goaltrack.goals.schemas import CheckinCreate
 from goaltrack.profile.queries import get_zone
@@ -51,6 +53,7 @@ async def add_checkin(
     if checkin is None:
         raise AlreadyCheckedIn
     await _summarize(session, goal, schedule, now)
+    await events.emit(session, HabitCheckedIn(user_id=goal.user_id, goal_id=goal.id, now=now))
     return checkin
 
 

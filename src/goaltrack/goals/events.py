@@ -63,3 +63,12 @@ class AiPlanApplied:
     user_id: uuid.UUID
     goal_id: uuid.UUID
     now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HabitCheckedIn:
+    """A check-in was made (today or backfilled); the habit's summary is already rewritten."""
+
+    user_id: uuid.UUID
+    goal_id: uuid.UUID
+    now: datetime
