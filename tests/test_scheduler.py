@@ -908,3 +908,37 @@ async def test_concurrent_dispatchers_catch_up_each_occurrence_once(app: Any) ->
     async with app.state.sessionmaker() as session:
         fire_at = set(await session.scalars(select(GoalReminder.next_fire_at)))
     assert fire_at == {due + timedelta(days=4)}
+
+
+async def test_a_digest_counts_the_habits_still_to_do_today(
+    client: Any, app: Any, register: Any
+) -> None:
+    account = await register(timezone="Europe/Berlin")
+    app.dependency_overrides[get_now] = lambda: datetime(2026, 6, 1, 5, 0, tzinfo=UTC)
+    TestClock(datetime(2026, 6, 1, 5, 0, tzinfo=UTC)).install()
+    run, _ = [
+        await create_goal(client, account, title=title, kind="habit", schedule={"type": "daily"})
+        for title in ("Run", "Read")
+    ]
+    weekend = await create_goal(
+        client,
+        account,
+        title="Long walk",
+        kind="habit",
+        schedule={"type": "weekdays", "days": [5, 6]},
+    )
+    assert weekend["due_today"] is False  # 1 June 2026 is a Monday
+    done = await client.post(f"/goals/{run['id']}/checkins", json={}, headers=account.headers)
+    assert done.status_code == 201, done.text
+    await client.put(
+        "/settings/notifications/frequency",
+        json={"frequency": "daily", "times": ["08:00"]},
+        headers=account.headers,
+    )
+    served = await dispatch(
+        app, datetime(2026, 6, 1, 6, 0, 5, tzinfo=UTC), scheduler.dispatch_digests
+    )
+    assert served.sent == 1
+    [digest] = await feed_types(app, "digest")
+    # Three habits are active goals; one is due and not done ("Read").
+    assert digest.body == "3 goals in progress. 1 habit to do today."

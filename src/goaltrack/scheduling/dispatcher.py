@@ -28,10 +28,11 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, delete, func, select, text
+from sqlalchemy import ColumnElement, Select, and_, delete, func, select, text
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from goaltrack.goals import habits
 from goaltrack.goals.models import Goal, GoalReminder, GoalStage
 from goaltrack.i18n import t
 from goaltrack.notifications.kinds import DigestData, ReminderData
@@ -284,6 +285,7 @@ class _Summary:
     nearest_title: str | None
     nearest_deadline: date | None
     today: date
+    habits_to_do: int = 0  # habits due today and not done yet
 
     def text(self, locale: str) -> str:
         body = (
@@ -297,6 +299,9 @@ class _Summary:
                 "digest.due" if days > 0 else "digest.due_today" if days == 0 else "digest.overdue"
             )
             body += t(locale, key, goal=self.nearest_title, days=abs(days))
+        if self.habits_to_do:
+            key = "digest.habits_one" if self.habits_to_do == 1 else "digest.habits"
+            body += t(locale, key, count=self.habits_to_do)
         return body
 
 
@@ -321,15 +326,43 @@ async def _active_goal_summaries(
             .ext(distinct_on(Goal.user_id))
         )
     }
+    habits_open = await _habits_to_do(session, active, today)
     return {
         user_id: _Summary(
             count=count,
             nearest_title=nearest.get(user_id, (None, None))[0],
             nearest_deadline=nearest.get(user_id, (None, None))[1],
             today=today[user_id],
+            habits_to_do=habits_open.get(user_id, 0),
         )
         for user_id, count in counts.items()
     }
+
+
+async def _habits_to_do(
+    session: AsyncSession, active: ColumnElement[bool], today: dict[uuid.UUID, date]
+) -> dict[uuid.UUID, int]:
+    """Per user of the batch: active habits due on their local date and not done yet, from each
+    habit's stored summary (no check-in row is read)."""
+    open_today: dict[uuid.UUID, int] = {}
+    rows = await session.execute(
+        select(
+            Goal.user_id,
+            Goal.schedule,
+            Goal.habit_start,
+            Goal.streak_run,
+            Goal.streak_run_end,
+            Goal.streak_longest,
+            Goal.checkin_mask,
+            Goal.checkin_mask_end,
+        ).where(active, Goal.kind == "habit")
+    )
+    for user_id, schedule, start, run, run_end, longest, mask, mask_end in rows:
+        summary = habits.Summary(run, run_end, longest, mask, mask_end)
+        figures = habits.today_figures(habits.schedule_of(schedule, start), summary, today[user_id])
+        if figures.due_today and not figures.done_today:
+            open_today[user_id] = open_today.get(user_id, 0) + 1
+    return open_today
 
 
 async def delete_expired_deliveries(
