@@ -35,8 +35,6 @@ from starlette.responses import Response
 from goaltrack.db import Base
 from goaltrack.errors import AppError
 
-KINDS = ("goal", "settings", "notification", "achievement")
-
 
 class SyncChange(Base):
     __tablename__ = "sync_changes"

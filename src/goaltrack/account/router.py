@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 
 from fastapi import APIRouter, Depends, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack.account import service
 from goaltrack.account.errors import ExportInProgress, RestoreExpired
@@ -44,6 +45,11 @@ router = APIRouter(
 )
 # Restoring a soft-deleted account: its tokens are revoked, so e-mail and password identify it.
 public_router = APIRouter(tags=["account"], route_class=IdempotentRoute)
+
+
+async def _settings_version(session: AsyncSession, user: User) -> str:
+    """The settings' ETag in this transaction (the change log's row for them)."""
+    return await current_version(session, "settings", user.id, user.id)
 
 
 def _account_version(user: User) -> str:
@@ -179,7 +185,7 @@ async def restore_account(
 async def get_settings(
     request: Request, user: CurrentUser, session: SessionDep, response: Response
 ) -> Response | SettingsOut:
-    current = await current_version(session, "settings", user.id, user.id)
+    current = await _settings_version(session, user)
     if none_match(request, current):
         return not_modified(current)
     response.headers.update(revalidated(current))
@@ -191,7 +197,7 @@ async def settings_precondition(request: Request, user: CurrentUser, session: Se
     (412 when stale), so that nothing changes."""
     if is_conditional(request):
         await service.lock_settings_row(session, user.id)
-        require_match(request, await current_version(session, "settings", user.id, user.id))
+        require_match(request, await _settings_version(session, user))
 
 
 SETTINGS_PRECONDITION = Depends(settings_precondition)
@@ -200,7 +206,7 @@ SETTINGS_PRECONDITION = Depends(settings_precondition)
 async def _with_version(
     response: Response, session: SessionDep, user: User, row: object
 ) -> SettingsOut:
-    response.headers["ETag"] = await current_version(session, "settings", user.id, user.id)
+    response.headers["ETag"] = await _settings_version(session, user)
     return SettingsOut.model_validate(row)
 
 

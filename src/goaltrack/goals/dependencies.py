@@ -47,6 +47,13 @@ register_url_convertor("goal", GoalIdSegment())
 register_url_convertor("stage", StageIdSegment())
 
 
+async def goal_version(session: AsyncSession, goal: Goal) -> str:
+    """The goal's ETag in this transaction, its writes flushed: what a write's `If-Match` is
+    compared with, and what a write to one of its parts (a stage, reminder, attachment or
+    check-in) answers with."""
+    return await current_version(session, "goal", goal.user_id, goal.id)
+
+
 def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
     async def load(
         goal_id: GoalId, claims: AccessClaimsDep, session: SessionDep, request: Request
@@ -62,7 +69,7 @@ def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
         if goal is None:
             await raise_missing(session, claims)
         if lock and is_conditional(request):
-            require_match(request, await current_version(session, "goal", goal.user_id, goal.id))
+            require_match(request, await goal_version(session, goal))
         return goal
 
     return load

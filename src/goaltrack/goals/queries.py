@@ -45,6 +45,30 @@ from goaltrack.profile.queries import local_date, zone_of
 from goaltrack.reads import PreparedStatement, Reader
 from goaltrack.storage import Storage
 
+# A habit's schedule and the Summary its figures come from (goals.habits), as one JSON value:
+# NULL for a plain goal, so a list of goals decodes one more column, not eight (`habit_today`).
+HABIT = case(
+    (
+        Goal.kind == "habit",
+        func.json_build_object(
+            *(
+                part
+                for name, column in (
+                    ("schedule", Goal.schedule),
+                    ("start", Goal.habit_start),
+                    ("run", Goal.streak_run),
+                    ("run_end", Goal.streak_run_end),
+                    ("longest", Goal.streak_longest),
+                    ("mask", Goal.checkin_mask),
+                    ("mask_end", Goal.checkin_mask_end),
+                )
+                for part in (literal(name, String), column)
+            )
+        ),
+    ),
+    else_=null(),
+).label("habit")
+
 SUMMARY_COLUMNS = (
     Goal.id,
     Goal.title,
@@ -59,29 +83,7 @@ SUMMARY_COLUMNS = (
     Goal.completed_stage_count,
     Goal.ai_status,
     Goal.kind,
-    # A habit's schedule and the Summary its figures come from (goals.habits), as one JSON
-    # value: NULL for a plain goal, so a list of goals decodes one more column, not eight.
-    case(
-        (
-            Goal.kind == "habit",
-            func.json_build_object(
-                *(
-                    part
-                    for name, column in (
-                        ("schedule", Goal.schedule),
-                        ("start", Goal.habit_start),
-                        ("run", Goal.streak_run),
-                        ("run_end", Goal.streak_run_end),
-                        ("longest", Goal.streak_longest),
-                        ("mask", Goal.checkin_mask),
-                        ("mask_end", Goal.checkin_mask_end),
-                    )
-                    for part in (literal(name, String), column)
-                )
-            ),
-        ),
-        else_=null(),
-    ).label("habit"),
+    HABIT,
 )
 
 
@@ -244,11 +246,11 @@ def _day(value: str | None) -> date | None:
     return None if value is None else date.fromisoformat(value)
 
 
-def habit_fields(row: Mapping[str, Any], today: date) -> dict[str, Any]:
-    """A habit's figures on the user's `today`, from its stored Summary (no check-in rows)."""
-    habit = row["habit"]
+def habit_today(habit: Mapping[str, Any] | None, today: date) -> habits.Today | None:
+    """A habit's figures on the user's `today`, from its `HABIT` value (no check-in rows); None
+    for a plain goal."""
     if habit is None:
-        return NO_HABIT
+        return None
     schedule = habits.schedule_of(habit["schedule"], date.fromisoformat(habit["start"]))
     summary = habits.Summary(
         run=habit["run"],
@@ -257,9 +259,16 @@ def habit_fields(row: Mapping[str, Any], today: date) -> dict[str, Any]:
         mask=habit["mask"],
         mask_end=_day(habit["mask_end"]),
     )
-    figures = habits.today_figures(schedule, summary, today)
+    return habits.today_figures(schedule, summary, today)
+
+
+def habit_fields(row: Mapping[str, Any], today: date) -> dict[str, Any]:
+    """A row's habit figures as GoalSummary shows them (NO_HABIT for a plain goal)."""
+    figures = habit_today(row["habit"], today)
+    if figures is None:
+        return NO_HABIT
     return {
-        "schedule": habit["schedule"],
+        "schedule": row["habit"]["schedule"],
         "streak": {"current": figures.streak_current, "longest": figures.streak_longest},
         "due_today": figures.due_today,
         "done_today": figures.done_today,

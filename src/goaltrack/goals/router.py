@@ -11,7 +11,6 @@ from fastapi.responses import RedirectResponse
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.changes import (
-    current_version,
     is_conditional,
     none_match,
     not_modified,
@@ -29,6 +28,7 @@ from goaltrack.goals.dependencies import (
     ReadableGoal,
     UploadDep,
     UploadSlotDep,
+    goal_version,
     lock_owned_goal,
 )
 from goaltrack.goals.errors import (
@@ -182,7 +182,7 @@ async def add_stage(
     response: Response,
 ) -> Stage:
     stage = await service.add_stage(session, settings, goal=goal, body=body, now=now)
-    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
+    response.headers["ETag"] = await goal_version(session, goal)
     return Stage.model_validate(stage)
 
 
@@ -208,7 +208,7 @@ async def update_stage(
     response: Response,
 ) -> Stage:
     stage = await service.update_stage(session, goal=goal, stage_id=stage_id, body=body, now=now)
-    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
+    response.headers["ETag"] = await goal_version(session, goal)
     return Stage.model_validate(stage)
 
 
@@ -290,7 +290,7 @@ async def add_checkin(
     """A habit done on a local date: today in the user's zone unless `date` says which of the
     last HABIT_BACKFILL_DAYS."""
     checkin = await checkins.add_checkin(session, settings, goal=goal, body=body, now=now)
-    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
+    response.headers["ETag"] = await goal_version(session, goal)
     return Checkin.model_validate(checkin)
 
 
@@ -367,7 +367,7 @@ async def add_attachment(
     attachment = await attachments.add_attachment(
         session, storage, settings, goal, upload, slot, now
     )
-    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
+    response.headers["ETag"] = await goal_version(session, goal)
     return Attachment.model_validate(
         await queries.attachment_out(
             storage, attachments.fields(attachment), url_ttl=settings.attachment_url_ttl_seconds

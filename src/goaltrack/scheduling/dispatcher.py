@@ -32,8 +32,8 @@ from sqlalchemy import ColumnElement, Select, and_, delete, func, select, text
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goaltrack.goals import habits
 from goaltrack.goals.models import Goal, GoalReminder, GoalStage
+from goaltrack.goals.queries import HABIT, habit_today
 from goaltrack.i18n import t
 from goaltrack.notifications.kinds import DigestData, ReminderData
 from goaltrack.notifications.service import notify
@@ -345,22 +345,10 @@ async def _habits_to_do(
     """Per user of the batch: active habits due on their local date and not done yet, from each
     habit's stored summary (no check-in row is read)."""
     open_today: dict[uuid.UUID, int] = {}
-    rows = await session.execute(
-        select(
-            Goal.user_id,
-            Goal.schedule,
-            Goal.habit_start,
-            Goal.streak_run,
-            Goal.streak_run_end,
-            Goal.streak_longest,
-            Goal.checkin_mask,
-            Goal.checkin_mask_end,
-        ).where(active, Goal.kind == "habit")
-    )
-    for user_id, schedule, start, run, run_end, longest, mask, mask_end in rows:
-        summary = habits.Summary(run, run_end, longest, mask, mask_end)
-        figures = habits.today_figures(habits.schedule_of(schedule, start), summary, today[user_id])
-        if figures.due_today and not figures.done_today:
+    rows = await session.execute(select(Goal.user_id, HABIT).where(active, Goal.kind == "habit"))
+    for user_id, habit in rows:
+        figures = habit_today(habit, today[user_id])
+        if figures is not None and figures.due_today and not figures.done_today:
             open_today[user_id] = open_today.get(user_id, 0) + 1
     return open_today
 

@@ -8,12 +8,11 @@ from fastapi import APIRouter, Depends, Response, status
 
 from goaltrack.auth.caller import get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
-from goaltrack.changes import current_version
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import NotFound, error_responses
-from goaltrack.goals.dependencies import OwnedGoal, ReadableGoal
+from goaltrack.goals.dependencies import OwnedGoal, ReadableGoal, goal_version
 from goaltrack.goals.schemas import Reminder, ReminderIn, ReminderUpdate
 from goaltrack.pagination import ListPage
 from goaltrack.scheduling import reminders
@@ -44,7 +43,7 @@ async def add_reminder(
     response: Response,
 ) -> Reminder:
     reminder = await reminders.add_reminder(session, settings, goal=goal, body=body, now=now)
-    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
+    response.headers["ETag"] = await goal_version(session, goal)
     return Reminder.model_validate(reminder)
 
 
@@ -68,7 +67,7 @@ async def update_reminder(
     reminder = await reminders.update_reminder(
         session, goal=goal, reminder_id=reminder_id, body=body, now=now
     )
-    response.headers["ETag"] = await current_version(session, "goal", goal.user_id, goal.id)
+    response.headers["ETag"] = await goal_version(session, goal)
     return Reminder.model_validate(reminder)
 
 
