@@ -66,7 +66,8 @@ NAMED_ENUMS: dict[str, Any] = {
 NON_NULLABLE_UPDATES: dict[str, tuple[str, ...]] = {
     "GoalUpdate": ("title",),
     "StageUpdate": ("title",),
-    "ReminderUpdate": ("remind_time", "frequency_days"),
+    "ReminderIn": ("frequency_days", "weekdays", "only_if_not_done"),
+    "ReminderUpdate": ("remind_time", "frequency_days", "weekdays", "only_if_not_done"),
 }
 
 NEW_PASSWORD_SCHEMA: dict[str, Any] = {
@@ -215,6 +216,9 @@ def _state_request_rules(schemas: dict[str, Any]) -> None:
     goal["if"] = {"properties": {"kind": {"const": "habit"}}, "required": ["kind"]}
     goal["then"] = {"required": ["schedule"], "properties": {"schedule": {"not": {"type": "null"}}}}
     goal["else"] = {"properties": {"schedule": {"type": "null"}}}
+    # A reminder's rhythm: every N days or on weekdays, not both (their `_one_rhythm`).
+    for model in ("ReminderIn", "ReminderUpdate"):
+        schemas[model]["not"] = {"required": ["frequency_days", "weekdays"]}
 
 
 def _request_models() -> list[type[RequestModel]]:

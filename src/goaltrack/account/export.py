@@ -132,7 +132,16 @@ async def collect(
                     for s in children(stages, goal.id)
                 ],
                 "reminders": [
-                    _columns(r, "id", "remind_time", "frequency_days", "next_fire_at", "created_at")
+                    _columns(
+                        r,
+                        "id",
+                        "remind_time",
+                        "frequency_days",
+                        "weekdays",
+                        "only_if_not_done",
+                        "next_fire_at",
+                        "created_at",
+                    )
                     for r in children(reminders, goal.id)
                 ],
                 "attachments": [

@@ -104,7 +104,13 @@ async def list_archived_goals(
     return await _goal_list(request, reader, caller, page, archived=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=GoalOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=GoalOut,
+    # A reminder that waits for the day not done, on a plain goal.
+    responses=error_responses(NotAHabit),
+)
 async def create_goal(
     body: GoalCreate,
     caller: AccessClaimsDep,
@@ -306,11 +312,18 @@ async def list_checkins(
         Query(alias="from", description="The first local date (default: `to` - 29 days)."),
     ] = None,
     end: Annotated[
-        date | None, Query(alias="to", description="The last local date (default: today).")
+        date | None,
+        Query(
+            alias="to",
+            description="The last local date (default: today, or the latest check-in's date when "
+            "that is later: the user's local date went back, flown east across the date line).",
+        ),
     ] = None,
 ) -> CheckinList:
     """The calendar: the habit's check-ins between two local dates (at most 366 days)."""
-    end = end or await checkins.local_today(session, goal, now)
+    if end is None:
+        today = await checkins.local_today(session, goal, now)
+        end = max(today, goal.checkin_mask_end or today)
     start = start or end - timedelta(days=29)
     if start > end or (end - start).days >= checkins.CALENDAR_MAX_DAYS:
         raise CalendarRangeInvalid
