@@ -423,6 +423,10 @@ async def test_export_contains_everything_and_the_link_works(
     archive = zipfile.ZipFile(io.BytesIO(download.content))
     document = json.loads(archive.read("data.json"))
     assert document["account"]["email"] == user.email
+    assert (document["account"]["email_verified"], document["account"]["display_name"]) == (
+        False,
+        None,
+    )
     assert document["settings"]["timezone"] == "UTC"
     [goal] = document["goals"]
     assert goal["id"] == data["goal"]["id"]

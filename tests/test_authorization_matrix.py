@@ -139,6 +139,8 @@ MATRIX: list[Row] = [
         json={"token": "not-a-reset-token", "new_password": NEW_PASSWORD},
     ),
     Row("POST", "/account/restore", public(422), json={}),
+    # By the link's token, public; by the code, the caller's own (test_verification).
+    Row("POST", "/auth/verify-email", public(400), json={"token": "not-a-verification-token"}),
     Row("GET", "/reset-password", public(200)),  # no token: the "invalid link" page
     Row("GET", "/reset-password/page.css", public(200)),
     Row("POST", "/reset-password", public(403)),  # no CSRF token
@@ -159,6 +161,17 @@ MATRIX: list[Row] = [
         json={"times": ["09:00"], "frequency": "daily"},
     ),
     Row("POST", "/account/export", protected(202)),
+    Row("PUT", "/account", protected(200), json={"display_name": "Someone"}),
+    Row(
+        "PUT",
+        "/account/email",
+        protected(202),
+        json=lambda world, caller: {
+            "new_email": f"moved-{uuid.uuid4().hex[:8]}@example.com",
+            "password": caller.password,
+        },
+    ),
+    Row("POST", "/account/email/verification", protected(202)),
     # --- goals ---------------------------------------------------------------------------------
     Row("GET", "/goals", protected(200)),
     Row("GET", "/goals/archived", protected(200)),

@@ -329,6 +329,40 @@ class Database:
         self.run(issue)
         return token
 
+    def issue_verification(self, email: str) -> tuple[str, str]:
+        """A live verification of `email` for its account (link token, code), as `start` makes
+        it (its mail aside)."""
+        from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+        from goaltrack.auth.models import EmailVerification
+        from goaltrack.auth.security import hash_token
+        from goaltrack.auth.service import get_user_by_email
+        from goaltrack.auth.verification import secrets_of
+        from goaltrack.config import get_settings
+
+        settings = get_settings()
+        verification_id = uuid.uuid4()
+        token, code = secrets_of(settings, verification_id)
+
+        async def issue() -> None:
+            if self.engine is None:
+                self.engine = create_async_engine(settings.database_url, pool_size=1)
+            async with AsyncSession(self.engine) as session, session.begin():
+                user = await get_user_by_email(session, email)
+                assert user is not None, email
+                session.add(
+                    EmailVerification(
+                        id=verification_id,
+                        user_id=user.id,
+                        email=user.email,
+                        token_hash=hash_token(token),
+                        expires_at=datetime.now(UTC) + timedelta(hours=1),
+                    )
+                )
+
+        self.run(issue)
+        return token, code
+
 
 DATABASE: Database | None = None
 
@@ -351,6 +385,7 @@ CURRENT_PASSWORD = {
     "PUT /account/password": "current_password",
     "DELETE /account": "password",
     "DELETE /account/data": "password",
+    "PUT /account/email": "password",
 }
 # Request fields holding a new password (bcrypt's 72-byte limit).
 NEW_PASSWORD = {
@@ -406,6 +441,12 @@ def prepare(case: schemathesis.Case, caller: Caller) -> None:
             # Someone else's reset: the caller keeps their password and sessions.
             email, _ = register()
             changes["token"] = DATABASE.issue_reset_token(email)
+        if label == "POST /auth/verify-email":
+            assert DATABASE is not None
+            if "code" in body:  # the caller's own (the caller stays who they are)
+                changes["code"] = DATABASE.issue_verification(caller.email)[1]
+            else:  # someone else's link
+                changes["token"] = DATABASE.issue_verification(register()[0])[0]
         if label in {"POST /auth/login", "POST /account/restore"}:
             email, password = caller.deleted or (caller.email, caller.password)
             changes.update(email=email, password=password)

@@ -555,6 +555,7 @@ def test_every_authenticated_post_claims_its_key_first(app: Any) -> None:
         "/goals/{goal_id}/reminders",
         "/goals/{goal_id}/checkins",
         "/goals/{goal_id}/ai-sync",
+        "/account/email/verification",
         "/account/export",
         "/devices",
     }

@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from goaltrack import health, idempotency, redaction
 from goaltrack.account.router import public_router as account_public_router
 from goaltrack.account.router import router as account_router
+from goaltrack.account.router import verification_router as account_verification_router
 from goaltrack.achievements.router import router as achievements_router
 from goaltrack.ai.router import router as ai_router
 from goaltrack.auth.router import router as auth_router
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(account_router)
     app.include_router(account_public_router)
+    app.include_router(account_verification_router)
     app.include_router(devices_router)
     app.include_router(web_router)
     _document_problem_schema(app)

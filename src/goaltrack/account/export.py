@@ -91,7 +91,7 @@ async def collect(
     document = {
         "format_version": EXPORT_FORMAT_VERSION,
         "exported_at": now,
-        "account": _columns(user, "id", "email", "created_at"),
+        "account": _columns(user, "id", "email", "email_verified", "display_name", "created_at"),
         "settings": _columns(
             settings,
             "push_enabled",

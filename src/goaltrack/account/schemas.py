@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from goaltrack.auth.schemas import Email, GivenPassword, NewPassword
 from goaltrack.schemas import (
@@ -15,6 +15,7 @@ from goaltrack.schemas import (
     StrictFlag,
     StrictInt,
     TimeZoneName,
+    has_visible_character,
 )
 
 Frequency = Literal["daily", "weekly", "off"]
@@ -24,7 +25,29 @@ MAX_NOTIFICATION_TIMES = 6
 class AccountOut(ResponseModel):
     id: uuid.UUID
     email: str
+    email_verified: bool
+    display_name: str | None
     created_at: datetime
+
+
+def _visible(value: str) -> str:
+    if not has_visible_character(value):
+        raise ValueError("must not be blank")
+    return value
+
+
+DisplayName = Annotated[str, Field(min_length=1, max_length=60), AfterValidator(_visible)]
+
+
+class AccountUpdate(RequestModel):
+    """Fields left out stay as they are; `display_name: null` removes the name."""
+
+    display_name: DisplayName | None = None
+
+
+class EmailChange(RequestModel):
+    new_email: Email
+    password: GivenPassword
 
 
 class SettingsOut(ResponseModel):

@@ -1,4 +1,5 @@
-"""Settings, password change, soft and hard deletion, and the data export request."""
+"""The account (display name, e-mail change), settings, password change, soft and hard
+deletion, and the data export request."""
 
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.account.errors import ExportInProgress, RestoreExpired
 from goaltrack.account.models import DataExport
-from goaltrack.account.schemas import NotificationSchedule, SettingsUpdate
+from goaltrack.account.schemas import (
+    AccountUpdate,
+    EmailChange,
+    NotificationSchedule,
+    SettingsUpdate,
+)
 from goaltrack.auth import service as auth
+from goaltrack.auth import verification
 from goaltrack.auth.errors import InvalidPassword
 from goaltrack.auth.models import User
 from goaltrack.auth.schemas import TokenPair
@@ -104,6 +111,29 @@ async def change_password(
     await auth.set_password(session, user=user, new_hash=new_hash, now=now)
     pair, _ = await auth.issue_tokens(session, settings, user, now, user_agent=user_agent)
     return pair
+
+
+async def update_account(session: AsyncSession, *, user: User, body: AccountUpdate) -> User:
+    if "display_name" in body.model_fields_set:
+        user.display_name = body.display_name
+    await session.flush()
+    return user
+
+
+async def change_email(
+    session: AsyncSession,
+    settings: Settings,
+    passwords: Passwords,
+    *,
+    user: User,
+    body: EmailChange,
+    now: datetime,
+) -> None:
+    """Confirmed with the password; the address changes when the new one is verified."""
+    await _check_password(passwords, user, body.password)
+    await verification.request_change(
+        session, settings, user=user, new_email=body.new_email, now=now
+    )
 
 
 async def soft_delete(
