@@ -229,7 +229,8 @@ async def update_settings(
 async def set_push_enabled(
     body: PushToggle, user: CurrentUser, session: SessionDep, response: Response
 ) -> SettingsOut:
-    row = await service.set_push_enabled(session, user_id=user.id, enabled=body.push_enabled)
+    """Push on or off, and quiet hours: pushes that fall in them wait for their end."""
+    row = await service.set_notification_preferences(session, user_id=user.id, body=body)
     return await _with_version(response, session, user, row)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.account.errors import ExportInProgress, RestoreExpired
 from goaltrack.account.models import DataExport
-from goaltrack.account.schemas import NotificationSchedule, SettingsUpdate
+from goaltrack.account.schemas import NotificationSchedule, PushToggle, QuietHours, SettingsUpdate
 from goaltrack.auth import service as auth
 from goaltrack.auth.errors import InvalidPassword
 from goaltrack.auth.models import User
@@ -46,6 +46,9 @@ async def update_settings(
     row = await get_settings_row(session, user_id)
     if body.locale is not None:
         row.locale = body.locale
+    if "quiet_hours" in body.model_fields_set:
+        for column, value in _quiet_hours_columns(body.quiet_hours).items():
+            setattr(row, column, value)
     if body.timezone is not None and body.timezone != row.timezone:
         row.timezone = body.timezone
         digests.schedule_digest(row, now)
@@ -56,13 +59,27 @@ async def update_settings(
     return row
 
 
-async def set_push_enabled(
-    session: AsyncSession, *, user_id: uuid.UUID, enabled: bool
+def _quiet_hours_columns(hours: QuietHours | None) -> dict[str, time | None]:
+    """Quiet hours as the settings row keeps them (None clears them)."""
+    if hours is None:
+        return {"quiet_hours_start": None, "quiet_hours_end": None}
+    return {"quiet_hours_start": hours.start, "quiet_hours_end": hours.end}
+
+
+async def set_notification_preferences(
+    session: AsyncSession, *, user_id: uuid.UUID, body: PushToggle
 ) -> UserSettings:
+    """Push on or off, quiet hours set or cleared: whichever the body gives. A new window
+    applies to pushes from now on (one already held keeps its time)."""
+    values: dict[str, object] = {}
+    if body.push_enabled is not None:
+        values["push_enabled"] = body.push_enabled
+    if "quiet_hours" in body.model_fields_set:
+        values.update(_quiet_hours_columns(body.quiet_hours))
     row: UserSettings | None = await session.scalar(
         update(UserSettings)
         .where(UserSettings.user_id == user_id)
-        .values(push_enabled=enabled)
+        .values(values)
         .returning(UserSettings)
     )
     if row is None:
