@@ -181,3 +181,27 @@ def bench_app_env(settings: Any) -> dict[str, str]:
         "S3_REGION": settings.s3_region,
         "ATTACHMENT_URL_TTL_SECONDS": str(settings.attachment_url_ttl_seconds),
     }
+
+
+async def run_task(celery_app: Any, name: str, *args: Any, task_id: str | None = None) -> Any:
+    """Task `name(*args)` on the session's worker, at the test clock's now; its return value once
+    the worker has run it (Celery's task_postrun names the task: a positive signal, where an idle
+    queue could be a message popped and not yet reserved). `task_id`: a durable task's outbox row."""
+    import uuid
+
+    from celery.signals import task_postrun
+
+    sent = task_id or str(uuid.uuid4())
+    results: list[Any] = []
+
+    def finished(task_id: str = "", retval: Any = None, **_: Any) -> None:
+        if task_id == sent:
+            results.append(retval)
+
+    task_postrun.connect(finished, weak=False)
+    try:
+        celery_app.send_task(name, args=args, task_id=sent)
+        await wait_until(lambda: bool(results), timeout=60)
+    finally:
+        task_postrun.disconnect(finished)
+    return results[0]
