@@ -8,8 +8,6 @@ A push that must not happen is proven by a positive signal: the task that could 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import uuid
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -21,20 +19,24 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fakes.fcm import FakeFcm
-from goaltrack.auth.models import User
 from goaltrack.clock import utcnow
 from goaltrack.defer import deferred_mark, discard_deferred, has_deferred, send_deferred
 from goaltrack.devices.models import Device
-from goaltrack.goals.models import Goal
 from goaltrack.notifications.kinds import DigestData
 from goaltrack.notifications.models import NotificationSnooze
 from goaltrack.notifications.quiet import QuietHours, quiet_until
 from goaltrack.notifications.service import PUSH, notify
-from goaltrack.profile.models import UserSettings
 from goaltrack.worker import outbox
 from goaltrack.worker.outbox import MAX_RESENDS, OUTBOX_LEASE, OutboxTask
-from helpers import Account, TestClock, assert_problem, run_task, wait_until
-from test_scheduler import start_process
+from helpers import (
+    Account,
+    TestClock,
+    assert_problem,
+    beats_and_workers,
+    run_task,
+    seed_users_with_goals,
+    wait_until,
+)
 from test_sync import sync_until
 
 NIGHT = {"start": "22:00", "end": "07:00"}
@@ -402,32 +404,18 @@ async def test_releasing_a_held_row_is_not_a_resend(app: Any) -> None:
 
 
 async def seed_users(app: Any, count: int, hours: QuietHours) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """`count` users in UTC with quiet hours `hours`, a device and a goal each: (user, goal)."""
-    seeded = []
+    """`count` users in UTC with quiet hours `hours`, a goal and a device each: (user, goal)."""
+    owners = await seed_users_with_goals(
+        app, count, quiet_hours_start=hours.start, quiet_hours_end=hours.end
+    )
     async with app.state.sessionmaker() as session, session.begin():
-        for index in range(count):
-            user_id, goal_id = uuid.uuid4(), uuid.uuid4()
-            session.add(
-                User(
-                    id=user_id,
-                    email=f"quiet-{index}-{user_id.hex[:8]}@example.com",
-                    password_hash="x",
-                )
-            )
-            await session.flush()
-            session.add(
-                UserSettings(
-                    user_id=user_id, quiet_hours_start=hours.start, quiet_hours_end=hours.end
-                )
-            )
+        for user_id, _ in owners:
             session.add(Device(user_id=user_id, token=f"fcm:seed-{user_id.hex}", platform="ios"))
-            session.add(Goal(id=goal_id, user_id=user_id, title=f"Goal {index}"))
-            seeded.append((user_id, goal_id))
-    return seeded
+    return owners
 
 
-async def add_due_snoozes(app: Any, owners: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    now = datetime.now(UTC)
+async def add_snoozes(app: Any, owners: list[tuple[uuid.UUID, uuid.UUID]], due: datetime) -> None:
+    """A snooze of a reminder of each (user, goal), due at `due`."""
     async with app.state.sessionmaker() as session, session.begin():
         for user_id, goal_id in owners:
             session.add(
@@ -439,8 +427,8 @@ async def add_due_snoozes(app: Any, owners: list[tuple[uuid.UUID, uuid.UUID]]) -
                     reminder_id=uuid.uuid4(),
                     title="Time for: it",
                     body="Keep going.",
-                    due_at=now - timedelta(seconds=1),
-                    created_at=now - timedelta(minutes=10),
+                    due_at=due,
+                    created_at=due - timedelta(minutes=10),
                 )
             )
 
@@ -469,42 +457,24 @@ async def test_held_pushes_and_due_snoozes_go_out_once_with_two_beats_and_four_w
     assert waiting == len(owners)
     TestClock.uninstall()
     await app.state.redis.flushdb()
-    await add_due_snoozes(app, owners)
+    await add_snoozes(app, owners, datetime.now(UTC) - timedelta(seconds=1))
 
-    env = {**os.environ, "SCHEDULER_INTERVAL_SECONDS": "1"}
-    processes: list[subprocess.Popen[bytes]] = []
-    for name in ("beat-a", "beat-b", "worker-a", "worker-b"):
-        cwd = tmp_path / name
-        cwd.mkdir()
-        command = ("beat",) if name.startswith("beat") else ("worker", "--concurrency", "2")
-        processes.append(start_process(*command, cwd=cwd, env=env))
-    try:
+    async def pushed(count: int) -> None:
+        await wait_until(lambda: len(fcm.delivered) >= count, timeout=150, interval=0.2)
 
-        async def pushed(count: int) -> None:
-            await wait_until(lambda: len(fcm.delivered) >= count, timeout=150, interval=0.2)
+    async def settled() -> bool:
+        async with app.state.sessionmaker() as session:
+            left = await session.scalar(
+                select(func.count()).select_from(OutboxTask).where(OutboxTask.name == PUSH)
+            )
+        return left == 0
 
+    with beats_and_workers(tmp_path):
         await pushed(2 * len(owners))
         # A positive signal that the beats went on ticking: one more snooze, due now, is sent.
-        await add_due_snoozes(app, owners[:1])
+        await add_snoozes(app, owners[:1], datetime.now(UTC))
         await pushed(2 * len(owners) + 1)
-
-        async def settled() -> bool:
-            async with app.state.sessionmaker() as session:
-                left = await session.scalar(
-                    select(func.count()).select_from(OutboxTask).where(OutboxTask.name == PUSH)
-                )
-            return left == 0
-
         await wait_until(settled, timeout=60, interval=0.2)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
     by_notification: dict[str, int] = {}
     for record in fcm.delivered:
         key = record["message"]["data"]["notification_id"]
