@@ -307,6 +307,37 @@ async def test_a_push_in_quiet_hours_waits_for_their_end_and_goes_once(
     assert len(pushes_of(fcm, notification_id)) == 1
 
 
+async def test_a_new_window_judges_the_held_pushes_again(
+    celery_app: Any, client: Any, app: Any, register: Any, fcm: FakeFcm
+) -> None:
+    """Held at 23:00 (Berlin) until 07:00; the window becomes 22:00-00:30: held until 00:30;
+    quiet hours cleared: pushed at once."""
+    TestClock(utc(2026, 6, 1, 21, 0)).install()
+    account, user_id, _ = await quiet_user(client, register)
+    notification_id, _ = await write_notification(app, user_id)
+
+    shorter = await client.put(
+        "/settings/notifications",
+        json={"quiet_hours": {"start": "22:00", "end": "00:30"}},
+        headers=account.headers,
+    )
+    assert shorter.status_code == 200, shorter.text
+    await run_task(celery_app, SWEEP)
+
+    async def held_until(end: datetime) -> bool:
+        row = await push_row(app, notification_id)
+        return row is not None and row.held and row.not_before == end
+
+    await wait_until(lambda: held_until(utc(2026, 6, 1, 22, 30)))
+    assert pushes_of(fcm, notification_id) == []
+
+    cleared = await client.put("/settings", json={"quiet_hours": None}, headers=account.headers)
+    assert cleared.status_code == 200, cleared.text
+    await run_task(celery_app, SWEEP)
+    await wait_for_push_done(app, notification_id)
+    assert len(pushes_of(fcm, notification_id)) == 1
+
+
 async def test_no_quiet_hours_no_wait(
     celery_app: Any, client: Any, app: Any, register: Any, fcm: FakeFcm
 ) -> None:

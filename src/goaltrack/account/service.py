@@ -22,6 +22,7 @@ from goaltrack.defer import defer
 from goaltrack.files import service as files
 from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling import digests, reminders
+from goaltrack.worker import outbox
 
 BUILD_EXPORT = "account.build_export"
 
@@ -49,8 +50,10 @@ async def update_settings(
     if "quiet_hours" in body.model_fields_set:
         for column, value in _quiet_hours_columns(body.quiet_hours).items():
             setattr(row, column, value)
+        await outbox.wake_held(session, user_id=user_id, now=now)
     if body.timezone is not None and body.timezone != row.timezone:
         row.timezone = body.timezone
+        await outbox.wake_held(session, user_id=user_id, now=now)  # quiet hours move with it
         digests.schedule_digest(row, now)
         await session.flush()
         # Same wall-clock times, new zone: every reminder's next instant moves.
@@ -67,15 +70,16 @@ def _quiet_hours_columns(hours: QuietHours | None) -> dict[str, time | None]:
 
 
 async def set_notification_preferences(
-    session: AsyncSession, *, user_id: uuid.UUID, body: PushToggle
+    session: AsyncSession, *, user_id: uuid.UUID, body: PushToggle, now: datetime
 ) -> UserSettings:
-    """Push on or off, quiet hours set or cleared: whichever the body gives. A new window
-    applies to pushes from now on (one already held keeps its time)."""
+    """Push on or off, quiet hours set or cleared: whichever the body gives. Pushes held by the
+    old window are woken to be judged by the new one."""
     values: dict[str, object] = {}
     if body.push_enabled is not None:
         values["push_enabled"] = body.push_enabled
     if "quiet_hours" in body.model_fields_set:
         values.update(_quiet_hours_columns(body.quiet_hours))
+        await outbox.wake_held(session, user_id=user_id, now=now)
     row: UserSettings | None = await session.scalar(
         update(UserSettings)
         .where(UserSettings.user_id == user_id)

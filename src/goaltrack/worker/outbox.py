@@ -92,6 +92,16 @@ async def hold(session: AsyncSession, outbox_id: uuid.UUID, until: datetime) -> 
     )
 
 
+async def wake_held(session: AsyncSession, *, user_id: uuid.UUID, now: datetime) -> None:
+    """The user's held tasks are due now (what they waited for changed: their quiet hours or
+    zone). Each runs and decides again; a push still inside the new window waits once more."""
+    await session.execute(
+        update(OutboxTask)
+        .where(OutboxTask.user_id == user_id, OutboxTask.held, OutboxTask.not_before > now)
+        .values(not_before=now)
+    )
+
+
 async def complete(session: AsyncSession, outbox_id: uuid.UUID) -> None:
     await session.execute(delete(OutboxTask).where(OutboxTask.id == outbox_id))
 
