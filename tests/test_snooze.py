@@ -176,6 +176,26 @@ async def test_snoozing_again_moves_the_pending_time(
     assert len(await reminders_in_feed(client, account)) == 4
 
 
+async def test_a_retried_snooze_is_answered_again_and_runs_once(
+    client: Any, app: Any, register: Any
+) -> None:
+    clock = TestClock(START).install()
+    account = await register()
+    user_id = await user_id_of(client, account)
+    original_id = await reminder_of(app, user_id, await goal_with_reminder(client, account))
+    headers = {**account.headers, "Idempotency-Key": f"snooze-{uuid.uuid4()}"}
+    url = f"/notifications/{original_id}/snooze"
+
+    first = await client.post(url, json={"minutes": 10}, headers=headers)
+    clock.now += timedelta(minutes=2)
+    retry = await client.post(url, json={"minutes": 10}, headers=headers)
+    assert (first.status_code, retry.status_code) == (202, 202)
+    assert retry.headers["Idempotency-Replayed"] == "true"
+    assert retry.json() == first.json() == {"due_at": "2026-06-01T10:10:00Z"}
+    [waiting] = await pending(app)
+    assert waiting.due_at == START + timedelta(minutes=10)
+
+
 async def test_a_snoozed_reminders_push_waits_out_quiet_hours(
     celery_app: Any, client: Any, app: Any, register: Any, fcm: FakeFcm
 ) -> None:
