@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -181,3 +182,90 @@ def bench_app_env(settings: Any) -> dict[str, str]:
         "S3_REGION": settings.s3_region,
         "ATTACHMENT_URL_TTL_SECONDS": str(settings.attachment_url_ttl_seconds),
     }
+
+
+async def run_task(celery_app: Any, name: str, *args: Any, task_id: str | None = None) -> Any:
+    """Task `name(*args)` on the session's worker, at the test clock's now; its return value once
+    the worker has run it (Celery's task_postrun names the task: a positive signal, where an idle
+    queue could be a message popped and not yet reserved). `task_id`: a durable task's outbox row."""
+    import uuid
+
+    from celery.signals import task_postrun
+
+    sent = task_id or str(uuid.uuid4())
+    results: list[Any] = []
+
+    def finished(task_id: str = "", retval: Any = None, **_: Any) -> None:
+        if task_id == sent:
+            results.append(retval)
+
+    task_postrun.connect(finished, weak=False)
+    try:
+        celery_app.send_task(name, args=args, task_id=sent)
+        await wait_until(lambda: bool(results), timeout=60)
+    finally:
+        task_postrun.disconnect(finished)
+    return results[0]
+
+
+async def seed_users_with_goals(app: Any, count: int, **settings: Any) -> list[tuple[Any, Any]]:
+    """`count` users (with `settings` on their settings row), a goal each, written as rows:
+    [(user id, goal id)], committed."""
+    import uuid
+
+    from goaltrack.auth.models import User
+    from goaltrack.goals.models import Goal
+    from goaltrack.profile.models import UserSettings
+
+    seeded = []
+    async with app.state.sessionmaker() as session, session.begin():
+        for index in range(count):
+            user_id, goal_id = uuid.uuid4(), uuid.uuid4()
+            session.add(
+                User(
+                    id=user_id,
+                    email=f"seed-{index}-{user_id.hex[:6]}@example.com",
+                    password_hash="x",
+                )
+            )
+            await session.flush()
+            session.add(UserSettings(user_id=user_id, **settings))
+            session.add(Goal(id=goal_id, user_id=user_id, title=f"Goal {index}"))
+            seeded.append((user_id, goal_id))
+    return seeded
+
+
+@contextlib.contextmanager
+def beats_and_workers(tmp_path: Any) -> Iterator[None]:
+    """Real processes: two `goaltrack beat` and two `goaltrack worker --concurrency 2` (four
+    worker processes), ticking every second, stopped on the way out."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SCHEDULER_INTERVAL_SECONDS": "1"}
+    processes = []
+    for name in ("beat-a", "beat-b", "worker-a", "worker-b"):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        command = ("beat",) if name.startswith("beat") else ("worker", "--concurrency", "2")
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "goaltrack", *command],
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

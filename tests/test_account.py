@@ -30,6 +30,7 @@ DEFAULTS = {
     "notification_weekday": 0,
     "timezone": "UTC",
     "locale": "en",
+    "quiet_hours": None,
 }
 
 

@@ -41,6 +41,8 @@ from starlette.routing import Route
 
 from goaltrack.clock import utcnow
 from goaltrack.devices.models import Device
+from goaltrack.notifications.kinds import ReminderData
+from goaltrack.notifications.service import notify
 from helpers import Account, create_goal, wait_until
 
 
@@ -288,6 +290,13 @@ MATRIX: list[Row] = [
         url="/notifications/{notification}/read",
     ),
     Row("PUT", "/notifications/read-all", protected(200)),
+    Row(
+        "POST",
+        "/notifications/{notification_id}/snooze",
+        owned(202),
+        url="/notifications/{reminder_notification}/snooze",
+        json={"minutes": 10},
+    ),
     Row("GET", "/achievements", protected(200)),
     Row("GET", "/sync", protected(200)),
     # --- the caller's own account, last ------------------------------------------------------
@@ -348,9 +357,10 @@ class World:
     ids: dict[str, str] = field(default_factory=dict)
 
 
-async def build_world(client: Any, owner: Account, other: Account) -> World:
+async def build_world(client: Any, app: Any, owner: Account, other: Account) -> World:
     """A goal with two stages, an attachment and a reminder; a goal for the AI; a completed goal
-    (which writes a notification); a device. All through the API."""
+    (which writes a notification); a device. All through the API, but for a reminder
+    notification (the scheduler's)."""
     world = World(owner, other)
     goal = (await create_goal(client, owner, title="Owner's goal"))["id"]
     stages = []
@@ -393,6 +403,23 @@ async def build_world(client: Any, owner: Account, other: Account) -> World:
     assert feed.status_code == 200, feed.text
     assert feed.json()["items"], "completing a goal writes a notification"
 
+    # A reminder, as the scheduler writes it (no route writes one): what a snooze takes. Of the
+    # habit, which the matrix's rows leave in progress.
+    owner_id = (await client.get("/account", headers=owner.headers)).json()["id"]
+    async with app.state.sessionmaker() as session, session.begin():
+        reminder_notification = await notify(
+            session,
+            user_id=uuid.UUID(owner_id),
+            data=ReminderData(
+                goal_id=uuid.UUID(habit),
+                stage_id=None,
+                reminder_id=uuid.UUID(reminder.json()["id"]),
+            ),
+            title="Time for: Run",
+            body="Keep going: add the next stage of this goal.",
+            now=utcnow(),
+        )
+
     device = f"fcm:owner-device-{uuid.uuid4().hex}"
     registered = await client.post(
         "/devices", json={"token": device, "platform": "android"}, headers=owner.headers
@@ -410,6 +437,7 @@ async def build_world(client: Any, owner: Account, other: Account) -> World:
         "checkin_day": str(today),
         "device": device,
         "notification": feed.json()["items"][0]["id"],
+        "reminder_notification": str(reminder_notification.id),
     }
     return world
 
@@ -530,7 +558,7 @@ async def call(
 async def test_authorization_matrix(
     client: Any, app: Any, register: Callable[..., Any], state: str
 ) -> None:
-    world = await build_world(client, await register(), await register())
+    world = await build_world(client, app, await register(), await register())
     before = await snapshot(client, app, world)
     headers = await caller_headers(client, app, state, world)
     if state == AFTER_PASSWORD_CHANGE:  # the change itself is not under test: only the tokens

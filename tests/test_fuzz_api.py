@@ -9,7 +9,8 @@ Every Schemathesis check is on. In particular:
   zones, no special-use e-mail domains, upload types, ...: goaltrack.openapi), so a refusal is
   a contract bug. What no schema can say is supplied the way a real client would supply it: the
   caller's *current* password, a reset token we issued, a cursor we issued, the goal's own stage
-  ids, files that decode, a new Idempotency-Key for each new request (see `prepare`). One rule stays outside the document: a new password's
+  ids, files that decode, a new Idempotency-Key for each new request, two different times for
+  quiet hours (see `prepare`). One rule stays outside the document: a new password's
   72-byte bcrypt limit (JSON Schema counts characters, not bytes; the description says it), so a
   generated new password is cut to 72 UTF-8 bytes before it is sent (`_within_bcrypt_limit`).
   A second one is below JSON Schema: integers are refused when written with a fraction (`2.0`;
@@ -394,6 +395,14 @@ NEW_PASSWORD = {
     "PUT /account/password": "new_password",
 }
 CURSOR_LISTS = {"GET /goals", "GET /goals/archived", "GET /notifications"}
+# Request bodies with quiet hours: `start` and `end` differ (QuietHours' description).
+QUIET_HOURS_BODIES = {"PUT /settings", "PUT /settings/notifications"}
+
+
+def _another_time(clock_time: str) -> str:
+    """A valid "HH:MM" other than `clock_time` (a minute later, around midnight)."""
+    hours, minutes = divmod((int(clock_time[:2]) * 60 + int(clock_time[3:]) + 1) % 1440, 60)
+    return f"{hours:02d}:{minutes:02d}"
 
 
 def _within_bcrypt_limit(password: str) -> str:
@@ -459,6 +468,12 @@ def prepare(case: schemathesis.Case, caller: Caller) -> None:
             stage_ids = _stage_ids(caller, (case.path_parameters or {}).get("goal_id"))
             if stage_ids is not None:
                 changes["stage_ids"] = stage_ids
+        if label in QUIET_HOURS_BODIES:
+            quiet = body.get("quiet_hours")
+            if isinstance(quiet, dict) and quiet.get("start") == quiet.get("end"):
+                # An empty window: the description's rule that no JSON Schema keyword states
+                # (one field differing from another); a client sends two different times.
+                changes["quiet_hours"] = {**quiet, "end": _another_time(quiet["end"])}
     if body is not None and case.media_type == "application/json":
         # Assigned even when equal: `2.0 == 2` for a dict comparison, not on the wire.
         case.body = _integers_as_integers({**body, **changes})

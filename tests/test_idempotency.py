@@ -558,6 +558,7 @@ def test_every_authenticated_post_claims_its_key_first(app: Any) -> None:
         "/account/email/verification",
         "/account/export",
         "/devices",
+        "/notifications/{notification_id}/snooze",
     }
     assert {"/auth/login", "/auth/register", "/account/restore", "/reset-password"} <= unclaimed
 

@@ -94,6 +94,7 @@ OPERATION_IDS = {
     ("get", "/notifications"): "notifications_list",
     ("put", "/notifications/read-all"): "notifications_read_all",
     ("put", "/notifications/{notification_id}/read"): "notifications_read_one",
+    ("post", "/notifications/{notification_id}/snooze"): "notifications_snooze",
     ("get", "/achievements"): "achievements_list",
     ("get", "/sync"): "sync_changes",
 }

@@ -68,6 +68,7 @@ NON_NULLABLE_UPDATES: dict[str, tuple[str, ...]] = {
     "StageUpdate": ("title",),
     "ReminderIn": ("frequency_days", "weekdays", "only_if_not_done"),
     "ReminderUpdate": ("remind_time", "frequency_days", "weekdays", "only_if_not_done"),
+    "PushToggle": ("push_enabled",),
 }
 
 NEW_PASSWORD_SCHEMA: dict[str, Any] = {
@@ -205,6 +206,8 @@ def _state_request_rules(schemas: dict[str, Any]) -> None:
             (only,) = variants
             prop.update(only)
             prop.setdefault("description", "May be left out, but not null.")
+    # PUT /settings/notifications: push_enabled, quiet_hours or both (its validator).
+    schemas["PushToggle"]["minProperties"] = 1
     schedule = schemas["NotificationSchedule"]
     schedule["properties"]["times"].update(
         uniqueItems=True, maxItems=MAX_NOTIFICATION_TIMES, description=TIMES_DESCRIPTION
@@ -532,7 +535,7 @@ LINKS: dict[str, dict[str, dict[str, Any]]] = {
     ),
     "DeviceOut": _links_to(("devices_remove",), token=f"{_BODY}/token"),
     "NotificationPage": _links_to(
-        ("notifications_read_one",), notification_id=f"{_BODY}/items/0/id"
+        ("notifications_read_one", "notifications_snooze"), notification_id=f"{_BODY}/items/0/id"
     ),
     "TokenPair": {
         target: {

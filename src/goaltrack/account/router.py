@@ -348,9 +348,10 @@ async def update_settings(
     dependencies=[SETTINGS_PRECONDITION],
 )
 async def set_push_enabled(
-    body: PushToggle, user: CurrentUser, session: SessionDep, response: Response
+    body: PushToggle, user: CurrentUser, session: SessionDep, now: Now, response: Response
 ) -> SettingsOut:
-    row = await service.set_push_enabled(session, user_id=user.id, enabled=body.push_enabled)
+    """Push on or off, and quiet hours: pushes that fall in them wait for their end."""
+    row = await service.set_notification_preferences(session, user_id=user.id, body=body, now=now)
     return await _with_version(response, session, user, row)
 
 

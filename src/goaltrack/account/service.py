@@ -4,7 +4,7 @@ deletion, and the data export request."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +16,8 @@ from goaltrack.account.schemas import (
     AccountUpdate,
     EmailChange,
     NotificationSchedule,
+    PushToggle,
+    QuietHours,
     SettingsUpdate,
 )
 from goaltrack.auth import service as auth
@@ -29,6 +31,7 @@ from goaltrack.defer import defer
 from goaltrack.files import service as files
 from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling import digests, reminders
+from goaltrack.worker import outbox
 
 BUILD_EXPORT = "account.build_export"
 
@@ -53,8 +56,13 @@ async def update_settings(
     row = await get_settings_row(session, user_id)
     if body.locale is not None:
         row.locale = body.locale
+    if "quiet_hours" in body.model_fields_set:
+        for column, value in _quiet_hours_columns(body.quiet_hours).items():
+            setattr(row, column, value)
+        await outbox.wake_held(session, user_id=user_id, now=now)
     if body.timezone is not None and body.timezone != row.timezone:
         row.timezone = body.timezone
+        await outbox.wake_held(session, user_id=user_id, now=now)  # quiet hours move with it
         digests.schedule_digest(row, now)
         await session.flush()
         # Same wall-clock times, new zone: every reminder's next instant moves.
@@ -63,13 +71,28 @@ async def update_settings(
     return row
 
 
-async def set_push_enabled(
-    session: AsyncSession, *, user_id: uuid.UUID, enabled: bool
+def _quiet_hours_columns(hours: QuietHours | None) -> dict[str, time | None]:
+    """Quiet hours as the settings row keeps them (None clears them)."""
+    if hours is None:
+        return {"quiet_hours_start": None, "quiet_hours_end": None}
+    return {"quiet_hours_start": hours.start, "quiet_hours_end": hours.end}
+
+
+async def set_notification_preferences(
+    session: AsyncSession, *, user_id: uuid.UUID, body: PushToggle, now: datetime
 ) -> UserSettings:
+    """Push on or off, quiet hours set or cleared: whichever the body gives. Pushes held by the
+    old window are woken to be judged by the new one."""
+    values: dict[str, object] = {}
+    if body.push_enabled is not None:
+        values["push_enabled"] = body.push_enabled
+    if "quiet_hours" in body.model_fields_set:
+        values.update(_quiet_hours_columns(body.quiet_hours))
+        await outbox.wake_held(session, user_id=user_id, now=now)
     row: UserSettings | None = await session.scalar(
         update(UserSettings)
         .where(UserSettings.user_id == user_id)
-        .values(push_enabled=enabled)
+        .values(values)
         .returning(UserSettings)
     )
     if row is None:

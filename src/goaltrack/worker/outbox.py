@@ -2,6 +2,9 @@
 asked for it. The task deletes its row when done (the row id travels as the Celery task id); a
 row whose lease runs out (the first send was lost with the broker down, or the worker died) is
 sent again by a periodic sweep. Tasks are idempotent, so a rare second run is harmless.
+
+A row may also be *held*: not sent until `not_before` (a push in the user's quiet hours). The sweep
+sends it then, as its first send, not as a resend.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, delete, select, update
+from sqlalchemy import ForeignKey, Index, String, delete, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -38,6 +41,9 @@ class OutboxTask(UUIDPrimaryKey, CreatedAt, Base):
     # When the sweep may send it (again): after the lease, or after a retry's countdown.
     not_before: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(default=0)
+    # Waiting for `not_before` on purpose (`defer_durably(hold_until=)`, a task's `Hold`): never
+    # sent yet since, so the sweep's send is not counted as a resend.
+    held: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
 
     __table_args__ = (
@@ -53,15 +59,23 @@ def defer_durably(
     *args: Any,
     now: datetime,
     user_id: uuid.UUID | None = None,
+    hold_until: datetime | None = None,
 ) -> None:
     """Like `defer`, and recorded in the outbox in the same transaction: a broker outage at
     commit time delays the task, never loses it. The task deletes the row when done (its
-    `outbox_id` travels as the Celery task id); a user's hard deletion drops their rows."""
+    `outbox_id` travels as the Celery task id); a user's hard deletion drops their rows.
+    With `hold_until` nothing is sent now: the sweep sends the task at that instant."""
     row = OutboxTask(
-        id=uuid.uuid4(), name=name, args=list(args), not_before=now + OUTBOX_LEASE, user_id=user_id
+        id=uuid.uuid4(),
+        name=name,
+        args=list(args),
+        not_before=hold_until or now + OUTBOX_LEASE,
+        held=hold_until is not None,
+        user_id=user_id,
     )
     session.add(row)
-    defer_sent_by_id(session, name, args, row.id)
+    if hold_until is None:
+        defer_sent_by_id(session, name, args, row.id)
 
 
 async def postpone(session: AsyncSession, outbox_id: uuid.UUID, until: datetime) -> None:
@@ -71,13 +85,31 @@ async def postpone(session: AsyncSession, outbox_id: uuid.UUID, until: datetime)
     )
 
 
+async def hold(session: AsyncSession, outbox_id: uuid.UUID, until: datetime) -> None:
+    """A durable task must not run before `until` (it raised `Hold`): the sweep sends it then."""
+    await session.execute(
+        update(OutboxTask).where(OutboxTask.id == outbox_id).values(not_before=until, held=True)
+    )
+
+
+async def wake_held(session: AsyncSession, *, user_id: uuid.UUID, now: datetime) -> None:
+    """The user's held tasks are due now (what they waited for changed: their quiet hours or
+    zone). Each runs and decides again; a push still inside the new window waits once more."""
+    await session.execute(
+        update(OutboxTask)
+        .where(OutboxTask.user_id == user_id, OutboxTask.held, OutboxTask.not_before > now)
+        .values(not_before=now)
+    )
+
+
 async def complete(session: AsyncSession, outbox_id: uuid.UUID) -> None:
     await session.execute(delete(OutboxTask).where(OutboxTask.id == outbox_id))
 
 
 async def sweep(session: AsyncSession, now: datetime) -> int:
     """Send again every durable task whose lease ran out (its first send was lost, or its
-    worker died). The caller commits; the lease is renewed before the send."""
+    worker died), and every held one whose time has come. The caller commits; the lease is
+    renewed before the send."""
     due = list(
         await session.scalars(
             select(OutboxTask)
@@ -89,15 +121,18 @@ async def sweep(session: AsyncSession, now: datetime) -> int:
     )
     resent = 0
     for row in due:
-        if row.attempts >= MAX_RESENDS:
+        if row.held:
+            row.held = False  # its wait is over: this send is its first since, not a resend
+        elif row.attempts >= MAX_RESENDS:
             # Sent this often and never done: a bug, not an outage. Say so and stop.
             logger.error(
                 "outbox task %s %s given up after %d sends", row.name, row.id, row.attempts
             )
             await session.delete(row)
             continue
+        else:
+            row.attempts += 1
         row.not_before = now + OUTBOX_LEASE
-        row.attempts += 1
         defer_sent_by_id(session, row.name, row.args, row.id)
         resent += 1
     await session.flush()

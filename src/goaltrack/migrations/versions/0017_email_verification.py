@@ -2,7 +2,7 @@
 and the links and codes sent to prove an address
 
 Revision ID: c3d5e7f9a1b2
-Revises: a1f0c3d5e7b9
+Revises: b2e4d6f8a0c1
 Create Date: 2026-12-07 08:40:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "c3d5e7f9a1b2"
-down_revision: str | None = "a1f0c3d5e7b9"
+down_revision: str | None = "b2e4d6f8a0c1"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
