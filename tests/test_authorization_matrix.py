@@ -128,6 +128,7 @@ MATRIX: list[Row] = [
     # --- public: bad input gets its own answer, never a 401 ----------------------------------
     Row("GET", "/health", public(200)),
     Row("GET", "/health/ready", public(200)),
+    Row("GET", "/capabilities", public(200)),
     Row("POST", "/auth/register", public(422), json={}),
     Row("POST", "/auth/login", public(422), json={}),
     Row("POST", "/auth/refresh", public(422), json={}),

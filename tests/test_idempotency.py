@@ -300,7 +300,9 @@ def app_with_failing_routes() -> Any:
     router = APIRouter(route_class=IdempotentRoute, dependencies=[Depends(get_access_claims)])
 
     async def partial_work(caller: AccessClaimsDep, session: SessionDep, now: Now) -> None:
-        await goals.create_goal(session, caller=caller, body=GoalCreate(title="Partial"), now=now)
+        await goals.create_goal(
+            session, get_settings(), caller=caller, body=GoalCreate(title="Partial"), now=now
+        )
         defer(session, "worker.sweep_outbox")
 
     @router.post("/test/client-error")

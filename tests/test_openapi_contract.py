@@ -59,6 +59,7 @@ OPERATION_IDS = {
     ("put", "/account/email"): "account_change_email",
     ("post", "/account/email/verification"): "account_resend_verification",
     ("post", "/auth/verify-email"): "auth_verify_email",
+    ("get", "/capabilities"): "health_get_capabilities",
     ("get", "/settings"): "account_get_settings",
     ("put", "/settings"): "account_update_settings",
     ("put", "/settings/notifications"): "account_set_push_enabled",

@@ -108,17 +108,18 @@ async def list_archived_goals(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=GoalOut,
-    # A reminder that waits for the day not done, on a plain goal.
-    responses=error_responses(NotAHabit),
+    # A reminder that waits for the day not done, on a plain goal; more stages than allowed.
+    responses=error_responses(NotAHabit, StageLimit),
 )
 async def create_goal(
     body: GoalCreate,
     caller: AccessClaimsDep,
     session: SessionDep,
+    settings: SettingsDep,
     view: GoalViewDep,
     now: Now,
 ) -> Response:
-    goal_id = await service.create_goal(session, caller=caller, body=body, now=now)
+    goal_id = await service.create_goal(session, settings, caller=caller, body=body, now=now)
     return await view.response(goal_id, status_code=status.HTTP_201_CREATED)
 
 

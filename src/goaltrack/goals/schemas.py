@@ -131,11 +131,26 @@ class ReminderUpdate(RequestModel):
     )
 
 
+class StageCreate(RequestModel):
+    title: Title
+    description: Description | None = None
+
+
+# The schema's bound; the configured MAX_STAGES_PER_GOAL (default as large) may be lower.
+MAX_INITIAL_STAGES = 100
+
+
 class GoalCreate(RequestModel):
     title: Title
     description: Description | None = None
     deadline: IsoDate | None = None
     reminder: ReminderIn | None = None
+    stages: list[StageCreate] | None = Field(
+        default=None,
+        max_length=MAX_INITIAL_STAGES,
+        description="The first stages, in order (the create screen's one request); at most "
+        "MAX_STAGES_PER_GOAL (409 stage_limit).",
+    )
     kind: GoalKind = "goal"
     schedule: HabitSchedule | None = Field(
         default=None, description="Required for a habit; not allowed for a goal."
@@ -156,11 +171,6 @@ class GoalUpdate(RequestModel):
     deadline: IsoDate | None = None
 
     _title_not_null = model_validator(mode="after")(reject_null("title"))
-
-
-class StageCreate(RequestModel):
-    title: Title
-    description: Description | None = None
 
 
 class StageUpdate(RequestModel):

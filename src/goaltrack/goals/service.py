@@ -124,12 +124,17 @@ CREATE_GOAL = PreparedStatement(
 
 async def create_goal(
     session: AsyncSession,
+    settings: Settings,
     *,
     caller: AccessClaims,
     body: GoalCreate,
     now: datetime,
 ) -> uuid.UUID:
-    """The caller's new goal (and its first reminder, when the body has one); its id."""
+    """The caller's new goal (with its first stages and reminder, when the body has them); its
+    id."""
+    stages = body.stages or []
+    if len(stages) > settings.max_stages_per_goal:
+        raise StageLimit
     goal_id = uuid.uuid4()
     created = await CREATE_GOAL.execute(
         session,
@@ -148,6 +153,26 @@ async def create_goal(
     )
     if not created:
         raise NotAuthenticated
+    if stages:
+        await session.execute(
+            insert(GoalStage).values(
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "goal_id": goal_id,
+                        "title": stage.title,
+                        "description": stage.description,
+                        "position": position,
+                        "created_at": now,
+                    }
+                    for position, stage in enumerate(stages)
+                ]
+            )
+        )
+        # None done yet: the progress stays 0, only the count moves.
+        await session.execute(
+            update(Goal).where(Goal.id == goal_id).values(stage_count=len(stages))
+        )
     await events.emit(
         session,
         GoalCreated(user_id=caller.user_id, goal_id=goal_id, now=now, reminder=body.reminder),
