@@ -18,6 +18,8 @@ async def test_capabilities_state_the_configuration(client: Any, app: Any) -> No
         "max_reminders_per_goal": settings.max_reminders_per_goal,
         "max_upload_bytes": settings.max_upload_bytes,
         "habit_backfill_days": settings.habit_backfill_days,
+        "max_goals_per_user": settings.max_goals_per_user,
+        "max_stored_bytes_per_user": settings.max_stored_bytes_per_user,
     }
     assert response.headers["Cache-Control"] == "public, max-age=300"
 

@@ -20,6 +20,8 @@ class Limits(BaseModel):
     max_reminders_per_goal: int
     max_upload_bytes: int
     habit_backfill_days: int
+    max_goals_per_user: int
+    max_stored_bytes_per_user: int
 
 
 class Capabilities(BaseModel):
@@ -41,5 +43,7 @@ async def get_capabilities(settings: SettingsDep, response: Response) -> Capabil
             max_reminders_per_goal=settings.max_reminders_per_goal,
             max_upload_bytes=settings.max_upload_bytes,
             habit_backfill_days=settings.habit_backfill_days,
+            max_goals_per_user=settings.max_goals_per_user,
+            max_stored_bytes_per_user=settings.max_stored_bytes_per_user,
         ),
     )

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     max_stages_per_goal: int = Field(default=100, ge=1)
     max_attachments_per_goal: int = Field(default=20, ge=1)
     max_reminders_per_goal: int = Field(default=5, ge=1)
+    # Per-user quotas (409 goal_quota / storage_quota), read from counters the database keeps.
+    max_goals_per_user: int = Field(default=5000, ge=1)
+    max_stored_bytes_per_user: int = Field(default=2 * 1024**3, ge=1)
 
     # Observability (goaltrack.observability). /metrics on the API only with a token (Bearer).
     metrics_token: SecretStr | None = None

@@ -176,3 +176,17 @@ class HabitCheckin(Base):
     date: Mapped[date] = mapped_column(primary_key=True)
     note: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class UserUsage(Base):
+    """What a user holds, for the quotas: kept by PostgreSQL triggers (migration 0020) on every
+    insert and delete of a goal or attachment, whatever the write path (a cascade too), so that
+    a quota check reads one row instead of counting the user's goals or summing their files."""
+
+    __tablename__ = "user_usage"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    goals: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))

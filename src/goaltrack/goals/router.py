@@ -36,9 +36,11 @@ from goaltrack.goals.errors import (
     AttachmentLimit,
     CalendarRangeInvalid,
     CheckinDateOutOfRange,
+    GoalQuota,
     InvalidStageOrder,
     NotAHabit,
     StageLimit,
+    StorageQuota,
 )
 from goaltrack.goals.schemas import (
     Attachment,
@@ -109,7 +111,7 @@ async def list_archived_goals(
     status_code=status.HTTP_201_CREATED,
     response_model=GoalOut,
     # A reminder that waits for the day not done, on a plain goal; more stages than allowed.
-    responses=error_responses(NotAHabit, StageLimit),
+    responses=error_responses(NotAHabit, StageLimit, GoalQuota),
 )
 async def create_goal(
     body: GoalCreate,
@@ -351,6 +353,7 @@ async def delete_checkin(day: date, goal: OwnedGoal, session: SessionDep, now: N
         UnsupportedFileType,
         InvalidUpload,
         AttachmentLimit,
+        StorageQuota,
         StorageUnavailable,
     ),
     openapi_extra={

@@ -37,15 +37,20 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack import events
-from goaltrack.auth.caller import caller_is_current, caller_params, raise_missing
+from goaltrack.auth.caller import (
+    caller_is_current,
+    caller_params,
+    raise_missing,
+    require_current,
+)
 from goaltrack.auth.models import User
 from goaltrack.auth.security import AccessClaims
 from goaltrack.config import Settings
-from goaltrack.errors import NotAuthenticated, NotFound
+from goaltrack.errors import NotFound
 from goaltrack.files import service as files
-from goaltrack.goals.errors import InvalidStageOrder, StageLimit
+from goaltrack.goals.errors import GoalQuota, InvalidStageOrder, StageLimit
 from goaltrack.goals.events import GoalCompleted, GoalCreated, GoalStatusChanged, StageCompleted
-from goaltrack.goals.models import Goal, GoalStage
+from goaltrack.goals.models import Goal, GoalStage, UserUsage
 from goaltrack.goals.schemas import GoalCreate, GoalUpdate, StageCreate, StageOrder, StageUpdate
 from goaltrack.profile.models import UserSettings
 from goaltrack.reads import PreparedStatement
@@ -115,7 +120,12 @@ CREATE_GOAL = PreparedStatement(
             bindparam("kind", type_=Goal.kind.type),
             bindparam("schedule", type_=Goal.schedule.type),
             case((bindparam("is_habit", type_=Boolean()), _local_date_now()), else_=None),
-        ).where(caller_is_current()),
+        ).where(
+            caller_is_current(),
+            # The quota, from the counter the database keeps (no count of the user's goals).
+            select(UserUsage.goals).where(UserUsage.user_id == User.id).scalar_subquery()
+            < bindparam("max_goals", type_=Integer()),
+        ),
         include_defaults=False,
     )
     .returning(Goal.id)
@@ -149,10 +159,12 @@ async def create_goal(
             # JSON text: the driver's statement takes no Python dict for jsonb.
             "schedule": body.schedule.model_dump_json() if body.schedule else None,
             "is_habit": body.kind == "habit",
+            "max_goals": settings.max_goals_per_user,
         },
     )
     if not created:
-        raise NotAuthenticated
+        await require_current(session, caller)  # 401 when the caller is gone
+        raise GoalQuota
     if stages:
         await session.execute(
             insert(GoalStage).values(
