@@ -164,6 +164,13 @@ MATRIX: list[Row] = [
         json={"times": ["09:00"], "frequency": "daily"},
     ),
     Row("POST", "/account/export", protected(202)),
+    # An export id the caller does not have: 404 for everyone (the real one: test_account).
+    Row(
+        "GET",
+        "/account/exports/{export_id}/download",
+        protected(404),
+        url=f"/account/exports/{uuid.UUID(int=1)}/download",
+    ),
     Row("PUT", "/account", protected(200), json={"display_name": "Someone"}),
     Row(
         "PUT",

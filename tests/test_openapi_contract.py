@@ -60,6 +60,7 @@ OPERATION_IDS = {
     ("post", "/account/email/verification"): "account_resend_verification",
     ("post", "/auth/verify-email"): "auth_verify_email",
     ("get", "/capabilities"): "health_get_capabilities",
+    ("get", "/account/exports/{export_id}/download"): "account_download_export",
     ("get", "/settings"): "account_get_settings",
     ("put", "/settings"): "account_update_settings",
     ("put", "/settings/notifications"): "account_set_push_enabled",

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     email_verification_ttl_minutes: int = Field(default=24 * 60, ge=5)
     # Where the reset page's "Open Goaltrack" button goes after a successful reset.
     app_open_url: str = "goaltrack://"
+    # The export mail's link: the app, which downloads through GET /account/exports/{id}/download
+    # with its own token (a mail must not carry a download link that outlives the session).
+    export_open_url: str = "goaltrack://exports/{export_id}"
     # App links (comma-separated lists): the same https link opens the app where installed.
     ios_app_ids: str = ""  # TEAMID.bundle.id
     android_package_name: str = ""
@@ -171,6 +174,13 @@ class Settings(BaseSettings):
                 return "postgresql+asyncpg://" + value.removeprefix(prefix)
         if not value.startswith("postgresql+asyncpg://"):
             raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @field_validator("export_open_url")
+    @classmethod
+    def _export_link_has_id(cls, value: str) -> str:
+        if "{export_id}" not in value:
+            raise ValueError("EXPORT_OPEN_URL must contain '{export_id}'")
         return value
 
     @field_validator("password_reset_url", "email_verify_url")

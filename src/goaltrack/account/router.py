@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack.account import service
-from goaltrack.account.errors import ExportInProgress, RestoreExpired
+from goaltrack.account.errors import ExportExpired, ExportInProgress, RestoreExpired
 from goaltrack.account.schemas import (
     AccountOut,
     AccountUpdate,
@@ -51,8 +53,8 @@ from goaltrack.changes import (
 )
 from goaltrack.clock import Now
 from goaltrack.db import SessionDep
-from goaltrack.deps import SessionmakerDep, SettingsDep
-from goaltrack.errors import NotAuthenticated, RateLimited, error_responses
+from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
+from goaltrack.errors import NotAuthenticated, NotFound, RateLimited, error_responses
 from goaltrack.ratelimit import (
     RateLimiterDep,
     client_ip,
@@ -269,6 +271,45 @@ async def delete_all_data(
 async def request_export(user: CurrentUser, session: SessionDep, now: Now) -> ExportAccepted:
     await service.request_export(session, user=user, now=now)
     return ExportAccepted()
+
+
+@router.get(
+    "/account/exports/{export_id}/download",
+    status_code=status.HTTP_302_FOUND,
+    response_class=RedirectResponse,
+    responses={
+        status.HTTP_302_FOUND: {
+            "description": "To a presigned download URL that lives a few minutes.",
+            "headers": {
+                "Location": {"description": "The presigned URL.", "schema": {"type": "string"}}
+            },
+        },
+        **error_responses(NotFound, ExportExpired),
+    },
+)
+async def download_export(
+    export_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    now: Now,
+) -> RedirectResponse:
+    """The export's stable address (the `export_ready` notification's `url`): it needs the
+    caller's current token, so a logout or a password change ends it, and it redirects to a URL
+    signed for ATTACHMENT_URL_TTL_SECONDS only."""
+    export = await service.ready_export(session, user_id=user.id, export_id=export_id, now=now)
+    assert export.object_key is not None  # ready
+    assert export.completed_at is not None
+    url = await storage.presigned_get(
+        export.object_key,
+        expires_in=settings.attachment_url_ttl_seconds,
+        download_name=f"goaltrack-export-{export.completed_at.date().isoformat()}.zip",
+        as_attachment=True,
+    )
+    return RedirectResponse(
+        url, status_code=status.HTTP_302_FOUND, headers={"Cache-Control": "private, no-store"}
+    )
 
 
 @public_router.post(

@@ -10,7 +10,7 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from goaltrack.account.errors import ExportInProgress, RestoreExpired
+from goaltrack.account.errors import ExportExpired, ExportInProgress, RestoreExpired
 from goaltrack.account.models import DataExport
 from goaltrack.account.schemas import (
     AccountUpdate,
@@ -28,6 +28,7 @@ from goaltrack.auth.schemas import TokenPair
 from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
 from goaltrack.defer import defer
+from goaltrack.errors import NotFound
 from goaltrack.files import service as files
 from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling import digests, reminders
@@ -233,6 +234,25 @@ async def purge_expired_accounts(
     for user_id in user_ids:
         await hard_delete(session, user_id=user_id)
     return len(user_ids)
+
+
+def export_path(export_id: uuid.UUID) -> str:
+    """The export's stable, authenticated address (the notification's `url`)."""
+    return f"/account/exports/{export_id}/download"
+
+
+async def ready_export(
+    session: AsyncSession, *, user_id: uuid.UUID, export_id: uuid.UUID, now: datetime
+) -> DataExport:
+    """The caller's ready export (404 for anyone else's or one not ready; 410 once expired)."""
+    export = await session.scalar(
+        select(DataExport).where(DataExport.id == export_id, DataExport.user_id == user_id)
+    )
+    if export is None or export.status != "ready" or export.object_key is None:
+        raise NotFound
+    if export.expires_at is None or export.expires_at <= now:
+        raise ExportExpired
+    return export
 
 
 async def request_export(session: AsyncSession, *, user: User, now: datetime) -> DataExport:
