@@ -174,6 +174,8 @@ def _finish(app: FastAPI, document: dict[str, Any]) -> None:
                 _declare_conditions(method, path, operation)
                 _state_upload_rules(operation)
     _declare_links(document)
+    # Relative: the document describes whichever host served it (behind a proxy too).
+    document["servers"] = [{"url": "/", "description": "The server that serves this document"}]
 
 
 def _set_operation_ids(app: FastAPI, document: dict[str, Any]) -> None:
@@ -368,6 +370,13 @@ def _declare_responses(path: str, operation: dict[str, Any]) -> None:
             f"to be short, e.g. {DEPENDENCY_RETRY_AFTER_SECONDS} for a database failover).",
             "required": False,
             "schema": {"type": "integer", "minimum": 0},
+        }
+    if "201" in responses:
+        # Sent with every 201: where the new resource is (a path on this API).
+        responses["201"].setdefault("headers", {})["Location"] = {
+            "description": "The created resource's path on this API.",
+            "required": True,
+            "schema": {"type": "string"},
         }
     if "429" in responses:
         responses["429"].setdefault("headers", {})[RETRY_AFTER] = {

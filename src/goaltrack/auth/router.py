@@ -45,6 +45,7 @@ def _user_agent(request: Request) -> str | None:
 async def register(
     body: RegisterRequest,
     request: Request,
+    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     passwords: PasswordsDep,
@@ -66,6 +67,7 @@ async def register(
     pair, _ = await service.issue_tokens(
         session, settings, user, now, user_agent=_user_agent(request)
     )
+    response.headers["Location"] = "/account"
     return pair
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Response, status
 
@@ -38,7 +39,9 @@ async def register_device(
     device, created = await service.register_device(
         session, user.id, body.token, body.platform, now
     )
-    if not created:
+    if created:
+        response.headers["Location"] = f"/devices/{quote(body.token, safe='')}"
+    else:
         response.status_code = status.HTTP_200_OK
     return device
 

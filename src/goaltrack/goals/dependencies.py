@@ -4,7 +4,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
@@ -52,6 +52,14 @@ async def goal_version(session: AsyncSession, goal: Goal) -> str:
     compared with, and what a write to one of its parts (a stage, reminder, attachment or
     check-in) answers with."""
     return await current_version(session, "goal", goal.user_id, goal.id)
+
+
+async def created_in_goal(
+    response: Response, session: AsyncSession, goal: Goal, location: str
+) -> None:
+    """A goal part's 201: the goal's new ETag, and where the new part is."""
+    response.headers["ETag"] = await goal_version(session, goal)
+    response.headers["Location"] = location
 
 
 def _owned_goal(*, lock: bool) -> Callable[..., Awaitable[Goal]]:
@@ -173,7 +181,10 @@ class GoalView:
         payload, version = await queries.get_goal(
             self._reader, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
         )
-        return json_response(payload, status_code=status_code, headers={"ETag": version})
+        headers = {"ETag": version}
+        if status_code == status.HTTP_201_CREATED:
+            headers["Location"] = f"/goals/{goal_id}"
+        return json_response(payload, status_code=status_code, headers=headers)
 
 
 async def get_goal_view(request: Request, session: SessionDep, claims: AccessClaimsDep) -> GoalView:

@@ -28,6 +28,7 @@ from goaltrack.goals.dependencies import (
     ReadableGoal,
     UploadDep,
     UploadSlotDep,
+    created_in_goal,
     goal_version,
     lock_owned_goal,
 )
@@ -191,7 +192,7 @@ async def add_stage(
     response: Response,
 ) -> Stage:
     stage = await service.add_stage(session, settings, goal=goal, body=body, now=now)
-    response.headers["ETag"] = await goal_version(session, goal)
+    await created_in_goal(response, session, goal, f"/goals/{goal.id}/stages/{stage.id}")
     return Stage.model_validate(stage)
 
 
@@ -299,7 +300,7 @@ async def add_checkin(
     """A habit done on a local date: today in the user's zone unless `date` says which of the
     last HABIT_BACKFILL_DAYS."""
     checkin = await checkins.add_checkin(session, settings, goal=goal, body=body, now=now)
-    response.headers["ETag"] = await goal_version(session, goal)
+    await created_in_goal(response, session, goal, f"/goals/{goal.id}/checkins/{checkin.date}")
     return Checkin.model_validate(checkin)
 
 
@@ -384,7 +385,9 @@ async def add_attachment(
     attachment = await attachments.add_attachment(
         session, storage, settings, goal, upload, slot, now
     )
-    response.headers["ETag"] = await goal_version(session, goal)
+    await created_in_goal(
+        response, session, goal, f"/goals/{goal.id}/attachments/{attachment.id}/content"
+    )
     return Attachment.model_validate(
         await queries.attachment_out(
             storage, attachments.fields(attachment), url_ttl=settings.attachment_url_ttl_seconds

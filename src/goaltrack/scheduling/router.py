@@ -12,7 +12,12 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import NotFound, error_responses
-from goaltrack.goals.dependencies import OwnedGoal, ReadableGoal, goal_version
+from goaltrack.goals.dependencies import (
+    OwnedGoal,
+    ReadableGoal,
+    created_in_goal,
+    goal_version,
+)
 from goaltrack.goals.errors import NotAHabit
 from goaltrack.goals.schemas import Reminder, ReminderIn, ReminderUpdate
 from goaltrack.pagination import ListPage
@@ -44,7 +49,7 @@ async def add_reminder(
     response: Response,
 ) -> Reminder:
     reminder = await reminders.add_reminder(session, settings, goal=goal, body=body, now=now)
-    response.headers["ETag"] = await goal_version(session, goal)
+    await created_in_goal(response, session, goal, f"/goals/{goal.id}/reminders/{reminder.id}")
     return Reminder.model_validate(reminder)
 
 
