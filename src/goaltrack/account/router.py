@@ -133,10 +133,11 @@ async def delete_all_data(
     settings: SettingsDep,
     passwords: PasswordsDep,
     limiter: RateLimiterDep,
+    now: Now,
 ) -> Response:
     """Immediate hard delete of the user, every row and every stored file."""
     await limit_password_checks(limiter, settings, str(user.id))
-    await service.delete_all_data(session, passwords, user=user, password=body.password)
+    await service.delete_all_data(session, passwords, user=user, password=body.password, now=now)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

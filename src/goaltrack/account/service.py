@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from goaltrack.account.errors import ExportInProgress, RestoreExpired
 from goaltrack.account.models import DataExport
 from goaltrack.account.schemas import NotificationSchedule, SettingsUpdate
+from goaltrack.auth import identities
 from goaltrack.auth import service as auth
 from goaltrack.auth.errors import InvalidPassword
 from goaltrack.auth.models import User
@@ -115,11 +116,14 @@ async def soft_delete(
     now: datetime,
     grace_days: int,
 ) -> datetime:
-    """Sign out everywhere and hide the account; it can be restored for `grace_days`."""
+    """Sign out everywhere and hide the account; it can be restored for `grace_days`. Its Sign in
+    with Apple tokens are revoked now, as Apple asks of a deletion (signing in with Apple again
+    after a restore gives new ones)."""
     await _check_password(passwords, user, password)
     await auth.lock_user(session, user.id)
     user.deleted_at = now
     await auth.revoke_all_sessions(session, user, now)
+    await identities.revoke_provider_tokens(session, user.id, now)
     return now + timedelta(days=grace_days)
 
 
@@ -147,19 +151,21 @@ async def restore(
     return pair
 
 
-async def hard_delete(session: AsyncSession, *, user_id: uuid.UUID) -> None:
+async def hard_delete(session: AsyncSession, *, user_id: uuid.UUID, now: datetime) -> None:
     """The user row goes and every row of theirs with it (ON DELETE CASCADE); every stored file
-    (attachments, exports: all under `{user_id}/`) is queued in the same transaction."""
+    (attachments, exports: all under `{user_id}/`) and the revocation of any Sign in with Apple
+    token not revoked yet are queued in the same transaction."""
+    await identities.revoke_provider_tokens(session, user_id, now)
     await session.execute(delete(User).where(User.id == user_id))
     files.queue_prefix_deletion(session, f"{user_id}/")
     await session.flush()
 
 
 async def delete_all_data(
-    session: AsyncSession, passwords: Passwords, *, user: User, password: str
+    session: AsyncSession, passwords: Passwords, *, user: User, password: str, now: datetime
 ) -> None:
     await _check_password(passwords, user, password)
-    await hard_delete(session, user_id=user.id)
+    await hard_delete(session, user_id=user.id, now=now)
 
 
 async def purge_expired_accounts(
@@ -178,7 +184,7 @@ async def purge_expired_accounts(
         )
     )
     for user_id in user_ids:
-        await hard_delete(session, user_id=user_id)
+        await hard_delete(session, user_id=user_id, now=now)
     return len(user_ids)
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from goaltrack.errors import AppError, Unauthorized
+from goaltrack.errors import AppError, ServiceUnavailable, Unauthorized
 
 
 class EmailTaken(AppError):
@@ -40,3 +40,25 @@ class InvalidPassword(AppError):
     status_code = 400
     code = "invalid_password"
     detail = "The current password is wrong."
+
+
+class RestoreExpired(AppError):
+    status_code = 410
+    code = "restore_expired"
+    detail = "The grace period is over: this account has been or is being deleted for good."
+
+
+class InvalidIdToken(Unauthorized):
+    code = "invalid_token"
+    detail = "The ID token is invalid, expired or not meant for this app."
+
+
+class ProviderNotConfigured(AppError):
+    status_code = 503
+    code = "provider_not_configured"
+    detail = "Signing in with this provider is not configured on this server."
+
+
+class ProviderUnavailable(ServiceUnavailable):
+    code = "provider_unavailable"
+    detail = "The sign-in provider's keys could not be fetched; try again later."
