@@ -10,6 +10,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,16 +89,23 @@ async def set_password_through_reset(client: Any, mailbox: Any, email: str) -> s
     return NEW_PASSWORD
 
 
-@pytest.fixture
-def fresh_keys(app: Any) -> Iterator[None]:
-    """A verifier with empty key caches for this test (set and put back by hand: pytest's
-    monkeypatch would delete the State attribute on undo)."""
+@contextmanager
+def verifier_with(app: Any, **settings: Any) -> Iterator[None]:
+    """The app verifies ID tokens with a verifier of its own (empty key caches), built from its
+    settings with these changes; put back by hand afterwards (pytest's monkeypatch would delete
+    the State attribute on undo)."""
     kept = app.state.id_tokens
-    app.state.id_tokens = IdTokenVerifier(app.state.settings)
+    app.state.id_tokens = IdTokenVerifier(app.state.settings.model_copy(update=settings))
     try:
         yield
     finally:
         app.state.id_tokens = kept
+
+
+@pytest.fixture
+def fresh_keys(app: Any) -> Iterator[None]:
+    with verifier_with(app):
+        yield
 
 
 # --- Google ------------------------------------------------------------------------------------
@@ -436,16 +444,9 @@ def test_keys_are_kept_as_long_as_max_age_says() -> None:
 async def test_unreachable_provider_keys_are_503(
     client: Any, app: Any, google: FakeIdentityProvider
 ) -> None:
-    kept = app.state.id_tokens
-    nowhere = app.state.settings.model_copy(
-        update={"oauth_google_jwks_url": "http://127.0.0.1:9/oauth2/v3/certs"}
-    )
-    app.state.id_tokens = IdTokenVerifier(nowhere)
-    try:
+    with verifier_with(app, oauth_google_jwks_url="http://127.0.0.1:9/oauth2/v3/certs"):
         token = google.mint(sub=_subject(), aud=GOOGLE_ANDROID, email=_email())
         response = await sign_in(client, "google", token)
-    finally:
-        app.state.id_tokens = kept
     assert_problem(response, 503, "provider_unavailable")
     assert response.headers["Retry-After"].isdigit()
 
@@ -453,15 +454,9 @@ async def test_unreachable_provider_keys_are_503(
 async def test_a_provider_without_client_ids_is_503(
     client: Any, app: Any, apple: FakeApple
 ) -> None:
-    kept = app.state.id_tokens
-    app.state.id_tokens = IdTokenVerifier(
-        app.state.settings.model_copy(update={"oauth_apple_client_ids": ""})
-    )
-    try:
+    with verifier_with(app, oauth_apple_client_ids=""):
         token = apple.mint(sub=_subject(), aud=APPLE_APP, email=_email())
         response = await sign_in(client, "apple", token)
-    finally:
-        app.state.id_tokens = kept
     assert_problem(response, 503, "provider_not_configured")
 
 
@@ -528,7 +523,7 @@ async def wait_for_apple_token(app: Any, apple: FakeApple, user_id: Any) -> str:
 
 
 async def test_deleting_the_account_revokes_its_apple_token_once(
-    client: Any, app: Any, apple: FakeApple, mailbox: Any
+    client: Any, app: Any, apple: FakeApple
 ) -> None:
     sub, email = _subject(), _email()
     code = apple.issue_code(sub=sub, client_id=APPLE_APP)
@@ -553,12 +548,14 @@ async def test_deleting_the_account_revokes_its_apple_token_once(
     await wait_until(lambda: outbox_empty(app))
     assert apple.token_requests == 1
 
-    password = await set_password_through_reset(client, mailbox, email)
-    login = await client.post("/auth/login", json={"email": email, "password": password})
+    # Deleting the account, confirmed with a fresh Apple ID token (it has no password).
     delete = await client.request(
-        "DELETE", "/account", json={"password": password}, headers=bearer(login.json())
+        "DELETE",
+        "/account",
+        json={"id_token": apple.mint(sub=sub, aud=APPLE_APP)},
+        headers=bearer(again.json()),
     )
-    assert delete.status_code == 202
+    assert delete.status_code == 202, delete.text
     await wait_until(lambda: outbox_empty(app))
     assert apple.revoked() == [refresh_token]
     assert apple.revocations[0].client_id == APPLE_APP
@@ -575,9 +572,7 @@ async def test_deleting_the_account_revokes_its_apple_token_once(
     assert len(apple.revocations) == 1
 
 
-async def test_a_failed_revocation_is_retried(
-    client: Any, app: Any, apple: FakeApple, mailbox: Any
-) -> None:
+async def test_a_failed_revocation_is_retried(client: Any, app: Any, apple: FakeApple) -> None:
     sub, email = _subject(), _email()
     made = await sign_in(
         client,
@@ -585,16 +580,17 @@ async def test_a_failed_revocation_is_retried(
         apple.mint(sub=sub, aud=APPLE_APP, email=email),
         authorization_code=apple.issue_code(sub=sub, client_id=APPLE_APP),
     )
+    assert made.status_code == 201
     user = await user_row(app, email)
     refresh_token = await wait_for_apple_token(app, apple, user.id)
-    password = await set_password_through_reset(client, mailbox, email)
-    login = await client.post("/auth/login", json={"email": email, "password": password})
-    assert made.status_code == 201
 
     clock = TestClock().install()  # the retries' countdowns pass at once
     apple.fail_revocations(2)
     gone = await client.request(
-        "DELETE", "/account/data", json={"password": password}, headers=bearer(login.json())
+        "DELETE",
+        "/account/data",
+        json={"id_token": apple.mint(sub=sub, aud=APPLE_APP)},
+        headers=bearer(made.json()),
     )
     assert gone.status_code == 204
     await wait_until(lambda: len(apple.revoked()) == 1)
@@ -637,6 +633,64 @@ async def test_a_code_exchanged_after_the_deletion_is_revoked_at_once(
     assert apple.revoked() == list(apple.refresh_tokens)
     [identity] = await identities_of(app, user.id)
     assert identity.refresh_token_sealed is None
+
+
+async def test_a_deletion_is_confirmed_by_an_id_token_of_the_account(
+    client: Any, app: Any, register: Any, google: FakeIdentityProvider, apple: FakeApple
+) -> None:
+    sub, email = _subject(), _email()
+    made = await sign_in(client, "google", google.mint(sub=sub, aud=GOOGLE_ANDROID, email=email))
+    headers = bearer(made.json())
+    stranger_sub = _subject()
+    stranger = apple.mint(sub=stranger_sub, aud=APPLE_APP, email=_email())
+    assert (await sign_in(client, "apple", stranger)).status_code == 201
+    refused = {
+        "someone else's identity": apple.mint(sub=stranger_sub, aud=APPLE_APP),
+        "not this app's": google.mint(sub=sub, aud="someone-else.apps.googleusercontent.com"),
+        "expired": google.mint(
+            sub=sub, aud=GOOGLE_ANDROID, issued_at=utcnow() - timedelta(hours=2)
+        ),
+        "no provider's": jwt.encode({"iss": "https://evil.example", "sub": sub}, None, "none"),
+        "not a JWT": "not-a-jwt",
+    }
+    paths = ["/account/data", *["/account"] * 4]
+    for (what, token), path in zip(refused.items(), paths, strict=True):
+        response = await client.request("DELETE", path, json={"id_token": token}, headers=headers)
+        assert response.status_code == 400, (what, path, response.text)
+        assert_problem(response, 400, "invalid_id_token")
+    # Guesses count as password guesses do (RATE_LIMIT_PASSWORD_CHECK, 5/minute).
+    limited = await client.request(
+        "DELETE", "/account", json={"id_token": refused["expired"]}, headers=headers
+    )
+    assert_problem(limited, 429, "rate_limited")
+    await app.state.redis.flushdb()  # the next minute
+    for body in ({}, {"password": None}, {"id_token": None}, {"password": "x", "id_token": "y"}):
+        response = await client.request("DELETE", "/account", json=body, headers=headers)
+        assert_problem(response, 422, "validation_error")
+    assert (await client.get("/account", headers=headers)).status_code == 200
+
+    # A password account may confirm with an ID token of an identity linked to it, too.
+    account: Account = await register()
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(User).where(User.email == account.email).values(email_verified=True)
+        )
+    linked_sub = _subject()
+    linked = google.mint(sub=linked_sub, aud=GOOGLE_IOS, email=account.email)
+    assert (await sign_in(client, "google", linked)).status_code == 200
+    confirm = google.mint(sub=linked_sub, aud=GOOGLE_IOS)
+    delete = await client.request(
+        "DELETE", "/account", json={"id_token": confirm}, headers=account.headers
+    )
+    assert delete.status_code == 202, delete.text
+
+    delete = await client.request(
+        "DELETE",
+        "/account",
+        json={"id_token": google.mint(sub=sub, aud=GOOGLE_IOS)},
+        headers=headers,
+    )
+    assert delete.status_code == 202, delete.text
 
 
 async def test_the_export_names_the_identities_and_no_token(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, select, update
@@ -11,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.account.errors import ExportInProgress, RestoreExpired
 from goaltrack.account.models import DataExport
-from goaltrack.account.schemas import NotificationSchedule, SettingsUpdate
+from goaltrack.account.schemas import NotificationSchedule, PasswordConfirmation, SettingsUpdate
 from goaltrack.auth import identities
 from goaltrack.auth import service as auth
 from goaltrack.auth.errors import InvalidPassword
 from goaltrack.auth.models import User
+from goaltrack.auth.oauth import IdTokenVerifier
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
@@ -89,6 +91,28 @@ async def _check_password(passwords: Passwords, user: User, password: str) -> No
         raise InvalidPassword
 
 
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """Who confirms a deletion: the password, else an ID token (PasswordConfirmation)."""
+
+    body: PasswordConfirmation
+    passwords: Passwords
+    id_tokens: IdTokenVerifier
+
+
+async def _confirm(
+    session: AsyncSession, confirmation: Confirmation, user: User, now: datetime
+) -> None:
+    body = confirmation.body
+    if body.password is not None:
+        await _check_password(confirmation.passwords, user, body.password)
+    else:
+        assert body.id_token is not None  # the schema's rule
+        await identities.confirm_identity(
+            session, confirmation.id_tokens, user.id, body.id_token, now=now
+        )
+
+
 async def change_password(
     session: AsyncSession,
     settings: Settings,
@@ -109,17 +133,16 @@ async def change_password(
 
 async def soft_delete(
     session: AsyncSession,
-    passwords: Passwords,
+    confirmation: Confirmation,
     *,
     user: User,
-    password: str,
     now: datetime,
     grace_days: int,
 ) -> datetime:
     """Sign out everywhere and hide the account; it can be restored for `grace_days`. Its Sign in
     with Apple tokens are revoked now, as Apple asks of a deletion (signing in with Apple again
     after a restore gives new ones)."""
-    await _check_password(passwords, user, password)
+    await _confirm(session, confirmation, user, now)
     await auth.lock_user(session, user.id)
     user.deleted_at = now
     await auth.revoke_all_sessions(session, user, now)
@@ -162,9 +185,9 @@ async def hard_delete(session: AsyncSession, *, user_id: uuid.UUID, now: datetim
 
 
 async def delete_all_data(
-    session: AsyncSession, passwords: Passwords, *, user: User, password: str, now: datetime
+    session: AsyncSession, confirmation: Confirmation, *, user: User, now: datetime
 ) -> None:
-    await _check_password(passwords, user, password)
+    await _confirm(session, confirmation, user, now)
     await hard_delete(session, user_id=user.id, now=now)
 
 

@@ -62,3 +62,9 @@ class ProviderNotConfigured(AppError):
 class ProviderUnavailable(ServiceUnavailable):
     code = "provider_unavailable"
     detail = "The sign-in provider's keys could not be fetched; try again later."
+
+
+class IdentityNotConfirmed(AppError):
+    status_code = 400
+    code = "invalid_id_token"
+    detail = "The ID token is invalid, expired or not one of this account's sign-ins."

@@ -22,10 +22,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack import events
 from goaltrack.auth import apple
-from goaltrack.auth.errors import AccountDeleted, EmailTaken, InvalidIdToken, RestoreExpired
+from goaltrack.auth.errors import (
+    AccountDeleted,
+    EmailTaken,
+    IdentityNotConfirmed,
+    InvalidIdToken,
+    RestoreExpired,
+)
 from goaltrack.auth.events import AccountReclaimed
 from goaltrack.auth.models import User, UserIdentity
-from goaltrack.auth.oauth import Provider, VerifiedIdToken
+from goaltrack.auth.oauth import IdTokenVerifier, Provider, VerifiedIdToken, provider_of
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.auth.service import (
     add_settings,
@@ -92,6 +98,28 @@ async def sign_in(
         _exchange_apple_code(session, settings, identity, request.authorization_code, now)
     pair, _ = await issue_tokens(session, settings, user, now, user_agent=user_agent)
     return SignedIn(pair=pair, created=created)
+
+
+async def confirm_identity(
+    session: AsyncSession,
+    id_tokens: IdTokenVerifier,
+    user_id: uuid.UUID,
+    id_token: str,
+    *,
+    now: datetime,
+) -> None:
+    """The person holding the access token proves it is them again with an ID token of one of
+    the account's identities (where a password account confirms with its password)."""
+    provider = provider_of(id_token)
+    if provider is None:
+        raise IdentityNotConfirmed
+    try:
+        verified = await id_tokens.verify(provider, id_token, nonce=None, now=now)
+    except InvalidIdToken as exc:
+        raise IdentityNotConfirmed from exc
+    identity = await _identity(session, verified)
+    if identity is None or identity.user_id != user_id:
+        raise IdentityNotConfirmed
 
 
 async def _identity(session: AsyncSession, verified: VerifiedIdToken) -> UserIdentity | None:

@@ -69,6 +69,15 @@ class VerifiedIdToken:
     email_verified: bool
 
 
+def provider_of(token: str) -> Provider | None:
+    """The provider whose issuer the token names (unverified: `verify` checks it)."""
+    try:
+        issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError:
+        return None
+    return next((p for p, issuers in ISSUERS.items() if issuer in issuers), None)
+
+
 class ProviderKeys:
     """One provider's JWKS, fetched by PyJWKClient and cached; thread-safe (the fetch blocks, so
     lookups run in a worker thread)."""
