@@ -21,7 +21,12 @@ from sqlalchemy import func, select, update
 from fakes.identity import APPLE_CLIENT_IDS, GOOGLE_CLIENT_IDS, FakeApple, FakeIdentityProvider
 from goaltrack.auth.apple import unseal
 from goaltrack.auth.models import User, UserIdentity
-from goaltrack.auth.oauth import JWKS_DEFAULT_LIFESPAN, IdTokenVerifier, jwks_lifespan
+from goaltrack.auth.oauth import (
+    JWKS_DEFAULT_LIFESPAN,
+    IdTokenVerifier,
+    ProviderKeys,
+    jwks_lifespan,
+)
 from goaltrack.clock import get_now, utcnow
 from goaltrack.deps import get_app_settings
 from goaltrack.devices.models import Device
@@ -29,7 +34,7 @@ from goaltrack.worker.outbox import OutboxTask
 from helpers import Account, TestClock, assert_problem, wait_until
 
 GOOGLE_ANDROID, GOOGLE_IOS = GOOGLE_CLIENT_IDS
-APPLE_APP = APPLE_CLIENT_IDS[0]
+APPLE_APP, APPLE_WEB = APPLE_CLIENT_IDS
 NEW_PASSWORD = "a password set by reset"
 
 
@@ -441,6 +446,18 @@ def test_keys_are_kept_as_long_as_max_age_says() -> None:
     assert jwks_lifespan("MAX-AGE=9999999") == 24 * 3600
 
 
+async def test_the_last_keys_serve_while_the_provider_is_down() -> None:
+    provider = FakeIdentityProvider("google", "https://accounts.google.com", "/certs").start()
+    try:
+        keys = ProviderKeys(provider.jwks_url)
+        assert await keys.signing_key(provider.first_kid) is not None
+        assert provider.jwks_requests == 1
+    finally:
+        provider.stop()
+    keys._client.jwk_set_cache.lifespan = 0  # as if max-age had run out: the set is refetched
+    assert await keys.signing_key(provider.first_kid) is not None
+
+
 async def test_unreachable_provider_keys_are_503(
     client: Any, app: Any, google: FakeIdentityProvider
 ) -> None:
@@ -537,12 +554,13 @@ async def test_deleting_the_account_revokes_its_apple_token_once(
     user = await user_row(app, email)
     refresh_token = await wait_for_apple_token(app, apple, user.id)
     assert apple.token_requests == 1
-    # A later sign-in with a new code keeps the one token (no second exchange).
+    # A later sign-in with a new code, from the web, keeps the one token (no second exchange)
+    # and the client id it was issued to.
     again = await sign_in(
         client,
         "apple",
-        apple.mint(sub=sub, aud=APPLE_APP),
-        authorization_code=apple.issue_code(sub=sub, client_id=APPLE_APP),
+        apple.mint(sub=sub, aud=APPLE_WEB),
+        authorization_code=apple.issue_code(sub=sub, client_id=APPLE_WEB),
     )
     assert again.status_code == 200
     await wait_until(lambda: outbox_empty(app))
@@ -624,6 +642,7 @@ async def test_a_code_exchanged_after_the_deletion_is_revoked_at_once(
             session,
             EXCHANGE_APPLE_CODE,
             str(identity.id),
+            APPLE_APP,
             seal(app.state.settings, code),
             now=utcnow(),
             user_id=user.id,
@@ -707,3 +726,41 @@ async def test_the_export_names_the_identities_and_no_token(
     [identity] = document["identities"]
     assert (identity["provider"], identity["subject"], identity["email"]) == ("google", sub, email)
     assert "refresh_token_sealed" not in identity
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_settings_fail_fast() -> None:
+    from pydantic import ValidationError
+
+    from goaltrack.config import Settings
+
+    production = {
+        "app_env": "production",
+        "jwt_secret": uuid.uuid4().hex + uuid.uuid4().hex,
+        "mail_server": "smtp.example.com",
+        "s3_secret_access_key": "a-real-minio-password",
+        "password_reset_url": "https://app.example.com/reset?token={token}",
+    }
+    no_key = {
+        "oauth_apple_team_id": "",
+        "oauth_apple_key_id": "",
+        "oauth_apple_private_key_file": "",
+    }
+    settings = Settings(oauth_google_client_ids=" a.apps.googleusercontent.com, b ,", **no_key)
+    assert settings.oauth_google_client_id_list == ["a.apps.googleusercontent.com", "b"]
+    assert settings.apple_revocation_on is False  # `OAUTH_APPLE_PRIVATE_KEY_FILE=`: unset
+    with pytest.raises(ValidationError, match="not a client id"):
+        Settings(oauth_apple_client_ids="com.example.app, with space")
+    with pytest.raises(ValidationError, match="go together"):
+        Settings(**{**no_key, "oauth_apple_team_id": "TEAM"})
+    with pytest.raises(ValidationError, match="http"):
+        Settings(oauth_google_jwks_url="ftp://example.com/certs")
+    # Apple requires the revocation: production refuses Apple's client ids without the key.
+    with pytest.raises(ValidationError, match="OAUTH_APPLE_CLIENT_IDS needs"):
+        Settings(**production, **no_key, oauth_apple_client_ids="com.example.app")
+    google_only = Settings(
+        **production, **no_key, oauth_google_client_ids="a", oauth_apple_client_ids=""
+    )
+    assert google_only.app_env == "production"

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {
@@ -156,7 +156,9 @@ class Settings(BaseSettings):
     oauth_apple_base_url: str = "https://appleid.apple.com"
     oauth_apple_team_id: str = ""
     oauth_apple_key_id: str = ""
-    oauth_apple_private_key_file: FilePath | None = None  # the .p8 file (EC P-256, PKCS#8 PEM)
+    # The .p8 file (EC P-256, PKCS#8 PEM). Read by the worker only, when it calls Apple (like
+    # FCM_CREDENTIALS_FILE): the other processes need not have it.
+    oauth_apple_private_key_file: Path | None = None
 
     # Observability (goaltrack.observability). /metrics on the API only with a token (Bearer).
     metrics_token: SecretStr | None = None
@@ -211,6 +213,11 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("oauth_apple_private_key_file", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value  # `OAUTH_APPLE_PRIVATE_KEY_FILE=` in an env file
 
     @model_validator(mode="after")
     def _apple_revocation_key_is_whole(self) -> Settings:

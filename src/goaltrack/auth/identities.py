@@ -92,10 +92,11 @@ async def sign_in(
         user.deleted_at = None
     if verified.email is not None:
         identity.email = verified.email  # Apple sends it on the first sign-in only
-    identity.client_id = verified.audience
+    if identity.refresh_token_sealed is None:
+        identity.client_id = verified.audience  # a kept token stays with its own client id
     await session.flush()
     if request.authorization_code is not None:
-        _exchange_apple_code(session, settings, identity, request.authorization_code, now)
+        _exchange_apple_code(session, settings, identity, verified, request.authorization_code, now)
     pair, _ = await issue_tokens(session, settings, user, now, user_agent=user_agent)
     return SignedIn(pair=pair, created=created)
 
@@ -216,7 +217,12 @@ async def _reclaim(session: AsyncSession, user: User, now: datetime) -> None:
 
 
 def _exchange_apple_code(
-    session: AsyncSession, settings: Settings, identity: UserIdentity, code: str, now: datetime
+    session: AsyncSession,
+    settings: Settings,
+    identity: UserIdentity,
+    verified: VerifiedIdToken,
+    code: str,
+    now: datetime,
 ) -> None:
     if identity.provider != Provider.apple or identity.refresh_token_sealed is not None:
         return  # Google's tokens need no revocation; one Apple token per identity is enough
@@ -224,10 +230,13 @@ def _exchange_apple_code(
         logger.info("Apple authorization code ignored: OAUTH_APPLE_KEY_ID is not configured")
         return
     # The code lives five minutes and is used once: the task runs at once, and retries briefly.
+    # The code was issued to the client the ID token names: it is exchanged (and its token
+    # revoked) with that client id.
     defer_durably(
         session,
         EXCHANGE_APPLE_CODE,
         str(identity.id),
+        verified.audience,
         apple.seal(settings, code),
         now=now,
         user_id=identity.user_id,

@@ -77,7 +77,8 @@ class UserIdentity(UUIDPrimaryKey, CreatedAt, Base):
     subject: Mapped[str] = mapped_column(String(255))
     # The address the provider gave at the last sign-in (Apple's may be a private relay).
     email: Mapped[str | None] = mapped_column(String(320))
-    # The `aud` of the identity's last ID token: the client id Apple's token endpoints want.
+    # The `aud` of the identity's last ID token or, while a refresh token is kept, of the one
+    # that came with its code: the client id Apple's revocation wants for that token.
     client_id: Mapped[str] = mapped_column(String(255))
     # Apple's refresh token (from the authorization code), encrypted (auth.apple.seal): the
     # account's deletion revokes it. A token must be readable to be revoked, so not hashed.

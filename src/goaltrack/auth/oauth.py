@@ -106,14 +106,21 @@ class ProviderKeys:
         try:
             return self._client.get_signing_keys(refresh=refresh)
         except jwt.PyJWKClientConnectionError as exc:
-            raise ProviderUnavailable(
-                headers={"Retry-After": str(PROVIDER_RETRY_AFTER_SECONDS)}
-            ) from exc
+            if (stale := self._stale_keys()) is not None:
+                # The provider is down: the keys it published last still verify its tokens.
+                logger.warning("JWKS of %s unreachable; the cached keys are used", self._client.uri)
+                return stale
+            failure: Exception = exc
         except jwt.PyJWTError as exc:  # no usable key in what the provider published
             logger.error("unusable JWKS from %s: %s", self._client.uri, type(exc).__name__)
-            raise ProviderUnavailable(
-                headers={"Retry-After": str(PROVIDER_RETRY_AFTER_SECONDS)}
-            ) from exc
+            failure = exc
+        retry_after = {"Retry-After": str(PROVIDER_RETRY_AFTER_SECONDS)}
+        raise ProviderUnavailable(headers=retry_after) from failure
+
+    def _stale_keys(self) -> list[PyJWK] | None:
+        cache = self._client.jwk_set_cache
+        cached = cache.jwk_set_with_timestamp if cache is not None else None
+        return cached.get_jwk_set().keys if cached is not None else None
 
 
 class _CachingJwkClient(PyJWKClient):

@@ -77,7 +77,7 @@ REVOKE_RETRIES = mail.MAIL_RETRIES
 
 
 @task(identities.EXCHANGE_APPLE_CODE, max_retries=EXCHANGE_RETRIES, durable=True)
-async def exchange_apple_code(identity_id: str, sealed_code: str) -> None:
+async def exchange_apple_code(identity_id: str, client_id: str, sealed_code: str) -> None:
     """Apple's refresh token for the identity, kept sealed until the account's deletion revokes
     it. An identity that went meanwhile (the account deleted) has the new token revoked at once."""
     settings = task_settings()
@@ -86,7 +86,7 @@ async def exchange_apple_code(identity_id: str, sealed_code: str) -> None:
         identity = await session.get(UserIdentity, uuid.UUID(identity_id))
         if code is None or identity is None or identity.refresh_token_sealed is not None:
             return
-        client_id, subject, user_id = identity.client_id, identity.subject, identity.user_id
+        subject, user_id = identity.subject, identity.user_id
     answer = await apple.exchange_code(settings, client_id=client_id, code=code)
     if answer.outcome is apple.Outcome.retry:
         raise RetryLater(backoff(current_attempt().retries, cap=60), answer.detail)
@@ -109,6 +109,7 @@ async def exchange_apple_code(identity_id: str, sealed_code: str) -> None:
             and answer.subject == subject
         ):
             identity.refresh_token_sealed = sealed
+            identity.client_id = client_id  # what its revocation must name
             return
         # The account deleted meanwhile, a token kept already (Apple keeps both valid), or the
         # code of another person: this token is revoked, never kept.
