@@ -454,8 +454,11 @@ async def test_the_last_keys_serve_while_the_provider_is_down() -> None:
         assert provider.jwks_requests == 1
     finally:
         provider.stop()
-    keys._client.jwk_set_cache.lifespan = 0  # as if max-age had run out: the set is refetched
+    cache = keys._client.jwk_set_cache
+    cache.lifespan = 0  # as if max-age had run out: the set is fetched again, and fails
     assert await keys.signing_key(provider.first_kid) is not None
+    # Kept a minute more: the next sign-ins do not each wait for the provider's timeout.
+    assert cache.lifespan == 60
 
 
 async def test_unreachable_provider_keys_are_503(

@@ -106,8 +106,7 @@ class ProviderKeys:
         try:
             return self._client.get_signing_keys(refresh=refresh)
         except jwt.PyJWKClientConnectionError as exc:
-            if (stale := self._stale_keys()) is not None:
-                # The provider is down: the keys it published last still verify its tokens.
+            if (stale := self._keep_stale_keys()) is not None:
                 logger.warning("JWKS of %s unreachable; the cached keys are used", self._client.uri)
                 return stale
             failure: Exception = exc
@@ -117,10 +116,16 @@ class ProviderKeys:
         retry_after = {"Retry-After": str(PROVIDER_RETRY_AFTER_SECONDS)}
         raise ProviderUnavailable(headers=retry_after) from failure
 
-    def _stale_keys(self) -> list[PyJWK] | None:
+    def _keep_stale_keys(self) -> list[PyJWK] | None:
+        """The provider is down: the keys it published last still verify its tokens. They are
+        kept for the shortest lifespan, so that sign-ins do not each wait for a timeout."""
         cache = self._client.jwk_set_cache
         cached = cache.jwk_set_with_timestamp if cache is not None else None
-        return cached.get_jwk_set().keys if cached is not None else None
+        if cache is None or cached is None:
+            return None
+        cache.lifespan = JWKS_LIFESPAN_BOUNDS[0]
+        cache.put(cached.get_jwk_set())
+        return cached.get_jwk_set().keys
 
 
 class _CachingJwkClient(PyJWKClient):
