@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
@@ -168,7 +168,8 @@ async def reset_password(
 
 # --- Sign in with Google / Apple ---------------------------------------------------------------
 
-OAUTH_RESPONSES = {
+OAUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status.HTTP_200_OK: {"description": "A known account, or one linked by its e-mail"},
     status.HTTP_201_CREATED: {"model": TokenPair, "description": "A new account"},
     **error_responses(
         InvalidIdToken,
