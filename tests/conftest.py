@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from fakes.fcm import FakeFcm
+from fakes.identity import APPLE_CLIENT_IDS, GOOGLE_CLIENT_IDS, FakeApple, FakeIdentityProvider
 from fakes.openai import FakeOpenAI
 from goaltrack.dev.localstack import LocalStack, Postgres, free_port
 from goaltrack.i18n import MESSAGES, t
@@ -30,6 +31,8 @@ _root: Path | None = None
 FCM = FakeFcm()
 SEEDED = {"achievements"}
 OPENAI = FakeOpenAI()
+GOOGLE = FakeIdentityProvider("google", "https://accounts.google.com", "/oauth2/v3/certs")
+APPLE = FakeApple()
 
 
 VERIFY_SUBJECTS = {t(locale, "verify.subject") for locale in MESSAGES}
@@ -150,6 +153,8 @@ def _start_worker_stack(postgres: Postgres) -> None:
     _smtp.start()
     FCM.start()
     OPENAI.start()
+    GOOGLE.start()
+    APPLE.start()
     os.environ.update(
         _stack.env(),
         APP_ENV="test",
@@ -169,6 +174,14 @@ def _start_worker_stack(postgres: Postgres) -> None:
         # A run's whole deadline: room for two retries (2 s, 4 s), short for the timeout test.
         AI_TIMEOUT_SECONDS="8",
         AI_DAILY_LIMIT="20",
+        OAUTH_GOOGLE_CLIENT_IDS=",".join(GOOGLE_CLIENT_IDS),
+        OAUTH_GOOGLE_JWKS_URL=GOOGLE.jwks_url,
+        OAUTH_APPLE_CLIENT_IDS=",".join(APPLE_CLIENT_IDS),
+        OAUTH_APPLE_JWKS_URL=APPLE.jwks_url,
+        OAUTH_APPLE_BASE_URL=APPLE.url,
+        OAUTH_APPLE_TEAM_ID=APPLE.team_id,
+        OAUTH_APPLE_KEY_ID=APPLE.key_id,
+        OAUTH_APPLE_PRIVATE_KEY_FILE=str(APPLE.write_key(_root / "apple-sign-in.p8")),
     )
 
 
@@ -177,6 +190,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _smtp.stop()
     FCM.stop()
     OPENAI.stop()
+    GOOGLE.stop()
+    APPLE.stop()
     if _stack is not None:
         _stack.stop(discard=True)
     if _root is not None:
@@ -261,6 +276,8 @@ async def clean_state(app: Any) -> AsyncIterator[None]:
     MAILBOX.refusals = MAILBOX.refused = 0
     FCM.reset()
     OPENAI.reset()
+    GOOGLE.reset()
+    APPLE.reset()
     app.dependency_overrides.clear()
     yield
     app.dependency_overrides.clear()
@@ -290,6 +307,16 @@ def fcm() -> FakeFcm:
 @pytest.fixture
 def fake_openai() -> FakeOpenAI:
     return OPENAI
+
+
+@pytest.fixture
+def google() -> FakeIdentityProvider:
+    return GOOGLE
+
+
+@pytest.fixture
+def apple() -> FakeApple:
+    return APPLE
 
 
 @pytest.fixture

@@ -135,6 +135,8 @@ MATRIX: list[Row] = [
     # Unknown refresh tokens are ignored: logout is idempotent and needs no access token.
     Row("POST", "/auth/logout", public(204), json={"refresh_token": "not-a-refresh-token"}),
     Row("POST", "/auth/forgot-password", public(422), json={}),
+    Row("POST", "/auth/oauth/google", public(422), json={}),
+    Row("POST", "/auth/oauth/apple", public(422), json={}),
     Row(
         "POST",
         "/auth/reset-password",

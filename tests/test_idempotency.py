@@ -562,7 +562,14 @@ def test_every_authenticated_post_claims_its_key_first(app: Any) -> None:
         "/devices",
         "/notifications/{notification_id}/snooze",
     }
-    assert {"/auth/login", "/auth/register", "/account/restore", "/reset-password"} <= unclaimed
+    assert {
+        "/auth/login",
+        "/auth/register",
+        "/auth/oauth/google",
+        "/auth/oauth/apple",
+        "/account/restore",
+        "/reset-password",
+    } <= unclaimed
 
 
 async def test_the_document_states_the_key_where_it_is_claimed(client: Any) -> None:

@@ -12,6 +12,7 @@ stands in for the mail provider and must see the recipient and the message.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import struct
@@ -27,6 +28,7 @@ import pytest
 from celery.worker import request as celery_request
 from sqlalchemy import func, select
 
+from fakes.identity import APPLE_CLIENT_IDS, GOOGLE_CLIENT_IDS, FakeApple, FakeIdentityProvider
 from goaltrack.config import AppEnv, Settings, get_settings
 from goaltrack.main import create_app
 from goaltrack.worker.outbox import OutboxTask
@@ -144,7 +146,12 @@ async def outbox_empty(app: Any) -> bool:
 
 
 async def test_no_secret_in_any_log_record(
-    production_client: httpx.AsyncClient, captured: CaptureAll, app: Any, mailbox: Any
+    production_client: httpx.AsyncClient,
+    captured: CaptureAll,
+    app: Any,
+    mailbox: Any,
+    google: FakeIdentityProvider,
+    apple: FakeApple,
 ) -> None:
     http = production_client
     email = f"log-scan-{uuid.uuid4().hex[:10]}@example.com"
@@ -176,9 +183,11 @@ async def test_no_secret_in_any_log_record(
 
     # Verify the address: a wrong code once, then the mail's code.
     [verification] = await mailbox.wait_for(email, verification=True)
-    code = re.search(r"\b([0-9]{6})\b", verification.get_body(("plain",)).get_content()).group(1)
-    wrong_code = f"{(int(code) + 1) % 1_000_000:06d}"
-    for attempt, status in ((wrong_code, 400), (code, 200)):
+    verification_code = re.search(
+        r"\b([0-9]{6})\b", verification.get_body(("plain",)).get_content()
+    ).group(1)
+    wrong_code = f"{(int(verification_code) + 1) % 1_000_000:06d}"
+    for attempt, status in ((wrong_code, 400), (verification_code, 200)):
         await ok(
             await http.post(
                 "/auth/verify-email", json={"code": attempt}, headers=bearer(pairs[-1])
@@ -248,6 +257,49 @@ async def test_no_secret_in_any_log_record(
         204,
     )
     await ok(await http.get("/account", headers=headers), 401)
+
+    # Sign in with Google (a new account), and with Apple with its authorization code (the
+    # worker exchanges it for a refresh token); deleting the Apple account, confirmed with a
+    # fresh ID token, has the worker revoke that token.
+    nonce = f"nonce-{uuid.uuid4().hex}"
+    google_email, apple_email = (f"{who}-{uuid.uuid4().hex[:10]}@example.com" for who in "ga")
+    google_token = google.mint(
+        sub=uuid.uuid4().hex, aud=GOOGLE_CLIENT_IDS[0], email=google_email, nonce=nonce
+    )
+    pairs.append(
+        await ok(
+            await http.post("/auth/oauth/google", json={"id_token": google_token, "nonce": nonce}),
+            201,
+        )
+    )
+    apple_sub, apple_app = uuid.uuid4().hex, APPLE_CLIENT_IDS[0]
+    code = apple.issue_code(sub=apple_sub, client_id=apple_app)
+    apple_token = apple.mint(
+        sub=apple_sub,
+        aud=apple_app,
+        email=apple_email,
+        email_verified="true",
+        nonce=hashlib.sha256(nonce.encode()).hexdigest(),
+    )
+    apple_pair = await ok(
+        await http.post(
+            "/auth/oauth/apple",
+            json={"id_token": apple_token, "nonce": nonce, "authorization_code": code},
+        ),
+        201,
+    )
+    pairs.append(apple_pair)
+    await wait_until(lambda: len(apple.refresh_tokens) == 1)
+    await wait_until(lambda: outbox_empty(app))
+    confirm_token = apple.mint(sub=apple_sub, aud=apple_app)
+    await ok(
+        await http.request(
+            "DELETE", "/account", json={"id_token": confirm_token}, headers=bearer(apple_pair)
+        ),
+        202,
+    )
+    await wait_until(lambda: len(apple.revoked()) == 1)
+    [apple_refresh_token] = apple.refresh_tokens
     await wait_until(lambda: outbox_empty(app))  # every task of the flow ran on the worker
 
     secrets = {
@@ -262,6 +314,14 @@ async def test_no_secret_in_any_log_record(
         "new e-mail address": new_email,
         "verification token": verify_token,
         "verification link": verify_link,
+        "Google's e-mail address": google_email,
+        "Apple's e-mail address": apple_email,
+        "Google ID token": google_token,
+        "Apple ID token": apple_token,
+        "confirming ID token": confirm_token,
+        "nonce": nonce,
+        "Apple authorization code": code,
+        "Apple refresh token": apple_refresh_token,
     }
     for index, pair in enumerate(pairs):
         secrets[f"access token #{index + 1}"] = pair["access_token"]
@@ -283,7 +343,10 @@ async def test_no_secret_in_any_log_record(
         if record.level != "DEBUG" or (record.logger, what) not in KNOWN_DEBUG_LEAKS
     ]
     # The codes, as numbers of their own (not inside a longer number or a timestamp's fraction).
-    for what, number in (("verification code", code), ("wrong verification code", wrong_code)):
+    for what, number in (
+        ("verification code", verification_code),
+        ("wrong verification code", wrong_code),
+    ):
         pattern = re.compile(rf"(?<![0-9.:]){number}(?![0-9])")
         unexpected += [
             f"{what} in {record.logger}: {record.text[:300]!r}"

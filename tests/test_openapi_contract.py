@@ -49,6 +49,8 @@ OPERATION_IDS = {
     ("post", "/auth/logout"): "auth_logout",
     ("post", "/auth/forgot-password"): "auth_forgot_password",
     ("post", "/auth/reset-password"): "auth_reset_password",
+    ("post", "/auth/oauth/google"): "auth_oauth_google",
+    ("post", "/auth/oauth/apple"): "auth_oauth_apple",
     ("get", "/account"): "account_get",
     ("delete", "/account"): "account_delete",
     ("put", "/account/password"): "account_change_password",

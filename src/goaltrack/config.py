@@ -24,6 +24,9 @@ DEVELOPMENT_S3_SECRET = "goaltrack-secret"
 DEVELOPMENT_JWT_SECRET = "development-only-secret"
 # "aaaa...", "abababab..." are not random: a production secret has at least this many.
 MIN_SECRET_DISTINCT_CHARACTERS = 8
+# A client id of a sign-in provider (Google's `...apps.googleusercontent.com`, an Apple bundle or
+# services id): visible ASCII.
+OAUTH_CLIENT_ID = re.compile(r"[!-~]{1,255}")
 # An exact browser origin: scheme, host, optional port (CORS compares the Origin header as text).
 CORS_ORIGIN = re.compile(r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
@@ -155,6 +158,21 @@ class Settings(BaseSettings):
     max_goals_per_user: int = Field(default=5000, ge=1)
     max_stored_bytes_per_user: int = Field(default=2 * 1024**3, ge=1)
 
+    # Sign in with Google / Apple (auth.oauth): the client ids an ID token's `aud` may name
+    # (comma-separated: the Android, iOS and web ids differ); empty = that provider answers 503.
+    oauth_google_client_ids: str = ""
+    oauth_apple_client_ids: str = ""
+    oauth_google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    oauth_apple_jwks_url: str = "https://appleid.apple.com/auth/keys"
+    # Apple's token and revocation endpoints (`/auth/token`, `/auth/revoke`), and the key that
+    # signs our client secret there: deleting an account revokes its Sign in with Apple tokens.
+    oauth_apple_base_url: str = "https://appleid.apple.com"
+    oauth_apple_team_id: str = ""
+    oauth_apple_key_id: str = ""
+    # The .p8 file (EC P-256, PKCS#8 PEM). Read by the worker only, when it calls Apple (like
+    # FCM_CREDENTIALS_FILE): the other processes need not have it.
+    oauth_apple_private_key_file: Path | None = None
+
     # Observability (goaltrack.observability). /metrics on the API only with a token (Bearer).
     metrics_token: SecretStr | None = None
     # An unauthenticated metrics listener in each API process / in the worker; unset = none.
@@ -201,6 +219,39 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("oauth_google_client_ids", "oauth_apple_client_ids")
+    @classmethod
+    def _client_ids(cls, value: str) -> str:
+        for client_id in (item.strip() for item in value.split(",")):
+            if client_id and not OAUTH_CLIENT_ID.fullmatch(client_id):
+                raise ValueError(f"{client_id!r} is not a client id (printable, no spaces)")
+        return value
+
+    @field_validator("oauth_google_jwks_url", "oauth_apple_jwks_url", "oauth_apple_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("oauth_apple_private_key_file", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value  # `OAUTH_APPLE_PRIVATE_KEY_FILE=` in an env file
+
+    @model_validator(mode="after")
+    def _apple_revocation_key_is_whole(self) -> Settings:
+        apple_key = (
+            self.oauth_apple_team_id,
+            self.oauth_apple_key_id,
+            self.oauth_apple_private_key_file,
+        )
+        if any(apple_key) and not all(apple_key):
+            raise ValueError(
+                "OAUTH_APPLE_TEAM_ID, OAUTH_APPLE_KEY_ID and OAUTH_APPLE_PRIVATE_KEY_FILE go together"
+            )
+        return self
+
     @model_validator(mode="after")
     def _refuse_weak_secrets_in_production(self) -> Settings:
         if not self.jwt_secret.get_secret_value():
@@ -224,6 +275,12 @@ class Settings(BaseSettings):
                 raise ValueError("S3_SECRET_ACCESS_KEY must be set in production")
             if not self.password_reset_url.startswith("https://"):
                 raise ValueError("PASSWORD_RESET_URL must be an https:// link in production")
+            if self.oauth_apple_client_id_list and not self.apple_revocation_on:
+                # Apple requires that deleting an account revokes its Sign in with Apple tokens.
+                raise ValueError(
+                    "OAUTH_APPLE_CLIENT_IDS needs OAUTH_APPLE_TEAM_ID, OAUTH_APPLE_KEY_ID and "
+                    "OAUTH_APPLE_PRIVATE_KEY_FILE in production (token revocation)"
+                )
         return self
 
     @property
@@ -249,6 +306,18 @@ class Settings(BaseSettings):
     @property
     def android_cert_fingerprints(self) -> list[str]:
         return [item.strip() for item in self.android_cert_sha256.split(",") if item.strip()]
+
+    @property
+    def oauth_google_client_id_list(self) -> list[str]:
+        return [item.strip() for item in self.oauth_google_client_ids.split(",") if item.strip()]
+
+    @property
+    def oauth_apple_client_id_list(self) -> list[str]:
+        return [item.strip() for item in self.oauth_apple_client_ids.split(",") if item.strip()]
+
+    @property
+    def apple_revocation_on(self) -> bool:
+        return self.oauth_apple_private_key_file is not None
 
     @property
     def login_limit(self) -> RateLimit:

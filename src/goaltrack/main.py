@@ -18,6 +18,7 @@ from goaltrack.account.router import router as account_router
 from goaltrack.account.router import verification_router as account_verification_router
 from goaltrack.achievements.router import router as achievements_router
 from goaltrack.ai.router import router as ai_router
+from goaltrack.auth.oauth import IdTokenVerifier
 from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
 from goaltrack.celery_app import create_celery
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(redis)
         app.state.passwords = Passwords(settings.bcrypt_rounds, settings.bcrypt_concurrency)
+        app.state.id_tokens = IdTokenVerifier(settings)  # Sign in with Google/Apple; keys cached
         app.state.storage = storage = Storage(settings)
         await storage.start()
         try:

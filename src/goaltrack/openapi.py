@@ -69,6 +69,7 @@ NON_NULLABLE_UPDATES: dict[str, tuple[str, ...]] = {
     "ReminderIn": ("frequency_days", "weekdays", "only_if_not_done"),
     "ReminderUpdate": ("remind_time", "frequency_days", "weekdays", "only_if_not_done"),
     "PushToggle": ("push_enabled",),
+    "PasswordConfirmation": ("password", "id_token"),
 }
 
 NEW_PASSWORD_SCHEMA: dict[str, Any] = {
@@ -224,6 +225,11 @@ def _state_request_rules(schemas: dict[str, Any]) -> None:
     # A reminder's rhythm: every N days or on weekdays, not both (their `_one_rhythm`).
     for model in ("ReminderIn", "ReminderUpdate"):
         schemas[model]["not"] = {"required": ["frequency_days", "weekdays"]}
+    # A deletion is confirmed by the password or an ID token: one of the two.
+    schemas["PasswordConfirmation"]["oneOf"] = [
+        {"required": ["password"]},
+        {"required": ["id_token"]},
+    ]
 
 
 def _request_models() -> list[type[RequestModel]]:

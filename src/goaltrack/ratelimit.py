@@ -64,9 +64,15 @@ async def limit_login_attempts(
 ) -> None:
     """Password guesses, per e-mail and client IP (login and account restore share the budget),
     and per client IP whatever the e-mail (password spraying)."""
+    ip = await limit_sign_ins_from_ip(limiter, request, settings)
+    await limiter.hit("login", f"{email}|{ip}", settings.login_limit)
+
+
+async def limit_sign_ins_from_ip(limiter: RateLimiter, request: Request, settings: Settings) -> str:
+    """Every sign-in from one client IP, with a password or an ID token: one budget. The IP."""
     ip = client_ip(request, settings.trusted_proxy_hops)
     await limiter.hit("login-ip", ip, settings.login_ip_limit)
-    await limiter.hit("login", f"{email}|{ip}", settings.login_limit)
+    return ip
 
 
 async def limit_password_checks(limiter: RateLimiter, settings: Settings, user_id: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from goaltrack import events
 from goaltrack.achievements import handlers as achievements
-from goaltrack.auth.events import LoggedOut
+from goaltrack.auth.events import AccountReclaimed, LoggedOut
 from goaltrack.devices import handlers as devices
 from goaltrack.goals.events import (
     AiPlanApplied,
@@ -32,6 +32,7 @@ SUBSCRIPTIONS: Mapping[type[Any], Sequence[events.Handler]] = {
     AiPlanApplied: (achievements.on_ai_plan_applied,),
     HabitCheckedIn: (achievements.on_habit_checked_in,),
     LoggedOut: (devices.on_logged_out,),
+    AccountReclaimed: (devices.on_account_reclaimed,),
 }
 
 

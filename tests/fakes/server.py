@@ -1,6 +1,7 @@
 """The base of the fake HTTP servers (FCM, the AI API): a stdlib `ThreadingHTTPServer` on a free
 port of 127.0.0.1 in a daemon thread, so it works whatever event loop (or none) the code under test
-uses: the API, a Celery worker thread, a CLI. A subclass answers `handle(path, headers, body)`."""
+uses: the API, a Celery worker thread, a CLI. A subclass answers `handle(path, headers, body)`
+(POST) and `handle_get(path, headers)`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ class FakeHttpServer:
         """Answer one POST (runs on a handler thread)."""
         raise NotImplementedError
 
+    def handle_get(self, path: str, headers: Any) -> Answer:
+        """Answer one GET (runs on a handler thread); none by default."""
+        return 404, b"", {}
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Any:
@@ -40,7 +45,12 @@ class FakeHttpServer:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                answer = fake.handle(self.path, self.headers, self.rfile.read(length))
+                self._send(fake.handle(self.path, self.headers, self.rfile.read(length)))
+
+            def do_GET(self) -> None:
+                self._send(fake.handle_get(self.path, self.headers))
+
+            def _send(self, answer: Answer) -> None:
                 if answer is None:
                     self.close_connection = True
                     return

@@ -1,12 +1,7 @@
 from __future__ import annotations
 
+from goaltrack.auth.errors import RestoreExpired as RestoreExpired  # also Sign in with Apple's
 from goaltrack.errors import AppError
-
-
-class RestoreExpired(AppError):
-    status_code = 410
-    code = "restore_expired"
-    detail = "The grace period is over: this account has been or is being deleted for good."
 
 
 class ExportInProgress(AppError):

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack.account.models import DataExport
-from goaltrack.auth.models import RefreshToken, User
+from goaltrack.auth.models import RefreshToken, User, UserIdentity
 from goaltrack.devices.models import Device
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.notifications.models import Notification, NotificationSnooze
@@ -84,6 +84,13 @@ async def collect(
     )
     exports = list(await session.scalars(select(DataExport).where(DataExport.user_id == user_id)))
     devices = list(await session.scalars(select(Device).where(Device.user_id == user_id)))
+    identities = list(
+        await session.scalars(
+            select(UserIdentity)
+            .where(UserIdentity.user_id == user_id)
+            .order_by(UserIdentity.created_at)
+        )
+    )
     sessions = list(
         await session.scalars(
             select(RefreshToken)
@@ -98,7 +105,10 @@ async def collect(
     document = {
         "format_version": EXPORT_FORMAT_VERSION,
         "exported_at": now,
-        "account": _columns(user, "id", "email", "email_verified", "display_name", "created_at"),
+        "account": {
+            **_columns(user, "id", "email", "email_verified", "display_name", "created_at"),
+            "has_password": user.password_hash is not None,
+        },
         "settings": {
             **_columns(
                 settings,
@@ -182,6 +192,10 @@ async def collect(
         ],
         # Metadata only: push tokens and token hashes are credentials, not the user's data.
         "devices": [_columns(d, "id", "platform", "created_at", "last_seen_at") for d in devices],
+        # Sign in with Google/Apple: who the provider says the user is (never its tokens).
+        "identities": [
+            _columns(i, "provider", "subject", "email", "created_at") for i in identities
+        ],
         "sessions": [
             _columns(t, "family_id", "user_agent", "created_at", "expires_at", "revoked_at")
             for t in sessions

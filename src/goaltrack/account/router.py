@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import RedirectResponse
@@ -30,12 +31,15 @@ from goaltrack.auth.caller import (
     get_current_user,
     require_current,
 )
-from goaltrack.auth.dependencies import PasswordsDep
+from goaltrack.auth.dependencies import IdTokensDep, PasswordsDep
 from goaltrack.auth.errors import (
     EmailTaken,
+    IdentityNotConfirmed,
     InvalidCredentials,
     InvalidPassword,
     NothingToVerify,
+    ProviderNotConfigured,
+    ProviderUnavailable,
     VerificationInvalid,
 )
 from goaltrack.auth.idempotency import IdempotentRoute
@@ -217,49 +221,50 @@ async def change_password(
     )
 
 
-@router.delete(
-    "/account",
-    status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(InvalidPassword, RateLimited),
-)
-async def delete_account(
+async def deletion_confirmation(
     body: PasswordConfirmation,
+    user: CurrentUser,
+    settings: SettingsDep,
+    passwords: PasswordsDep,
+    id_tokens: IdTokensDep,
+    limiter: RateLimiterDep,
+) -> service.Confirmation:
+    """A deletion's confirmation (the password or an ID token), guesses limited per user."""
+    await limit_password_checks(limiter, settings, str(user.id))
+    return service.Confirmation(body=body, passwords=passwords, id_tokens=id_tokens)
+
+
+ConfirmationDep = Annotated[service.Confirmation, Depends(deletion_confirmation)]
+DELETION_ERRORS = error_responses(
+    InvalidPassword, IdentityNotConfirmed, RateLimited, ProviderNotConfigured, ProviderUnavailable
+)
+
+
+@router.delete("/account", status_code=status.HTTP_202_ACCEPTED, responses=DELETION_ERRORS)
+async def delete_account(
+    confirmation: ConfirmationDep,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
-    passwords: PasswordsDep,
-    limiter: RateLimiterDep,
     now: Now,
 ) -> DeletionScheduled:
     """Soft delete: restorable for ACCOUNT_DELETION_GRACE_DAYS, then purged for good."""
-    await limit_password_checks(limiter, settings, str(user.id))
     restore_until = await service.soft_delete(
         session,
-        passwords,
+        confirmation,
         user=user,
-        password=body.password,
         now=now,
         grace_days=settings.account_deletion_grace_days,
     )
     return DeletionScheduled(restore_until=restore_until)
 
 
-@router.delete(
-    "/account/data",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(InvalidPassword, RateLimited),
-)
+@router.delete("/account/data", status_code=status.HTTP_204_NO_CONTENT, responses=DELETION_ERRORS)
 async def delete_all_data(
-    body: PasswordConfirmation,
-    user: CurrentUser,
-    session: SessionDep,
-    settings: SettingsDep,
-    passwords: PasswordsDep,
-    limiter: RateLimiterDep,
+    confirmation: ConfirmationDep, user: CurrentUser, session: SessionDep, now: Now
 ) -> Response:
     """Immediate hard delete of the user, every row and every stored file."""
-    await limit_password_checks(limiter, settings, str(user.id))
-    await service.delete_all_data(session, passwords, user=user, password=body.password)
+    await service.delete_all_data(session, confirmation, user=user, now=now)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from goaltrack.auth.schemas import Email, GivenPassword, NewPassword
+from goaltrack.auth.schemas import Email, GivenPassword, IdToken, NewPassword
 from goaltrack.goals.schemas import reject_null
 from goaltrack.schemas import (
     ClockTime,
@@ -135,7 +135,19 @@ class PasswordChange(RequestModel):
 
 
 class PasswordConfirmation(RequestModel):
-    password: GivenPassword
+    """The account's password or, for an account made by Sign in with Google/Apple (which has
+    none until it sets one through reset), a fresh ID token of one of its sign-ins: one of the
+    two, not null."""
+
+    password: GivenPassword | None = None
+    id_token: IdToken | None = None
+
+    @model_validator(mode="after")
+    def _one_of_the_two(self) -> PasswordConfirmation:
+        given = [name for name in ("password", "id_token") if name in self.model_fields_set]
+        if len(given) != 1 or getattr(self, given[0]) is None:
+            raise ValueError("give the password or an id_token (one of them, not null)")
+        return self
 
 
 class RestoreRequest(RequestModel):

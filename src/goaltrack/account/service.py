@@ -4,6 +4,7 @@ deletion, and the data export request."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from sqlalchemy import delete, exists, select, update
@@ -16,14 +17,16 @@ from goaltrack.account.schemas import (
     AccountUpdate,
     EmailChange,
     NotificationSchedule,
+    PasswordConfirmation,
     PushToggle,
     QuietHours,
     SettingsUpdate,
 )
+from goaltrack.auth import identities, verification
 from goaltrack.auth import service as auth
-from goaltrack.auth import verification
 from goaltrack.auth.errors import InvalidPassword
 from goaltrack.auth.models import User
+from goaltrack.auth.oauth import IdTokenVerifier
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
@@ -119,6 +122,28 @@ async def _check_password(passwords: Passwords, user: User, password: str) -> No
         raise InvalidPassword
 
 
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """Who confirms a deletion: the password, else an ID token (PasswordConfirmation)."""
+
+    body: PasswordConfirmation
+    passwords: Passwords
+    id_tokens: IdTokenVerifier
+
+
+async def _confirm(
+    session: AsyncSession, confirmation: Confirmation, user: User, now: datetime
+) -> None:
+    body = confirmation.body
+    if body.password is not None:
+        await _check_password(confirmation.passwords, user, body.password)
+    else:
+        assert body.id_token is not None  # the schema's rule
+        await identities.confirm_identity(
+            session, confirmation.id_tokens, user.id, body.id_token, now=now
+        )
+
+
 async def change_password(
     session: AsyncSession,
     settings: Settings,
@@ -162,18 +187,20 @@ async def change_email(
 
 async def soft_delete(
     session: AsyncSession,
-    passwords: Passwords,
+    confirmation: Confirmation,
     *,
     user: User,
-    password: str,
     now: datetime,
     grace_days: int,
 ) -> datetime:
-    """Sign out everywhere and hide the account; it can be restored for `grace_days`."""
-    await _check_password(passwords, user, password)
+    """Sign out everywhere and hide the account; it can be restored for `grace_days`. Its Sign in
+    with Apple tokens are revoked now, as Apple asks of a deletion (signing in with Apple again
+    after a restore gives new ones)."""
+    await _confirm(session, confirmation, user, now)
     await auth.lock_user(session, user.id)
     user.deleted_at = now
     await auth.revoke_all_sessions(session, user, now)
+    await identities.revoke_provider_tokens(session, user.id, now)
     return now + timedelta(days=grace_days)
 
 
@@ -201,19 +228,21 @@ async def restore(
     return pair
 
 
-async def hard_delete(session: AsyncSession, *, user_id: uuid.UUID) -> None:
+async def hard_delete(session: AsyncSession, *, user_id: uuid.UUID, now: datetime) -> None:
     """The user row goes and every row of theirs with it (ON DELETE CASCADE); every stored file
-    (attachments, exports: all under `{user_id}/`) is queued in the same transaction."""
+    (attachments, exports: all under `{user_id}/`) and the revocation of any Sign in with Apple
+    token not revoked yet are queued in the same transaction."""
+    await identities.revoke_provider_tokens(session, user_id, now)
     await session.execute(delete(User).where(User.id == user_id))
     files.queue_prefix_deletion(session, f"{user_id}/")
     await session.flush()
 
 
 async def delete_all_data(
-    session: AsyncSession, passwords: Passwords, *, user: User, password: str
+    session: AsyncSession, confirmation: Confirmation, *, user: User, now: datetime
 ) -> None:
-    await _check_password(passwords, user, password)
-    await hard_delete(session, user_id=user.id)
+    await _confirm(session, confirmation, user, now)
+    await hard_delete(session, user_id=user.id, now=now)
 
 
 async def purge_expired_accounts(
@@ -232,7 +261,7 @@ async def purge_expired_accounts(
         )
     )
     for user_id in user_ids:
-        await hard_delete(session, user_id=user_id)
+        await hard_delete(session, user_id=user_id, now=now)
     return len(user_ids)
 
 

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from goaltrack.auth.oauth import IdTokenVerifier
 from goaltrack.auth.security import Passwords
 
 
@@ -13,3 +14,11 @@ async def get_passwords(request: Request) -> Passwords:
 
 
 PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+
+
+async def get_id_tokens(request: Request) -> IdTokenVerifier:
+    verifier: IdTokenVerifier = request.app.state.id_tokens
+    return verifier
+
+
+IdTokensDep = Annotated[IdTokenVerifier, Depends(get_id_tokens)]

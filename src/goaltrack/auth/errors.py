@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from goaltrack.errors import AppError, Unauthorized
+from goaltrack.errors import AppError, ServiceUnavailable, Unauthorized
 
 
 class EmailTaken(AppError):
@@ -52,3 +52,31 @@ class NothingToVerify(AppError):
     status_code = 409
     code = "nothing_to_verify"
     detail = "The e-mail address is verified and no change is waiting."
+
+
+class RestoreExpired(AppError):
+    status_code = 410
+    code = "restore_expired"
+    detail = "The grace period is over: this account has been or is being deleted for good."
+
+
+class InvalidIdToken(Unauthorized):
+    code = "invalid_token"
+    detail = "The ID token is invalid, expired or not meant for this app."
+
+
+class ProviderNotConfigured(AppError):
+    status_code = 503
+    code = "provider_not_configured"
+    detail = "Signing in with this provider is not configured on this server."
+
+
+class ProviderUnavailable(ServiceUnavailable):
+    code = "provider_unavailable"
+    detail = "The sign-in provider's keys could not be fetched; try again later."
+
+
+class IdentityNotConfirmed(AppError):
+    status_code = 400
+    code = "invalid_id_token"
+    detail = "The ID token is invalid, expired or not one of this account's sign-ins."

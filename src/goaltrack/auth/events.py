@@ -12,3 +12,12 @@ class LoggedOut:
 
     user_id: uuid.UUID
     device_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountReclaimed:
+    """The owner of the account's address proved it through Sign in with Google/Apple, and the
+    address had never been verified: whoever registered it first may not be its owner, so what
+    they set up goes (sessions and password here; their phones' pushes in devices)."""
+
+    user_id: uuid.UUID

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, func, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from goaltrack.db import Base, CreatedAt, UUIDPrimaryKey
@@ -14,7 +14,8 @@ class User(UUIDPrimaryKey, CreatedAt, Base):
 
     # Stored lower-cased by the service; the unique index on lower(email) guards every other writer.
     email: Mapped[str] = mapped_column(String(320))
-    password_hash: Mapped[str] = mapped_column(String(255))
+    # None: an account made by Sign in with Google/Apple, until a password is set through reset.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
     # Bumped to invalidate every access token issued before (password change, reset, deletion).
     token_version: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     deleted_at: Mapped[datetime | None]
@@ -81,3 +82,30 @@ class EmailVerification(UUIDPrimaryKey, CreatedAt, Base):
     used_at: Mapped[datetime | None]
     # Wrong codes tried against this row: at MAX_CODE_ATTEMPTS it is used up.
     failed_attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+
+
+class UserIdentity(UUIDPrimaryKey, CreatedAt, Base):
+    """A Sign in with Google/Apple identity of a user: the provider's (issuer, subject), never the
+    e-mail, is who signs in."""
+
+    __tablename__ = "user_identities"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(16))
+    issuer: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(255))
+    # The address the provider gave at the last sign-in (Apple's may be a private relay).
+    email: Mapped[str | None] = mapped_column(String(320))
+    # The `aud` of the identity's last ID token or, while a refresh token is kept, of the one
+    # that came with its code: the client id Apple's revocation wants for that token.
+    client_id: Mapped[str] = mapped_column(String(255))
+    # Apple's refresh token (from the authorization code), encrypted (auth.apple.seal): the
+    # account's deletion revokes it. A token must be readable to be revoked, so not hashed.
+    refresh_token_sealed: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("uq_user_identities_issuer_subject", "issuer", "subject", unique=True),
+        CheckConstraint("provider IN ('google', 'apple')", name="provider"),
+    )

@@ -5,7 +5,14 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
-from goaltrack.schemas import DeviceToken, Locale, RequestModel, TimeZoneName, is_blank
+from goaltrack.schemas import (
+    DeviceToken,
+    Locale,
+    RequestModel,
+    StrictFlag,
+    TimeZoneName,
+    is_blank,
+)
 
 PASSWORD_MIN_CHARS = 8
 
@@ -58,6 +65,61 @@ class ForgotPasswordRequest(RequestModel):
 class ResetPasswordRequest(RequestModel):
     token: OpaqueToken
     new_password: NewPassword
+
+
+# Google's and Apple's ID tokens are 1-2 KB; a JWT is visible ASCII.
+IdToken = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=8192,
+        pattern=r"^[!-~]+$",
+        description="The ID token (a JWT) the provider's sign-in SDK gave the app.",
+    ),
+]
+
+
+class OAuthSignInRequest(RequestModel):
+    id_token: IdToken
+    nonce: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=512,
+                description="The raw nonce the app generated for this sign-in, if it used one: the "
+                "token must carry it (Apple's: its SHA-256 in hex, as the app passed it to Apple).",
+            ),
+        ]
+        | None
+    ) = None
+    restore: StrictFlag = Field(
+        default=False,
+        description="Restore the account if it is scheduled for deletion (as POST /account/restore"
+        " does for a password); without it such an account answers 403 `account_deleted`.",
+    )
+    timezone: TimeZoneName | None = None  # a new account's, as at registration
+    locale: Locale | None = None
+
+
+class GoogleSignInRequest(OAuthSignInRequest):
+    pass
+
+
+class AppleSignInRequest(OAuthSignInRequest):
+    authorization_code: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=1024,
+                pattern=r"^[!-~]+$",
+                description="The authorization code Apple gave the app with the ID token: exchanged "
+                "once for the token that deleting the account revokes (Apple's rule).",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class TokenPair(BaseModel):

@@ -59,6 +59,14 @@ async def register(
         await session.flush()
     except IntegrityError as exc:  # a concurrent registration of the same address won the race
         raise EmailTaken from exc
+    await add_settings(session, user, timezone=timezone, locale=locale)
+    return user
+
+
+async def add_settings(
+    session: AsyncSession, user: User, *, timezone: str | None, locale: str | None
+) -> None:
+    """A new account's settings row: the defaults, and the zone and language its app sent."""
     user_settings = UserSettings(user_id=user.id)
     if timezone is not None:
         user_settings.timezone = timezone
@@ -66,7 +74,6 @@ async def register(
         user_settings.locale = locale
     session.add(user_settings)
     await session.flush()
-    return user
 
 
 async def issue_tokens(

@@ -1,25 +1,30 @@
-"""Security mails. Both are durable (outbox rows written with the request) and retried with
-backoff for hours: an SMTP or broker outage delays them, never drops them."""
+"""Security mails, and Sign in with Apple's token exchange and revocation. All are durable
+(outbox rows written with the request) and retried with backoff: an SMTP, broker or Apple outage
+delays them, never drops them."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import logging
 import uuid
 
 from sqlalchemy import select
 
 from goaltrack import mail
-from goaltrack.auth import service, verification
-from goaltrack.auth.models import EmailVerification, User
+from goaltrack.auth import apple, identities, service, verification
+from goaltrack.auth.models import EmailVerification, User, UserIdentity
 from goaltrack.auth.security import new_opaque_token
 from goaltrack.clock import utcnow
 from goaltrack.config import Settings
 from goaltrack.i18n import t
 from goaltrack.profile.queries import get_locale
-from goaltrack.worker.registry import task
+from goaltrack.worker.outbox import defer_durably
+from goaltrack.worker.registry import RetryLater, backoff, task
 from goaltrack.worker.runtime import current_attempt, task_session, task_settings
+
+logger = logging.getLogger(__name__)
 
 
 def reset_token_for(settings: Settings, request_id: uuid.UUID | None) -> str:
@@ -120,3 +125,64 @@ async def send_email_change_notice(user_id: str, new_email: str) -> None:
             text=t(locale, "email_change.text", new_email=new_email),
         ),
     )
+
+
+# Apple's authorization code lives five minutes: a few quick retries, then it is spent anyway.
+EXCHANGE_RETRIES = 5
+# A revocation is owed to the user: retried like a mail, for hours (5 s doubling to 15 min).
+REVOKE_RETRIES = mail.MAIL_RETRIES
+
+
+@task(identities.EXCHANGE_APPLE_CODE, max_retries=EXCHANGE_RETRIES, durable=True)
+async def exchange_apple_code(identity_id: str, client_id: str, sealed_code: str) -> None:
+    """Apple's refresh token for the identity, kept sealed until the account's deletion revokes
+    it. An identity that went meanwhile (the account deleted) has the new token revoked at once."""
+    settings = task_settings()
+    code = apple.unseal(settings, sealed_code)
+    async with task_session() as session:
+        identity = await session.get(UserIdentity, uuid.UUID(identity_id))
+        if code is None or identity is None or identity.refresh_token_sealed is not None:
+            return
+        subject, user_id = identity.subject, identity.user_id
+    answer = await apple.exchange_code(settings, client_id=client_id, code=code)
+    if answer.outcome is apple.Outcome.retry:
+        raise RetryLater(backoff(current_attempt().retries, cap=60), answer.detail)
+    if answer.outcome is apple.Outcome.spent or answer.refresh_token is None:
+        logger.warning("Apple authorization code not exchanged: %s", answer.detail)
+        return
+    sealed = apple.seal(settings, answer.refresh_token)
+    async with task_session() as session:
+        # In the order an account's deletion locks them (user, then identities): either it sees
+        # the token kept here and revokes it, or this sees the deletion.
+        user = await service.lock_user(session, user_id)
+        identity = await session.get(
+            UserIdentity, uuid.UUID(identity_id), with_for_update=True, populate_existing=True
+        )
+        if (
+            identity is not None
+            and identity.refresh_token_sealed is None
+            and user is not None
+            and user.deleted_at is None
+            and answer.subject == subject
+        ):
+            identity.refresh_token_sealed = sealed
+            identity.client_id = client_id  # what its revocation must name
+            return
+        # The account deleted meanwhile, a token kept already (Apple keeps both valid), or the
+        # code of another person: this token is revoked, never kept.
+        logger.info("Apple refresh token not kept: revoked")
+        defer_durably(session, identities.REVOKE_APPLE_TOKEN, client_id, sealed, now=utcnow())
+
+
+@task(identities.REVOKE_APPLE_TOKEN, max_retries=REVOKE_RETRIES, durable=True)
+async def revoke_apple_token(client_id: str, sealed_token: str) -> None:
+    settings = task_settings()
+    token = apple.unseal(settings, sealed_token)
+    if token is None:
+        logger.error("an Apple refresh token could not be unsealed (JWT_SECRET changed?)")
+        return
+    answer = await apple.revoke_token(settings, client_id=client_id, refresh_token=token)
+    if answer.outcome is apple.Outcome.retry:
+        raise RetryLater(backoff(current_attempt().retries, cap=900), answer.detail)
+    if answer.outcome is apple.Outcome.spent:
+        logger.info("Apple refresh token already invalid: %s", answer.detail)

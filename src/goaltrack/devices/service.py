@@ -57,3 +57,8 @@ async def remove_device(session: AsyncSession, user_id: uuid.UUID, token: str) -
 async def forget_device(session: AsyncSession, user_id: uuid.UUID, token: str) -> None:
     """At logout: the token stops receiving this user's pushes (no error if unknown)."""
     await session.execute(delete(Device).where(Device.token == token, Device.user_id == user_id))
+
+
+async def forget_all_devices(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """No phone receives this user's pushes until it registers again."""
+    await session.execute(delete(Device).where(Device.user_id == user_id))
