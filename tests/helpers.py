@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 
@@ -181,3 +185,31 @@ def bench_app_env(settings: Any) -> dict[str, str]:
         "S3_REGION": settings.s3_region,
         "ATTACHMENT_URL_TTL_SECONDS": str(settings.attachment_url_ttl_seconds),
     }
+
+
+def start_goaltrack(
+    *command: str, cwd: Path, env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`python -m goaltrack <command>` as a process of its own (beat keeps its schedule file
+    under `cwd`), its output into `log` or nowhere."""
+    with (log or Path(os.devnull)).open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "goaltrack", *command],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    """SIGTERM to each (a graceful stop for uvicorn and Celery), then wait; one still running
+    after `timeout` is killed."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

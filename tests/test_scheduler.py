@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -26,7 +24,7 @@ from goaltrack.notifications.models import Notification
 from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling import dispatcher as scheduler
 from goaltrack.scheduling.models import ScheduledDelivery
-from helpers import Account, TestClock, wait_until
+from helpers import Account, TestClock, start_goaltrack, stop_processes, wait_until
 
 LATENESS = timedelta(minutes=60)
 
@@ -498,16 +496,6 @@ async def test_digest_end_to_end_through_beat_worker_and_fcm(
     }
 
 
-def start_process(*command: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "goaltrack", *command],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 @pytest.mark.e2e
 @pytest.mark.timeout(180)
 async def test_exactly_once_with_two_beats_and_four_worker_processes(
@@ -523,7 +511,7 @@ async def test_exactly_once_with_two_beats_and_four_worker_processes(
         cwd = tmp_path / name
         cwd.mkdir()
         command = ("beat",) if name.startswith("beat") else ("worker", "--concurrency", "2")
-        processes.append(start_process(*command, cwd=cwd, env=env))
+        processes.append(start_goaltrack(*command, cwd=cwd, env=env))
     try:
 
         async def sent() -> int:
@@ -550,14 +538,7 @@ async def test_exactly_once_with_two_beats_and_four_worker_processes(
             )
         assert pending == 0
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes)
     assert await sent() == 201
     assert len(await ledger(app)) == 201
 

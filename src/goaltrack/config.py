@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # default is chosen by bench/sizing.py (its figures: the README's Performance section).
     database_read_pool_size: Annotated[int, Field(ge=1)] = 20
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The longest an API publish waits for the broker (connect, send, reply): past it the request
+    # goes on and the task is left to the outbox.
+    broker_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     # /docs and /openapi.json: unset = on except in production (see `docs_on`).
     docs_enabled: bool | None = None
     # Browser origins allowed by CORS, comma-separated ("https://app.example.com"); empty = none.

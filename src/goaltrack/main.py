@@ -19,7 +19,7 @@ from goaltrack.achievements.router import router as achievements_router
 from goaltrack.ai.router import router as ai_router
 from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
-from goaltrack.celery_app import create_celery
+from goaltrack.celery_app import create_publisher
 from goaltrack.config import AppEnv, Settings, get_settings
 from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
@@ -38,6 +38,7 @@ from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.sync.router import router as sync_router
 from goaltrack.uploads import MULTIPART_OVERHEAD
 from goaltrack.web.router import router as web_router
+from goaltrack.worker import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings, application_name="goaltrack-api")
-        # The API only publishes tasks; create_celery also installs the event subscriptions.
-        producer = create_celery(settings)
+        # The API only publishes tasks; create_celery (under create_publisher) also installs the
+        # event subscriptions.
+        producer = create_publisher(settings)
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.settings = settings
         if settings.fcm_credentials_file is None:
@@ -62,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings, application_name="goaltrack-api-reads"
         )
         app.state.reader = PoolReader(read_pool)
-        app.state.sessionmaker = create_sessionmaker(engine, producer)
+        app.state.sessionmaker = create_sessionmaker(engine, producer, outbox.resend_unsent)
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(redis)
         app.state.passwords = Passwords(settings.bcrypt_rounds, settings.bcrypt_concurrency)

@@ -1,7 +1,8 @@
 """The task outbox: a task that must run at least once is a row written in the transaction that
 asked for it. The task deletes its row when done (the row id travels as the Celery task id); a
-row whose lease runs out (the first send was lost with the broker down, or the worker died) is
-sent again by a periodic sweep. Tasks are idempotent, so a rare second run is harmless.
+row whose publish failed (the broker down or hung) is due again within seconds, a row whose lease
+runs out (its worker died) after the lease, and a periodic sweep sends both again. Tasks are
+idempotent, so a rare second run is harmless.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, delete, select, update
+from sqlalchemy import ForeignKey, Index, String, delete, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -24,6 +25,10 @@ OUTBOX_LEASE = timedelta(minutes=15)
 SWEEP_BATCH = 500
 # Re-sends after a lost send or a dead worker; retries a task asks for itself do not count.
 MAX_RESENDS = 8
+# A row whose publish failed for want of the broker is due again this soon, not after the lease
+# (which waits for a worker that died). Not at once: a publish that timed out on a hung broker may
+# still land when it wakes, and this leaves it the time to run and delete its row first.
+RESEND_UNSENT_AFTER = timedelta(seconds=10)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,21 @@ async def postpone(session: AsyncSession, outbox_id: uuid.UUID, until: datetime)
     """A durable task retries at `until`: the sweep must not send it again before then."""
     await session.execute(
         update(OutboxTask).where(OutboxTask.id == outbox_id).values(not_before=until + OUTBOX_LEASE)
+    )
+
+
+async def resend_unsent(session: AsyncSession, outbox_ids: list[uuid.UUID], now: datetime) -> None:
+    """Rows whose publish failed for want of the broker (`defer.UNSENT`): due again
+    RESEND_UNSENT_AFTER from now, and a send that never reached the broker is no resend (an
+    outage outlasting MAX_RESENDS sweeps does not lose them). A row due later than a lease from
+    now (a retry's countdown, a task held until later) keeps its time."""
+    await session.execute(
+        update(OutboxTask)
+        .where(OutboxTask.id.in_(outbox_ids), OutboxTask.not_before <= now + OUTBOX_LEASE)
+        .values(
+            not_before=now + RESEND_UNSENT_AFTER,
+            attempts=func.greatest(OutboxTask.attempts - 1, 0),
+        )
     )
 
 
