@@ -18,10 +18,10 @@ from goaltrack.auth.models import User
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
-from goaltrack.defer import defer
 from goaltrack.files import service as files
 from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling import digests, reminders
+from goaltrack.worker.outbox import defer_durably
 
 BUILD_EXPORT = "account.build_export"
 
@@ -194,5 +194,7 @@ async def request_export(session: AsyncSession, *, user: User, now: datetime) ->
         await session.flush()
     except IntegrityError as exc:  # a concurrent request won (uq_data_exports_user_id_pending)
         raise ExportInProgress from exc
-    defer(session, BUILD_EXPORT, str(export.id))
+    # Through the outbox: a build that could not be queued (the broker down) is sent again within
+    # seconds of the broker's return, not when maintain_exports finds it stale.
+    defer_durably(session, BUILD_EXPORT, str(export.id), now=now, user_id=user.id)
     return export
