@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     rate_limit_login: RateLimitSetting = "5/minute"
     rate_limit_register: RateLimitSetting = "10/hour"
     rate_limit_forgot: RateLimitSetting = "3/hour"
+    # Reset mails asked for from one client IP, whatever the address (one per address would let
+    # a client mail every address it knows).
+    rate_limit_forgot_ip: RateLimitSetting = "10/hour"
     # Password spraying: every login attempt from one client IP, whatever the e-mail.
     rate_limit_login_ip: RateLimitSetting = "30/minute"
     # Routes that confirm the current password (change, delete, delete data), per user.
@@ -244,6 +247,10 @@ class Settings(BaseSettings):
     @property
     def forgot_limit(self) -> RateLimit:
         return RateLimit.parse(self.rate_limit_forgot)
+
+    @property
+    def forgot_ip_limit(self) -> RateLimit:
+        return RateLimit.parse(self.rate_limit_forgot_ip)
 
     @property
     def login_ip_limit(self) -> RateLimit:

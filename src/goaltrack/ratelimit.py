@@ -69,6 +69,17 @@ async def limit_login_attempts(
     await limiter.hit("login", f"{email}|{ip}", settings.login_limit)
 
 
+async def limit_reset_mails(
+    limiter: RateLimiter, request: Request, settings: Settings, email: str
+) -> None:
+    """Password-reset mails (the API's forgot-password and the reset page's "send a new link"),
+    per client IP whatever the address, and per address."""
+    await limiter.hit(
+        "forgot-ip", client_ip(request, settings.trusted_proxy_hops), settings.forgot_ip_limit
+    )
+    await limiter.hit("forgot", email, settings.forgot_limit)
+
+
 async def limit_password_checks(limiter: RateLimiter, settings: Settings, user_id: str) -> None:
     """Guesses of the current password with a stolen access token (change, delete, delete data)."""
     await limiter.hit("password-check", user_id, settings.password_check_limit)

@@ -26,7 +26,7 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SessionmakerDep, SettingsDep
 from goaltrack.errors import RateLimited, error_responses
-from goaltrack.ratelimit import RateLimiterDep, client_ip, limit_login_attempts
+from goaltrack.ratelimit import RateLimiterDep, client_ip, limit_login_attempts, limit_reset_mails
 
 router = APIRouter(prefix="/auth", tags=["auth"], route_class=IdempotentRoute)
 
@@ -130,9 +130,10 @@ async def forgot_password(
     session: SessionDep,
     settings: SettingsDep,
     limiter: RateLimiterDep,
+    request: Request,
     now: Now,
 ) -> Accepted:
-    await limiter.hit("forgot", body.email, settings.forgot_limit)
+    await limit_reset_mails(limiter, request, settings, body.email)
     service.request_password_reset(session, body.email, now=now)
     return Accepted(detail=FORGOT_PASSWORD_ACCEPTED)
 
