@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,3 +214,32 @@ def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 20
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, port: int | None = None, **settings: str) -> AsyncIterator[str]:
+    """`goaltrack serve` (uvicorn, as in production) as a process of its own on `port` (or a free
+    one), with `settings` over the test's environment; its base URL once /health answers."""
+    import httpx
+
+    from goaltrack.dev.localstack import free_port
+
+    port = port or free_port()
+    log = tmp_path / f"api-{port}.log"
+    process = start_goaltrack(
+        "serve", "--port", str(port), cwd=tmp_path, env=os.environ | settings, log=log
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def healthy() -> bool:
+                assert process.poll() is None, log.read_text(errors="replace")
+                with contextlib.suppress(httpx.TransportError):
+                    return (await http.get(f"{base_url}/health")).status_code == 200
+                return False
+
+            await wait_until(healthy, timeout=60, interval=0.1)
+        yield base_url
+    finally:
+        stop_processes([process])

@@ -25,7 +25,7 @@ from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
 from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
-from goaltrack.middleware import BodySizeLimit, Compression
+from goaltrack.middleware import BodySizeLimit, Compression, TrustedProxies
 from goaltrack.notifications.router import router as notifications_router
 from goaltrack.observability.install import install_observability
 from goaltrack.openapi import install_contract, operation_id
@@ -115,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Compression)
     # Added last, so outermost: 413s and CORS preflights get the headers too.
     app.add_middleware(SecurityHeaders, hsts=settings.app_env is AppEnv.production)
+    if settings.trusted_proxy_hops:  # outside all of them: they see the client and scheme
+        app.add_middleware(TrustedProxies, hops=settings.trusted_proxy_hops)
     # Routes are matched in this order, one candidate after another (each costs a few µs): the
     # hot reads' routers first, those with few routes before the goals' two dozen (bench/).
     app.include_router(sync_router)

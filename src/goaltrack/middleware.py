@@ -1,5 +1,5 @@
-"""Request-body limits (Starlette reads any body size by default; we refuse large ones early) and
-response compression."""
+"""Who the client is behind the reverse proxies, request-body limits (Starlette reads any body
+size by default; we refuse large ones early) and response compression."""
 
 from __future__ import annotations
 
@@ -12,6 +12,43 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from goaltrack.errors import PayloadTooLarge, problem
 
 UPLOAD_PATH = re.compile(r"^/goals/[^/]+/attachments/?$")
+SCHEMES = {"http", "https"}
+
+
+class TrustedProxies:
+    """Behind `hops` reverse proxies (TRUSTED_PROXY_HOPS), the request's client and scheme are
+    the ones the outermost of them saw: the `hops`-th entry from the right of X-Forwarded-For and
+    of X-Forwarded-Proto (each proxy appends its own; whatever a client sent stands to the left,
+    so it cannot claim another address or https). With fewer entries than hops, or none, the
+    connection's own stand. Installed only with hops > 0: without a proxy both headers are
+    nobody's word. Everything after it (rate limits, Secure cookies, HSTS) reads `scope`."""
+
+    def __init__(self, app: ASGIApp, *, hops: int) -> None:
+        self.app = app
+        self.hops = hops
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            forwarded_for: list[str] = []
+            forwarded_proto: list[str] = []
+            for name, value in scope["headers"]:
+                if name == b"x-forwarded-for":
+                    forwarded_for += value.decode("latin-1").split(",")
+                elif name == b"x-forwarded-proto":
+                    forwarded_proto += value.decode("latin-1").split(",")
+            client = self._outermost(forwarded_for)
+            proto = (self._outermost(forwarded_proto) or "").lower()
+            if client or proto in SCHEMES:
+                scope = dict(scope)
+                if client:
+                    scope["client"] = (client, 0)
+                if proto in SCHEMES:
+                    scope["scheme"] = proto
+        await self.app(scope, receive, send)
+
+    def _outermost(self, entries: list[str]) -> str | None:
+        entries = [entry.strip() for entry in entries if entry.strip()]
+        return entries[-self.hops] if len(entries) >= self.hops else None
 
 
 class BodySizeLimit:

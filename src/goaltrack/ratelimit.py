@@ -49,13 +49,9 @@ async def get_rate_limiter(request: Request) -> RateLimiter:
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
-def client_ip(request: Request, trusted_proxy_hops: int) -> str:
-    """The client's address; behind N trusted proxies, the Nth address from the right of X-Forwarded-For."""
-    if trusted_proxy_hops:
-        forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",")]
-        forwarded = [part for part in forwarded if part]
-        if len(forwarded) >= trusted_proxy_hops:
-            return forwarded[-trusted_proxy_hops]
+def client_ip(request: Request) -> str:
+    """The client's address: behind TRUSTED_PROXY_HOPS proxies, the one the outermost of them saw
+    (middleware.TrustedProxies has put it in the request's scope)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -64,7 +60,7 @@ async def limit_login_attempts(
 ) -> None:
     """Password guesses, per e-mail and client IP (login and account restore share the budget),
     and per client IP whatever the e-mail (password spraying)."""
-    ip = client_ip(request, settings.trusted_proxy_hops)
+    ip = client_ip(request)
     await limiter.hit("login-ip", ip, settings.login_ip_limit)
     await limiter.hit("login", f"{email}|{ip}", settings.login_limit)
 
@@ -74,9 +70,7 @@ async def limit_reset_mails(
 ) -> None:
     """Password-reset mails (the API's forgot-password and the reset page's "send a new link"),
     per client IP whatever the address, and per address."""
-    await limiter.hit(
-        "forgot-ip", client_ip(request, settings.trusted_proxy_hops), settings.forgot_ip_limit
-    )
+    await limiter.hit("forgot-ip", client_ip(request), settings.forgot_ip_limit)
     await limiter.hit("forgot", email, settings.forgot_limit)
 
 

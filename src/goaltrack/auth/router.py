@@ -51,9 +51,7 @@ async def register(
     limiter: RateLimiterDep,
     now: Now,
 ) -> TokenPair:
-    await limiter.hit(
-        "register", client_ip(request, settings.trusted_proxy_hops), settings.register_limit
-    )
+    await limiter.hit("register", client_ip(request), settings.register_limit)
     user = await service.register(
         session,
         passwords,
