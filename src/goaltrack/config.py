@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A request body's pieces must each come within this long (then 408), and the whole at
+    # 1 KiB/s on average after it (middleware.BodyLimits).
+    body_read_timeout_seconds: float = Field(default=30, gt=0, le=600)
     attachment_url_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
 
     scheduler_interval_seconds: int = Field(default=60, ge=1)

@@ -25,7 +25,7 @@ from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
 from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
-from goaltrack.middleware import BodySizeLimit, Compression, TrustedProxies
+from goaltrack.middleware import BodyLimits, Compression, TrustedProxies
 from goaltrack.notifications.router import router as notifications_router
 from goaltrack.observability.install import install_observability
 from goaltrack.openapi import install_contract, operation_id
@@ -98,9 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(
-        BodySizeLimit,
+        BodyLimits,
         json_limit=settings.max_json_body_bytes,
         multipart_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        read_timeout=settings.body_read_timeout_seconds,
     )
     if settings.cors_origin_list:  # no CORS headers at all when CORS_ORIGINS is empty
         app.add_middleware(
@@ -140,7 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _document_problem_schema(app: FastAPI) -> None:
     """Make the OpenAPI document honest about errors: every 422 is a ValidationProblem (not
-    FastAPI's default shape), every secured operation may answer 401, every body may be too large."""
+    FastAPI's default shape), every secured operation may answer 401, every body may be too large
+    or too slow."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -166,6 +168,9 @@ def _document_problem_schema(app: FastAPI) -> None:
                 if "requestBody" in operation:
                     responses.setdefault(
                         "413", _problem_response("Body too large (`payload_too_large`)")
+                    )
+                    responses.setdefault(
+                        "408", _problem_response("Body not sent in time (`request_timeout`)")
                     )
             app.openapi_schema = schema
         return app.openapi_schema
