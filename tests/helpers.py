@@ -239,7 +239,8 @@ async def serving(tmp_path: Path, port: int | None = None, **settings: str) -> A
                     return (await http.get(f"{base_url}/health")).status_code == 200
                 return False
 
-            await wait_until(healthy, timeout=60, interval=0.1)
+            # Its start (imports, then the app's lifespan) takes minutes on a busy machine.
+            await wait_until(healthy, timeout=150, interval=0.1)
         yield base_url
     finally:
         stop_processes([process])

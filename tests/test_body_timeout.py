@@ -15,6 +15,8 @@ from helpers import Account, create_goal, serving
 
 # Only to fail rather than hang: without a bound the server waits for the body for ever.
 HANG = 30
+# The server's start counts against the first test's timeout.
+pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")

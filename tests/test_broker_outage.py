@@ -92,8 +92,8 @@ async def broker(broker_processes: tuple[RedisServer, Path, Path]) -> AsyncItera
     application = create_app(get_settings().model_copy(update={"redis_url": redis.url}))
     async with application.router.lifespan_context(application):
         # Both take seconds to start: the worker is consuming, beat has sent a first tick.
-        await wait_until(lambda: b" ready." in worker_log.read_bytes(), timeout=90)
-        await wait_until(lambda: b"Sending due task" in beat_log.read_bytes(), timeout=90)
+        await wait_until(lambda: b" ready." in worker_log.read_bytes(), timeout=150)
+        await wait_until(lambda: b"Sending due task" in beat_log.read_bytes(), timeout=150)
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Broker(redis, client)

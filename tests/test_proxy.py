@@ -176,6 +176,7 @@ async def through_caddy(
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(240)  # with the server's and Caddy's start
 async def test_through_caddy_the_reset_cookies_are_secure(
     through_caddy: httpx.AsyncClient,
 ) -> None:

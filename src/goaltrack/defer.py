@@ -136,20 +136,19 @@ def _send(
     producer: Producer, broker: _Broker, name: str, args: Any, outbox_id: uuid.UUID | None
 ) -> bool:
     """Publish one task: False when the broker could not be reached (or did not answer in time)."""
+    reached = True
     try:
         options = {"task_id": str(outbox_id)} if outbox_id else {}
         producer.send_task(name, args=tuple(args), **options)
     except OperationalError as exc:
-        broker.answered(reached=False)
+        reached = False
         logger.warning("could not enqueue %s: the broker is unavailable (%s)", name, exc)
-        return False
     except Exception:
         # Not the broker's absence (a message that cannot be encoded): the row keeps its lease.
-        broker.answered(reached=True)
         logger.exception("could not enqueue %s", name)
-        return True
-    broker.answered(reached=True)
-    return True
+    finally:
+        broker.answered(reached=reached)  # whatever happened, this probe is over
+    return reached
 
 
 async def reschedule_unsent(session: AsyncSession, outbox_ids: list[uuid.UUID]) -> None:
