@@ -263,6 +263,7 @@ OUTBOX_SQL = (
 # statements per write request, kept in step with the app by tests/test_bench_bodies.py.
 DETAIL = GOAL_DETAIL.sql
 SET_STAGE_STATEMENTS = [SET_STAGE.sql, DETAIL]
+MAX_GOALS_PER_USER = settings.max_goals_per_user
 CREATE_GOAL_STATEMENTS = [CREATE_GOAL.sql, COUNT_UP.sql, DETAIL]
 
 
@@ -327,6 +328,7 @@ async def create_goal(request: Request) -> Response:
             "kind": "goal",
             "schedule": None,
             "is_habit": False,
+            "max_goals": MAX_GOALS_PER_USER,  # the same quota check, the default cap
         }
         created = await connection.fetch(CREATE_GOAL.sql, *_args(CREATE_GOAL.names, values))
         if not created:

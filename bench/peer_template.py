@@ -306,7 +306,9 @@ class ReminderPublic(BaseModel):
 
     id: uuid.UUID
     remind_time: time
-    frequency_days: int
+    frequency_days: int | None
+    weekdays: list[int] | None
+    only_if_not_done: bool
     next_fire_at: datetime | None
 
     @field_serializer("remind_time")

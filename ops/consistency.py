@@ -12,7 +12,8 @@
 - AI: no run `pending` past its deadline (AI_TIMEOUT_SECONDS + the stale sweep's margin +
   two ticks), and no goal `pending` without a pending run;
 - outbox: no task_outbox row from before `settled_before` (the end of the load, after a drain
-  period), or, without it, none overdue (its lease ran out more than two ticks ago).
+  period) but those held for later (quiet hours), or, without it, none overdue (its lease or its
+  hold ran out more than two ticks ago).
 """
 
 from __future__ import annotations
@@ -135,7 +136,11 @@ QUERIES: dict[str, str] = {
         """,
     "file_deletion_overdue": ("SELECT object_key FROM file_deletions WHERE not_before < :cutoff"),
 }
-OUTBOX_SETTLED = "SELECT name || ' ' || id::text FROM task_outbox WHERE created_at < :settled"
+# A held row (a push waiting for the end of quiet hours) is not late before its time.
+OUTBOX_SETTLED = (
+    "SELECT name || ' ' || id::text FROM task_outbox"
+    " WHERE created_at < :settled AND NOT (held AND not_before >= :settled)"
+)
 OUTBOX_OVERDUE = "SELECT name || ' ' || id::text FROM task_outbox WHERE not_before < :cutoff"
 
 TOTALS = {

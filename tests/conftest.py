@@ -21,6 +21,7 @@ import pytest
 from fakes.fcm import FakeFcm
 from fakes.openai import FakeOpenAI
 from goaltrack.dev.localstack import LocalStack, Postgres, free_port
+from goaltrack.i18n import MESSAGES, t
 from helpers import Account, TestClock, wait_for_idle_worker, wait_until
 
 _stack: LocalStack | None = None
@@ -29,6 +30,9 @@ _root: Path | None = None
 FCM = FakeFcm()
 SEEDED = {"achievements"}
 OPENAI = FakeOpenAI()
+
+
+VERIFY_SUBJECTS = {t(locale, "verify.subject") for locale in MESSAGES}
 
 
 @dataclass
@@ -49,14 +53,22 @@ class Mailbox:
         self.messages.append(message)
         return "250 OK"
 
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if address in str(m["To"])]
+    def to(self, address: str, *, verification: bool = False) -> list[EmailMessage]:
+        """The messages to `address`: every registration sends a verification mail, so those
+        are apart (`verification=True`) and the other tests count only their own mails."""
+        return [
+            m
+            for m in self.messages
+            if address in str(m["To"]) and (str(m["Subject"]) in VERIFY_SUBJECTS) == verification
+        ]
 
     async def wait_for(
-        self, address: str, count: int = 1, timeout: float = 15
+        self, address: str, count: int = 1, timeout: float = 15, *, verification: bool = False
     ) -> list[EmailMessage]:
-        await wait_until(lambda: len(self.to(address)) >= count, timeout=timeout)
-        return self.to(address)
+        await wait_until(
+            lambda: len(self.to(address, verification=verification)) >= count, timeout=timeout
+        )
+        return self.to(address, verification=verification)
 
 
 MAILBOX = Mailbox()

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -244,3 +244,71 @@ async def serving(tmp_path: Path, port: int | None = None, **settings: str) -> A
         yield base_url
     finally:
         stop_processes([process])
+
+
+async def run_task(celery_app: Any, name: str, *args: Any, task_id: str | None = None) -> Any:
+    """Task `name(*args)` on the session's worker, at the test clock's now; its return value once
+    the worker has run it (Celery's task_postrun names the task: a positive signal, where an idle
+    queue could be a message popped and not yet reserved). `task_id`: a durable task's outbox row."""
+    import uuid
+
+    from celery.signals import task_postrun
+
+    sent = task_id or str(uuid.uuid4())
+    results: list[Any] = []
+
+    def finished(task_id: str = "", retval: Any = None, **_: Any) -> None:
+        if task_id == sent:
+            results.append(retval)
+
+    task_postrun.connect(finished, weak=False)
+    try:
+        celery_app.send_task(name, args=args, task_id=sent)
+        await wait_until(lambda: bool(results), timeout=60)
+    finally:
+        task_postrun.disconnect(finished)
+    return results[0]
+
+
+async def seed_users_with_goals(app: Any, count: int, **settings: Any) -> list[tuple[Any, Any]]:
+    """`count` users (with `settings` on their settings row), a goal each, written as rows:
+    [(user id, goal id)], committed."""
+    import uuid
+
+    from goaltrack.auth.models import User
+    from goaltrack.goals.models import Goal
+    from goaltrack.profile.models import UserSettings
+
+    seeded = []
+    async with app.state.sessionmaker() as session, session.begin():
+        for index in range(count):
+            user_id, goal_id = uuid.uuid4(), uuid.uuid4()
+            session.add(
+                User(
+                    id=user_id,
+                    email=f"seed-{index}-{user_id.hex[:6]}@example.com",
+                    password_hash="x",
+                )
+            )
+            await session.flush()
+            session.add(UserSettings(user_id=user_id, **settings))
+            session.add(Goal(id=goal_id, user_id=user_id, title=f"Goal {index}"))
+            seeded.append((user_id, goal_id))
+    return seeded
+
+
+@contextlib.contextmanager
+def beats_and_workers(tmp_path: Any) -> Iterator[None]:
+    """Real processes: two `goaltrack beat` and two `goaltrack worker --concurrency 2` (four
+    worker processes), ticking every second, stopped on the way out."""
+    env = {**os.environ, "SCHEDULER_INTERVAL_SECONDS": "1"}
+    processes = []
+    for name in ("beat-a", "beat-b", "worker-a", "worker-b"):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        command = ("beat",) if name.startswith("beat") else ("worker", "--concurrency", "2")
+        processes.append(start_goaltrack(*command, cwd=cwd, env=env))
+    try:
+        yield
+    finally:
+        stop_processes(processes)

@@ -30,6 +30,7 @@ DEFAULTS = {
     "notification_weekday": 0,
     "timezone": "UTC",
     "locale": "en",
+    "quiet_hours": None,
 }
 
 
@@ -417,12 +418,22 @@ async def test_export_contains_everything_and_the_link_works(
     assert notification.title == "Your data export is ready"
     expires_at = datetime.fromisoformat(notification.data["expires_at"])
     assert timedelta(days=6, hours=23) < expires_at - datetime.now(UTC) <= timedelta(days=7)
+    # The stable, authenticated address: a short-lived URL behind it, never stored.
+    assert notification.data["url"] == f"/account/exports/{export.id}/download"
+    redirect = await client.get(notification.data["url"], headers=user.headers)
+    assert redirect.status_code == 302
+    assert redirect.headers["Cache-Control"] == "private, no-store"
+    assert "X-Amz-Expires=900" in redirect.headers["Location"]
     async with httpx.AsyncClient() as http:
-        download = await http.get(notification.data["url"])
+        download = await http.get(redirect.headers["Location"])
     assert download.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(download.content))
     document = json.loads(archive.read("data.json"))
     assert document["account"]["email"] == user.email
+    assert (document["account"]["email_verified"], document["account"]["display_name"]) == (
+        False,
+        None,
+    )
     assert document["settings"]["timezone"] == "UTC"
     [goal] = document["goals"]
     assert goal["id"] == data["goal"]["id"]
@@ -444,13 +455,59 @@ async def test_export_ready_is_also_mailed_as_text_and_html(
     assert message["Subject"] == "Your data export is ready"
     text = message.get_body(preferencelist=("plain",)).get_content()
     html = message.get_body(preferencelist=("html",)).get_content()
-    link = next(word for word in text.split() if word.startswith("http"))
-    assert "X-Amz-Signature" in link
-    assert link.replace("&", "&amp;") in html  # the link is visible as text in the HTML too
+    # The link opens the app, which downloads with its own token: no download URL in a mailbox.
+    [link] = [word for word in text.split() if word.startswith("goaltrack://exports/")]
+    assert "X-Amz" not in text
+    assert "X-Amz" not in html
+    assert link in html  # the link is visible as text in the HTML too
+    export_id = link.removeprefix("goaltrack://exports/")
+    redirect = await client.get(f"/account/exports/{export_id}/download", headers=user.headers)
     async with httpx.AsyncClient() as http:
-        download = await http.get(link)
+        download = await http.get(redirect.headers["Location"])
     assert download.status_code == 200
     assert zipfile.is_zipfile(io.BytesIO(download.content))
+
+
+async def test_an_export_is_the_callers_and_ends_with_the_session(
+    client: Any, app: Any, user: Account, other_user: Account
+) -> None:
+    async with app.state.sessionmaker() as session:
+        user_id = await session.scalar(select(User.id).where(User.email == user.email))
+        now = datetime.now(UTC)
+        ready = DataExport(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            status="ready",
+            object_key=f"{user_id}/exports/x.zip",
+            completed_at=now,
+            expires_at=now + timedelta(days=7),
+        )
+        expired = DataExport(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            status="ready",
+            object_key=f"{user_id}/exports/y.zip",
+            completed_at=now - timedelta(days=8),
+            expires_at=now - timedelta(days=1),
+        )
+        session.add_all([ready, expired])
+        await session.commit()
+    path = f"/account/exports/{ready.id}/download"
+    assert (await client.get(path, headers=user.headers)).status_code == 302
+    assert_problem(await client.get(path, headers=other_user.headers), 404, "not_found")
+    assert_problem(
+        await client.get(f"/account/exports/{expired.id}/download", headers=user.headers),
+        410,
+        "export_expired",
+    )
+    # A password change ends every other session: the old token no longer downloads.
+    changed = await client.put(
+        "/account/password",
+        json={"current_password": user.password, "new_password": "another passphrase 1"},
+        headers=user.headers,
+    )
+    assert changed.status_code == 200
+    assert_problem(await client.get(path, headers=user.headers), 401, "not_authenticated")
 
 
 async def test_one_export_at_a_time(client: Any, app: Any, user: Account) -> None:

@@ -35,7 +35,7 @@ async def test_register_returns_token_pair_and_normalises_email(client: Any, app
     )
     assert account.status_code == 200
     assert account.json()["email"] == "ada@example.com"
-    assert set(account.json()) == {"id", "email", "created_at"}
+    assert set(account.json()) == {"id", "email", "email_verified", "display_name", "created_at"}
 
 
 async def test_register_creates_default_settings_and_accepts_zone_and_locale(

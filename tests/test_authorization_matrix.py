@@ -41,6 +41,8 @@ from starlette.routing import Route
 
 from goaltrack.clock import utcnow
 from goaltrack.devices.models import Device
+from goaltrack.notifications.kinds import ReminderData
+from goaltrack.notifications.service import notify
 from helpers import Account, create_goal, wait_until
 
 
@@ -126,6 +128,7 @@ MATRIX: list[Row] = [
     # --- public: bad input gets its own answer, never a 401 ----------------------------------
     Row("GET", "/health", public(200)),
     Row("GET", "/health/ready", public(200)),
+    Row("GET", "/capabilities", public(200)),
     Row("POST", "/auth/register", public(422), json={}),
     Row("POST", "/auth/login", public(422), json={}),
     Row("POST", "/auth/refresh", public(422), json={}),
@@ -139,6 +142,8 @@ MATRIX: list[Row] = [
         json={"token": "not-a-reset-token", "new_password": NEW_PASSWORD},
     ),
     Row("POST", "/account/restore", public(422), json={}),
+    # By the link's token, public; by the code, the caller's own (test_verification).
+    Row("POST", "/auth/verify-email", public(400), json={"token": "not-a-verification-token"}),
     Row("GET", "/reset-password", public(200)),  # no token: the "invalid link" page
     Row("GET", "/reset-password/page.css", public(200)),
     Row("POST", "/reset-password", public(403)),  # no CSRF token
@@ -159,6 +164,24 @@ MATRIX: list[Row] = [
         json={"times": ["09:00"], "frequency": "daily"},
     ),
     Row("POST", "/account/export", protected(202)),
+    # An export id the caller does not have: 404 for everyone (the real one: test_account).
+    Row(
+        "GET",
+        "/account/exports/{export_id}/download",
+        protected(404),
+        url=f"/account/exports/{uuid.UUID(int=1)}/download",
+    ),
+    Row("PUT", "/account", protected(200), json={"display_name": "Someone"}),
+    Row(
+        "PUT",
+        "/account/email",
+        protected(202),
+        json=lambda world, caller: {
+            "new_email": f"moved-{uuid.uuid4().hex[:8]}@example.com",
+            "password": caller.password,
+        },
+    ),
+    Row("POST", "/account/email/verification", protected(202)),
     # --- goals ---------------------------------------------------------------------------------
     Row("GET", "/goals", protected(200)),
     Row("GET", "/goals/archived", protected(200)),
@@ -275,6 +298,13 @@ MATRIX: list[Row] = [
         url="/notifications/{notification}/read",
     ),
     Row("PUT", "/notifications/read-all", protected(200)),
+    Row(
+        "POST",
+        "/notifications/{notification_id}/snooze",
+        owned(202),
+        url="/notifications/{reminder_notification}/snooze",
+        json={"minutes": 10},
+    ),
     Row("GET", "/achievements", protected(200)),
     Row("GET", "/sync", protected(200)),
     # --- the caller's own account, last ------------------------------------------------------
@@ -335,9 +365,10 @@ class World:
     ids: dict[str, str] = field(default_factory=dict)
 
 
-async def build_world(client: Any, owner: Account, other: Account) -> World:
+async def build_world(client: Any, app: Any, owner: Account, other: Account) -> World:
     """A goal with two stages, an attachment and a reminder; a goal for the AI; a completed goal
-    (which writes a notification); a device. All through the API."""
+    (which writes a notification); a device. All through the API, but for a reminder
+    notification (the scheduler's)."""
     world = World(owner, other)
     goal = (await create_goal(client, owner, title="Owner's goal"))["id"]
     stages = []
@@ -380,6 +411,23 @@ async def build_world(client: Any, owner: Account, other: Account) -> World:
     assert feed.status_code == 200, feed.text
     assert feed.json()["items"], "completing a goal writes a notification"
 
+    # A reminder, as the scheduler writes it (no route writes one): what a snooze takes. Of the
+    # habit, which the matrix's rows leave in progress.
+    owner_id = (await client.get("/account", headers=owner.headers)).json()["id"]
+    async with app.state.sessionmaker() as session, session.begin():
+        reminder_notification = await notify(
+            session,
+            user_id=uuid.UUID(owner_id),
+            data=ReminderData(
+                goal_id=uuid.UUID(habit),
+                stage_id=None,
+                reminder_id=uuid.UUID(reminder.json()["id"]),
+            ),
+            title="Time for: Run",
+            body="Keep going: add the next stage of this goal.",
+            now=utcnow(),
+        )
+
     device = f"fcm:owner-device-{uuid.uuid4().hex}"
     registered = await client.post(
         "/devices", json={"token": device, "platform": "android"}, headers=owner.headers
@@ -397,6 +445,7 @@ async def build_world(client: Any, owner: Account, other: Account) -> World:
         "checkin_day": str(today),
         "device": device,
         "notification": feed.json()["items"][0]["id"],
+        "reminder_notification": str(reminder_notification.id),
     }
     return world
 
@@ -517,7 +566,7 @@ async def call(
 async def test_authorization_matrix(
     client: Any, app: Any, register: Callable[..., Any], state: str
 ) -> None:
-    world = await build_world(client, await register(), await register())
+    world = await build_world(client, app, await register(), await register())
     before = await snapshot(client, app, world)
     headers = await caller_headers(client, app, state, world)
     if state == AFTER_PASSWORD_CHANGE:  # the change itself is not under test: only the tokens

@@ -28,7 +28,12 @@ from fakes.fcm import FakeFcm
 from goaltrack.celery_app import create_publisher
 from goaltrack.config import get_settings
 from goaltrack.db import create_sessionmaker
-from goaltrack.defer import defer_sent_by_id, reschedule_unsent, send_deferred
+from goaltrack.defer import (
+    defer_sent_by_id,
+    discard_deferred,
+    reschedule_unsent,
+    send_deferred,
+)
 from goaltrack.dev.localstack import RedisServer, free_port
 from goaltrack.main import create_app
 from goaltrack.notifications.models import Notification
@@ -211,40 +216,51 @@ async def test_after_an_outage_the_outbox_sends_within_seconds(
 
 
 async def test_a_failed_publish_makes_a_row_due_soon_unless_it_waits_for_later(app: Any) -> None:
-    """Through a real Celery app whose broker refuses connections: the row sent now is due
-    RESEND_UNSENT_AFTER from now, and that send does not count as a resend; a row due later
-    than a lease from now (held, or a retry's countdown) keeps its time."""
+    """Through a real Celery app whose broker refuses connections: a row sent now is held until
+    RESEND_UNSENT_AFTER from now, and the sweep's send then is its first (a publish the broker
+    did not take is no resend); a row due later than a lease from now (a retry's countdown) or
+    held on purpose (quiet hours) keeps its time."""
     nobody = f"redis://127.0.0.1:{free_port()}/0"
-    dead_broker = get_settings().model_copy(update={"redis_url": nobody})
-    producer = create_publisher(dead_broker)
+    producer = create_publisher(get_settings().model_copy(update={"redis_url": nobody}))
     sessionmaker = create_sessionmaker(app.state.engine, producer, outbox.resend_unsent)
     now = datetime.now(UTC)
-    fresh = OutboxTask(
-        id=uuid.uuid4(), name="notifications.push", args=[], not_before=now + OUTBOX_LEASE
-    )
-    resent = OutboxTask(
-        id=uuid.uuid4(),
-        name="notifications.push",
-        args=[],
-        not_before=now + OUTBOX_LEASE,
-        attempts=3,
-    )
-    held = OutboxTask(
-        id=uuid.uuid4(), name="notifications.push", args=[], not_before=now + timedelta(hours=2)
-    )
+
+    def row(not_before: datetime, *, attempts: int = 0, held: bool = False) -> OutboxTask:
+        return OutboxTask(
+            id=uuid.uuid4(),
+            name="notifications.push",
+            args=[str(uuid.uuid4())],
+            not_before=not_before,
+            attempts=attempts,
+            held=held,
+        )
+
+    fresh, resent = row(now + OUTBOX_LEASE), row(now + OUTBOX_LEASE, attempts=3)
+    postponed, held = row(now + timedelta(hours=2)), row(now + timedelta(minutes=5), held=True)
     async with sessionmaker() as session:
         async with session.begin():
-            session.add_all([fresh, resent, held])
-            for row in (fresh, resent, held):
-                defer_sent_by_id(session, row.name, [str(uuid.uuid4())], row.id)
+            session.add_all([fresh, resent, postponed, held])
+            for sent in (fresh, resent, postponed, held):
+                defer_sent_by_id(session, sent.name, sent.args, sent.id)
         TestClock(now).install()
         unsent = await asyncio.to_thread(send_deferred, session)
-        assert set(unsent) == {fresh.id, resent.id, held.id}
+        assert set(unsent) == {fresh.id, resent.id, postponed.id, held.id}
         await reschedule_unsent(session, unsent)
     producer.close()
-    rows = {row.id: (row.not_before, row.attempts) for row in await outbox_rows(app)}
-    assert rows == {
-        fresh.id: (now + RESEND_UNSENT_AFTER, 0),
-        resent.id: (now + RESEND_UNSENT_AFTER, 2),
-        held.id: (now + timedelta(hours=2), 0),
+
+    async def state() -> dict[uuid.UUID, tuple[datetime, int, bool]]:
+        return {r.id: (r.not_before, r.attempts, r.held) for r in await outbox_rows(app)}
+
+    assert await state() == {
+        fresh.id: (now + RESEND_UNSENT_AFTER, 0, True),
+        resent.id: (now + RESEND_UNSENT_AFTER, 3, True),
+        postponed.id: (now + timedelta(hours=2), 0, False),
+        held.id: (now + timedelta(minutes=5), 0, True),
     }
+    due = now + RESEND_UNSENT_AFTER
+    async with app.state.sessionmaker() as session, session.begin():
+        assert await outbox.sweep(session, due) == 2
+        discard_deferred(session)  # only what the sweep wrote matters here
+    after = await state()
+    assert after[fresh.id] == (due + OUTBOX_LEASE, 0, False)
+    assert after[resent.id] == (due + OUTBOX_LEASE, 3, False)

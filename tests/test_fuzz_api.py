@@ -9,7 +9,8 @@ Every Schemathesis check is on. In particular:
   zones, no special-use e-mail domains, upload types, ...: goaltrack.openapi), so a refusal is
   a contract bug. What no schema can say is supplied the way a real client would supply it: the
   caller's *current* password, a reset token we issued, a cursor we issued, the goal's own stage
-  ids, files that decode, a new Idempotency-Key for each new request (see `prepare`). One rule stays outside the document: a new password's
+  ids, files that decode, a new Idempotency-Key for each new request, two different times for
+  quiet hours (see `prepare`). One rule stays outside the document: a new password's
   72-byte bcrypt limit (JSON Schema counts characters, not bytes; the description says it), so a
   generated new password is cut to 72 UTF-8 bytes before it is sent (`_within_bcrypt_limit`).
   A second one is below JSON Schema: integers are refused when written with a fraction (`2.0`;
@@ -329,6 +330,40 @@ class Database:
         self.run(issue)
         return token
 
+    def issue_verification(self, email: str) -> tuple[str, str]:
+        """A live verification of `email` for its account (link token, code), as `start` makes
+        it (its mail aside)."""
+        from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+        from goaltrack.auth.models import EmailVerification
+        from goaltrack.auth.security import hash_token
+        from goaltrack.auth.service import get_user_by_email
+        from goaltrack.auth.verification import secrets_of
+        from goaltrack.config import get_settings
+
+        settings = get_settings()
+        verification_id = uuid.uuid4()
+        token, code = secrets_of(settings, verification_id)
+
+        async def issue() -> None:
+            if self.engine is None:
+                self.engine = create_async_engine(settings.database_url, pool_size=1)
+            async with AsyncSession(self.engine) as session, session.begin():
+                user = await get_user_by_email(session, email)
+                assert user is not None, email
+                session.add(
+                    EmailVerification(
+                        id=verification_id,
+                        user_id=user.id,
+                        email=user.email,
+                        token_hash=hash_token(token),
+                        expires_at=datetime.now(UTC) + timedelta(hours=1),
+                    )
+                )
+
+        self.run(issue)
+        return token, code
+
 
 DATABASE: Database | None = None
 
@@ -351,6 +386,7 @@ CURRENT_PASSWORD = {
     "PUT /account/password": "current_password",
     "DELETE /account": "password",
     "DELETE /account/data": "password",
+    "PUT /account/email": "password",
 }
 # Request fields holding a new password (bcrypt's 72-byte limit).
 NEW_PASSWORD = {
@@ -359,6 +395,14 @@ NEW_PASSWORD = {
     "PUT /account/password": "new_password",
 }
 CURSOR_LISTS = {"GET /goals", "GET /goals/archived", "GET /notifications"}
+# Request bodies with quiet hours: `start` and `end` differ (QuietHours' description).
+QUIET_HOURS_BODIES = {"PUT /settings", "PUT /settings/notifications"}
+
+
+def _another_time(clock_time: str) -> str:
+    """A valid "HH:MM" other than `clock_time` (a minute later, around midnight)."""
+    hours, minutes = divmod((int(clock_time[:2]) * 60 + int(clock_time[3:]) + 1) % 1440, 60)
+    return f"{hours:02d}:{minutes:02d}"
 
 
 def _within_bcrypt_limit(password: str) -> str:
@@ -406,6 +450,12 @@ def prepare(case: schemathesis.Case, caller: Caller) -> None:
             # Someone else's reset: the caller keeps their password and sessions.
             email, _ = register()
             changes["token"] = DATABASE.issue_reset_token(email)
+        if label == "POST /auth/verify-email":
+            assert DATABASE is not None
+            if "code" in body:  # the caller's own (the caller stays who they are)
+                changes["code"] = DATABASE.issue_verification(caller.email)[1]
+            else:  # someone else's link
+                changes["token"] = DATABASE.issue_verification(register()[0])[0]
         if label in {"POST /auth/login", "POST /account/restore"}:
             email, password = caller.deleted or (caller.email, caller.password)
             changes.update(email=email, password=password)
@@ -418,6 +468,12 @@ def prepare(case: schemathesis.Case, caller: Caller) -> None:
             stage_ids = _stage_ids(caller, (case.path_parameters or {}).get("goal_id"))
             if stage_ids is not None:
                 changes["stage_ids"] = stage_ids
+        if label in QUIET_HOURS_BODIES:
+            quiet = body.get("quiet_hours")
+            if isinstance(quiet, dict) and quiet.get("start") == quiet.get("end"):
+                # An empty window: the description's rule that no JSON Schema keyword states
+                # (one field differing from another); a client sends two different times.
+                changes["quiet_hours"] = {**quiet, "end": _another_time(quiet["end"])}
     if body is not None and case.media_type == "application/json":
         # Assigned even when equal: `2.0 == 2` for a dict comparison, not on the wire.
         case.body = _integers_as_integers({**body, **changes})

@@ -483,3 +483,47 @@ async def test_unknown_goal_is_404_and_malformed_id_422(client: Any, user: Accou
     assert_problem(
         await client.get("/goals/not-a-uuid", headers=user.headers), 422, "validation_error"
     )
+
+
+async def test_a_goal_is_created_with_its_first_stages(client: Any, user: Account) -> None:
+    goal = await create_goal(
+        client,
+        user,
+        title="Trip",
+        stages=[{"title": "Book flights"}, {"title": "Pack", "description": "Light"}],
+    )
+    assert [(s["title"], s["position"]) for s in goal["stages"]] == [
+        ("Book flights", 0),
+        ("Pack", 1),
+    ]
+    assert (goal["stage_count"], goal["completed_stage_count"], goal["progress"]) == (2, 0, 0)
+    # The stages behave as any: the next one is appended after them, completing one moves progress.
+    added = await client.post(
+        f"/goals/{goal['id']}/stages", json={"title": "Go"}, headers=user.headers
+    )
+    assert added.json()["position"] == 2
+    done = await client.put(
+        f"/goals/{goal['id']}/stages/{goal['stages'][0]['id']}/complete", headers=user.headers
+    )
+    assert done.json()["progress"] == 33
+    for stages in ([{"title": ""}], [{"title": "x"}] * 101, [{}]):
+        response = await client.post(
+            "/goals", json={"title": "Bad", "stages": stages}, headers=user.headers
+        )
+        assert_problem(response, 422, "validation_error")
+
+
+async def test_initial_stages_obey_the_configured_limit(
+    client: Any, app: Any, user: Account
+) -> None:
+    configured = app.state.settings
+    app.state.settings = configured.model_copy(update={"max_stages_per_goal": 2})
+    try:
+        response = await client.post(
+            "/goals", json={"title": "Big", "stages": [{"title": "a"}] * 3}, headers=user.headers
+        )
+    finally:
+        app.state.settings = configured
+    assert_problem(response, 409, "stage_limit")
+    listed = (await client.get("/goals", headers=user.headers)).json()
+    assert listed["items"] == []  # nothing half made

@@ -3,11 +3,13 @@ on the goal and the list, in the user's zone."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from goaltrack.scheduling.occurrences import local_instant
 from helpers import Account, TestClock, assert_problem, create_goal
 
 
@@ -175,3 +177,63 @@ async def test_a_seven_day_streak_is_earned_by_the_checkin_that_reaches_it(
     assert (await checkin(client, user, goal["id"], date="2026-03-04")).status_code == 201
     feed = (await client.get("/notifications", headers=user.headers)).json()["items"]
     assert len([n for n in feed if n["data"].get("achievement_code") == "streak_7"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("zone", "night"),
+    [
+        ("Pacific/Auckland", "2026-04-05"),  # 25 hours: 03:00 goes back to 02:00
+        ("Pacific/Auckland", "2026-09-27"),  # 23 hours
+        ("America/Nuuk", "2026-03-29"),  # Saturday 23:00 jumps to Sunday 00:00
+        ("America/Nuuk", "2026-10-24"),  # Saturday 23:00-24:00 happens twice
+        ("Australia/Lord_Howe", "2026-04-05"),  # half an hour back
+        ("Australia/Lord_Howe", "2026-10-04"),  # half an hour forward
+        ("Pacific/Apia", "2026-06-10"),  # UTC+13 all year, then a flight to Honolulu
+    ],
+)
+async def test_streaks_count_local_dates_across_dst_nights_and_zone_changes(
+    client: Any, user: Account, zone: str, night: str
+) -> None:
+    """Check-ins in the last minute of the day before, the first and the last minute of the DST
+    day, and the day after: each belongs to the local date it was made on (a 23- or 25-hour day
+    is one day), so the streak is 3, and a second check-in on the DST day is refused. A later zone
+    change moves no check-in and breaks nothing."""
+    tz = ZoneInfo(zone)
+    day = date.fromisoformat(night)
+    clock = TestClock(datetime(2026, 1, 1, tzinfo=UTC)).install()
+    await client.put("/settings", json={"timezone": zone}, headers=user.headers)
+    goal = await habit(client, user)
+
+    def midnight(of: date) -> datetime:
+        return local_instant(of, time(0), tz)
+
+    made: list[str] = []
+    for instant in (
+        midnight(day) - timedelta(minutes=1),
+        midnight(day) + timedelta(minutes=1),
+        midnight(day + timedelta(days=1)) - timedelta(minutes=1),
+        midnight(day + timedelta(days=1)) + timedelta(hours=12),
+    ):
+        clock.now = instant
+        response = await checkin(client, user, goal["id"])
+        expected = str(instant.astimezone(tz).date())
+        if expected in made:
+            assert_problem(response, 409, "already_checked_in")
+        else:
+            assert response.json()["date"] == expected, instant
+            made.append(expected)
+    assert made == [str(day - timedelta(days=1)), str(day), str(day + timedelta(days=1))]
+    fetched = (await client.get(f"/goals/{goal['id']}", headers=user.headers)).json()
+    assert (fetched["streak"], fetched["done_today"]) == ({"current": 3, "longest": 3}, True)
+
+    # Flown to the other side of the date line: the local date goes back to a day done already.
+    away = "Pacific/Honolulu" if zone == "Pacific/Apia" else "Pacific/Kiritimati"
+    await client.put("/settings", json={"timezone": away}, headers=user.headers)
+    moved = (await client.get(f"/goals/{goal['id']}", headers=user.headers)).json()
+    assert moved["streak"]["current"] == 3
+    calendar = (await client.get(f"/goals/{goal['id']}/checkins", headers=user.headers)).json()
+    assert [item["date"] for item in calendar["items"]] == made
+    if zone == "Pacific/Apia":
+        assert clock.now.astimezone(ZoneInfo(away)).date() == day  # a day lived twice
+        assert moved["done_today"] is True
+        assert_problem(await checkin(client, user, goal["id"]), 409, "already_checked_in")

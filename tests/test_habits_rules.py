@@ -77,6 +77,27 @@ def test_a_dst_day_is_one_day_and_the_date_line_neither_breaks_nor_doubles() -> 
     assert figures(daily, [*flown, date(2026, 6, 5)], date(2026, 6, 6))[0] == 4
 
 
+def test_flying_east_across_the_date_line_keeps_the_streak_and_the_day_once() -> None:
+    """Auckland, Saturday 6 June done; flown to Honolulu it is Friday 5 June again (done there
+    the day before): the local date went back, the run ending on Saturday still stands, and
+    Friday, done already, cannot count twice (one check-in per date)."""
+    daily = Schedule("daily", start=date(2026, 6, 1))
+    done = [date(2026, 6, 4), date(2026, 6, 5), date(2026, 6, 6)]
+    streak, longest, due, done_today = figures(daily, done, date(2026, 6, 5))
+    assert (streak, longest, due, done_today) == (3, 3, True, True)
+    # Back on Saturday (and then Sunday, not done yet: the running day breaks nothing).
+    assert figures(daily, done, date(2026, 6, 6))[0] == 3
+    assert figures(daily, done, date(2026, 6, 7))[0] == 3
+    # Friday missed before the flight: the run is Saturday's alone until Friday is backfilled.
+    gap = [date(2026, 6, 4), date(2026, 6, 6)]
+    assert figures(daily, gap, date(2026, 6, 5))[:2] == (1, 1)
+    assert figures(daily, [*gap, date(2026, 6, 5)], date(2026, 6, 5))[0] == 3
+    # The same with a weekly habit: a repeated Sunday never moves the ISO week back.
+    twice = Schedule("times_per_week", start=date(2026, 5, 25), count=2)
+    weeks = [date(2026, 6, 2), date(2026, 6, 3), date(2026, 6, 8), date(2026, 6, 9)]
+    assert figures(twice, weeks, date(2026, 6, 7))[0] == 2
+
+
 @pytest.mark.parametrize(
     ("schedule", "checkins", "today", "rate"),
     [

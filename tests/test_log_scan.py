@@ -174,6 +174,18 @@ async def test_no_secret_in_any_log_record(
         )
     )
 
+    # Verify the address: a wrong code once, then the mail's code.
+    [verification] = await mailbox.wait_for(email, verification=True)
+    code = re.search(r"\b([0-9]{6})\b", verification.get_body(("plain",)).get_content()).group(1)
+    wrong_code = f"{(int(code) + 1) % 1_000_000:06d}"
+    for attempt, status in ((wrong_code, 400), (code, 200)):
+        await ok(
+            await http.post(
+                "/auth/verify-email", json={"code": attempt}, headers=bearer(pairs[-1])
+            ),
+            status,
+        )
+
     # Forgot the password: the worker thread mails the link; reset with its token.
     await ok(await http.post("/auth/forgot-password", json={"email": email}), 202)
     [message] = await mailbox.wait_for(email)
@@ -189,6 +201,21 @@ async def test_no_secret_in_any_log_record(
         await ok(await http.post("/auth/login", json={"email": email, "password": new_password}))
     )
     headers = bearer(pairs[-1])
+
+    # Move the account to another address, verified by the link mailed to it.
+    new_email = f"log-scan-moved-{uuid.uuid4().hex[:10]}@example.com"
+    await ok(
+        await http.put(
+            "/account/email",
+            json={"new_email": new_email, "password": new_password},
+            headers=headers,
+        ),
+        202,
+    )
+    [moving] = await mailbox.wait_for(new_email, verification=True)
+    verify_link = re.search(r"goaltrack://\S+", moving.get_body(("plain",)).get_content()).group(0)
+    [verify_token] = parse_qs(urlsplit(verify_link).query)["token"]
+    await ok(await http.post("/auth/verify-email", json={"token": verify_token}))
 
     # A device first, so that the goal's completion is pushed to it (by the worker, through FCM).
     await ok(
@@ -232,6 +259,9 @@ async def test_no_secret_in_any_log_record(
         "reset token": reset_token,
         "reset link": link,
         "device token": device,
+        "new e-mail address": new_email,
+        "verification token": verify_token,
+        "verification link": verify_link,
     }
     for index, pair in enumerate(pairs):
         secrets[f"access token #{index + 1}"] = pair["access_token"]
@@ -252,6 +282,14 @@ async def test_no_secret_in_any_log_record(
         for record, what in leaks
         if record.level != "DEBUG" or (record.logger, what) not in KNOWN_DEBUG_LEAKS
     ]
+    # The codes, as numbers of their own (not inside a longer number or a timestamp's fraction).
+    for what, number in (("verification code", code), ("wrong verification code", wrong_code)):
+        pattern = re.compile(rf"(?<![0-9.:]){number}(?![0-9])")
+        unexpected += [
+            f"{what} in {record.logger}: {record.text[:300]!r}"
+            for record in scanned
+            if pattern.search(record.text)
+        ]
     assert not unexpected, f"{len(unexpected)} leak(s) in {len(scanned)} records:\n" + "\n".join(
         unexpected
     )

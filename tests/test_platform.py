@@ -230,6 +230,7 @@ def test_beat_schedules_every_periodic_job(celery_app: Any) -> None:
         "scheduling.delete_expired_deliveries",
         "sync.delete_expired_tombstones",
         "notifications.delete_expired",
+        "notifications.fire_snoozes",
         "achievements.refresh_stats",
         "ai.fail_stale_runs",
         "idempotency.delete_expired",

@@ -20,8 +20,16 @@ async def test_reminder_fires_at_local_wall_clock_time(
         client, account, title="Read", reminder={"remind_time": "09:00", "frequency_days": 1}
     )
     [reminder] = goal["reminders"]
-    assert reminder.keys() == {"id", "remind_time", "frequency_days", "next_fire_at"}
+    assert reminder.keys() == {
+        "id",
+        "remind_time",
+        "frequency_days",
+        "weekdays",
+        "only_if_not_done",
+        "next_fire_at",
+    }
     assert reminder["remind_time"] == "09:00"
+    assert (reminder["weekdays"], reminder["only_if_not_done"]) == (None, False)
     # 09:00 on the 28th has passed in Berlin (13:00 CET); the next one is after the switch to CEST.
     assert reminder["next_fire_at"] == "2026-03-29T07:00:00Z"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -24,7 +23,7 @@ from goaltrack.notifications.models import Notification
 from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling import dispatcher as scheduler
 from goaltrack.scheduling.models import ScheduledDelivery
-from helpers import Account, TestClock, start_goaltrack, stop_processes, wait_until
+from helpers import Account, TestClock, beats_and_workers, seed_users_with_goals, wait_until
 
 LATENESS = timedelta(minutes=60)
 
@@ -266,24 +265,9 @@ async def test_no_reminder_for_completed_or_archived_goals(
 
 async def seed_due_reminders(app: Any, count: int, due: datetime) -> None:
     """`count` users, each with a goal and a reminder due at `due` (rows as the API writes them)."""
-    from goaltrack.auth.models import User
-    from goaltrack.goals.models import Goal
-    from goaltrack.profile.models import UserSettings
-
+    owners = await seed_users_with_goals(app, count)
     async with app.state.sessionmaker() as session, session.begin():
-        for index in range(count):
-            user_id, goal_id = uuid.uuid4(), uuid.uuid4()
-            session.add(
-                User(
-                    id=user_id,
-                    email=f"seed-{index}-{user_id.hex[:6]}@example.com",
-                    password_hash="x",
-                )
-            )
-            await session.flush()
-            session.add(UserSettings(user_id=user_id))
-            session.add(Goal(id=goal_id, user_id=user_id, title=f"Goal {index}"))
-            await session.flush()
+        for _, goal_id in owners:
             session.add(
                 GoalReminder(
                     goal_id=goal_id,
@@ -505,27 +489,18 @@ async def test_exactly_once_with_two_beats_and_four_worker_processes(
     every second, over 200 due reminders (plus the test session's own worker)."""
     now = datetime.now(UTC)
     await seed_due_reminders(app, 200, now - timedelta(seconds=1))
-    env = {**os.environ, "SCHEDULER_INTERVAL_SECONDS": "1"}
-    processes = []
-    for name in ("beat-a", "beat-b", "worker-a", "worker-b"):
-        cwd = tmp_path / name
-        cwd.mkdir()
-        command = ("beat",) if name.startswith("beat") else ("worker", "--concurrency", "2")
-        processes.append(start_goaltrack(*command, cwd=cwd, env=env))
-    try:
 
-        async def sent() -> int:
-            async with app.state.sessionmaker() as session:
-                return int(
-                    await session.scalar(select(func.count()).select_from(Notification)) or 0
-                )
+    async def sent() -> int:
+        async with app.state.sessionmaker() as session:
+            return int(await session.scalar(select(func.count()).select_from(Notification)) or 0)
 
-        async def wait_for_sent(count: int) -> None:
-            async def enough() -> bool:
-                return await sent() >= count
+    async def wait_for_sent(count: int) -> None:
+        async def enough() -> bool:
+            return await sent() >= count
 
-            await wait_until(enough, timeout=120, interval=0.2)
+        await wait_until(enough, timeout=120, interval=0.2)
 
+    with beats_and_workers(tmp_path):
         await wait_for_sent(200)
         # A positive signal that the beats went on ticking: one more reminder, due now, is sent.
         await seed_due_reminders(app, 1, datetime.now(UTC))
@@ -537,8 +512,6 @@ async def test_exactly_once_with_two_beats_and_four_worker_processes(
                 .where(GoalReminder.next_fire_at <= datetime.now(UTC))
             )
         assert pending == 0
-    finally:
-        stop_processes(processes)
     assert await sent() == 201
     assert len(await ledger(app)) == 201
 

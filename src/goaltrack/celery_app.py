@@ -11,17 +11,19 @@ from __future__ import annotations
 import importlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Celery
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack import redaction, subscriptions
 from goaltrack.clock import countdown, utcnow
 from goaltrack.config import Settings
 from goaltrack.observability.worker_signals import install_celery_signals
 from goaltrack.worker import outbox, runtime
-from goaltrack.worker.registry import TASKS, TICK, RetryLater, TaskSpec
+from goaltrack.worker.registry import TASKS, TICK, Hold, RetryLater, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +120,9 @@ def _register(app: Celery, settings: Settings, spec: TaskSpec) -> None:
                 return None
             _postpone(attempt, utcnow() + timedelta(seconds=exc.countdown))
             raise task.retry(countdown=countdown(exc.countdown), exc=exc) from exc
+        except Hold as exc:
+            _hold(spec, attempt, exc.until)
+            return None
         _forget(attempt)
         return result
 
@@ -129,21 +134,31 @@ def _register(app: Celery, settings: Settings, spec: TaskSpec) -> None:
 
 def _forget(attempt: runtime.Attempt) -> None:
     """A durable task is done (or given up): its outbox row goes."""
-    if (outbox_id := attempt.outbox_id) is not None:
+    _in_outbox(attempt, outbox.complete)
 
-        async def complete() -> None:
-            async with runtime.task_session() as session:
-                await outbox.complete(session, outbox_id)
 
-        runtime.run_async(complete)
+def _hold(spec: TaskSpec, attempt: runtime.Attempt, until: datetime) -> None:
+    """The task waits until `until` in its outbox row: the sweep sends it then."""
+    if not _in_outbox(attempt, lambda session, row: outbox.hold(session, row, until)):
+        logger.error("%s cannot wait until %s: it is not durable", spec.name, until.isoformat())
 
 
 def _postpone(attempt: runtime.Attempt, until: datetime) -> None:
     """A durable task retries at `until`: the sweep must not send it again before then."""
-    if (outbox_id := attempt.outbox_id) is not None:
+    _in_outbox(attempt, lambda session, row: outbox.postpone(session, row, until))
 
-        async def postpone() -> None:
-            async with runtime.task_session() as session:
-                await outbox.postpone(session, outbox_id, until)
 
-        runtime.run_async(postpone)
+def _in_outbox(
+    attempt: runtime.Attempt, change: Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
+) -> bool:
+    """Apply `change` to a durable task's outbox row, in a transaction of its own; False for a
+    task that has none."""
+    if (outbox_id := attempt.outbox_id) is None:
+        return False
+
+    async def apply() -> None:
+        async with runtime.task_session() as session:
+            await change(session, outbox_id)
+
+    runtime.run_async(apply)
+    return True

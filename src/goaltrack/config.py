@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {
@@ -80,8 +80,14 @@ class Settings(BaseSettings):
     bcrypt_concurrency: Annotated[int, Field(ge=1)] = 1
     account_deletion_grace_days: int = Field(default=7, ge=0)
     password_reset_url: str = "http://127.0.0.1:8000/reset-password?token={token}"
+    # The link of a verification mail: the app's link (it posts the token to /auth/verify-email).
+    email_verify_url: str = "goaltrack://verify-email?token={token}"
+    email_verification_ttl_minutes: int = Field(default=24 * 60, ge=5)
     # Where the reset page's "Open Goaltrack" button goes after a successful reset.
     app_open_url: str = "goaltrack://"
+    # The export mail's link: the app, which downloads through GET /account/exports/{id}/download
+    # with its own token (a mail must not carry a download link that outlives the session).
+    export_open_url: str = "goaltrack://exports/{export_id}"
     # App links (comma-separated lists): the same https link opens the app where installed.
     ios_app_ids: str = ""  # TEAMID.bundle.id
     android_package_name: str = ""
@@ -106,6 +112,10 @@ class Settings(BaseSettings):
     rate_limit_login_ip: RateLimitSetting = "30/minute"
     # Routes that confirm the current password (change, delete, delete data), per user.
     rate_limit_password_check: RateLimitSetting = "5/minute"
+    # Verification mails asked for again, per user; codes tried, per user (a code also dies after
+    # 5 wrong tries): a 6-digit code must not fall to a few thousand guesses.
+    rate_limit_verification_mail: RateLimitSetting = "3/hour"
+    rate_limit_verification_code: RateLimitSetting = "10/hour"
     # A rotated refresh token presented again this soon is a client retry, not a replay.
     refresh_reuse_grace_seconds: int = Field(default=5, ge=0, le=60)
     trusted_proxy_hops: int = Field(default=0, ge=0)
@@ -150,6 +160,9 @@ class Settings(BaseSettings):
     max_stages_per_goal: int = Field(default=100, ge=1)
     max_attachments_per_goal: int = Field(default=20, ge=1)
     max_reminders_per_goal: int = Field(default=5, ge=1)
+    # Per-user quotas (409 goal_quota / storage_quota), read from counters the database keeps.
+    max_goals_per_user: int = Field(default=5000, ge=1)
+    max_stored_bytes_per_user: int = Field(default=2 * 1024**3, ge=1)
 
     # Observability (goaltrack.observability). /metrics on the API only with a token (Bearer).
     metrics_token: SecretStr | None = None
@@ -172,11 +185,18 @@ class Settings(BaseSettings):
             raise ValueError("DATABASE_URL must be a postgresql:// URL")
         return value
 
-    @field_validator("password_reset_url")
+    @field_validator("export_open_url")
     @classmethod
-    def _reset_url_has_token(cls, value: str) -> str:
+    def _export_link_has_id(cls, value: str) -> str:
+        if "{export_id}" not in value:
+            raise ValueError("EXPORT_OPEN_URL must contain '{export_id}'")
+        return value
+
+    @field_validator("password_reset_url", "email_verify_url")
+    @classmethod
+    def _link_has_token(cls, value: str, info: ValidationInfo) -> str:
         if "{token}" not in value:
-            raise ValueError("PASSWORD_RESET_URL must contain '{token}'")
+            raise ValueError(f"{(info.field_name or '').upper()} must contain '{{token}}'")
         return value
 
     @field_validator("cors_origins")
@@ -262,6 +282,14 @@ class Settings(BaseSettings):
     @property
     def password_check_limit(self) -> RateLimit:
         return RateLimit.parse(self.rate_limit_password_check)
+
+    @property
+    def verification_mail_limit(self) -> RateLimit:
+        return RateLimit.parse(self.rate_limit_verification_mail)
+
+    @property
+    def verification_code_limit(self) -> RateLimit:
+        return RateLimit.parse(self.rate_limit_verification_code)
 
 
 @lru_cache

@@ -36,6 +36,20 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Download it from the link below within {days} days. If you did not ask for it, "
             "change your password."
         ),
+        "verify.subject": "Confirm your e-mail for Goaltrack",
+        "verify.text": (
+            "{greeting}confirm that this address is yours: open the link below, or enter the code "
+            "{code} in the app. Both work for {hours} hours.\n\n"
+            "If you did not sign up for Goaltrack or change your address, ignore this e-mail."
+        ),
+        "verify.greeting": "Hello {name}, ",
+        "verify.greeting_anonymous": "Hello, ",
+        "email_change.subject": "Your Goaltrack e-mail is being changed",
+        "email_change.text": (
+            "Someone asked to move your Goaltrack account to {new_email}. It moves once that "
+            "address is confirmed; until then this one keeps working.\n\n"
+            "If it was not you, change your password at once."
+        ),
         "changed.subject": "Your Goaltrack password was changed",
         "changed.text": (
             "The password of your Goaltrack account was just changed and every session was signed out.\n\n"
@@ -72,6 +86,20 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Экспорт ваших данных Goaltrack готов: ZIP-архив со всем, что вы сохранили.\n\n"
             "Скачайте его по ссылке ниже в течение {days} дн. Если вы его не запрашивали, "
             "смените пароль."
+        ),
+        "verify.subject": "Подтвердите e-mail для Goaltrack",
+        "verify.text": (
+            "{greeting}подтвердите, что это ваш адрес: откройте ссылку ниже или введите в "
+            "приложении код {code}. Оба действуют {hours} ч.\n\n"
+            "Если вы не регистрировались в Goaltrack и не меняли адрес, проигнорируйте письмо."
+        ),
+        "verify.greeting": "Здравствуйте, {name}! Пожалуйста, ",
+        "verify.greeting_anonymous": "Здравствуйте! Пожалуйста, ",
+        "email_change.subject": "Адрес e-mail в Goaltrack меняется",
+        "email_change.text": (
+            "Кто-то попросил перенести вашу учётную запись Goaltrack на адрес {new_email}. Адрес "
+            "сменится, когда новый будет подтверждён; до тех пор этот продолжает работать.\n\n"
+            "Если это были не вы, немедленно смените пароль."
         ),
         "changed.subject": "Пароль Goaltrack изменён",
         "changed.text": (

@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 
-from goaltrack import health, idempotency, redaction
+from goaltrack import capabilities, health, idempotency, redaction
 from goaltrack.account.router import public_router as account_public_router
 from goaltrack.account.router import router as account_router
+from goaltrack.account.router import verification_router as account_verification_router
 from goaltrack.achievements.router import router as achievements_router
 from goaltrack.ai.router import router as ai_router
 from goaltrack.auth.router import router as auth_router
@@ -127,9 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(scheduling_router)
     app.include_router(ai_router)
     app.include_router(health.router)
+    app.include_router(capabilities.router)
     app.include_router(auth_router)
     app.include_router(account_router)
     app.include_router(account_public_router)
+    app.include_router(account_verification_router)
     app.include_router(devices_router)
     app.include_router(web_router)
     _document_problem_schema(app)

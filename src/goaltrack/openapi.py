@@ -66,7 +66,9 @@ NAMED_ENUMS: dict[str, Any] = {
 NON_NULLABLE_UPDATES: dict[str, tuple[str, ...]] = {
     "GoalUpdate": ("title",),
     "StageUpdate": ("title",),
-    "ReminderUpdate": ("remind_time", "frequency_days"),
+    "ReminderIn": ("frequency_days", "weekdays", "only_if_not_done"),
+    "ReminderUpdate": ("remind_time", "frequency_days", "weekdays", "only_if_not_done"),
+    "PushToggle": ("push_enabled",),
 }
 
 NEW_PASSWORD_SCHEMA: dict[str, Any] = {
@@ -204,6 +206,8 @@ def _state_request_rules(schemas: dict[str, Any]) -> None:
             (only,) = variants
             prop.update(only)
             prop.setdefault("description", "May be left out, but not null.")
+    # PUT /settings/notifications: push_enabled, quiet_hours or both (its validator).
+    schemas["PushToggle"]["minProperties"] = 1
     schedule = schemas["NotificationSchedule"]
     schedule["properties"]["times"].update(
         uniqueItems=True, maxItems=MAX_NOTIFICATION_TIMES, description=TIMES_DESCRIPTION
@@ -215,6 +219,9 @@ def _state_request_rules(schemas: dict[str, Any]) -> None:
     goal["if"] = {"properties": {"kind": {"const": "habit"}}, "required": ["kind"]}
     goal["then"] = {"required": ["schedule"], "properties": {"schedule": {"not": {"type": "null"}}}}
     goal["else"] = {"properties": {"schedule": {"type": "null"}}}
+    # A reminder's rhythm: every N days or on weekdays, not both (their `_one_rhythm`).
+    for model in ("ReminderIn", "ReminderUpdate"):
+        schemas[model]["not"] = {"required": ["frequency_days", "weekdays"]}
 
 
 def _request_models() -> list[type[RequestModel]]:
@@ -528,7 +535,7 @@ LINKS: dict[str, dict[str, dict[str, Any]]] = {
     ),
     "DeviceOut": _links_to(("devices_remove",), token=f"{_BODY}/token"),
     "NotificationPage": _links_to(
-        ("notifications_read_one",), notification_id=f"{_BODY}/items/0/id"
+        ("notifications_read_one", "notifications_snooze"), notification_id=f"{_BODY}/items/0/id"
     ),
     "TokenPair": {
         target: {

@@ -13,3 +13,9 @@ class ExportInProgress(AppError):
     status_code = 409
     code = "export_in_progress"
     detail = "An export is already being prepared."
+
+
+class ExportExpired(AppError):
+    status_code = 410
+    code = "export_expired"
+    detail = "This export has expired; ask for a new one."

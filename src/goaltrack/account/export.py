@@ -16,7 +16,7 @@ from goaltrack.account.models import DataExport
 from goaltrack.auth.models import RefreshToken, User
 from goaltrack.devices.models import Device
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
-from goaltrack.notifications.models import Notification
+from goaltrack.notifications.models import Notification, NotificationSnooze
 from goaltrack.profile.models import UserSettings
 from goaltrack.storage import Storage
 
@@ -75,6 +75,13 @@ async def collect(
             .order_by(Notification.created_at)
         )
     )
+    snoozes = list(
+        await session.scalars(
+            select(NotificationSnooze)
+            .where(NotificationSnooze.user_id == user_id)
+            .order_by(NotificationSnooze.due_at)
+        )
+    )
     exports = list(await session.scalars(select(DataExport).where(DataExport.user_id == user_id)))
     devices = list(await session.scalars(select(Device).where(Device.user_id == user_id)))
     sessions = list(
@@ -91,16 +98,23 @@ async def collect(
     document = {
         "format_version": EXPORT_FORMAT_VERSION,
         "exported_at": now,
-        "account": _columns(user, "id", "email", "created_at"),
-        "settings": _columns(
-            settings,
-            "push_enabled",
-            "notification_frequency",
-            "notification_times",
-            "notification_weekday",
-            "timezone",
-            "locale",
-        )
+        "account": _columns(user, "id", "email", "email_verified", "display_name", "created_at"),
+        "settings": {
+            **_columns(
+                settings,
+                "push_enabled",
+                "notification_frequency",
+                "notification_times",
+                "notification_weekday",
+                "timezone",
+                "locale",
+            ),
+            "quiet_hours": (
+                None
+                if settings.quiet_hours_start is None
+                else {"start": settings.quiet_hours_start, "end": settings.quiet_hours_end}
+            ),
+        }
         if settings
         else None,
         "goals": [
@@ -132,7 +146,16 @@ async def collect(
                     for s in children(stages, goal.id)
                 ],
                 "reminders": [
-                    _columns(r, "id", "remind_time", "frequency_days", "next_fire_at", "created_at")
+                    _columns(
+                        r,
+                        "id",
+                        "remind_time",
+                        "frequency_days",
+                        "weekdays",
+                        "only_if_not_done",
+                        "next_fire_at",
+                        "created_at",
+                    )
                     for r in children(reminders, goal.id)
                 ],
                 "attachments": [
@@ -148,6 +171,11 @@ async def collect(
         "notifications": [
             _columns(n, "id", "type", "title", "body", "data", "is_read", "created_at")
             for n in notifications
+        ],
+        # Reminders asked for again and not come yet.
+        "snoozes": [
+            _columns(z, "notification_id", "goal_id", "title", "body", "due_at", "created_at")
+            for z in snoozes
         ],
         "exports": [
             _columns(e, "id", "status", "created_at", "completed_at", "expires_at") for e in exports

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from functools import partial
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from goaltrack.auth.schemas import Email, GivenPassword, NewPassword
+from goaltrack.goals.schemas import reject_null
 from goaltrack.schemas import (
     ClockTime,
     Locale,
@@ -15,6 +18,7 @@ from goaltrack.schemas import (
     StrictFlag,
     StrictInt,
     TimeZoneName,
+    has_visible_character,
 )
 
 Frequency = Literal["daily", "weekly", "off"]
@@ -24,7 +28,44 @@ MAX_NOTIFICATION_TIMES = 6
 class AccountOut(ResponseModel):
     id: uuid.UUID
     email: str
+    email_verified: bool
+    display_name: str | None
     created_at: datetime
+
+
+def _visible(value: str) -> str:
+    if not has_visible_character(value):
+        raise ValueError("must not be blank")
+    return value
+
+
+DisplayName = Annotated[str, Field(min_length=1, max_length=60), AfterValidator(_visible)]
+
+
+class AccountUpdate(RequestModel):
+    """Fields left out stay as they are; `display_name: null` removes the name."""
+
+    display_name: DisplayName | None = None
+
+
+class EmailChange(RequestModel):
+    new_email: Email
+    password: GivenPassword
+
+
+class QuietHours(RequestModel):
+    """A daily window of the user's wall-clock time (`timezone`) in which pushes wait for its end
+    (the feed row is written at once). `end` before `start` wraps midnight (22:00-07:00); `start`
+    and `end` differ."""
+
+    start: Annotated[ClockTime, Field(examples=["22:00"])]
+    end: Annotated[ClockTime, Field(examples=["07:00"])]
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
 
 
 class SettingsOut(ResponseModel):
@@ -34,15 +75,42 @@ class SettingsOut(ResponseModel):
     notification_weekday: int
     timezone: str
     locale: Locale
+    quiet_hours: QuietHours | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quiet_hours_from_columns(cls, row: Any) -> Any:
+        """The settings row (an ORM object or a driver record) keeps quiet hours as two columns."""
+        if isinstance(row, cls) or (isinstance(row, Mapping) and "quiet_hours" in row):
+            return row  # already in this shape
+        value = row.get if isinstance(row, Mapping) else partial(getattr, row)
+        start, end = value("quiet_hours_start"), value("quiet_hours_end")
+        shown = {name: value(name) for name in cls.model_fields if name != "quiet_hours"}
+        quiet = None if start is None or end is None else {"start": start, "end": end}
+        return {**shown, "quiet_hours": quiet}
 
 
 class SettingsUpdate(RequestModel):
     timezone: TimeZoneName | None = None
     locale: Locale | None = None
+    quiet_hours: QuietHours | None = Field(default=None, description="null clears them.")
 
 
 class PushToggle(RequestModel):
-    push_enabled: StrictFlag
+    """Push on or off, quiet hours set or cleared (null): at least one of the two; a client that
+    sends `push_enabled` alone is served as before. (The name predates `quiet_hours`: generated
+    clients know it.)"""
+
+    push_enabled: StrictFlag | None = None
+    quiet_hours: QuietHours | None = Field(default=None, description="null clears them.")
+
+    _not_null = model_validator(mode="after")(reject_null("push_enabled"))
+
+    @model_validator(mode="after")
+    def _says_something(self) -> PushToggle:
+        if not self.model_fields_set:
+            raise ValueError("give push_enabled, quiet_hours or both")
+        return self
 
 
 class NotificationSchedule(RequestModel):

@@ -1,27 +1,37 @@
-"""Settings, password change, soft and hard deletion, and the data export request."""
+"""The account (display name, e-mail change), settings, password change, soft and hard
+deletion, and the data export request."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from goaltrack.account.errors import ExportInProgress, RestoreExpired
+from goaltrack.account.errors import ExportExpired, ExportInProgress, RestoreExpired
 from goaltrack.account.models import DataExport
-from goaltrack.account.schemas import NotificationSchedule, SettingsUpdate
+from goaltrack.account.schemas import (
+    AccountUpdate,
+    EmailChange,
+    NotificationSchedule,
+    PushToggle,
+    QuietHours,
+    SettingsUpdate,
+)
 from goaltrack.auth import service as auth
+from goaltrack.auth import verification
 from goaltrack.auth.errors import InvalidPassword
 from goaltrack.auth.models import User
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
+from goaltrack.errors import NotFound
 from goaltrack.files import service as files
 from goaltrack.profile.models import UserSettings
 from goaltrack.scheduling import digests, reminders
-from goaltrack.worker.outbox import defer_durably
+from goaltrack.worker import outbox
 
 BUILD_EXPORT = "account.build_export"
 
@@ -46,8 +56,13 @@ async def update_settings(
     row = await get_settings_row(session, user_id)
     if body.locale is not None:
         row.locale = body.locale
+    if "quiet_hours" in body.model_fields_set:
+        for column, value in _quiet_hours_columns(body.quiet_hours).items():
+            setattr(row, column, value)
+        await outbox.wake_held(session, user_id=user_id, now=now)
     if body.timezone is not None and body.timezone != row.timezone:
         row.timezone = body.timezone
+        await outbox.wake_held(session, user_id=user_id, now=now)  # quiet hours move with it
         digests.schedule_digest(row, now)
         await session.flush()
         # Same wall-clock times, new zone: every reminder's next instant moves.
@@ -56,13 +71,28 @@ async def update_settings(
     return row
 
 
-async def set_push_enabled(
-    session: AsyncSession, *, user_id: uuid.UUID, enabled: bool
+def _quiet_hours_columns(hours: QuietHours | None) -> dict[str, time | None]:
+    """Quiet hours as the settings row keeps them (None clears them)."""
+    if hours is None:
+        return {"quiet_hours_start": None, "quiet_hours_end": None}
+    return {"quiet_hours_start": hours.start, "quiet_hours_end": hours.end}
+
+
+async def set_notification_preferences(
+    session: AsyncSession, *, user_id: uuid.UUID, body: PushToggle, now: datetime
 ) -> UserSettings:
+    """Push on or off, quiet hours set or cleared: whichever the body gives. Pushes held by the
+    old window are woken to be judged by the new one."""
+    values: dict[str, object] = {}
+    if body.push_enabled is not None:
+        values["push_enabled"] = body.push_enabled
+    if "quiet_hours" in body.model_fields_set:
+        values.update(_quiet_hours_columns(body.quiet_hours))
+        await outbox.wake_held(session, user_id=user_id, now=now)
     row: UserSettings | None = await session.scalar(
         update(UserSettings)
         .where(UserSettings.user_id == user_id)
-        .values(push_enabled=enabled)
+        .values(values)
         .returning(UserSettings)
     )
     if row is None:
@@ -104,6 +134,29 @@ async def change_password(
     await auth.set_password(session, user=user, new_hash=new_hash, now=now)
     pair, _ = await auth.issue_tokens(session, settings, user, now, user_agent=user_agent)
     return pair
+
+
+async def update_account(session: AsyncSession, *, user: User, body: AccountUpdate) -> User:
+    if "display_name" in body.model_fields_set:
+        user.display_name = body.display_name
+    await session.flush()
+    return user
+
+
+async def change_email(
+    session: AsyncSession,
+    settings: Settings,
+    passwords: Passwords,
+    *,
+    user: User,
+    body: EmailChange,
+    now: datetime,
+) -> None:
+    """Confirmed with the password; the address changes when the new one is verified."""
+    await _check_password(passwords, user, body.password)
+    await verification.request_change(
+        session, settings, user=user, new_email=body.new_email, now=now
+    )
 
 
 async def soft_delete(
@@ -182,6 +235,25 @@ async def purge_expired_accounts(
     return len(user_ids)
 
 
+def export_path(export_id: uuid.UUID) -> str:
+    """The export's stable, authenticated address (the notification's `url`)."""
+    return f"/account/exports/{export_id}/download"
+
+
+async def ready_export(
+    session: AsyncSession, *, user_id: uuid.UUID, export_id: uuid.UUID, now: datetime
+) -> DataExport:
+    """The caller's ready export (404 for anyone else's or one not ready; 410 once expired)."""
+    export = await session.scalar(
+        select(DataExport).where(DataExport.id == export_id, DataExport.user_id == user_id)
+    )
+    if export is None or export.status != "ready" or export.object_key is None:
+        raise NotFound
+    if export.expires_at is None or export.expires_at <= now:
+        raise ExportExpired
+    return export
+
+
 async def request_export(session: AsyncSession, *, user: User, now: datetime) -> DataExport:
     pending = await session.scalar(
         select(exists().where(DataExport.user_id == user.id, DataExport.status == "pending"))
@@ -196,5 +268,5 @@ async def request_export(session: AsyncSession, *, user: User, now: datetime) ->
         raise ExportInProgress from exc
     # Through the outbox: a build that could not be queued (the broker down) is sent again within
     # seconds of the broker's return, not when maintain_exports finds it stale.
-    defer_durably(session, BUILD_EXPORT, str(export.id), now=now, user_id=user.id)
+    outbox.defer_durably(session, BUILD_EXPORT, str(export.id), now=now, user_id=user.id)
     return export

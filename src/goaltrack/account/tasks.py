@@ -79,12 +79,6 @@ async def _build_export(export_id: str) -> None:
         await storage.put(key, archive, size=size, content_type="application/zip")
     finally:
         archive.close()
-    url = await storage.presigned_get(
-        key,
-        expires_in=int(EXPORT_TTL.total_seconds()),
-        download_name=f"goaltrack-export-{now.date().isoformat()}.zip",
-        as_attachment=True,
-    )
     async with task_session() as session:
         export = await session.get(DataExport, uuid.UUID(export_id), with_for_update=True)
         if export is None or export.status != "pending":
@@ -99,7 +93,11 @@ async def _build_export(export_id: str) -> None:
         await notify(
             session,
             user_id=user_id,
-            data=ExportReadyData(export_id=export.id, url=url, expires_at=export.expires_at),
+            data=ExportReadyData(
+                export_id=export.id,
+                url=service.export_path(export.id),
+                expires_at=export.expires_at,
+            ),
             title=t(locale, "export.title"),
             body=t(locale, "export.body", days=EXPORT_TTL.days),
             now=now,
@@ -109,8 +107,8 @@ async def _build_export(export_id: str) -> None:
 
 @task(SEND_EXPORT_READY, max_retries=mail.MAIL_RETRIES, durable=True)
 async def send_export_ready(export_id: str) -> None:
-    """The export's link by e-mail too (the push may not reach a phone), with a fresh link that
-    expires with the export."""
+    """The news by e-mail too (the push may not reach a phone). Its link opens the app, which
+    downloads with its own token: no download link that outlives a logout sits in a mailbox."""
     async with task_session() as session:
         row = (
             await session.execute(
@@ -122,26 +120,21 @@ async def send_export_ready(export_id: str) -> None:
         if row is None:
             return  # the export (or the account) is gone
         export, email = row
-        if export.status != "ready" or export.object_key is None or export.expires_at is None:
+        if export.status != "ready" or export.expires_at is None:
             return
         locale = await get_locale(session, export.user_id)
-        key, expires_at = export.object_key, export.expires_at
+        expires_at = export.expires_at
     lifetime = int((expires_at - utcnow()).total_seconds())
     if lifetime <= 60:
-        return  # expired meanwhile: a link that dies on arrival helps nobody
-    url = await (await task_storage()).presigned_get(
-        key,
-        expires_in=lifetime,
-        download_name=f"goaltrack-export-{expires_at.date().isoformat()}.zip",
-        as_attachment=True,
-    )
+        return  # expired meanwhile: news of it helps nobody
+    settings = task_settings()
     await mail.send_or_retry(
-        task_settings(),
+        settings,
         mail.Mail(
             to=email,
             subject=t(locale, "export.title"),
             text=t(locale, "export.mail", days=max(1, lifetime // 86400)),
-            link=url,
+            link=settings.export_open_url.format(export_id=export_id),
         ),
     )
 

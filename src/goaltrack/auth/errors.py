@@ -40,3 +40,15 @@ class InvalidPassword(AppError):
     status_code = 400
     code = "invalid_password"
     detail = "The current password is wrong."
+
+
+class VerificationInvalid(AppError):
+    status_code = 400
+    code = "verification_invalid"
+    detail = "The verification link or code is invalid, used or expired."
+
+
+class NothingToVerify(AppError):
+    status_code = 409
+    code = "nothing_to_verify"
+    detail = "The e-mail address is verified and no change is waiting."

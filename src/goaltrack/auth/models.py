@@ -18,6 +18,9 @@ class User(UUIDPrimaryKey, CreatedAt, Base):
     # Bumped to invalidate every access token issued before (password change, reset, deletion).
     token_version: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     deleted_at: Mapped[datetime | None]
+    # The address was proven the user's: a code or link sent to it came back.
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    display_name: Mapped[str | None] = mapped_column(String(60))
 
     __table_args__ = (
         Index("uq_users_email_lower", func.lower(email), unique=True),
@@ -59,3 +62,22 @@ class PasswordResetToken(UUIDPrimaryKey, CreatedAt, Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class EmailVerification(UUIDPrimaryKey, CreatedAt, Base):
+    """A link and a 6-digit code sent to `email`: the user's own address (registration) or the
+    one they asked to change to. Neither is stored: both derive from the row's id with the
+    server's key (`auth.verification.secrets_of`), only the link token's hash is kept for its
+    lookup. One live row per user: a new one ends the older ones."""
+
+    __tablename__ = "email_verifications"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    # Wrong codes tried against this row: at MAX_CODE_ATTEMPTS it is used up.
+    failed_attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))

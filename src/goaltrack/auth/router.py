@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from goaltrack.auth import service
+from goaltrack.auth import service, verification
 from goaltrack.auth.dependencies import PasswordsDep
 from goaltrack.auth.errors import (
     AccountDeleted,
@@ -60,6 +60,7 @@ async def register(
         timezone=body.timezone,
         locale=body.locale,
     )
+    await verification.start(session, settings, user=user, email=user.email, now=now)
     pair, _ = await service.issue_tokens(
         session, settings, user, now, user_agent=_user_agent(request)
     )

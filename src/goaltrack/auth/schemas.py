@@ -69,3 +69,15 @@ class TokenPair(BaseModel):
 
 class Accepted(BaseModel):
     detail: str
+
+
+class VerifyByToken(RequestModel):
+    """The link's token, from the verification mail (no bearer token needed)."""
+
+    token: OpaqueToken
+
+
+class VerifyByCode(RequestModel):
+    """The 6-digit code from the verification mail, sent with the caller's bearer token."""
+
+    code: Annotated[str, Field(pattern=r"^[0-9]{6}$")]

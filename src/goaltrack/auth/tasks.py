@@ -8,9 +8,11 @@ import hashlib
 import hmac
 import uuid
 
+from sqlalchemy import select
+
 from goaltrack import mail
-from goaltrack.auth import service
-from goaltrack.auth.models import User
+from goaltrack.auth import service, verification
+from goaltrack.auth.models import EmailVerification, User
 from goaltrack.auth.security import new_opaque_token
 from goaltrack.clock import utcnow
 from goaltrack.config import Settings
@@ -62,4 +64,59 @@ async def send_password_changed(user_id: str) -> None:
     await mail.send_or_retry(
         task_settings(),
         mail.Mail(to=email, subject=t(locale, "changed.subject"), text=t(locale, "changed.text")),
+    )
+
+
+@task(verification.SEND_VERIFICATION, max_retries=mail.MAIL_RETRIES, durable=True)
+async def send_verification(verification_id: str) -> None:
+    """The link and code of one verification, rebuilt from its id (the same on every retry)."""
+    settings = task_settings()
+    async with task_session() as session:
+        row = (
+            await session.execute(
+                select(EmailVerification, User.display_name)
+                .join(User, User.id == EmailVerification.user_id)
+                .where(EmailVerification.id == uuid.UUID(verification_id))
+            )
+        ).one_or_none()
+        if row is None or row[0].used_at is not None:
+            return  # ended by a newer one (or the account is gone): that one has its own mail
+        found, name = row
+        locale = await get_locale(session, found.user_id)
+    token, code = verification.secrets_of(settings, found.id)
+    greeting = (
+        t(locale, "verify.greeting", name=name) if name else t(locale, "verify.greeting_anonymous")
+    )
+    await mail.send_or_retry(
+        settings,
+        mail.Mail(
+            to=found.email,
+            subject=t(locale, "verify.subject"),
+            text=t(
+                locale,
+                "verify.text",
+                greeting=greeting,
+                code=code,
+                hours=max(1, settings.email_verification_ttl_minutes // 60),
+            ),
+            link=settings.email_verify_url.format(token=token),
+        ),
+    )
+
+
+@task(verification.SEND_EMAIL_CHANGE_NOTICE, max_retries=mail.MAIL_RETRIES, durable=True)
+async def send_email_change_notice(user_id: str, new_email: str) -> None:
+    """To the address being replaced: someone asked to move the account away from it."""
+    async with task_session() as session:
+        user = await session.get(User, uuid.UUID(user_id))
+        if user is None:
+            return
+        email, locale = user.email, await get_locale(session, user.id)
+    await mail.send_or_retry(
+        task_settings(),
+        mail.Mail(
+            to=email,
+            subject=t(locale, "email_change.subject"),
+            text=t(locale, "email_change.text", new_email=new_email),
+        ),
     )

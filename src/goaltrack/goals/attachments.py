@@ -21,9 +21,9 @@ from goaltrack import events
 from goaltrack.config import Settings
 from goaltrack.errors import NotFound
 from goaltrack.files import service as files
-from goaltrack.goals.errors import AttachmentLimit
+from goaltrack.goals.errors import AttachmentLimit, StorageQuota
 from goaltrack.goals.events import AttachmentAdded
-from goaltrack.goals.models import Goal, GoalAttachment
+from goaltrack.goals.models import Goal, GoalAttachment, UserUsage
 from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.uploads import Upload
 
@@ -89,6 +89,11 @@ async def add_attachment(
     )
     if (count or 0) >= settings.max_attachments_per_goal:
         raise AttachmentLimit
+    stored = await session.scalar(
+        select(UserUsage.stored_bytes).where(UserUsage.user_id == goal.user_id)
+    )
+    if (stored or 0) + upload.size > settings.max_stored_bytes_per_user:
+        raise StorageQuota
     await storage.put(
         slot.object_key, upload.file, size=upload.size, content_type=upload.content_type
     )

@@ -46,3 +46,15 @@ class CalendarRangeInvalid(AppError):
     code = "invalid_range"
     detail = "`from` must not be after `to`, and a call covers at most 366 days."
     location = ("query", "from")
+
+
+class GoalQuota(AppError):
+    status_code = 409
+    code = "goal_quota"
+    detail = "This account has the maximum number of goals (MAX_GOALS_PER_USER)."
+
+
+class StorageQuota(AppError):
+    status_code = 409
+    code = "storage_quota"
+    detail = "This file would take the account past its storage quota (MAX_STORED_BYTES_PER_USER)."

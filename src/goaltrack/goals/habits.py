@@ -148,10 +148,12 @@ def _checked(summary: Summary, day: date) -> bool:
 def today_figures(schedule: Schedule, summary: Summary, today: date) -> Today:
     """The habit as it stands on the user's local `today`, from its Summary alone."""
     done_today = _checked(summary, today)
-    current_period = schedule.latest_period(today)
+    # A check-in dated after `today` means the user's local date went back (flown east across
+    # the date line): the run it ends still stands, so the streak is judged from that date.
+    judged = max(today, summary.run_end) if summary.run_end is not None else today
     # The period now running does not break the streak until it is over.
-    counted = current_period
-    running = counted is not None and schedule.contains(counted, today)
+    counted = schedule.latest_period(judged)
+    running = counted is not None and schedule.contains(counted, judged)
     if counted is not None and running and not _done_from_mask(schedule, summary, counted):
         counted = schedule.previous_period(counted)
     streak = summary.run if counted is not None and summary.run_end == counted else 0

@@ -5,6 +5,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     CheckConstraint,
     ForeignKey,
@@ -130,7 +131,12 @@ class GoalReminder(UUIDPrimaryKey, CreatedAt, Base):
         ForeignKey("goals.id", ondelete="CASCADE"), index=True
     )
     remind_time: Mapped[time]
-    frequency_days: Mapped[int] = mapped_column(SmallInteger)
+    # Its rhythm, one of the two: every 1-3 days, or on these weekdays (0 = Monday, sorted).
+    frequency_days: Mapped[int | None] = mapped_column(SmallInteger)
+    weekdays: Mapped[list[int] | None] = mapped_column(ARRAY(SmallInteger))
+    # A habit's reminder: sent only while the occurrence's day is not done yet (decided when it
+    # fires). A habit's reminder fires on its due days only, whatever this says.
+    only_if_not_done: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     # The local date the every-N-days cycle counts from: the day it was created, or the day its
     # frequency last changed.
     anchor_date: Mapped[date]
@@ -143,6 +149,12 @@ class GoalReminder(UUIDPrimaryKey, CreatedAt, Base):
 
     __table_args__ = (
         CheckConstraint("frequency_days BETWEEN 1 AND 3", name="frequency_days"),
+        CheckConstraint("(frequency_days IS NULL) <> (weekdays IS NULL)", name="one_rhythm"),
+        CheckConstraint(
+            "weekdays IS NULL OR (cardinality(weekdays) BETWEEN 1 AND 7 "
+            "AND weekdays <@ ARRAY[0, 1, 2, 3, 4, 5, 6]::smallint[])",
+            name="weekdays",
+        ),
         # The scheduler: WHERE next_fire_at <= now() ... FOR UPDATE SKIP LOCKED
         Index(
             "ix_goal_reminders_next_fire_at",
@@ -164,3 +176,17 @@ class HabitCheckin(Base):
     date: Mapped[date] = mapped_column(primary_key=True)
     note: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class UserUsage(Base):
+    """What a user holds, for the quotas: kept by PostgreSQL triggers (migration 0020) on every
+    insert and delete of a goal or attachment, whatever the write path (a cascade too), so that
+    a quota check reads one row instead of counting the user's goals or summing their files."""
+
+    __tablename__ = "user_usage"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    goals: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))

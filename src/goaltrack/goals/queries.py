@@ -175,6 +175,8 @@ def detail_columns() -> tuple[Any, ...]:
             "id": reminder.c.id,
             "remind_time": func.to_char(reminder.c.remind_time, "HH24:MI"),
             "frequency_days": reminder.c.frequency_days,
+            "weekdays": reminder.c.weekdays,
+            "only_if_not_done": reminder.c.only_if_not_done,
             "next_fire_at": reminder.c.next_fire_at,
         },
         order_by=[reminder.c.remind_time, reminder.c.id],

@@ -36,9 +36,11 @@ from goaltrack.goals.errors import (
     AttachmentLimit,
     CalendarRangeInvalid,
     CheckinDateOutOfRange,
+    GoalQuota,
     InvalidStageOrder,
     NotAHabit,
     StageLimit,
+    StorageQuota,
 )
 from goaltrack.goals.schemas import (
     Attachment,
@@ -104,15 +106,22 @@ async def list_archived_goals(
     return await _goal_list(request, reader, caller, page, archived=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=GoalOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=GoalOut,
+    # A reminder that waits for the day not done, on a plain goal; more stages than allowed.
+    responses=error_responses(NotAHabit, StageLimit, GoalQuota),
+)
 async def create_goal(
     body: GoalCreate,
     caller: AccessClaimsDep,
     session: SessionDep,
+    settings: SettingsDep,
     view: GoalViewDep,
     now: Now,
 ) -> Response:
-    goal_id = await service.create_goal(session, caller=caller, body=body, now=now)
+    goal_id = await service.create_goal(session, settings, caller=caller, body=body, now=now)
     return await view.response(goal_id, status_code=status.HTTP_201_CREATED)
 
 
@@ -306,11 +315,18 @@ async def list_checkins(
         Query(alias="from", description="The first local date (default: `to` - 29 days)."),
     ] = None,
     end: Annotated[
-        date | None, Query(alias="to", description="The last local date (default: today).")
+        date | None,
+        Query(
+            alias="to",
+            description="The last local date (default: today, or the latest check-in's date when "
+            "that is later: the user's local date went back, flown east across the date line).",
+        ),
     ] = None,
 ) -> CheckinList:
     """The calendar: the habit's check-ins between two local dates (at most 366 days)."""
-    end = end or await checkins.local_today(session, goal, now)
+    if end is None:
+        today = await checkins.local_today(session, goal, now)
+        end = max(today, goal.checkin_mask_end or today)
     start = start or end - timedelta(days=29)
     if start > end or (end - start).days >= checkins.CALENDAR_MAX_DAYS:
         raise CalendarRangeInvalid
@@ -337,6 +353,7 @@ async def delete_checkin(day: date, goal: OwnedGoal, session: SessionDep, now: N
         UnsupportedFileType,
         InvalidUpload,
         AttachmentLimit,
+        StorageQuota,
         StorageUnavailable,
     ),
     openapi_extra={

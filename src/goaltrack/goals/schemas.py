@@ -5,7 +5,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, StrictBool, model_validator
 
 from goaltrack.schemas import (
     ClockTime,
@@ -51,18 +51,22 @@ class DailySchedule(RequestModel):
     type: Literal["daily"]
 
 
+def _distinct_sorted(days: list[int]) -> list[int]:
+    if len(set(days)) != len(days):
+        raise ValueError("days must be distinct")
+    return sorted(days)
+
+
+Weekdays = Annotated[
+    list[Weekday],
+    Field(min_length=1, max_length=7, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_distinct_sorted),
+]
+
+
 class WeekdaysSchedule(RequestModel):
     type: Literal["weekdays"]
-    days: Annotated[
-        list[Weekday], Field(min_length=1, max_length=7, json_schema_extra={"uniqueItems": True})
-    ]
-
-    @model_validator(mode="after")
-    def _distinct_and_sorted(self) -> WeekdaysSchedule:
-        if len(set(self.days)) != len(self.days):
-            raise ValueError("days must be distinct")
-        self.days.sort()
-        return self
+    days: Weekdays
 
 
 class TimesPerWeekSchedule(RequestModel):
@@ -81,16 +85,59 @@ HabitSchedule = Annotated[
 ]
 
 
+ONLY_IF_NOT_DONE = (
+    "A habit's reminder fires on the habit's due days only and, when true (a habit's default), "
+    "only while that day is not done yet. Not allowed (409 not_a_habit) on a plain goal."
+)
+
+
+def _one_rhythm(model: ReminderIn | ReminderUpdate) -> ReminderIn | ReminderUpdate:
+    if model.frequency_days is not None and model.weekdays is not None:
+        raise ValueError("give frequency_days or weekdays, not both")
+    return model
+
+
 class ReminderIn(RequestModel):
+    """Every `frequency_days` days or on `weekdays`, not both; neither: every day."""
+
     remind_time: ClockTime
-    frequency_days: FrequencyDays
+    frequency_days: FrequencyDays | None = None
+    weekdays: Weekdays | None = None
+    only_if_not_done: StrictBool | None = Field(default=None, description=ONLY_IF_NOT_DONE)
+
+    _one_rhythm = model_validator(mode="after")(_one_rhythm)
+    _not_null = model_validator(mode="after")(
+        reject_null("frequency_days", "weekdays", "only_if_not_done")
+    )
+
+    @model_validator(mode="after")
+    def _every_day_by_default(self) -> ReminderIn:
+        if self.weekdays is None and self.frequency_days is None:
+            self.frequency_days = 1
+        return self
 
 
 class ReminderUpdate(RequestModel):
+    """Fields left out stay; a new `frequency_days` or `weekdays` replaces the rhythm."""
+
     remind_time: ClockTime | None = None
     frequency_days: FrequencyDays | None = None
+    weekdays: Weekdays | None = None
+    only_if_not_done: StrictBool | None = Field(default=None, description=ONLY_IF_NOT_DONE)
 
-    _not_null = model_validator(mode="after")(reject_null("remind_time", "frequency_days"))
+    _one_rhythm = model_validator(mode="after")(_one_rhythm)
+    _not_null = model_validator(mode="after")(
+        reject_null("remind_time", "frequency_days", "weekdays", "only_if_not_done")
+    )
+
+
+class StageCreate(RequestModel):
+    title: Title
+    description: Description | None = None
+
+
+# The schema's bound; the configured MAX_STAGES_PER_GOAL (default as large) may be lower.
+MAX_INITIAL_STAGES = 100
 
 
 class GoalCreate(RequestModel):
@@ -98,6 +145,12 @@ class GoalCreate(RequestModel):
     description: Description | None = None
     deadline: IsoDate | None = None
     reminder: ReminderIn | None = None
+    stages: list[StageCreate] | None = Field(
+        default=None,
+        max_length=MAX_INITIAL_STAGES,
+        description="The first stages, in order (the create screen's one request); at most "
+        "MAX_STAGES_PER_GOAL (409 stage_limit).",
+    )
     kind: GoalKind = "goal"
     schedule: HabitSchedule | None = Field(
         default=None, description="Required for a habit; not allowed for a goal."
@@ -118,11 +171,6 @@ class GoalUpdate(RequestModel):
     deadline: IsoDate | None = None
 
     _title_not_null = model_validator(mode="after")(reject_null("title"))
-
-
-class StageCreate(RequestModel):
-    title: Title
-    description: Description | None = None
 
 
 class StageUpdate(RequestModel):
@@ -161,7 +209,9 @@ class Attachment(ResponseModel):
 class Reminder(ResponseModel):
     id: uuid.UUID
     remind_time: ClockTime
-    frequency_days: int
+    frequency_days: int | None = Field(description="Every 1-3 days; null when on `weekdays`.")
+    weekdays: list[int] | None = Field(description="0 = Monday; null when every N days.")
+    only_if_not_done: bool
     next_fire_at: datetime | None
 
 

@@ -37,15 +37,20 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack import events
-from goaltrack.auth.caller import caller_is_current, caller_params, raise_missing
+from goaltrack.auth.caller import (
+    caller_is_current,
+    caller_params,
+    raise_missing,
+    require_current,
+)
 from goaltrack.auth.models import User
 from goaltrack.auth.security import AccessClaims
 from goaltrack.config import Settings
-from goaltrack.errors import NotAuthenticated, NotFound
+from goaltrack.errors import NotFound
 from goaltrack.files import service as files
-from goaltrack.goals.errors import InvalidStageOrder, StageLimit
+from goaltrack.goals.errors import GoalQuota, InvalidStageOrder, StageLimit
 from goaltrack.goals.events import GoalCompleted, GoalCreated, GoalStatusChanged, StageCompleted
-from goaltrack.goals.models import Goal, GoalStage
+from goaltrack.goals.models import Goal, GoalStage, UserUsage
 from goaltrack.goals.schemas import GoalCreate, GoalUpdate, StageCreate, StageOrder, StageUpdate
 from goaltrack.profile.models import UserSettings
 from goaltrack.reads import PreparedStatement
@@ -115,7 +120,12 @@ CREATE_GOAL = PreparedStatement(
             bindparam("kind", type_=Goal.kind.type),
             bindparam("schedule", type_=Goal.schedule.type),
             case((bindparam("is_habit", type_=Boolean()), _local_date_now()), else_=None),
-        ).where(caller_is_current()),
+        ).where(
+            caller_is_current(),
+            # The quota, from the counter the database keeps (no count of the user's goals).
+            select(UserUsage.goals).where(UserUsage.user_id == User.id).scalar_subquery()
+            < bindparam("max_goals", type_=Integer()),
+        ),
         include_defaults=False,
     )
     .returning(Goal.id)
@@ -124,12 +134,17 @@ CREATE_GOAL = PreparedStatement(
 
 async def create_goal(
     session: AsyncSession,
+    settings: Settings,
     *,
     caller: AccessClaims,
     body: GoalCreate,
     now: datetime,
 ) -> uuid.UUID:
-    """The caller's new goal (and its first reminder, when the body has one); its id."""
+    """The caller's new goal (with its first stages and reminder, when the body has them); its
+    id."""
+    stages = body.stages or []
+    if len(stages) > settings.max_stages_per_goal:
+        raise StageLimit
     goal_id = uuid.uuid4()
     created = await CREATE_GOAL.execute(
         session,
@@ -144,10 +159,32 @@ async def create_goal(
             # JSON text: the driver's statement takes no Python dict for jsonb.
             "schedule": body.schedule.model_dump_json() if body.schedule else None,
             "is_habit": body.kind == "habit",
+            "max_goals": settings.max_goals_per_user,
         },
     )
     if not created:
-        raise NotAuthenticated
+        await require_current(session, caller)  # 401 when the caller is gone
+        raise GoalQuota
+    if stages:
+        await session.execute(
+            insert(GoalStage).values(
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "goal_id": goal_id,
+                        "title": stage.title,
+                        "description": stage.description,
+                        "position": position,
+                        "created_at": now,
+                    }
+                    for position, stage in enumerate(stages)
+                ]
+            )
+        )
+        # None done yet: the progress stays 0, only the count moves.
+        await session.execute(
+            update(Goal).where(Goal.id == goal_id).values(stage_count=len(stages))
+        )
     await events.emit(
         session,
         GoalCreated(user_id=caller.user_id, goal_id=goal_id, now=now, reminder=body.reminder),

@@ -51,3 +51,28 @@ class PushDelivery(Base):
     # 'sending' until FCM answered; then 'sent' or the error code that ends it for this device.
     outcome: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
+
+
+class NotificationSnooze(Base):
+    """A reminder the user asked to see again at `due_at`: fired once, then deleted in the same
+    transaction (notifications.snoozes). One pending snooze per notification (snoozing it again
+    moves the time). It keeps what the reminder is made of rather than a foreign key to the feed
+    row, which retention may delete first; it goes with its goal or its user (ON DELETE CASCADE)."""
+
+    __tablename__ = "notification_snoozes"
+
+    notification_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    goal_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("goals.id", ondelete="CASCADE"), index=True
+    )
+    # The reminder's data as the original notification carried it (no foreign keys: a stage or
+    # reminder deleted since does not cancel what the user asked for).
+    stage_id: Mapped[uuid.UUID | None]
+    reminder_id: Mapped[uuid.UUID]
+    title: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    due_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime]

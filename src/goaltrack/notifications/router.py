@@ -3,15 +3,23 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Response, status
 
 from goaltrack.auth.caller import AccessClaimsDep, CurrentUser, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
+from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import ReaderDep
 from goaltrack.errors import NotFound, error_responses
-from goaltrack.notifications import queries, service
-from goaltrack.notifications.schemas import NotificationOut, NotificationPage, ReadAllResult
+from goaltrack.notifications import queries, service, snoozes
+from goaltrack.notifications.errors import NotSnoozable
+from goaltrack.notifications.schemas import (
+    NotificationOut,
+    NotificationPage,
+    ReadAllResult,
+    SnoozeAccepted,
+    SnoozeRequest,
+)
 from goaltrack.pagination import InvalidCursor, PageDep
 from goaltrack.reads import json_response
 
@@ -44,3 +52,24 @@ async def read_one(
         session, user_id=user.id, notification_id=notification_id
     )
     return NotificationOut.model_validate(notification)
+
+
+@router.post(
+    "/{notification_id}/snooze",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(NotFound, NotSnoozable),
+)
+async def snooze(
+    notification_id: NotificationId,
+    body: SnoozeRequest,
+    user: CurrentUser,
+    session: SessionDep,
+    now: Now,
+) -> SnoozeAccepted:
+    """A reminder comes again, once, `minutes` from now: a new feed row and its push (which waits
+    out quiet hours). Snoozing it again before then moves that time. 409 `not_snoozable` for
+    another kind of notification, or a goal no longer in progress."""
+    due_at = await snoozes.snooze(
+        session, user_id=user.id, notification_id=notification_id, minutes=body.minutes, now=now
+    )
+    return SnoozeAccepted(due_at=due_at)

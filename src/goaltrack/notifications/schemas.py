@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from goaltrack.notifications.kinds import NotificationType
-from goaltrack.schemas import ResponseModel
+from goaltrack.schemas import RequestModel, ResponseModel, StrictInt
+
+SNOOZE_MIN_MINUTES = 5
+SNOOZE_MAX_MINUTES = 1440
 
 
 class NotificationOut(ResponseModel):
@@ -28,3 +31,20 @@ class NotificationPage(BaseModel):
 
 class ReadAllResult(BaseModel):
     updated: int
+
+
+class SnoozeRequest(RequestModel):
+    minutes: Annotated[
+        StrictInt,
+        Field(
+            ge=SNOOZE_MIN_MINUTES,
+            le=SNOOZE_MAX_MINUTES,
+            description="The reminder comes again once, this many minutes from now.",
+        ),
+    ]
+
+
+class SnoozeAccepted(BaseModel):
+    due_at: datetime = Field(
+        description="When the reminder comes again (its push waits out quiet hours)."
+    )

@@ -1,10 +1,12 @@
 """The notification feed's rows, and `notify`: every event writes its row and makes its push
-durable in the caller's transaction (an outbox row; the push task runs after the commit)."""
+durable in the caller's transaction (an outbox row; the push task runs after the commit, or, in the
+user's quiet hours, when they end)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from goaltrack.errors import NotFound
 from goaltrack.notifications.kinds import NotificationData
 from goaltrack.notifications.models import Notification
+from goaltrack.notifications.quiet import QuietHours, quiet_until
+from goaltrack.profile.models import UserSettings
 from goaltrack.worker.outbox import defer_durably
 
 PUSH = "notifications.push"
@@ -38,10 +42,35 @@ async def notify(
         created_at=now,
     )
     session.add(notification)
-    # Whether to push (push enabled, devices, account state) is decided when the task runs.
-    defer_durably(session, PUSH, str(notification.id), now=now, user_id=user_id)
+    # Whether to push (push enabled, devices, account state) is decided when the task runs; in
+    # quiet hours the task is not even sent before they end.
+    defer_durably(
+        session,
+        PUSH,
+        str(notification.id),
+        now=now,
+        user_id=user_id,
+        hold_until=await quiet_hours_end(session, user_id, now),
+    )
     await session.flush()
     return notification
+
+
+async def quiet_hours_end(
+    session: AsyncSession, user_id: uuid.UUID, now: datetime
+) -> datetime | None:
+    """When the user's quiet hours holding `now` end (None: not in quiet hours)."""
+    row = (
+        await session.execute(
+            select(
+                UserSettings.timezone, UserSettings.quiet_hours_start, UserSettings.quiet_hours_end
+            ).where(UserSettings.user_id == user_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    zone, start, end = row
+    return quiet_until(QuietHours.of(start, end), ZoneInfo(zone), now)
 
 
 async def mark_read(

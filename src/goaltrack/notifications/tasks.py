@@ -1,4 +1,4 @@
-"""Push delivery (FCM) and the feed's retention."""
+"""Push delivery (FCM), snoozed reminders coming again, and the feed's retention."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 import threading
 import uuid
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
@@ -15,13 +16,14 @@ from goaltrack.auth.models import User
 from goaltrack.clock import utcnow
 from goaltrack.config import Settings
 from goaltrack.devices.models import Device
-from goaltrack.notifications import service
+from goaltrack.notifications import service, snoozes
 from goaltrack.notifications.kinds import ReminderData
 from goaltrack.notifications.models import Notification, PushDelivery
+from goaltrack.notifications.quiet import QuietHours, quiet_until
 from goaltrack.observability.metrics import PUSH_RESULTS
 from goaltrack.profile.models import UserSettings
 from goaltrack.push import FcmSender, PushMessage, PushOutcome, PushResult, retry_delay
-from goaltrack.worker.registry import RetryLater, task
+from goaltrack.worker.registry import TICK, Hold, RetryLater, task
 from goaltrack.worker.runtime import current_attempt, in_batches, task_session, task_settings
 
 logger = logging.getLogger(__name__)
@@ -79,10 +81,19 @@ async def _claim_devices(
     session: AsyncSession, notification_id: uuid.UUID, now: datetime
 ) -> tuple[Notification, list[Device]] | None:
     """The notification and the devices it still has to reach, claimed in this transaction (a
-    re-delivered task skips them). None when nothing is to be pushed."""
+    re-delivered task skips them). None when nothing is to be pushed; `Hold` in the user's quiet
+    hours (a push queued just before them, a retry that lands in them), before anything is
+    claimed: the outbox sends the task again at their end."""
     row = (
         await session.execute(
-            select(Notification, UserSettings.push_enabled, User.deleted_at)
+            select(
+                Notification,
+                UserSettings.push_enabled,
+                User.deleted_at,
+                UserSettings.timezone,
+                UserSettings.quiet_hours_start,
+                UserSettings.quiet_hours_end,
+            )
             .join(User, User.id == Notification.user_id)
             .join(UserSettings, UserSettings.user_id == Notification.user_id)
             .where(Notification.id == notification_id)
@@ -90,9 +101,11 @@ async def _claim_devices(
     ).one_or_none()
     if row is None:
         return None
-    notification, push_enabled, deleted_at = row
+    notification, push_enabled, deleted_at, zone, quiet_start, quiet_end = row
     if not push_enabled or deleted_at is not None:
         return None
+    if until := quiet_until(QuietHours.of(quiet_start, quiet_end), ZoneInfo(zone), now):
+        raise Hold(until, f"quiet hours until {until.isoformat()}")
     devices = list(
         await session.scalars(
             select(Device)
@@ -186,3 +199,10 @@ async def delete_expired() -> int:
         service.RETENTION_BATCH,
         lambda session: service.delete_expired(session, now=utcnow(), retention=retention),
     )
+
+
+@task("notifications.fire_snoozes", every=TICK)
+async def fire_snoozes() -> int:
+    """Every due snooze: its reminder again, once (claimed, written and deleted in one
+    transaction), a batch per transaction."""
+    return await in_batches(snoozes.BATCH, lambda session: snoozes.fire_due(session, now=utcnow()))

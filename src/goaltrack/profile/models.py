@@ -12,6 +12,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from goaltrack.db import Base, UUIDPrimaryKey
 
+QUIET_HOURS_CHECK = (
+    "(quiet_hours_start IS NULL AND quiet_hours_end IS NULL)"
+    " OR (quiet_hours_start IS NOT NULL AND quiet_hours_end IS NOT NULL"
+    " AND quiet_hours_start <> quiet_hours_end)"
+)
+
 
 class UserSettings(UUIDPrimaryKey, Base):
     __tablename__ = "user_settings"
@@ -37,6 +43,10 @@ class UserSettings(UUIDPrimaryKey, Base):
     # The local date and wall time that digest belongs to (the ledger's key).
     next_digest_date: Mapped[date | None]
     next_digest_time: Mapped[time | None] = mapped_column(Time())
+    # Quiet hours, wall-clock times in `timezone` (both set or both NULL; `end` before `start`
+    # wraps midnight): pushes wait for the end (notifications.quiet).
+    quiet_hours_start: Mapped[time | None] = mapped_column(Time())
+    quiet_hours_end: Mapped[time | None] = mapped_column(Time())
 
     __table_args__ = (
         CheckConstraint(
@@ -45,4 +55,6 @@ class UserSettings(UUIDPrimaryKey, Base):
         CheckConstraint("notification_weekday BETWEEN 0 AND 6", name="notification_weekday"),
         # What the API accepts (Locale): a row the response model cannot read must not exist.
         CheckConstraint("locale IN ('en', 'ru')", name="locale"),
+        # What the API accepts (QuietHours): both or neither, and never an empty window.
+        CheckConstraint(QUIET_HOURS_CHECK, name="quiet_hours"),
     )

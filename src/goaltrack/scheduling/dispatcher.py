@@ -11,7 +11,9 @@ occurrence that is already due, each computed from the one served before it (nev
 which would drop whatever else fell due before the tick: a second digest time a minute later, the
 rest of an outage), and leaves the row at its first occurrence after now. An occurrence found later
 than REMINDER_MAX_LATENESS_MINUTES is recorded as served (no notification) and counted, never
-sent. At most CATCH_UP occurrences per row and claim: a row further behind stays due and the next
+sent. A habit's reminder on a day that is not due, or already done (`only_if_not_done`), is
+recorded the same way, decided at that moment under the goal's lock (`reminders.wanted`).
+At most CATCH_UP occurrences per row and claim: a row further behind stays due and the next
 claim (the tick loops while rows are left due) goes on from where this one stopped.
 A tick's cost grows with the number of due occurrences, never with the number of users or
 reminders.
@@ -64,20 +66,26 @@ class Served:
     late: int = 0  # occurrences skipped: found later than the allowed lateness
     duplicate: int = 0  # occurrences already served (ledger): another dispatcher, an earlier zone
     empty: int = 0  # digests with nothing to say (no active goal)
+    unwanted: int = 0  # habit reminders not sent: the day is not due, or done already
     left_due: int = 0  # claimed rows still due: CATCH_UP reached, the next claim goes on
 
 
-def reminder_claim(now: datetime, batch: int = BATCH) -> Select[GoalReminder, Goal, str, str]:
-    """The due reminders of one batch, each with its goal and its user's zone and locale, claimed
-    (FOR UPDATE SKIP LOCKED: a second dispatcher takes the next rows) in `next_fire_at` order."""
+def reminder_claim(
+    now: datetime, batch: int = BATCH
+) -> Select[GoalReminder, Goal, str, str, dict[str, Any] | None]:
+    """The due reminders of one batch, each with its goal, its user's zone and locale and, for a
+    habit, its stored summary; claimed in `next_fire_at` order with SKIP LOCKED (a second
+    dispatcher takes the next rows). The goal is locked too (FOR NO KEY UPDATE: inserts that
+    reference it go on): whether a habit's day is done is read under the lock a check-in needs,
+    so a check-in lands either before the decision or after the send, never in between."""
     return (
-        select(GoalReminder, Goal, UserSettings.timezone, UserSettings.locale)
+        select(GoalReminder, Goal, UserSettings.timezone, UserSettings.locale, HABIT)
         .join(Goal, Goal.id == GoalReminder.goal_id)
         .join(UserSettings, UserSettings.user_id == Goal.user_id)
         .where(GoalReminder.next_fire_at <= now)
         .order_by(GoalReminder.next_fire_at)
         .limit(batch)
-        .with_for_update(of=GoalReminder, skip_locked=True)
+        .with_for_update(of=[GoalReminder, Goal], key_share=True, skip_locked=True)
     )
 
 
@@ -122,8 +130,8 @@ async def dispatch_reminders(
         return Served()
     entries: list[dict[str, Any]] = []
     owners: list[tuple[GoalReminder, Goal, str]] = []  # each entry's reminder, goal and locale
-    left_due = 0
-    for reminder, goal, zone_name, locale in due:
+    late = unwanted = left_due = 0
+    for reminder, goal, zone_name, locale, habit in due:
         zone = ZoneInfo(zone_name)
         first = reminders.pending(reminder, zone)
         assert first is not None  # claimed: next_fire_at <= now
@@ -131,15 +139,20 @@ async def dispatch_reminders(
             first, now, catch_up, partial(reminders.after_served, goal, reminder, zone)
         )
         for occurrence in served:
-            entries.append(
-                _entry("reminder", goal.user_id, reminder.id, occurrence, now, max_lateness)
-            )
+            entry = _entry("reminder", goal.user_id, reminder.id, occurrence, now, max_lateness)
+            if entry["notification_id"] is None:
+                late += 1
+            elif not reminders.wanted(reminder, habit, occurrence.day):
+                # Served (the ledger row says so), not sent: a habit's day not due, or done.
+                entry["notification_id"] = None
+                unwanted += 1
+            entries.append(entry)
             owners.append((reminder, goal, locale))
         reminder.last_sent_date = served[-1].day
         reminders.set_next(reminder, upcoming)
         left_due += upcoming is not None and upcoming.at <= now
     accepted = await _record(session, entries, ["reminder_id", "local_date"], "reminder")
-    next_stages = await _first_open_stages(session, [goal.id for _, goal, _, _ in due])
+    next_stages = await _first_open_stages(session, [goal.id for _, goal, *_ in due])
     sent = 0
     for (reminder, goal, locale), entry in zip(owners, entries, strict=True):
         if entry["id"] in accepted and entry["notification_id"] is not None:
@@ -159,7 +172,6 @@ async def dispatch_reminders(
             )
             sent += 1
     await session.flush()
-    late = sum(entry["notification_id"] is None for entry in entries)
     if late:
         logger.warning("scheduler: %d reminder occurrences found too late were skipped", late)
     return Served(
@@ -167,6 +179,7 @@ async def dispatch_reminders(
         sent=sent,
         late=late,
         duplicate=len(entries) - len(accepted),
+        unwanted=unwanted,
         left_due=left_due,
     )
 

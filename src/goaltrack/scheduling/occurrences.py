@@ -7,11 +7,14 @@ N*86400 seconds to a previous instant, so a 09:00 reminder stays at 09:00 across
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+# The wall-clock conversion lives in the kernel (notifications' quiet hours use it too); its name
+# stays importable from here.
+from goaltrack.wallclock import local_instant as local_instant
 
 DIGEST_FREQUENCIES = ("off", "daily", "weekly")
 
@@ -28,36 +31,6 @@ class Occurrence:
     time: time
 
 
-def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
-    """The UTC instant of wall-clock `at` on `day` in `zone` (a tzinfo on `at` is ignored).
-
-    DST gap (the wall time does not exist): the transition instant, i.e. the first valid instant
-    after the gap (02:30 on Berlin's spring-forward day -> 03:00 CEST = 01:00 UTC).
-    DST overlap (the wall time happens twice): the first occurrence (fold=0).
-    """
-    wall = datetime.combine(day, at.replace(tzinfo=None, fold=0))
-    # PEP 495: fold=0 resolves with the offset in force *before* a transition, which is the
-    # first occurrence in an overlap; in a gap it gives an instant that lands after the gap.
-    before = wall.replace(tzinfo=zone)
-    instant = before.astimezone(UTC)
-    if instant.astimezone(zone).replace(tzinfo=None) == wall:
-        return instant  # the wall time exists (round trip gives it back)
-    # Gap. With the pre-transition offset the wall time maps to an instant at or after the
-    # transition; with the post-transition offset (fold=1) to one before it. The transition
-    # itself is not exposed by zoneinfo, so bisect between the two. tzdata transitions are on
-    # whole seconds, and gaps are at most a day (Samoa, 2011), so this is ~17 steps.
-    post_offset = wall.replace(tzinfo=zone, fold=1).utcoffset()
-    lo = math.floor(wall.replace(tzinfo=zone, fold=1).timestamp())  # before the transition
-    hi = math.ceil(instant.timestamp())  # at or after the transition
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, zone).utcoffset() == post_offset:
-            hi = mid
-        else:
-            lo = mid
-    return datetime.fromtimestamp(hi, UTC)
-
-
 def _local_date(after: datetime, zone: ZoneInfo) -> date:
     # A naive datetime would silently be read in the server's zone by astimezone(): refuse it.
     if after.utcoffset() is None:
@@ -65,34 +38,63 @@ def _local_date(after: datetime, zone: ZoneInfo) -> date:
     return after.astimezone(zone).date()
 
 
+def reminder_days(
+    *, anchor: date, frequency_days: int | None, weekdays: Collection[int] | None, first: date
+) -> Iterator[date]:
+    """A reminder's local dates from `first` on: anchor + k*frequency_days (k >= 0), or every
+    date on one of `weekdays` (0 = Monday) from the anchor on. Exactly one rhythm is given."""
+    if (frequency_days is None) == (weekdays is None):
+        raise ValueError("give exactly one of frequency_days and weekdays")
+    if weekdays is not None:
+        if not weekdays or not set(weekdays) <= set(range(7)):
+            raise ValueError("weekdays must be 1-7 of 0 (Monday) .. 6 (Sunday)")
+        day = max(first, anchor)
+        while True:
+            if day.weekday() in weekdays:
+                yield day
+            day += timedelta(days=1)
+    assert frequency_days is not None
+    if frequency_days < 1:
+        raise ValueError("frequency_days must be >= 1")
+    # Jump straight to the first date on or after `first` (ceil division; k >= 0 so an anchor in
+    # the future is the first one).
+    elapsed = (first - anchor).days
+    day = anchor + timedelta(days=max(0, -(-elapsed // frequency_days)) * frequency_days)
+    while True:
+        yield day
+        day += timedelta(days=frequency_days)
+
+
 def next_reminder(
     *,
     anchor: date,
     remind_time: time,
-    frequency_days: int,
     zone: ZoneInfo,
     after: datetime,
+    frequency_days: int | None = None,
+    weekdays: Collection[int] | None = None,
     deadline: date | None = None,
 ) -> Occurrence | None:
     """The first occurrence strictly after `after`, or None if it falls after `deadline`.
 
-    Occurrences are the local dates anchor + k*frequency_days (k >= 0) at `remind_time` in `zone`.
-    The deadline day itself is allowed (the goal is due by the end of that day, user's zone).
+    Occurrences are the reminder's dates (`reminder_days`) at `remind_time` in `zone`. The
+    deadline day itself is allowed (the goal is due by the end of that day, user's zone).
     """
-    if frequency_days < 1:
-        raise ValueError("frequency_days must be >= 1")
-    # Jump straight to the first occurrence dated on or after the local date of `after`
-    # (ceil division; k >= 0 so an anchor in the future is the first occurrence). Earlier dates
-    # cannot fire later: even a wall time pushed forward by a gap lands no later than any
-    # instant of `after`'s local date. Then step at most once or twice if that day's time passed.
-    elapsed = (_local_date(after, zone) - anchor).days
-    k = max(0, -(-elapsed // frequency_days))
-    day = anchor + timedelta(days=k * frequency_days)
-    while (instant := local_instant(day, remind_time, zone)) <= after:
-        day += timedelta(days=frequency_days)
-    if deadline is not None and day > deadline:
-        return None
-    return Occurrence(instant, day, remind_time)
+    # Start from the local date of `after`: earlier dates cannot fire later (even a wall time
+    # pushed forward by a gap lands no later than any instant of `after`'s local date). Then at
+    # most a step or two if that day's time has passed.
+    for day in reminder_days(
+        anchor=anchor,
+        frequency_days=frequency_days,
+        weekdays=weekdays,
+        first=_local_date(after, zone),
+    ):
+        if deadline is not None and day > deadline:
+            return None
+        instant = local_instant(day, remind_time, zone)
+        if instant > after:
+            return Occurrence(instant, day, remind_time)
+    raise AssertionError("unreachable: a rhythm's dates never end")
 
 
 def next_digest(

@@ -11,7 +11,9 @@ deadline) changes; an occurrence already due when the user's zone or the goal ch
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -19,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from goaltrack.config import Settings
 from goaltrack.errors import NotFound
+from goaltrack.goals.errors import NotAHabit
 from goaltrack.goals.models import Goal, GoalReminder
+from goaltrack.goals.queries import habit_today
 from goaltrack.goals.schemas import ReminderIn, ReminderUpdate
 from goaltrack.profile.queries import get_zone
 from goaltrack.scheduling.errors import ReminderLimit
@@ -43,6 +47,18 @@ def _takes_reminders(goal: Goal, day: date) -> bool:
     )
 
 
+def _next(goal: Goal, reminder: GoalReminder, zone: ZoneInfo, after: datetime) -> Occurrence | None:
+    return next_reminder(
+        anchor=reminder.anchor_date,
+        remind_time=reminder.remind_time,
+        frequency_days=reminder.frequency_days,
+        weekdays=reminder.weekdays,
+        zone=zone,
+        after=after,
+        deadline=goal.deadline,
+    )
+
+
 def following(
     goal: Goal, reminder: GoalReminder, zone: ZoneInfo, after: datetime, *, served: date | None
 ) -> Occurrence | None:
@@ -50,23 +66,9 @@ def following(
     local date already served: after a zone change the next occurrence can fall on it)."""
     if goal.completed_at is not None or goal.is_archived:
         return None
-    occurrence = next_reminder(
-        anchor=reminder.anchor_date,
-        remind_time=reminder.remind_time,
-        frequency_days=reminder.frequency_days,
-        zone=zone,
-        after=after,
-        deadline=goal.deadline,
-    )
+    occurrence = _next(goal, reminder, zone, after)
     while occurrence is not None and served is not None and occurrence.day <= served:
-        occurrence = next_reminder(
-            anchor=reminder.anchor_date,
-            remind_time=reminder.remind_time,
-            frequency_days=reminder.frequency_days,
-            zone=zone,
-            after=occurrence.at,
-            deadline=goal.deadline,
-        )
+        occurrence = _next(goal, reminder, zone, occurrence.at)
     return occurrence
 
 
@@ -76,6 +78,17 @@ def after_served(
     """The occurrence after one just served (the dispatcher's catch-up): computed from it, not
     from now, so that none in between is skipped."""
     return following(goal, reminder, zone, served.at, served=served.day)
+
+
+def wanted(reminder: GoalReminder, habit: Mapping[str, Any] | None, day: date) -> bool:
+    """Whether an occurrence due on the local `day` is sent. A plain goal's always is; a habit's
+    only on the habit's due days, and (`only_if_not_done`) while that day is not done. Decided
+    when it fires, from the habit's stored summary as the dispatcher's claim locked it: a check-in
+    committed before the claim silences it, one made after it waits for the send."""
+    figures = habit_today(habit, day)
+    if figures is None:
+        return True
+    return figures.due_today and not (reminder.only_if_not_done and figures.done_today)
 
 
 def set_next(reminder: GoalReminder, occurrence: Occurrence | None) -> None:
@@ -153,6 +166,8 @@ async def create_reminder(
         goal_id=goal.id,
         remind_time=body.remind_time,
         frequency_days=body.frequency_days,
+        weekdays=body.weekdays,
+        only_if_not_done=_only_if_not_done(goal, body.only_if_not_done),
         anchor_date=now.astimezone(zone).date(),
         created_at=now,
     )
@@ -160,6 +175,15 @@ async def create_reminder(
     session.add(reminder)
     await session.flush()
     return reminder
+
+
+def _only_if_not_done(goal: Goal, asked: bool | None) -> bool:
+    """Default: yes for a habit. A plain goal has no day to be done: asking is an error."""
+    if goal.kind != "habit":
+        if asked:
+            raise NotAHabit(detail="Only a habit's reminder can wait for the day not being done.")
+        return False
+    return True if asked is None else asked
 
 
 async def update_reminder(
@@ -173,10 +197,14 @@ async def update_reminder(
     reminder = await get_reminder(session, goal=goal, reminder_id=reminder_id)
     if body.remind_time is not None:
         reminder.remind_time = body.remind_time
+    if body.only_if_not_done is not None:
+        reminder.only_if_not_done = _only_if_not_done(goal, body.only_if_not_done)
     zone = await get_zone(session, goal.user_id)
-    if body.frequency_days is not None and body.frequency_days != reminder.frequency_days:
+    rhythm = (body.frequency_days, body.weekdays)
+    if rhythm != (None, None) and rhythm != (reminder.frequency_days, reminder.weekdays):
         # A new rhythm starts today; a new time of day alone keeps the old rhythm's days.
         reminder.frequency_days = body.frequency_days
+        reminder.weekdays = body.weekdays
         reminder.anchor_date = now.astimezone(zone).date()
     schedule(goal, reminder, zone, now, not_on_or_before=reminder.last_sent_date, keep_due=False)
     await session.flush()

@@ -13,6 +13,7 @@ from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import NotFound, error_responses
 from goaltrack.goals.dependencies import OwnedGoal, ReadableGoal, goal_version
+from goaltrack.goals.errors import NotAHabit
 from goaltrack.goals.schemas import Reminder, ReminderIn, ReminderUpdate
 from goaltrack.pagination import ListPage
 from goaltrack.scheduling import reminders
@@ -32,7 +33,7 @@ NOT_FOUND = error_responses(NotFound)
 @router.post(
     "/{goal_id:goal}/reminders",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(NotFound, ReminderLimit),
+    responses=error_responses(NotFound, ReminderLimit, NotAHabit),
 )
 async def add_reminder(
     body: ReminderIn,
@@ -55,7 +56,9 @@ async def list_reminders(goal: ReadableGoal, session: SessionDep) -> ListPage[Re
     return ListPage(items=items, next_cursor=None)
 
 
-@router.put("/{goal_id:goal}/reminders/{reminder_id}", responses=NOT_FOUND)
+@router.put(
+    "/{goal_id:goal}/reminders/{reminder_id}", responses=error_responses(NotFound, NotAHabit)
+)
 async def update_reminder(
     reminder_id: uuid.UUID,
     body: ReminderUpdate,

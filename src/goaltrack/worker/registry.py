@@ -6,7 +6,8 @@ where it is defined.
 
 `goaltrack.celery_app` registers every declared task on the Celery app it builds, wrapping it so
 that it runs on the worker thread's event loop, retries when it raises `RetryLater`, and (for a
-durable task, see `worker.outbox.defer_durably`) deletes its outbox row once done.
+durable task, see `worker.outbox.defer_durably`) deletes its outbox row once done, or leaves it
+waiting when the task raises `Hold`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal, TypeVar
 
 TICK: Final = "tick"  # every SCHEDULER_INTERVAL_SECONDS
@@ -29,6 +30,16 @@ class RetryLater(Exception):
     def __init__(self, countdown: float, reason: str = "") -> None:
         super().__init__(reason or f"retry in {countdown:.0f} s")
         self.countdown = countdown
+
+
+class Hold(Exception):
+    """Raised by a durable task: not now, and not a failure either. Its outbox row waits until
+    `until` and the sweep sends the task again then (a push in the user's quiet hours); its
+    retries and resends are not counted."""
+
+    def __init__(self, until: datetime, reason: str = "") -> None:
+        super().__init__(reason or f"held until {until.isoformat()}")
+        self.until = until
 
 
 @dataclass(frozen=True, slots=True)
