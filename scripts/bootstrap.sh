@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make dev` and `make test` need on a fresh Debian/Ubuntu machine (or checks a laptop):
-# uv, the Python packages from uv.lock, redis-server, wrk (benchmark) and chromium-driver (browser test). PostgreSQL server binaries must be present
+# uv, the Python packages from uv.lock, redis-server, wrk (benchmark), chromium-driver (browser test) and caddy (the
+# proxy test, deploy/Caddyfile). PostgreSQL server binaries must be present
 # (they are in this project's machine image; elsewhere: apt-get install postgresql).
 set -euo pipefail
 
@@ -40,6 +41,16 @@ if ! command -v chromedriver >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   else
     echo "bootstrap: chromium-driver is missing (apt-get install chromium chromium-driver); the browser test is skipped without it" >&2
+  fi
+fi
+
+if ! command -v caddy >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing caddy (apt): deploy/Caddyfile is validated and a real Caddy proxies the API in the tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq caddy >/dev/null
+  else
+    echo "bootstrap: caddy is missing (apt-get install caddy, brew install caddy); the Caddy tests are skipped without it" >&2
   fi
 fi
 

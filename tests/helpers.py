@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 
@@ -184,6 +188,64 @@ def bench_app_env(settings: Any) -> dict[str, str]:
     }
 
 
+def start_goaltrack(
+    *command: str, cwd: Path, env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`python -m goaltrack <command>` as a process of its own (beat keeps its schedule file
+    under `cwd`), its output into `log` or nowhere."""
+    with (log or Path(os.devnull)).open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "goaltrack", *command],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    """SIGTERM to each (a graceful stop for uvicorn and Celery), then wait; one still running
+    after `timeout` is killed."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, port: int | None = None, **settings: str) -> AsyncIterator[str]:
+    """`goaltrack serve` (uvicorn, as in production) as a process of its own on `port` (or a free
+    one), with `settings` over the test's environment; its base URL once /health answers."""
+    import httpx
+
+    from goaltrack.dev.localstack import free_port
+
+    port = port or free_port()
+    log = tmp_path / f"api-{port}.log"
+    process = start_goaltrack(
+        "serve", "--port", str(port), cwd=tmp_path, env=os.environ | settings, log=log
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def healthy() -> bool:
+                assert process.poll() is None, log.read_text(errors="replace")
+                with contextlib.suppress(httpx.TransportError):
+                    return (await http.get(f"{base_url}/health")).status_code == 200
+                return False
+
+            # Its start (imports, then the app's lifespan) takes minutes on a busy machine.
+            await wait_until(healthy, timeout=150, interval=0.1)
+        yield base_url
+    finally:
+        stop_processes([process])
+
+
 async def run_task(celery_app: Any, name: str, *args: Any, task_id: str | None = None) -> Any:
     """Task `name(*args)` on the session's worker, at the test clock's now; its return value once
     the worker has run it (Celery's task_postrun names the task: a positive signal, where an idle
@@ -239,33 +301,14 @@ async def seed_users_with_goals(app: Any, count: int, **settings: Any) -> list[t
 def beats_and_workers(tmp_path: Any) -> Iterator[None]:
     """Real processes: two `goaltrack beat` and two `goaltrack worker --concurrency 2` (four
     worker processes), ticking every second, stopped on the way out."""
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "SCHEDULER_INTERVAL_SECONDS": "1"}
     processes = []
     for name in ("beat-a", "beat-b", "worker-a", "worker-b"):
         cwd = tmp_path / name
         cwd.mkdir()
         command = ("beat",) if name.startswith("beat") else ("worker", "--concurrency", "2")
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "goaltrack", *command],
-                cwd=cwd,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        processes.append(start_goaltrack(*command, cwd=cwd, env=env))
     try:
         yield
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes)

@@ -69,6 +69,19 @@ async def test_login_spraying_from_one_ip_is_throttled(client: Any, register: An
     assert statuses[30] == 429
 
 
+async def test_reset_mails_from_one_ip_are_throttled(client: Any) -> None:
+    """Many addresses, one IP: the per-IP budget (10/hour) stops the 11th, although each address
+    stays under its own (3/hour)."""
+    answers = [
+        await client.post("/auth/forgot-password", json={"email": f"victim-{index}@example.com"})
+        for index in range(15)
+    ]
+    assert [answer.status_code for answer in answers[:10]] == [202] * 10
+    for answer in answers[10:]:
+        assert_problem(answer, 429, "rate_limited")
+        assert 1 <= int(answer.headers["retry-after"]) <= 3600
+
+
 async def test_multipart_content_type_does_not_lift_the_json_cap(client: Any) -> None:
     body = b"x" * (2 * 1024 * 1024)  # over the 1 MiB JSON cap, under the 10 MiB upload cap
     response = await client.post(

@@ -1,8 +1,9 @@
 """The worker's composition root: the Celery app, with every declared task registered on it.
 
-`create_celery(settings)` is called by the worker and beat entry points and by the API (which
-only publishes). Tasks are declared with `worker.registry.task` in their domain's `tasks.py`,
-listed once in TASK_MODULES; a periodic task's schedule is declared with the task.
+`create_celery(settings)` is called by the worker and beat entry points, and by the API through
+`create_publisher` (it only publishes, each publish bounded in time). Tasks are declared with
+`worker.registry.task` in their domain's `tasks.py`, listed once in TASK_MODULES; a periodic
+task's schedule is declared with the task.
 """
 
 from __future__ import annotations
@@ -64,6 +65,24 @@ def create_celery(settings: Settings) -> Celery:
     )
     for spec in TASKS.values():
         _register(app, settings, spec)
+    return app
+
+
+def create_publisher(settings: Settings) -> Celery:
+    """The API's Celery app, which only publishes: a publish waits for the broker at most
+    BROKER_TIMEOUT_SECONDS, once. Without socket timeouts a publish to a hung broker (paused, or
+    gone without closing the connection) waits as long as the broker does, and the request with
+    it; a task that could not be published is left to the outbox (defer.send_deferred). Workers
+    and beat keep waiting instead: their consumer is not built for socket timeouts (kombu drops
+    into a reconnect that can stall), and nothing answers to a client while they wait."""
+    app = create_celery(settings)
+    timeout = settings.broker_timeout_seconds
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    app.conf.task_publish_retry_policy = {"max_retries": 0}
     return app
 
 

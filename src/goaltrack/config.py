@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # default is chosen by bench/sizing.py (its figures: the README's Performance section).
     database_read_pool_size: Annotated[int, Field(ge=1)] = 20
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The longest an API publish waits for the broker (connect, send, reply): past it the request
+    # goes on and the task is left to the outbox.
+    broker_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     # /docs and /openapi.json: unset = on except in production (see `docs_on`).
     docs_enabled: bool | None = None
     # Browser origins allowed by CORS, comma-separated ("https://app.example.com"); empty = none.
@@ -105,6 +108,9 @@ class Settings(BaseSettings):
     rate_limit_login: RateLimitSetting = "5/minute"
     rate_limit_register: RateLimitSetting = "10/hour"
     rate_limit_forgot: RateLimitSetting = "3/hour"
+    # Reset mails asked for from one client IP, whatever the address (one per address would let
+    # a client mail every address it knows).
+    rate_limit_forgot_ip: RateLimitSetting = "10/hour"
     # Password spraying: every login attempt from one client IP, whatever the e-mail.
     rate_limit_login_ip: RateLimitSetting = "30/minute"
     # Routes that confirm the current password (change, delete, delete data), per user.
@@ -126,6 +132,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A request body's pieces must each come within this long (then 408), and the whole at
+    # 1 KiB/s on average after it (middleware.BodyLimits).
+    body_read_timeout_seconds: float = Field(default=30, gt=0, le=600)
     attachment_url_ttl_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
 
     scheduler_interval_seconds: int = Field(default=60, ge=1)
@@ -330,6 +339,10 @@ class Settings(BaseSettings):
     @property
     def forgot_limit(self) -> RateLimit:
         return RateLimit.parse(self.rate_limit_forgot)
+
+    @property
+    def forgot_ip_limit(self) -> RateLimit:
+        return RateLimit.parse(self.rate_limit_forgot_ip)
 
     @property
     def login_ip_limit(self) -> RateLimit:

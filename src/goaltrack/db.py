@@ -19,7 +19,15 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from goaltrack.config import Settings
-from goaltrack.defer import PRODUCER, Producer, has_deferred, send_deferred
+from goaltrack.defer import (
+    PRODUCER,
+    UNSENT,
+    Producer,
+    UnsentHandler,
+    has_deferred,
+    reschedule_unsent,
+    send_deferred,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -71,11 +79,16 @@ def create_engine(
 
 
 def create_sessionmaker(
-    engine: AsyncEngine, producer: Producer | None = None
+    engine: AsyncEngine, producer: Producer | None = None, unsent: UnsentHandler | None = None
 ) -> async_sessionmaker[AsyncSession]:
-    """`producer` publishes the tasks a session defers, once it has committed."""
-    info = {PRODUCER: producer} if producer is not None else None
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info)
+    """`producer` publishes the tasks a session defers, once it has committed; `unsent` takes
+    the outbox rows it could not publish (`worker.outbox.resend_unsent`)."""
+    info: dict[str, object] = {}
+    if producer is not None:
+        info[PRODUCER] = producer
+    if unsent is not None:
+        info[UNSENT] = unsent
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or None)
 
 
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -92,10 +105,10 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
-    # Off the event loop: with the broker down, publishing blocks for most of a second. Most
+    # Off the event loop: a publish may wait for the broker up to BROKER_TIMEOUT_SECONDS. Most
     # requests defer nothing, and skip the thread hop.
     if has_deferred(session):
-        await to_thread.run_sync(send_deferred, session)
+        await reschedule_unsent(session, await to_thread.run_sync(send_deferred, session))
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]

@@ -99,6 +99,12 @@ class PayloadTooLarge(AppError):
     detail = "The request body is too large."
 
 
+class RequestTimeout(AppError):
+    status_code = 408
+    code = "request_timeout"
+    detail = "The request body did not arrive in time; send it again."
+
+
 def problem(
     status: int,
     code: str,

@@ -34,7 +34,7 @@ A request with a key, step by step:
 Content is the canonical JSON body (sorted keys; unparsable bytes as they are; an empty body is
 its own content), or, for an upload, the file's bytes and name (a retry's multipart boundary
 differs, so the raw body is never hashed; goals.dependencies.get_upload_slot). Bodies are bounded
-before they get here (BodySizeLimit, the upload's own limit).
+before they get here (BodyLimits, the upload's own limit).
 """
 
 from __future__ import annotations

@@ -21,13 +21,13 @@ from goaltrack.ai.router import router as ai_router
 from goaltrack.auth.oauth import IdTokenVerifier
 from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
-from goaltrack.celery_app import create_celery
+from goaltrack.celery_app import create_publisher
 from goaltrack.config import AppEnv, Settings, get_settings
 from goaltrack.db import create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
 from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
-from goaltrack.middleware import BodySizeLimit, Compression
+from goaltrack.middleware import BodyLimits, Compression, TrustedProxies
 from goaltrack.notifications.router import router as notifications_router
 from goaltrack.observability.install import install_observability
 from goaltrack.openapi import install_contract, operation_id
@@ -40,6 +40,7 @@ from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.sync.router import router as sync_router
 from goaltrack.uploads import MULTIPART_OVERHEAD
 from goaltrack.web.router import router as web_router
+from goaltrack.worker import outbox
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings, application_name="goaltrack-api")
-        # The API only publishes tasks; create_celery also installs the event subscriptions.
-        producer = create_celery(settings)
+        # The API only publishes tasks; create_celery (under create_publisher) also installs the
+        # event subscriptions.
+        producer = create_publisher(settings)
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         app.state.settings = settings
         if settings.fcm_credentials_file is None:
@@ -64,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings, application_name="goaltrack-api-reads"
         )
         app.state.reader = PoolReader(read_pool)
-        app.state.sessionmaker = create_sessionmaker(engine, producer)
+        app.state.sessionmaker = create_sessionmaker(engine, producer, outbox.resend_unsent)
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(redis)
         app.state.passwords = Passwords(settings.bcrypt_rounds, settings.bcrypt_concurrency)
@@ -99,9 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(
-        BodySizeLimit,
+        BodyLimits,
         json_limit=settings.max_json_body_bytes,
         multipart_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        read_timeout=settings.body_read_timeout_seconds,
     )
     if settings.cors_origin_list:  # no CORS headers at all when CORS_ORIGINS is empty
         app.add_middleware(
@@ -116,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Compression)
     # Added last, so outermost: 413s and CORS preflights get the headers too.
     app.add_middleware(SecurityHeaders, hsts=settings.app_env is AppEnv.production)
+    if settings.trusted_proxy_hops:  # outside all of them: they see the client and scheme
+        app.add_middleware(TrustedProxies, hops=settings.trusted_proxy_hops)
     # Routes are matched in this order, one candidate after another (each costs a few µs): the
     # hot reads' routers first, those with few routes before the goals' two dozen (bench/).
     app.include_router(sync_router)
@@ -141,7 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _document_problem_schema(app: FastAPI) -> None:
     """Make the OpenAPI document honest about errors: every 422 is a ValidationProblem (not
-    FastAPI's default shape), every secured operation may answer 401, every body may be too large."""
+    FastAPI's default shape), every secured operation may answer 401, every body may be too large
+    or too slow."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -167,6 +173,9 @@ def _document_problem_schema(app: FastAPI) -> None:
                 if "requestBody" in operation:
                     responses.setdefault(
                         "413", _problem_response("Body too large (`payload_too_large`)")
+                    )
+                    responses.setdefault(
+                        "408", _problem_response("Body not sent in time (`request_timeout`)")
                     )
             app.openapi_schema = schema
         return app.openapi_schema

@@ -49,13 +49,9 @@ async def get_rate_limiter(request: Request) -> RateLimiter:
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
-def client_ip(request: Request, trusted_proxy_hops: int) -> str:
-    """The client's address; behind N trusted proxies, the Nth address from the right of X-Forwarded-For."""
-    if trusted_proxy_hops:
-        forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",")]
-        forwarded = [part for part in forwarded if part]
-        if len(forwarded) >= trusted_proxy_hops:
-            return forwarded[-trusted_proxy_hops]
+def client_ip(request: Request) -> str:
+    """The client's address: behind TRUSTED_PROXY_HOPS proxies, the one the outermost of them saw
+    (middleware.TrustedProxies has put it in the request's scope)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -70,9 +66,18 @@ async def limit_login_attempts(
 
 async def limit_sign_ins_from_ip(limiter: RateLimiter, request: Request, settings: Settings) -> str:
     """Every sign-in from one client IP, with a password or an ID token: one budget. The IP."""
-    ip = client_ip(request, settings.trusted_proxy_hops)
+    ip = client_ip(request)
     await limiter.hit("login-ip", ip, settings.login_ip_limit)
     return ip
+
+
+async def limit_reset_mails(
+    limiter: RateLimiter, request: Request, settings: Settings, email: str
+) -> None:
+    """Password-reset mails (the API's forgot-password and the reset page's "send a new link"),
+    per client IP whatever the address, and per address."""
+    await limiter.hit("forgot-ip", client_ip(request), settings.forgot_ip_limit)
+    await limiter.hit("forgot", email, settings.forgot_limit)
 
 
 async def limit_password_checks(limiter: RateLimiter, settings: Settings, user_id: str) -> None:

@@ -184,7 +184,7 @@ async def verify_email(
     """Proves the address with the link's token (no bearer token needed) or with the code
     (with the bearer token of the account it was sent for)."""
     if isinstance(body, VerifyByToken):
-        ip = client_ip(request, settings.trusted_proxy_hops)
+        ip = client_ip(request)
         await limiter.hit("verify-link", ip, settings.login_ip_limit)
         user = await verification.verify_token(session, token=body.token, now=now)
     else:

@@ -30,7 +30,6 @@ from goaltrack.auth.oauth import IdTokenVerifier
 from goaltrack.auth.schemas import TokenPair
 from goaltrack.auth.security import Passwords
 from goaltrack.config import Settings
-from goaltrack.defer import defer
 from goaltrack.errors import NotFound
 from goaltrack.files import service as files
 from goaltrack.profile.models import UserSettings
@@ -296,5 +295,7 @@ async def request_export(session: AsyncSession, *, user: User, now: datetime) ->
         await session.flush()
     except IntegrityError as exc:  # a concurrent request won (uq_data_exports_user_id_pending)
         raise ExportInProgress from exc
-    defer(session, BUILD_EXPORT, str(export.id))
+    # Through the outbox: a build that could not be queued (the broker down) is sent again within
+    # seconds of the broker's return, not when maintain_exports finds it stale.
+    outbox.defer_durably(session, BUILD_EXPORT, str(export.id), now=now, user_id=user.id)
     return export

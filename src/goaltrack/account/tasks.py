@@ -20,7 +20,7 @@ from goaltrack.notifications.kinds import ExportReadyData
 from goaltrack.notifications.service import notify
 from goaltrack.profile.queries import get_locale
 from goaltrack.storage import StorageUnavailable
-from goaltrack.worker.outbox import defer_durably
+from goaltrack.worker.outbox import OutboxTask, defer_durably
 from goaltrack.worker.registry import TICK, RetryLater, backoff, task
 from goaltrack.worker.runtime import (
     current_attempt,
@@ -41,7 +41,13 @@ PURGE_BATCH = 100
 SEND_EXPORT_READY = "account.send_export_ready"
 
 
-@task(service.BUILD_EXPORT, max_retries=EXPORT_RETRIES, soft_time_limit=600, time_limit=660)
+@task(
+    service.BUILD_EXPORT,
+    max_retries=EXPORT_RETRIES,
+    durable=True,
+    soft_time_limit=600,
+    time_limit=660,
+)
 async def build_export(export_id: str) -> None:
     """Write the user's ZIP to S3 and announce it with an `export_ready` notification. Idempotent:
     an export that is no longer pending is left alone."""
@@ -156,8 +162,9 @@ async def purge_deleted_accounts() -> int:
 @task("account.maintain_exports", every=TICK)
 async def maintain_exports() -> None:
     """Exports live a week: then the file goes (through the outbox) and so does the row. A pending
-    export whose task was lost (broker down at enqueue time) is sent again, and given up after
-    EXPORT_GIVE_UP so that the user can ask again."""
+    export whose build has no outbox row (it was given up, or asked for before builds went through
+    the outbox) is sent again, and any is given up after EXPORT_GIVE_UP so that the user can ask
+    again."""
     now = utcnow()
     async with task_session() as session:
         expired = list(
@@ -172,17 +179,29 @@ async def maintain_exports() -> None:
             if export.object_key:
                 files.queue_object_deletion(session, export.object_key)
             await session.delete(export)
-        stale = await session.scalars(
-            select(DataExport)
-            .where(
-                DataExport.status == "pending",
-                DataExport.created_at <= now - EXPORT_RESEND_AFTER,
+        stale = list(
+            await session.scalars(
+                select(DataExport)
+                .where(
+                    DataExport.status == "pending",
+                    DataExport.created_at <= now - EXPORT_RESEND_AFTER,
+                )
+                .with_for_update(skip_locked=True)
             )
-            .with_for_update(skip_locked=True)
+        )
+        # A build still in the outbox is the outbox's to send again (a user has one pending
+        # export at most): sending it here too would build it twice.
+        in_outbox = set(
+            await session.scalars(
+                select(OutboxTask.user_id).where(
+                    OutboxTask.user_id.in_({export.user_id for export in stale}),
+                    OutboxTask.name == service.BUILD_EXPORT,
+                )
+            )
         )
         for export in stale:
             if export.created_at <= now - EXPORT_GIVE_UP:
                 export.status = "failed"
                 export.error = "the export did not complete in time"
-            else:
+            elif export.user_id not in in_outbox:
                 defer(session, service.BUILD_EXPORT, str(export.id))

@@ -21,7 +21,7 @@ from goaltrack.db import SessionDep
 async def claim_key(request: Request, session: SessionDep, claims: AccessClaimsDep) -> None:
     async def content() -> bytes:
         # Read already by FastAPI for a route with a body (Request caches it); bounded by
-        # BodySizeLimit for any other.
+        # BodyLimits for any other.
         return idempotency.json_content(await request.body())
 
     await idempotency.claim(

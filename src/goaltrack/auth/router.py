@@ -40,6 +40,7 @@ from goaltrack.ratelimit import (
     RateLimiterDep,
     client_ip,
     limit_login_attempts,
+    limit_reset_mails,
     limit_sign_ins_from_ip,
 )
 
@@ -67,9 +68,7 @@ async def register(
     limiter: RateLimiterDep,
     now: Now,
 ) -> TokenPair:
-    await limiter.hit(
-        "register", client_ip(request, settings.trusted_proxy_hops), settings.register_limit
-    )
+    await limiter.hit("register", client_ip(request), settings.register_limit)
     user = await service.register(
         session,
         passwords,
@@ -148,9 +147,10 @@ async def forgot_password(
     session: SessionDep,
     settings: SettingsDep,
     limiter: RateLimiterDep,
+    request: Request,
     now: Now,
 ) -> Accepted:
-    await limiter.hit("forgot", body.email, settings.forgot_limit)
+    await limit_reset_mails(limiter, request, settings, body.email)
     service.request_password_reset(session, body.email, now=now)
     return Accepted(detail=FORGOT_PASSWORD_ACCEPTED)
 

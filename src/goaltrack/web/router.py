@@ -30,7 +30,7 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import NotFound, RateLimited
-from goaltrack.ratelimit import RateLimiterDep
+from goaltrack.ratelimit import RateLimiterDep, limit_reset_mails
 from goaltrack.schemas import is_blank
 from goaltrack.web.texts import PAGE_TEXTS, page_locale
 
@@ -193,7 +193,7 @@ async def submit(
                 status_code=422,
             )
         try:
-            await limiter.hit("forgot", address, settings.forgot_limit)
+            await limit_reset_mails(limiter, request, settings, address)
         except RateLimited:
             return _page(
                 request,

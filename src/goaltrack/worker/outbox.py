@@ -1,10 +1,11 @@
 """The task outbox: a task that must run at least once is a row written in the transaction that
 asked for it. The task deletes its row when done (the row id travels as the Celery task id); a
-row whose lease runs out (the first send was lost with the broker down, or the worker died) is
-sent again by a periodic sweep. Tasks are idempotent, so a rare second run is harmless.
+row whose publish failed (the broker down or hung) is due again within seconds, a row whose lease
+runs out (its worker died) after the lease, and a periodic sweep sends both again. Tasks are
+idempotent, so a rare second run is harmless.
 
-A row may also be *held*: not sent until `not_before` (a push in the user's quiet hours). The sweep
-sends it then, as its first send, not as a resend.
+A row may also be *held*: not sent until `not_before` (a push in the user's quiet hours, or a
+publish the broker did not take). The sweep sends it then, as its first send, not as a resend.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ OUTBOX_LEASE = timedelta(minutes=15)
 SWEEP_BATCH = 500
 # Re-sends after a lost send or a dead worker; retries a task asks for itself do not count.
 MAX_RESENDS = 8
+# A row whose publish failed for want of the broker is due again this soon, not after the lease
+# (which waits for a worker that died). Not at once: a publish that timed out on a hung broker may
+# still land when it wakes, and this leaves it the time to run and delete its row first.
+RESEND_UNSENT_AFTER = timedelta(seconds=10)
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +46,9 @@ class OutboxTask(UUIDPrimaryKey, CreatedAt, Base):
     # When the sweep may send it (again): after the lease, or after a retry's countdown.
     not_before: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(default=0)
-    # Waiting for `not_before` on purpose (`defer_durably(hold_until=)`, a task's `Hold`): never
-    # sent yet since, so the sweep's send is not counted as a resend.
+    # Waiting for `not_before` on purpose (`defer_durably(hold_until=)`, a task's `Hold`, a
+    # publish the broker did not take): never sent yet since, so the sweep's send is not counted
+    # as a resend.
     held: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
 
@@ -85,6 +91,22 @@ async def postpone(session: AsyncSession, outbox_id: uuid.UUID, until: datetime)
     )
 
 
+async def resend_unsent(session: AsyncSession, outbox_ids: list[uuid.UUID], now: datetime) -> None:
+    """Rows whose publish failed for want of the broker (`defer.UNSENT`): held until
+    RESEND_UNSENT_AFTER from now, not the lease; held, because a send that never reached the
+    broker is no resend (an outage outlasting MAX_RESENDS sweeps does not lose them). A row held
+    meanwhile, or due later than a lease from now (a retry's countdown), keeps its time."""
+    await session.execute(
+        update(OutboxTask)
+        .where(
+            OutboxTask.id.in_(outbox_ids),
+            OutboxTask.not_before <= now + OUTBOX_LEASE,
+            ~OutboxTask.held,
+        )
+        .values(not_before=now + RESEND_UNSENT_AFTER, held=True)
+    )
+
+
 async def hold(session: AsyncSession, outbox_id: uuid.UUID, until: datetime) -> None:
     """A durable task must not run before `until` (it raised `Hold`): the sweep sends it then."""
     await session.execute(
@@ -107,9 +129,9 @@ async def complete(session: AsyncSession, outbox_id: uuid.UUID) -> None:
 
 
 async def sweep(session: AsyncSession, now: datetime) -> int:
-    """Send again every durable task whose lease ran out (its first send was lost, or its
-    worker died), and every held one whose time has come. The caller commits; the lease is
-    renewed before the send."""
+    """Send again every durable task whose lease ran out (its worker died, or its message was
+    lost inside the broker), and every held one whose time has come (quiet hours over, a publish
+    the broker did not take). The caller commits; the lease is renewed before the send."""
     due = list(
         await session.scalars(
             select(OutboxTask)

@@ -15,8 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from goaltrack.config import Settings
 from goaltrack.db import create_engine, create_sessionmaker
-from goaltrack.defer import PRODUCER, Producer, discard_deferred, send_deferred
+from goaltrack.defer import (
+    PRODUCER,
+    UNSENT,
+    Producer,
+    discard_deferred,
+    reschedule_unsent,
+    send_deferred,
+)
 from goaltrack.storage import Storage
+from goaltrack.worker import outbox
 
 T = TypeVar("T")
 
@@ -83,7 +91,8 @@ async def task_session() -> AsyncIterator[AsyncSession]:
         )
         _runtime.sessionmaker = create_sessionmaker(engine)
     assert _runtime.producer is not None
-    async with _runtime.sessionmaker(info={PRODUCER: _runtime.producer}) as session:
+    info = {PRODUCER: _runtime.producer, UNSENT: outbox.resend_unsent}
+    async with _runtime.sessionmaker(info=info) as session:
         try:
             yield session
         except BaseException:
@@ -91,7 +100,8 @@ async def task_session() -> AsyncIterator[AsyncSession]:
             discard_deferred(session)
             raise
         await session.commit()
-    send_deferred(session)
+    # On the worker's own thread: blocking here holds only this task.
+    await reschedule_unsent(session, send_deferred(session))
 
 
 async def in_batches(batch: int, step: Callable[[AsyncSession], Awaitable[int]]) -> int:
