@@ -66,7 +66,7 @@ class Mailbox:
         ]
 
     async def wait_for(
-        self, address: str, count: int = 1, timeout: float = 15, *, verification: bool = False
+        self, address: str, count: int = 1, timeout: float = 30, *, verification: bool = False
     ) -> list[EmailMessage]:
         await wait_until(
             lambda: len(self.to(address, verification=verification)) >= count, timeout=timeout
