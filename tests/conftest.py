@@ -21,7 +21,7 @@ import pytest
 from fakes.fcm import FakeFcm
 from fakes.openai import FakeOpenAI
 from goaltrack.dev.localstack import LocalStack, Postgres, free_port
-from goaltrack.i18n import MESSAGES, t
+from goaltrack.i18n import LOCALES, t
 from helpers import Account, TestClock, wait_for_idle_worker, wait_until
 
 _stack: LocalStack | None = None
@@ -32,7 +32,7 @@ SEEDED = {"achievements"}
 OPENAI = FakeOpenAI()
 
 
-VERIFY_SUBJECTS = {t(locale, "verify.subject") for locale in MESSAGES}
+VERIFY_SUBJECTS = {t(locale, "verify.subject") for locale in LOCALES}
 
 
 @dataclass

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 
 from starlette.middleware.gzip import GZipMiddleware, GZipResponder, IdentityResponder
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from goaltrack.errors import PayloadTooLarge, problem
+from goaltrack.errors import PayloadTooLarge, problem, request_locale
 
 UPLOAD_PATH = re.compile(r"^/goals/[^/]+/attachments/?$")
 
@@ -34,14 +35,18 @@ class BodySizeLimit:
         is_upload = scope["method"] == "POST" and UPLOAD_PATH.match(scope["path"]) is not None
         limit = self.multipart_limit if is_upload else self.json_limit
 
-        def too_large() -> Response:  # built only when needed: this runs on every request
+        async def too_large() -> Response:  # built only when needed: this runs on every request
             return problem(
-                413, PayloadTooLarge.code, f"The request body is larger than {limit} bytes."
+                413,
+                PayloadTooLarge.code,
+                "The request body is larger than {limit} bytes.",
+                locale=await request_locale(Request(scope)),
+                values={"limit": limit},
             )
 
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await too_large()(scope, receive, send)
+            await (await too_large())(scope, receive, send)
             return
         received = 0
         exceeded = False
@@ -62,7 +67,7 @@ class BodySizeLimit:
             if not exceeded:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await too_large()(scope, receive, send)
+                await (await too_large())(scope, receive, send)
 
         await self.app(scope, limited_receive, guarded_send)
 
