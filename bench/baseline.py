@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from goaltrack.achievements import texts
 from goaltrack.achievements.queries import CATALOGUE
 from goaltrack.achievements.service import STATS_KEY, Stats, count_up
 from goaltrack.auth.security import AccessClaims, decode_access_token
@@ -212,8 +213,8 @@ async def list_achievements(request: Request) -> Response:
             "items": [
                 {
                     "code": row["code"],
-                    "title": row["title"],
-                    "description": row["description"],
+                    "title": texts.title(row["code"], row["locale"]),
+                    "description": texts.description(row["code"], row["locale"]),
                     "icon": row["icon"],
                     "earned": row["earned_at"] is not None,
                     "earned_at": row["earned_at"],

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, field_serializer
 from sqlalchemy import create_engine, func, select, tuple_
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, relationship, selectinload
 
+from goaltrack.achievements import texts
 from goaltrack.achievements.models import Achievement, UserAchievement
 from goaltrack.auth.models import RefreshToken, User
 from goaltrack.auth.security import decode_access_token
@@ -420,11 +421,6 @@ def read_notifications(
     return {"items": notifications, "next_cursor": after, "unread_count": unread_count}
 
 
-def in_locale(texts: dict[str, str], locale: str) -> str:
-    text = texts.get(locale)
-    return texts[DEFAULT_LOCALE] if text is None else text
-
-
 def percent_of_users(stats: dict[str, Any] | None, code: str) -> float | None:
     if stats is None:
         return None
@@ -455,8 +451,8 @@ def read_achievements(session: SessionDep, current_user: CurrentUser) -> Any:
         "items": [
             {
                 "code": achievement.code,
-                "title": in_locale(achievement.title, locale or DEFAULT_LOCALE),
-                "description": in_locale(achievement.description, locale or DEFAULT_LOCALE),
+                "title": texts.title(achievement.code, locale or DEFAULT_LOCALE),
+                "description": texts.description(achievement.code, locale or DEFAULT_LOCALE),
                 "icon": achievement.icon,
                 "earned": achievement.id in earned,
                 "earned_at": earned.get(achievement.id),

@@ -22,7 +22,7 @@ from fakes.fcm import FakeFcm
 from fakes.identity import APPLE_CLIENT_IDS, GOOGLE_CLIENT_IDS, FakeApple, FakeIdentityProvider
 from fakes.openai import FakeOpenAI
 from goaltrack.dev.localstack import LocalStack, Postgres, free_port
-from goaltrack.i18n import MESSAGES, t
+from goaltrack.i18n import LOCALES, t
 from helpers import Account, TestClock, wait_for_idle_worker, wait_until
 
 _stack: LocalStack | None = None
@@ -35,7 +35,7 @@ GOOGLE = FakeIdentityProvider("google", "https://accounts.google.com", "/oauth2/
 APPLE = FakeApple()
 
 
-VERIFY_SUBJECTS = {t(locale, "verify.subject") for locale in MESSAGES}
+VERIFY_SUBJECTS = {t(locale, "verify.subject") for locale in LOCALES}
 
 
 @dataclass

@@ -68,7 +68,7 @@ async def test_settings_defaults_and_updates(
     [
         ("/settings", {"timezone": "Mars/Olympus"}),
         ("/settings", {"timezone": ""}),
-        ("/settings", {"locale": "de"}),
+        ("/settings", {"locale": "it"}),  # no catalogue for it (de: since migration 0019)
         ("/settings", {"push_enabled": False}),
         ("/settings/notifications", {}),
         ("/settings/notifications", {"push_enabled": "maybe"}),
@@ -651,11 +651,11 @@ async def test_a_refresh_racing_a_password_change_does_not_survive_it(
 
 
 async def test_a_locale_the_api_cannot_serve_cannot_be_stored(app: Any, user: Account) -> None:
-    """GET /settings once answered 500 for a row seeded with locale 'de': the database now holds
-    only what the API accepts."""
+    """GET /settings once answered 500 for a row seeded with locale 'de' (unsupported then): the
+    database now holds only what the API accepts (a locale without a catalogue: 'it')."""
     from sqlalchemy import update
     from sqlalchemy.exc import IntegrityError
 
     with pytest.raises(IntegrityError):
         async with app.state.sessionmaker() as session, session.begin():
-            await session.execute(update(UserSettings).values(locale="de"))
+            await session.execute(update(UserSettings).values(locale="it"))

@@ -169,6 +169,17 @@ async def test_page_language_from_token_owner_else_accept_language(
         "/reset-password", headers={"accept-language": "ru-RU,ru;q=0.9,en;q=0.8"}
     )
     assert "Ссылка устарела" in unknown.text
+    assert unknown.headers["content-language"] == "ru"
+    for header, words in (
+        ("de-CH, en;q=0.5", "Dieser Link ist abgelaufen"),
+        ("uk", "Посилання застаріло"),
+        ("pt", "Este link expirou"),
+        ("es-MX, es;q=0.9", "Este enlace ha caducado"),
+        ("fr-FR", "Ce lien a expiré"),
+        ("ja", "This link has expired"),
+    ):
+        page = await client.get("/reset-password", headers={"accept-language": header})
+        assert words in page.text, header
 
 
 async def test_app_link_files_404_until_configured(client: Any) -> None:
@@ -290,6 +301,13 @@ def shoot(browser: Any, tmp_path: Path, name: str) -> None:
             "This link has expired",
         ),
         ("ru", "не короче 8 символов", "Все остальные сеансы завершены.", "Ссылка устарела"),
+        (
+            "de",
+            "mindestens 8 Zeichen",
+            "Alle anderen Sitzungen wurden abgemeldet.",
+            "Dieser Link ist abgelaufen",
+        ),
+        ("uk", "щонайменше 8 символів", "Усі інші сеанси завершено.", "Посилання застаріло"),
     ],
 )
 async def test_reset_in_a_real_browser(

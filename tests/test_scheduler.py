@@ -323,7 +323,8 @@ async def test_digest_summarises_active_goals_in_the_users_language(
     assert served.sent == 1
     [digest] = await feed_types(app, "digest")
     assert digest.title == "Ваши цели"
-    assert digest.body == "Целей в работе: 2. Срок цели «Выучить испанский» — через 4 дн."
+    # Russian plural forms (2 цели, 4 дня): the catalogue's three forms, chosen by ngettext.
+    assert digest.body == "2 цели в работе. Срок цели «Выучить испанский» — через 4 дня."
     assert digest.data == {"active_goals": 2}
 
 

@@ -1,8 +1,18 @@
-"""One error base class, rendered as RFC 9457 problem+json by one set of handlers."""
+"""One error base class, rendered as RFC 9457 problem+json by one set of handlers.
+
+A problem's `title` and `detail` are written in the caller's language when it is rendered: the
+error's English detail is its message id in the catalogues (i18n), so an error class needs no
+translation code of its own, and `code` never changes. The language is the caller's
+`settings.locale` when the request carries a valid access token (one indexed read, on the error
+path only: the token cannot carry the locale, which changes), else the best match of
+`Accept-Language`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -13,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from goaltrack import i18n
 from goaltrack.observability.request_id import current_request_id
 from goaltrack.reads import DRIVER_CONNECTION_ERRORS
 
@@ -46,8 +57,12 @@ class AppError(Exception):
         *,
         headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        values: Mapping[str, Any] | None = None,
     ) -> None:
-        self.message = detail or self.detail
+        # The English detail is the message id; `values` fill its `{fields}` in any language.
+        self.template = detail or self.detail
+        self.values = dict(values or {})
+        self.message = self.template.format(**self.values) if self.values else self.template
         self.headers = headers or {}
         self.extra = extra or {}
         super().__init__(self.message)
@@ -105,25 +120,68 @@ class RequestTimeout(AppError):
     detail = "The request body did not arrive in time; send it again."
 
 
+# Finds the caller's settings.locale from the request (None: no valid access token, or no such
+# user): installed by the app factory, which knows the domains (the kernel does not).
+CallerLocale = Callable[[Request], Awaitable[str | None]]
+# The lookup is one indexed read; on an error path it must never hold the answer up for long.
+CALLER_LOCALE_TIMEOUT_SECONDS = 1.0
+_LOCALE_KEY = "goaltrack.locale"
+
+
+async def request_locale(request: Request, *, ask_database: bool = True) -> str:
+    """The language of a problem for this request: the caller's settings.locale, else the best
+    match of Accept-Language (`ask_database=False`: the latter only, when the database is the
+    trouble)."""
+    if (known := request.scope.get(_LOCALE_KEY)) is not None:
+        return str(known)
+    locale = None
+    app_state = getattr(request.scope.get("app"), "state", None)
+    lookup: CallerLocale | None = getattr(app_state, "caller_locale", None)
+    if ask_database and lookup is not None:
+        try:
+            async with asyncio.timeout(CALLER_LOCALE_TIMEOUT_SECONDS):
+                locale = await lookup(request)
+        except Exception:  # the problem is still answered, in the browser's language
+            logger.warning("caller locale unavailable for a problem body", exc_info=True)
+    if locale not in i18n.CATALOGUES:
+        locale = i18n.negotiate(request.headers.get("accept-language"))
+    if ask_database:
+        request.scope[_LOCALE_KEY] = locale
+    return locale
+
+
+def problem_title(status: int, locale: str) -> str:
+    key = f"status.{status}"
+    return i18n.t(locale, key) if key in i18n.MESSAGE_IDS else HTTPStatus(status).phrase
+
+
 def problem(
     status: int,
     code: str,
     detail: str,
     *,
+    locale: str = i18n.DEFAULT_LOCALE,
+    values: Mapping[str, Any] | None = None,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
+    """A problem+json response; `title` and `detail` (an English message id, its `{fields}` from
+    `values`) in `locale`."""
     body = {
         "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
+        "title": problem_title(status, locale),
         "status": status,
-        "detail": detail,
+        "detail": i18n.t(locale, detail, **(values or {})),
         "code": code,
         **extra,
     }
     if (request_id := current_request_id()) is not None:
         body["request_id"] = request_id  # the response's X-Request-ID, for support and the logs
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    # The words depend on the caller's language (and, without a caller, on Accept-Language).
+    language = {"Content-Language": locale, "Vary": "Accept-Language"}
+    return JSONResponse(
+        body, status_code=status, headers={**language, **(headers or {})}, media_type=PROBLEM_JSON
+    )
 
 
 def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
@@ -154,20 +212,32 @@ _STATUS_CODES = {
 }
 
 
-async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
+    # A 503 means a dependency is in trouble: the database may be it.
+    locale = await request_locale(request, ask_database=exc.status_code < 500)
     extra = exc.extra
     if exc.status_code == 422:
         # Every 422 has the same shape (ValidationProblem), whichever check refused the request.
+        message = i18n.t(locale, exc.template, **exc.values)
         extra = {
-            "errors": [{"loc": list(exc.location), "msg": exc.message, "type": exc.code}],
+            "errors": [{"loc": list(exc.location), "msg": message, "type": exc.code}],
             **extra,
         }
-    return problem(exc.status_code, exc.code, exc.message, headers=exc.headers, **extra)
+    return problem(
+        exc.status_code,
+        exc.code,
+        exc.template,
+        locale=locale,
+        values=exc.values,
+        headers=exc.headers,
+        **extra,
+    )
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    # Pydantic's own `msg` of each error stays English (its types and `loc` are the stable part).
     errors = [
         {
             "loc": list(error.get("loc", ())),
@@ -176,24 +246,44 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         }
         for error in exc.errors()
     ]
-    return problem(422, "validation_error", "The request is not valid.", errors=errors)
+    locale = await request_locale(request)
+    return problem(
+        422, "validation_error", "The request is not valid.", locale=locale, errors=errors
+    )
 
 
 # FastAPI's own words when a JSON body cannot even be decoded (invalid UTF-8).
 _UNDECODABLE_BODY = "There was an error parsing the body"
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def http_error_message(exc: StarletteHTTPException) -> str:
+    """A Starlette error's detail as a message id: its status phrase (Starlette's default
+    detail) reads as the problem's title does, any other text as itself."""
+    phrase = HTTPStatus(exc.status_code).phrase
+    if isinstance(exc.detail, str) and exc.detail != phrase:
+        return exc.detail
+    key = f"status.{exc.status_code}"
+    return key if key in i18n.MESSAGE_IDS else phrase
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    locale = await request_locale(request)
     if exc.status_code == 400 and exc.detail == _UNDECODABLE_BODY:
         # The same answer as any other malformed JSON body.
-        errors = [
-            {"loc": ["body"], "msg": "The body is not valid UTF-8 JSON.", "type": "json_invalid"}
-        ]
-        return problem(422, "validation_error", "The request is not valid.", errors=errors)
+        message = i18n.t(locale, "The body is not valid UTF-8 JSON.")
+        errors = [{"loc": ["body"], "msg": message, "type": "json_invalid"}]
+        return problem(
+            422, "validation_error", "The request is not valid.", locale=locale, errors=errors
+        )
     code = _STATUS_CODES.get(exc.status_code, "http_error")
-    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, code, detail, headers=dict(exc.headers or {}))
+    return problem(
+        exc.status_code,
+        code,
+        http_error_message(exc),
+        locale=locale,
+        headers=dict(exc.headers or {}),
+    )
 
 
 async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
@@ -205,6 +295,7 @@ async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
         503,
         ServiceUnavailable.code,
         ServiceUnavailable.detail,
+        locale=await request_locale(request, ask_database=False),
         headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
     )
 
@@ -232,10 +323,13 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem(500, "internal_error", "An unexpected error occurred.")
+    locale = await request_locale(request, ask_database=False)
+    return problem(500, "internal_error", "An unexpected error occurred.", locale=locale)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, caller_locale: CallerLocale | None = None) -> None:
+    """The handlers, and how a problem finds the caller's language (`request_locale`)."""
+    app.state.caller_locale = caller_locale
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

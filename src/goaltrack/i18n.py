@@ -1,115 +1,146 @@
-"""Texts the server writes, per `settings.locale`."""
+"""Every text the server writes, from one gettext catalogue per locale.
+
+The catalogues are `locales/<ll[_CC]>/LC_MESSAGES/goaltrack.po` (gettext's directory names:
+`pt_BR` is the API's `pt-BR`); adding a language is adding a file (and letting the settings'
+CHECK constraint accept it: a migration). They are compiled in memory when this module is
+imported (Babel reads the .po, writes the .mo into a buffer, the standard library's gettext reads
+it), so a fresh clone needs no build step and a catalogue that does not parse stops the start.
+
+Two kinds of message ids live in them:
+- the server's own texts (push, mail, the web page, achievements, problem titles) have short
+  symbolic ids, `reminder.title`, whose English is in the `en` catalogue;
+- a problem's `detail` has its English text as its id (errors.py translates it when the problem
+  is rendered), so an error class added without translations still answers, in English.
+
+Placeholders are `str.format` fields (`{goal}`). A message with plural forms is chosen by the
+value named `count` (ngettext, with each catalogue's Plural-Forms rule: three forms in Russian
+and Ukrainian). Sentences are never assembled from translated fragments: a text that varies is
+whole sentences, each a message of its own.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import gettext
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
 
-MESSAGES: dict[str, dict[str, str]] = {
-    "en": {
-        "reset.subject": "Reset your Goaltrack password",
-        "reset.text": (
-            "Someone asked to reset the password of your Goaltrack account.\n\n"
-            "Open the link below within {minutes} minutes to choose a new password. "
-            "If it was not you, ignore this e-mail."
-        ),
-        "goal_completed.title": "Goal completed!",
-        "goal_completed.body": "You completed every stage of '{goal}'. Well done!",
-        "reminder.title": "Time for: {goal}",
-        "reminder.body": "Next: {stage}",
-        "reminder.body_no_stage": "Keep going: add the next stage of this goal.",
-        "digest.title": "Your goals",
-        "digest.body": "{count} goals in progress.",
-        "digest.body_one": "1 goal in progress.",
-        "digest.due": " '{goal}' is due in {days} days.",
-        "digest.due_today": " '{goal}' is due today.",
-        "digest.overdue": " '{goal}' was due {days} days ago.",
-        "digest.habits": " {count} habits to do today.",
-        "digest.habits_one": " 1 habit to do today.",
-        "ai_ready.title": "Your plan is ready",
-        "ai_ready.body": "'{goal}' has {count} new stages.",
-        "ai_failed.title": "Could not make a plan",
-        "ai_failed.body": "The AI could not split '{goal}' into stages. Try again later.",
-        "export.title": "Your data export is ready",
-        "export.body": "Download your Goaltrack data within {days} days.",
-        "export.mail": (
-            "The export of your Goaltrack data is ready: a ZIP with everything you stored.\n\n"
-            "Download it from the link below within {days} days. If you did not ask for it, "
-            "change your password."
-        ),
-        "verify.subject": "Confirm your e-mail for Goaltrack",
-        "verify.text": (
-            "{greeting}confirm that this address is yours: open the link below, or enter the code "
-            "{code} in the app. Both work for {hours} hours.\n\n"
-            "If you did not sign up for Goaltrack or change your address, ignore this e-mail."
-        ),
-        "verify.greeting": "Hello {name}, ",
-        "verify.greeting_anonymous": "Hello, ",
-        "email_change.subject": "Your Goaltrack e-mail is being changed",
-        "email_change.text": (
-            "Someone asked to move your Goaltrack account to {new_email}. It moves once that "
-            "address is confirmed; until then this one keeps working.\n\n"
-            "If it was not you, change your password at once."
-        ),
-        "changed.subject": "Your Goaltrack password was changed",
-        "changed.text": (
-            "The password of your Goaltrack account was just changed and every session was signed out.\n\n"
-            "If it was not you, reset your password at once."
-        ),
-    },
-    "ru": {
-        "reset.subject": "Сброс пароля Goaltrack",
-        "reset.text": (
-            "Кто-то запросил сброс пароля вашей учётной записи Goaltrack.\n\n"
-            "Откройте ссылку ниже в течение {minutes} минут, чтобы задать новый пароль. "
-            "Если это были не вы, просто проигнорируйте письмо."
-        ),
-        "goal_completed.title": "Цель достигнута!",
-        "goal_completed.body": "Все этапы цели «{goal}» выполнены. Отличная работа!",
-        "reminder.title": "Пора заняться: {goal}",
-        "reminder.body": "Следующий этап: {stage}",
-        "reminder.body_no_stage": "Продолжайте: добавьте следующий этап этой цели.",
-        "digest.title": "Ваши цели",
-        "digest.body": "Целей в работе: {count}.",
-        "digest.body_one": "Целей в работе: 1.",
-        "digest.due": " Срок цели «{goal}» — через {days} дн.",
-        "digest.due_today": " Срок цели «{goal}» — сегодня.",
-        "digest.overdue": " Срок цели «{goal}» прошёл {days} дн. назад.",
-        "digest.habits": " Привычек на сегодня: {count}.",
-        "digest.habits_one": " Привычек на сегодня: 1.",
-        "ai_ready.title": "План готов",
-        "ai_ready.body": "У цели «{goal}» новых этапов: {count}.",
-        "ai_failed.title": "Не удалось составить план",
-        "ai_failed.body": "ИИ не смог разбить цель «{goal}» на этапы. Попробуйте позже.",
-        "export.title": "Экспорт данных готов",
-        "export.body": "Скачайте свои данные Goaltrack в течение {days} дней.",
-        "export.mail": (
-            "Экспорт ваших данных Goaltrack готов: ZIP-архив со всем, что вы сохранили.\n\n"
-            "Скачайте его по ссылке ниже в течение {days} дн. Если вы его не запрашивали, "
-            "смените пароль."
-        ),
-        "verify.subject": "Подтвердите e-mail для Goaltrack",
-        "verify.text": (
-            "{greeting}подтвердите, что это ваш адрес: откройте ссылку ниже или введите в "
-            "приложении код {code}. Оба действуют {hours} ч.\n\n"
-            "Если вы не регистрировались в Goaltrack и не меняли адрес, проигнорируйте письмо."
-        ),
-        "verify.greeting": "Здравствуйте, {name}! Пожалуйста, ",
-        "verify.greeting_anonymous": "Здравствуйте! Пожалуйста, ",
-        "email_change.subject": "Адрес e-mail в Goaltrack меняется",
-        "email_change.text": (
-            "Кто-то попросил перенести вашу учётную запись Goaltrack на адрес {new_email}. Адрес "
-            "сменится, когда новый будет подтверждён; до тех пор этот продолжает работать.\n\n"
-            "Если это были не вы, немедленно смените пароль."
-        ),
-        "changed.subject": "Пароль Goaltrack изменён",
-        "changed.text": (
-            "Пароль вашей учётной записи Goaltrack только что изменён, все сеансы завершены.\n\n"
-            "Если это были не вы, немедленно сбросьте пароль."
-        ),
-    },
-}
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+LOCALE_DIR: Final = Path(__file__).parent / "locales"
+DOMAIN: Final = "goaltrack"
+DEFAULT_LOCALE: Final = "en"
 
 
-def t(locale: str, key: str, **values: Any) -> str:
-    catalogue = MESSAGES.get(locale, MESSAGES["en"])
-    return catalogue.get(key, MESSAGES["en"][key]).format(**values)
+def locale_tag(directory: str) -> str:
+    """The API's tag (BCP 47, `pt-BR`) of a catalogue directory (gettext's `pt_BR`)."""
+    return directory.replace("_", "-")
+
+
+def catalogue_path(tag: str) -> Path:
+    return LOCALE_DIR / tag.replace("-", "_") / "LC_MESSAGES" / f"{DOMAIN}.po"
+
+
+def _compile(path: Path) -> tuple[gettext.GNUTranslations, frozenset[str], frozenset[str]]:
+    """The catalogue as gettext reads it, the ids of its messages and of those with plural
+    forms."""
+    with path.open("rb") as po:
+        catalog = read_po(po, abort_invalid=True)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)  # fuzzy entries are left out, as msgfmt does
+    buffer.seek(0)
+    ids = frozenset(
+        str(message.id[0] if message.pluralizable else message.id)
+        for message in catalog
+        if message.id
+    )
+    plurals = frozenset(str(message.id[0]) for message in catalog if message.pluralizable)
+    return gettext.GNUTranslations(buffer), ids, plurals
+
+
+def _load() -> tuple[dict[str, gettext.GNUTranslations], frozenset[str], frozenset[str]]:
+    found = sorted(
+        locale_tag(directory.name)
+        for directory in LOCALE_DIR.iterdir()
+        if (directory / "LC_MESSAGES" / f"{DOMAIN}.po").is_file()
+    )
+    english, ids, plurals = _compile(catalogue_path(DEFAULT_LOCALE))
+    catalogues = {DEFAULT_LOCALE: english}
+    for tag in found:
+        if tag != DEFAULT_LOCALE:
+            catalogues[tag], _, _ = _compile(catalogue_path(tag))
+            # A message a catalogue lacks (tests/test_i18n.py fails on that) reads as English.
+            catalogues[tag].add_fallback(english)
+    return catalogues, ids, plurals
+
+
+# The English catalogue's ids are every message's (tests/test_i18n.py holds the others to them).
+CATALOGUES, MESSAGE_IDS, PLURAL_IDS = _load()
+# Every locale the server writes in, English first (the API's `Locale`).
+LOCALES: Final = tuple(CATALOGUES)
+
+
+def t(locale: str, message_id: str, /, **values: Any) -> str:
+    """The message in `locale` (English for a locale we do not have), its fields filled in from
+    `values`; a message with plural forms takes the form for `values["count"]`."""
+    catalogue = CATALOGUES.get(locale) or CATALOGUES[DEFAULT_LOCALE]
+    if message_id in PLURAL_IDS:
+        text = catalogue.ngettext(message_id, message_id, int(values["count"]))
+    else:
+        text = catalogue.gettext(message_id)
+    return text.format(**values) if values else text
+
+
+def translator(locale: str) -> Any:
+    """`t` bound to one locale (for templates: `{{ t("page.title") }}`)."""
+
+    def bound(message_id: str, /, **values: Any) -> str:
+        return t(locale, message_id, **values)
+
+    return bound
+
+
+def _tag_index(locales: tuple[str, ...]) -> Mapping[str, str]:
+    """Lower-cased tag -> our tag, and each primary language -> our first locale of it (`pt` and
+    `pt-PT` read `pt-BR`: Portuguese is closer than English)."""
+    index: dict[str, str] = {}
+    for tag in locales:
+        index[tag.lower()] = tag
+        index.setdefault(tag.split("-")[0].lower(), tag)
+    return index
+
+
+_BY_TAG: Final = _tag_index(LOCALES)
+
+
+def _quality(parameters: list[str]) -> float:
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return min(max(float(value), 0.0), 1.0)
+            except ValueError:
+                return 0.0  # a malformed weight counts as "not wanted"
+    return 1.0
+
+
+def negotiate(accept_language: str | None) -> str:
+    """The locale for an `Accept-Language` header (RFC 9110, 12.5.4): its ranges by q-value
+    (ties in the order sent; q=0 means "not this one"), each matched exactly, then by its
+    primary language (`de-AT` -> `de`, `pt` -> `pt-BR`); `*` or nothing we have -> English."""
+    ranges: list[tuple[float, int, str]] = []
+    for position, part in enumerate((accept_language or "").split(",")[:32]):
+        tag, *parameters = part.split(";")
+        tag = tag.strip().lower()
+        quality = _quality(parameters)
+        if tag and quality > 0:
+            ranges.append((-quality, position, tag))
+    for _, _, tag in sorted(ranges):
+        if tag == "*":
+            return DEFAULT_LOCALE
+        found = _BY_TAG.get(tag) or _BY_TAG.get(tag.split("-")[0])
+        if found is not None:
+            return found
+    return DEFAULT_LOCALE

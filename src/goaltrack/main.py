@@ -18,6 +18,7 @@ from goaltrack.account.router import router as account_router
 from goaltrack.account.router import verification_router as account_verification_router
 from goaltrack.achievements.router import router as achievements_router
 from goaltrack.ai.router import router as ai_router
+from goaltrack.auth.locale import caller_locale
 from goaltrack.auth.oauth import IdTokenVerifier
 from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_on else None,
         generate_unique_id_function=operation_id,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, caller_locale=caller_locale)
     app.add_middleware(
         BodyLimits,
         json_limit=settings.max_json_body_bytes,

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.middleware.gzip import GZipMiddleware, GZipResponder, IdentityResponder
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from goaltrack.errors import PayloadTooLarge, RequestTimeout, problem
+from goaltrack.errors import PayloadTooLarge, RequestTimeout, problem, request_locale
 
 UPLOAD_PATH = re.compile(r"^/goals/[^/]+/attachments/?$")
 SCHEMES = {"http", "https"}
@@ -87,28 +88,33 @@ class BodyLimits:
         limit = self.multipart_limit if is_upload else self.json_limit
 
         # Built only when needed: this runs on every request.
-        def too_large() -> Response:
+        async def too_large() -> Response:
             return problem(
-                413, PayloadTooLarge.code, f"The request body is larger than {limit} bytes."
+                413,
+                PayloadTooLarge.code,
+                "The request body is larger than {limit} bytes.",
+                locale=await request_locale(Request(scope)),
+                values={"limit": limit},
             )
 
-        def too_slow() -> Response:
+        async def too_slow() -> Response:
             return problem(
                 408,
                 RequestTimeout.code,
                 RequestTimeout.detail,
                 headers={"Connection": "close"},
+                locale=await request_locale(Request(scope)),
             )
 
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await too_large()(scope, receive, send)
+            await (await too_large())(scope, receive, send)
             return
         # Whether a piece of the body is still to come (a bodiless GET's one empty message is
         # there at once, and what comes after the body is the wait for a disconnect).
         more_body = (declared.isdigit() and int(declared) > 0) or b"transfer-encoding" in headers
         received = 0
-        refusal: Callable[[], Response] | None = None
+        refusal: Callable[[], Awaitable[Response]] | None = None
         started: float | None = None
 
         async def limited_receive() -> Message:
@@ -138,7 +144,7 @@ class BodyLimits:
             if refusal is None:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await refusal()(scope, receive, send)
+                await (await refusal())(scope, receive, send)
 
         await self.app(scope, limited_receive, guarded_send)
 

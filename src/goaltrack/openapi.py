@@ -20,7 +20,6 @@ import re
 from datetime import datetime
 from enum import Enum
 from functools import cache
-from http import HTTPStatus
 from typing import Any, get_args
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
@@ -35,7 +34,14 @@ from goaltrack.account.schemas import MAX_NOTIFICATION_TIMES, Frequency
 from goaltrack.auth.schemas import PASSWORD_MIN_CHARS, NewPassword
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
 from goaltrack.devices.schemas import Platform
-from goaltrack.errors import AUTH_CHALLENGE, DEPENDENCY_RETRY_AFTER_SECONDS, PROBLEM_JSON, problem
+from goaltrack.errors import (
+    AUTH_CHALLENGE,
+    DEPENDENCY_RETRY_AFTER_SECONDS,
+    PROBLEM_JSON,
+    http_error_message,
+    problem,
+    request_locale,
+)
 from goaltrack.goals.schemas import AiStatus, GoalKind, Title
 from goaltrack.health import HealthStatus
 from goaltrack.notifications.kinds import NotificationType
@@ -607,5 +613,10 @@ async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
             methods |= route_methods
     allow = ", ".join(sorted(methods, key=lambda method: _ALLOW_ORDER.get(method, 99)))
     headers = {**(exc.headers or {}), **({"Allow": allow} if allow else {})}
-    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(405).phrase
-    return problem(405, "method_not_allowed", detail, headers=headers)
+    return problem(
+        405,
+        "method_not_allowed",
+        http_error_message(exc),
+        locale=await request_locale(request),
+        headers=headers,
+    )

@@ -4,7 +4,7 @@ import re
 import zoneinfo
 from datetime import date, time
 from functools import cache
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -17,6 +17,8 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+
+from goaltrack.i18n import LOCALES
 
 CLOCK_TIME_PATTERN = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
 ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -117,7 +119,11 @@ class ValidationProblem(Problem):
     errors: list[ValidationErrorItem]
 
 
-Locale = Literal["en", "ru"]
+if TYPE_CHECKING:
+    Locale = str
+else:
+    # One value per message catalogue (goaltrack/locales): an enum in the OpenAPI document.
+    Locale = Literal[LOCALES]
 
 
 # Files in the system zoneinfo directory that are not IANA zone names: `localtime` (the host's

@@ -243,8 +243,9 @@ class Storage:
                 if error.get("Code") not in _MISSING_CODES
             ]
             if errors:
+                logger.warning("S3 refused to delete %d objects", len(errors))
                 raise StorageUnavailable(
-                    f"File storage could not delete {len(errors)} file(s); try again later."
+                    "File storage could not delete some files; try again later."
                 )
             deleted += len(keys)
         return deleted

@@ -81,12 +81,12 @@ _PILLOW_FORMATS: Final = {
     "image/webp": "WEBP",
     "image/heic": "HEIF",  # the plugin registered by pillow-heif
 }
-_KINDS: Final = {
-    "image/jpeg": "JPEG image",
-    "image/png": "PNG image",
-    "image/webp": "WebP image",
-    "image/heic": "HEIC image",
-    "application/pdf": "PDF document",
+_FORMAT_NAMES: Final = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/webp": "WebP",
+    "image/heic": "HEIC",
+    "application/pdf": "PDF",
 }
 HEIC_BRANDS: Final = frozenset(
     {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
@@ -107,7 +107,9 @@ class FileTooLarge(AppError):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(
-            f"The file is larger than the {max_bytes}-byte limit.", extra={"max_bytes": max_bytes}
+            "The file is larger than the {max_bytes}-byte limit.",
+            extra={"max_bytes": max_bytes},
+            values={"max_bytes": max_bytes},
         )
 
 
@@ -115,6 +117,9 @@ class UnsupportedFileType(AppError):
     status_code = 415
     code = "unsupported_file_type"
     detail = "Only JPEG, PNG, WebP, HEIC images and PDF documents are accepted."
+
+
+TOO_MANY_PIXELS: Final = "The image has more than {pixels} pixels."
 
 
 class InvalidUpload(AppError):
@@ -128,7 +133,7 @@ def _verify_image(file: IO[bytes], image_format: str) -> None:
     # Only the detected type's decoder may open it (a PNG is never read by another plugin).
     with Image.open(file, formats=[image_format]) as image:
         if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise InvalidUpload(f"The image has more than {MAX_IMAGE_PIXELS} pixels.")
+            raise InvalidUpload(TOO_MANY_PIXELS, values={"pixels": MAX_IMAGE_PIXELS})
         if image_format == "JPEG" and not image.info.get("progressive"):
             # Pillow's verify() checks nothing for JPEG: decode at 1/8 scale instead, which reads
             # every entropy-coded segment (a truncated or corrupt scan fails) for ~1/64 of the
@@ -159,7 +164,7 @@ def verify_content(file: IO[bytes], content_type: str) -> None:
 
     Blocking CPU work: run it in a worker thread. `file` is left at position 0.
     """
-    kind = _KINDS[content_type]
+    format_name = _FORMAT_NAMES[content_type]
     file.seek(0)
     try:
         if content_type == "application/pdf":
@@ -169,9 +174,12 @@ def verify_content(file: IO[bytes], content_type: str) -> None:
     except InvalidUpload:
         raise
     except Image.DecompressionBombError as exc:
-        raise InvalidUpload(f"The image has more than {MAX_IMAGE_PIXELS} pixels.") from exc
+        raise InvalidUpload(TOO_MANY_PIXELS, values={"pixels": MAX_IMAGE_PIXELS}) from exc
     except Exception as exc:  # each decoder raises its own classes, all meaning "not valid"
-        raise InvalidUpload(f"The file is not a valid {kind}: it is truncated or corrupt.") from exc
+        raise InvalidUpload(
+            "The file is not a valid {format} file: it is truncated or corrupt.",
+            values={"format": format_name},
+        ) from exc
     finally:
         file.seek(0)
 
@@ -371,7 +379,7 @@ class _Reader:
         if parser.state != MultipartState.END:
             raise InvalidUpload("The multipart body is incomplete or malformed.")
         if not self.found:
-            raise InvalidUpload(f"The `{self.field}` file part is missing.")
+            raise InvalidUpload("The `{field}` file part is missing.", values={"field": self.field})
         if self.size == 0:
             raise InvalidUpload("The file is empty.")
         if self.content_type is None:

@@ -99,7 +99,7 @@ async def _build_export(export_id: str) -> None:
                 expires_at=export.expires_at,
             ),
             title=t(locale, "export.title"),
-            body=t(locale, "export.body", days=EXPORT_TTL.days),
+            body=t(locale, "export.body", count=EXPORT_TTL.days),
             now=now,
         )
         defer_durably(session, SEND_EXPORT_READY, export_id, now=now, user_id=user_id)
@@ -133,7 +133,7 @@ async def send_export_ready(export_id: str) -> None:
         mail.Mail(
             to=email,
             subject=t(locale, "export.title"),
-            text=t(locale, "export.mail", days=max(1, lifetime // 86400)),
+            text=t(locale, "export.mail", count=max(1, lifetime // 86400)),
             link=settings.export_open_url.format(export_id=export_id),
         ),
     )

@@ -4,7 +4,6 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, SmallInteger, String, text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from goaltrack.db import Base, UUIDPrimaryKey
@@ -12,16 +11,14 @@ from goaltrack.db import Base, UUIDPrimaryKey
 
 class Achievement(UUIDPrimaryKey, Base):
     """The catalogue, seeded by migrations. `condition` names a metric in `conditions.METRICS`;
-    the achievement is earned when that metric reaches `threshold`."""
+    the achievement is earned when that metric reaches `threshold`. Its title and description
+    are in the message catalogues, by `code` (`achievements.texts`)."""
 
     __tablename__ = "achievements"
 
     code: Mapped[str] = mapped_column(String(64), unique=True)
     position: Mapped[int] = mapped_column(SmallInteger)
     icon: Mapped[str] = mapped_column(String(64))
-    # {"en": ..., "ru": ...}
-    title: Mapped[dict[str, str]] = mapped_column(JSONB)
-    description: Mapped[dict[str, str]] = mapped_column(JSONB)
     condition: Mapped[str] = mapped_column(String(64))
     threshold: Mapped[int] = mapped_column(default=1, server_default=text("1"))
 

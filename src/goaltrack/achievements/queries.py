@@ -1,37 +1,29 @@
-"""The catalogue's hot read: every achievement in order, in the caller's language, with whether
-and when the caller earned it — one round trip, the caller's token check folded in."""
+"""The catalogue's hot read: every achievement in order, the caller's language, and whether and
+when the caller earned each — one round trip, the caller's token check folded in. The texts are
+the message catalogue's (`achievements.texts`), by code."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, func, literal, select, true
+from sqlalchemy import and_, func, select, true
 
 from goaltrack.achievements.models import Achievement, UserAchievement
 from goaltrack.auth.caller import caller_is_current, caller_params
 from goaltrack.auth.models import User
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated
+from goaltrack.i18n import DEFAULT_LOCALE
 from goaltrack.profile.models import UserSettings
 from goaltrack.reads import PreparedStatement, Reader
 
-DEFAULT_LOCALE = "en"
-
-
-def _in_locale(texts: Any, locale: ColumnElement[str]) -> ColumnElement[str]:
-    """`{"en": ..., "ru": ...}` read in the caller's locale, English when it has no such text."""
-    read = texts.op("->>", return_type=String)
-    return func.coalesce(read(locale), read(literal(DEFAULT_LOCALE)))
-
 
 def _catalogue_statement() -> Any:
-    locale = func.coalesce(UserSettings.locale, DEFAULT_LOCALE)
     return (
         select(
             User.id.label("caller_id"),
             Achievement.code,
-            _in_locale(Achievement.title, locale).label("title"),
-            _in_locale(Achievement.description, locale).label("description"),
+            func.coalesce(UserSettings.locale, DEFAULT_LOCALE).label("locale"),
             Achievement.icon,
             UserAchievement.earned_at,
         )
@@ -55,7 +47,7 @@ CATALOGUE = PreparedStatement(_catalogue_statement())
 
 
 async def catalogue(reader: Reader, caller: AccessClaims) -> list[Any]:
-    """The catalogue rows (code, title, description, icon, earned_at) for the caller."""
+    """The catalogue rows (code, locale, icon, earned_at) for the caller."""
     rows = await reader.fetch(CATALOGUE, caller_params(caller))
     if not rows:
         raise NotAuthenticated

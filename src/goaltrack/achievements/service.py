@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from goaltrack.achievements import queries
+from goaltrack.achievements import queries, texts
 from goaltrack.achievements.conditions import METRICS
 from goaltrack.achievements.models import Achievement, UserAchievement, UserStats
 from goaltrack.auth.models import User
@@ -97,8 +97,6 @@ def count_up(counters: tuple[str, ...], metrics: tuple[str, ...]) -> PreparedSta
             Achievement.code,
             Achievement.condition,
             Achievement.threshold,
-            Achievement.title,
-            Achievement.description,
         )
         .select_from(counted)
         .outerjoin(
@@ -122,7 +120,7 @@ async def record(
 ) -> list[Any]:
     """Add `counters` to the user's stats, then award what `metrics` now reach (the user's
     locale, for the notifications' texts, is read only when there is something to award).
-    Returns the achievements awarded (rows with `achievement_id`, `code`, `title`...)."""
+    Returns the achievements awarded (rows with `achievement_id`, `code`, `condition`...)."""
     rows = await count_up(tuple(sorted(counters)), tuple(sorted(metrics))).execute(
         session, {"user_id": user_id, **counters}
     )
@@ -159,15 +157,11 @@ async def record(
             session,
             user_id=user_id,
             data=AchievementData(achievement_code=achievement.code),
-            title=_text(achievement.title, locale),
-            body=_text(achievement.description, locale),
+            title=texts.title(achievement.code, locale),
+            body=texts.description(achievement.code, locale),
             now=now,
         )
     return awarded
-
-
-def _text(texts: dict[str, str], locale: str) -> str:
-    return texts.get(locale) or texts["en"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,8 +254,8 @@ async def list_for_user(
         "items": [
             {
                 "code": row["code"],
-                "title": row["title"],
-                "description": row["description"],
+                "title": texts.title(row["code"], row["locale"]),
+                "description": texts.description(row["code"], row["locale"]),
                 "icon": row["icon"],
                 "earned": row["earned_at"] is not None,
                 "earned_at": row["earned_at"],

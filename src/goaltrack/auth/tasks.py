@@ -53,7 +53,7 @@ async def send_password_reset(email: str) -> None:
         mail.Mail(
             to=email,
             subject=t(locale, "reset.subject"),
-            text=t(locale, "reset.text", minutes=settings.password_reset_ttl_minutes),
+            text=t(locale, "reset.text", count=settings.password_reset_ttl_minutes),
             link=settings.password_reset_url.format(token=token),
         ),
     )
@@ -89,21 +89,17 @@ async def send_verification(verification_id: str) -> None:
         found, name = row
         locale = await get_locale(session, found.user_id)
     token, code = verification.secrets_of(settings, found.id)
+    # The greeting is a line of its own: no language has to fit it into the sentence after it.
     greeting = (
         t(locale, "verify.greeting", name=name) if name else t(locale, "verify.greeting_anonymous")
     )
+    hours = max(1, settings.email_verification_ttl_minutes // 60)
     await mail.send_or_retry(
         settings,
         mail.Mail(
             to=found.email,
             subject=t(locale, "verify.subject"),
-            text=t(
-                locale,
-                "verify.text",
-                greeting=greeting,
-                code=code,
-                hours=max(1, settings.email_verification_ttl_minutes // 60),
-            ),
+            text=f"{greeting}\n\n{t(locale, 'verify.text', code=code, count=hours)}",
             link=settings.email_verify_url.format(token=token),
         ),
     )

@@ -301,21 +301,19 @@ class _Summary:
     habits_to_do: int = 0  # habits due today and not done yet
 
     def text(self, locale: str) -> str:
-        body = (
-            t(locale, "digest.body_one")
-            if self.count == 1
-            else t(locale, "digest.body", count=self.count)
-        )
+        """Whole sentences, each a message of its own (with its plural forms), one after the
+        other."""
+        sentences = [t(locale, "digest.body", count=self.count)]
         if self.nearest_deadline is not None and self.nearest_title is not None:
             days = (self.nearest_deadline - self.today).days
-            key = (
-                "digest.due" if days > 0 else "digest.due_today" if days == 0 else "digest.overdue"
-            )
-            body += t(locale, key, goal=self.nearest_title, days=abs(days))
+            if days == 0:
+                sentences.append(t(locale, "digest.due_today", goal=self.nearest_title))
+            else:
+                key = "digest.due" if days > 0 else "digest.overdue"
+                sentences.append(t(locale, key, goal=self.nearest_title, count=abs(days)))
         if self.habits_to_do:
-            key = "digest.habits_one" if self.habits_to_do == 1 else "digest.habits"
-            body += t(locale, key, count=self.habits_to_do)
-        return body
+            sentences.append(t(locale, "digest.habits", count=self.habits_to_do))
+        return " ".join(sentences)
 
 
 async def _active_goal_summaries(

@@ -30,9 +30,9 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import SettingsDep
 from goaltrack.errors import NotFound, RateLimited
+from goaltrack.i18n import CATALOGUES, negotiate, t, translator
 from goaltrack.ratelimit import RateLimiterDep, limit_reset_mails
 from goaltrack.schemas import is_blank
-from goaltrack.web.texts import PAGE_TEXTS, page_locale
 
 router = APIRouter(include_in_schema=False, route_class=IdempotentRoute)
 
@@ -74,12 +74,20 @@ def _page(
     csrf = secrets.token_urlsafe(32)
     html = TEMPLATES.get_template(template).render(
         locale=locale,
-        t=PAGE_TEXTS[locale],
+        t=translator(locale),
+        rules=t(
+            locale,
+            "page.rules",
+            count=PASSWORD_MIN_CHARS,
+            max_bytes=BCRYPT_MAX_BYTES,
+            max_cyrillic=BCRYPT_MAX_BYTES // 2,  # two bytes a letter in UTF-8
+        ),
         heading=heading,
         csrf=csrf,
         **context,
     )
-    response = HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    headers = {**SECURITY_HEADERS, "Content-Language": locale, "Vary": "Accept-Language"}
+    response = HTMLResponse(html, status_code=status_code, headers=headers)
     response.set_cookie(
         CSRF_COOKIE,
         csrf,
@@ -96,9 +104,8 @@ async def _token_state(
 ) -> tuple[str, bool]:
     """The page's locale (the token owner's, else the browser's) and whether the token is usable."""
     locale, usable = await auth.reset_token_state(session, token, now) if token else (None, False)
-    if locale not in PAGE_TEXTS:
-        locale = page_locale(request.headers.get("accept-language"))
-    assert locale is not None
+    if locale is None or locale not in CATALOGUES:
+        locale = negotiate(request.headers.get("accept-language"))
     return locale, usable
 
 
@@ -121,10 +128,11 @@ async def reset_page(
         return response
     token = request.cookies.get(TOKEN_COOKIE)
     locale, usable = await _token_state(request, session, token, now)
-    texts = PAGE_TEXTS[locale]
     if not usable:
-        return _page(request, "reset_invalid.html", locale=locale, heading=texts["invalid.title"])
-    return _page(request, "reset_form.html", locale=locale, heading=texts["title"])
+        return _page(
+            request, "reset_invalid.html", locale=locale, heading=t(locale, "page.invalid.title")
+        )
+    return _page(request, "reset_form.html", locale=locale, heading=t(locale, "page.title"))
 
 
 @router.get(f"{PAGE_PATH}/page.css")
@@ -136,15 +144,16 @@ async def page_css() -> FileResponse:
     )
 
 
-def _password_problem(password: str, confirm: str) -> str | None:
+def _password_problem(password: str, confirm: str, locale: str) -> str | None:
+    """What is wrong with the new password, in words; None when nothing is."""
     if is_blank(password):
-        return "error.blank"
+        return t(locale, "page.error.blank")
     if len(password) < PASSWORD_MIN_CHARS:
-        return "error.too_short"
+        return t(locale, "page.error.too_short", count=PASSWORD_MIN_CHARS)
     if len(password.encode()) > BCRYPT_MAX_BYTES:
-        return "error.too_long"
+        return t(locale, "page.error.too_long", max_bytes=BCRYPT_MAX_BYTES)
     if password != confirm:
-        return "error.mismatch"
+        return t(locale, "page.error.mismatch")
     return None
 
 
@@ -164,13 +173,12 @@ async def submit(
 ) -> Response:
     token = request.cookies.get(TOKEN_COOKIE)
     locale, _ = await _token_state(request, session, token, now)
-    texts = PAGE_TEXTS[locale]
     expected = request.cookies.get(CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(expected.encode(), csrf.encode()):
         template, heading = (
-            ("reset_form.html", texts["title"])
+            ("reset_form.html", t(locale, "page.title"))
             if token
-            else ("reset_invalid.html", texts["invalid.title"])
+            else ("reset_invalid.html", t(locale, "page.invalid.title"))
         )
         return _page(
             request,
@@ -178,7 +186,7 @@ async def submit(
             locale=locale,
             heading=heading,
             status_code=403,
-            error=texts["error.form"],
+            error=t(locale, "page.error.form"),
         )
 
     if action == "resend":
@@ -189,7 +197,7 @@ async def submit(
                 request,
                 "reset_invalid.html",
                 locale=locale,
-                heading=texts["invalid.title"],
+                heading=t(locale, "page.invalid.title"),
                 status_code=422,
             )
         try:
@@ -199,17 +207,17 @@ async def submit(
                 request,
                 "message.html",
                 locale=locale,
-                heading=texts["sent.title"],
+                heading=t(locale, "page.sent.title"),
                 status_code=429,
-                message=texts["limited.text"],
+                message=t(locale, "page.limited.text"),
             )
         auth.request_password_reset(session, address, now=now)
         return _page(
             request,
             "message.html",
             locale=locale,
-            heading=texts["sent.title"],
-            message=texts["sent.text"],
+            heading=t(locale, "page.sent.title"),
+            message=t(locale, "page.sent.text"),
         )
 
     if token is None:
@@ -217,18 +225,18 @@ async def submit(
             request,
             "reset_invalid.html",
             locale=locale,
-            heading=texts["invalid.title"],
+            heading=t(locale, "page.invalid.title"),
             status_code=400,
         )
-    problem = _password_problem(password, password_confirm)
+    problem = _password_problem(password, password_confirm, locale)
     if problem is not None:
         return _page(
             request,
             "reset_form.html",
             locale=locale,
-            heading=texts["title"],
+            heading=t(locale, "page.title"),
             status_code=422,
-            error=texts[problem],
+            error=problem,
         )
     try:
         await auth.reset_password(session, passwords, token=token, new_password=password, now=now)
@@ -237,15 +245,15 @@ async def submit(
             request,
             "reset_invalid.html",
             locale=locale,
-            heading=texts["invalid.title"],
+            heading=t(locale, "page.invalid.title"),
             status_code=400,
         )
     response = _page(
         request,
         "message.html",
         locale=locale,
-        heading=texts["done.title"],
-        message=texts["done.text"],
+        heading=t(locale, "page.done.title"),
+        message=t(locale, "page.done.text"),
         app_url=settings.app_open_url,
     )
     response.delete_cookie(TOKEN_COOKIE, path=PAGE_PATH)

@@ -1,7 +1,7 @@
 """per-user quotas: the goals and stored bytes each user holds, kept by triggers
 
 Revision ID: f6a8b0c2d4e6
-Revises: d4e6f8a0b2c3
+Revises: e5f7a9b1c3d4
 Create Date: 2026-12-07 09:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "f6a8b0c2d4e6"
-down_revision: str | None = "d4e6f8a0b2c3"
+down_revision: str | None = "e5f7a9b1c3d4"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
