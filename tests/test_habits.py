@@ -237,3 +237,17 @@ async def test_streaks_count_local_dates_across_dst_nights_and_zone_changes(
         assert clock.now.astimezone(ZoneInfo(away)).date() == day  # a day lived twice
         assert moved["done_today"] is True
         assert_problem(await checkin(client, user, goal["id"]), 409, "already_checked_in")
+
+
+async def test_a_sixty_fourth_day_in_a_row_is_stored(client: Any, user: Account) -> None:
+    """The 64-day mask fills bit 63: stored as PostgreSQL's signed BIGINT, read back alike."""
+    clock = TestClock(datetime(2026, 1, 1, 12, tzinfo=UTC)).install()
+    goal = await habit(client, user)
+    for _ in range(70):
+        made = await checkin(client, user, goal["id"])
+        assert made.status_code == 201, made.text
+        clock.now += timedelta(days=1)
+    clock.now -= timedelta(days=1)
+    fetched = (await client.get(f"/goals/{goal['id']}", headers=user.headers)).json()
+    assert fetched["streak"] == {"current": 70, "longest": 70}
+    assert (fetched["done_today"], fetched["completion_rate_30d"]) == (True, 100)

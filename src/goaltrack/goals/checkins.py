@@ -92,7 +92,7 @@ async def _summarize(
     goal.streak_run = summary.run
     goal.streak_run_end = summary.run_end
     goal.streak_longest = summary.longest
-    goal.checkin_mask = summary.mask
+    goal.checkin_mask = habits.as_bigint(summary.mask)
     goal.checkin_mask_end = summary.mask_end
     goal.updated_at = now
     await session.flush()

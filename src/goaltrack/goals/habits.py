@@ -104,6 +104,12 @@ class Summary:
     mask_end: date | None = None  # the latest check-in's date
 
 
+def as_bigint(mask: int) -> int:
+    """The 64-day mask as PostgreSQL's signed BIGINT stores it (bit 63 set: a 64-day run). Its
+    bits read back the same: Python's `>>` on a negative int keeps two's complement."""
+    return mask - (1 << MASK_DAYS) if mask >= 1 << (MASK_DAYS - 1) else mask
+
+
 def summarize(schedule: Schedule, checkins: Iterable[date]) -> Summary:
     """The Summary of a habit's check-ins (any order). Walks the periods from the first check-in
     to the last: a write's cost, never a read's."""
