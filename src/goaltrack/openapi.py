@@ -30,7 +30,7 @@ from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from goaltrack.account.schemas import MAX_NOTIFICATION_TIMES, Frequency
+from goaltrack.account.schemas import MAX_NOTIFICATION_TIMES, DisplayName, Frequency
 from goaltrack.auth.schemas import PASSWORD_MIN_CHARS, NewPassword
 from goaltrack.auth.security import BCRYPT_MAX_BYTES
 from goaltrack.devices.schemas import Platform
@@ -265,7 +265,7 @@ def _fields_of_type(annotated: Any) -> list[tuple[str, str]]:
 
 def _state_text_rules(schemas: dict[str, Any]) -> None:
     """The text rules of NO_NUL_PATTERN's comment, and the zone names a request may carry."""
-    titles = set(_fields_of_type(Title))
+    titles = set(_fields_of_type(Title)) | set(_fields_of_type(DisplayName))
     passwords = set(_fields_of_type(NewPassword))
     zones = set(_fields_of_type(TimeZoneName))
     for model in _request_models():

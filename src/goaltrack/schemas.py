@@ -262,6 +262,14 @@ def has_visible_character(value: str) -> bool:
     return _VISIBLE.search(value) is not None
 
 
+def not_blank(value: str) -> str:
+    """A validator: at least one visible character (INVISIBLE_RANGES, which the OpenAPI document
+    states too as VISIBLE_TEXT_PATTERN); the text is kept exactly as given."""
+    if not has_visible_character(value):
+        raise ValueError("must not be blank")
+    return value
+
+
 def is_blank(value: str) -> bool:
     """Whether `value` is empty or whitespace only (`not value.strip()`)."""
     return _NOT_WHITESPACE.search(value) is None

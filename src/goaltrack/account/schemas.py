@@ -18,7 +18,7 @@ from goaltrack.schemas import (
     StrictFlag,
     StrictInt,
     TimeZoneName,
-    has_visible_character,
+    not_blank,
 )
 
 Frequency = Literal["daily", "weekly", "off"]
@@ -33,13 +33,7 @@ class AccountOut(ResponseModel):
     created_at: datetime
 
 
-def _visible(value: str) -> str:
-    if not has_visible_character(value):
-        raise ValueError("must not be blank")
-    return value
-
-
-DisplayName = Annotated[str, Field(min_length=1, max_length=60), AfterValidator(_visible)]
+DisplayName = Annotated[str, Field(min_length=1, max_length=60), AfterValidator(not_blank)]
 
 
 class AccountUpdate(RequestModel):

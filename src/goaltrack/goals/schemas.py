@@ -13,7 +13,7 @@ from goaltrack.schemas import (
     RequestModel,
     ResponseModel,
     StrictInt,
-    has_visible_character,
+    not_blank,
 )
 
 
@@ -29,15 +29,7 @@ def reject_null(*fields: str) -> Callable[[Any], Any]:
     return check
 
 
-def _not_blank(value: str) -> str:
-    """At least one visible character (goaltrack.schemas.INVISIBLE_RANGES, which the OpenAPI
-    document states too); the title is stored exactly as given."""
-    if not has_visible_character(value):
-        raise ValueError("must not be blank")
-    return value
-
-
-Title = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
+Title = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(not_blank)]
 Description = Annotated[str, Field(max_length=5000)]
 FrequencyDays = Annotated[StrictInt, Field(ge=1, le=3)]
 AiStatus = Literal["idle", "pending", "done", "failed"]
