@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bench.seed import HEAVY_EMAIL
+from bench.seed import HABIT_TWINS_DOMAIN, HEAVY_EMAIL, REGULAR_USERS
 from goaltrack.auth.security import create_access_token
 from goaltrack.changes import etag
 from goaltrack.config import Settings
@@ -125,11 +125,21 @@ async def build(
     conn: asyncpg.Connection, settings: Settings, *, users: int, write_slices: int
 ) -> list[Scenario]:
     user_rows = await conn.fetch(
-        "SELECT id FROM users WHERE email <> $1 ORDER BY created_at LIMIT $2", HEAVY_EMAIL, users
+        f"SELECT id FROM users WHERE {REGULAR_USERS} ORDER BY created_at LIMIT $1", users
     )
     user_ids = [row["id"] for row in user_rows]
     heavy_id = await conn.fetchval("SELECT id FROM users WHERE email = $1", HEAVY_EMAIL)
-    tokens = await _sessions(conn, settings, [*user_ids, heavy_id])
+    # The habit twins (bench.seed.seed_habit_twins), pair by pair: habitsN beside plainN.
+    twin_rows = await conn.fetch(
+        "SELECT id, email FROM users WHERE email LIKE '%' || $1::text "
+        "ORDER BY substring(email FROM '([0-9]+)@')::int, email",
+        HABIT_TWINS_DOMAIN,
+    )
+    twins = {
+        twin: [row["id"] for row in twin_rows if row["email"].startswith(twin)]
+        for twin in ("habits", "plain")
+    }
+    tokens = await _sessions(conn, settings, [*user_ids, heavy_id, *(r["id"] for r in twin_rows)])
     everyone = [tokens[user_id] for user_id in user_ids]
 
     # One goal per user with stages, and where there is one, an attachment and reminders.
@@ -228,6 +238,19 @@ async def build(
     conditional = {"with_peer": False, "with_ceiling": False, "with_before": False}
     return [
         Scenario("goals_list", True, True, [Entry(t, "GET", "/goals") for t in everyone]),
+        # GET /goals of 20 five-year-old daily habits (1,800 check-ins each) beside the same
+        # user with 20 plain goals (#21: within 10 % of its CPU per request; CPU_CHECKS).
+        *(
+            Scenario(
+                f"goals_list_{twin}",
+                True,
+                False,
+                [Entry(tokens[user_id], "GET", "/goals") for user_id in twins[twin]],
+                with_before=False,
+            )
+            for twin in ("habits", "plain")
+            if twins[twin]
+        ),
         Scenario("goal_detail", True, True, details),
         # A 304 costs at most half its 200 (the version alone is read; nothing is rendered).
         Scenario(
