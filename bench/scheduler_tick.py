@@ -6,7 +6,9 @@ small and a large schedule with the same number of due rows.
 Starts a throwaway PostgreSQL (LocalStack's, under /dev/shm), and for each size creates a
 database, migrates it, seeds it set-based on the server (users with settings in UTC, active goals,
 one reminder per goal with `next_fire_at` spread over the next 7 days; exactly `--due` of them
-due within the last 5 minutes; the same number of users with a digest due), ANALYZEs, prints
+due within the last 5 minutes; the same number of users with a digest due; a third of the goals,
+and so of the reminders, due or not, daily habits begun 30 days ago with 20 check-ins each, some
+done today, their summaries from the product's `habits.summarize`), ANALYZEs, prints
 EXPLAIN (ANALYZE, BUFFERS) of both claim queries (the scheduler's own SQLAlchemy statements,
 compiled for asyncpg; custom and generic plan), then times full ticks: `dispatch_reminders` in
 fresh committed sessions until a batch claims fewer than BATCH rows, then the same for
@@ -36,7 +38,14 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.explain import _explain
-from bench.seed import PASSWORD_HASH, TITLES, asyncpg_dsn
+from bench.seed import (
+    HISTORIES,
+    PASSWORD_HASH,
+    TITLES,
+    asyncpg_dsn,
+    checkin_histories,
+    make_habits,
+)
 from goaltrack.db import create_sessionmaker
 from goaltrack.defer import send_deferred
 from goaltrack.dev.localstack import Postgres
@@ -122,6 +131,12 @@ ORDER BY random()
 """
 
 
+# Which goals are habits: a third of them, by a hash of the id (independent of their history's).
+HABIT_GOALS = "SELECT id FROM goals WHERE abs(hashtext(id::text || 'habit')) % 3 = 0"
+HABIT_DAYS = 30
+HABIT_CHECKINS = 20
+
+
 @dataclass
 class Dataset:
     reminders: int
@@ -156,11 +171,31 @@ async def seed(conn: asyncpg.Connection, ds: Dataset, due: int) -> None:
             "SELECT user_id FROM user_settings ORDER BY random() LIMIT $1",
             due,
         )
+    today = datetime.now(UTC).date()
+    await make_habits(
+        conn,
+        HABIT_GOALS,
+        checkin_histories(
+            HISTORIES,
+            start=today - timedelta(days=HABIT_DAYS - 1),
+            today=today,
+            checkins=HABIT_CHECKINS,
+        ),
+    )
     await make_due(conn)
     await conn.execute("VACUUM ANALYZE")
     ds.seed_s = time.monotonic() - started
-    for table in ("users", "user_settings", "goals", "goal_reminders"):
+    for table in ("users", "user_settings", "goals", "goal_reminders", "habit_checkins"):
         ds.counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+    ds.counts["habits"] = int(
+        await conn.fetchval("SELECT count(*) FROM goals WHERE kind = 'habit'")
+    )
+    ds.counts["due_on_habits"] = int(
+        await conn.fetchval(
+            "SELECT count(*) FROM bench_due_reminders d JOIN goal_reminders r ON r.id = d.id "
+            "JOIN goals g ON g.id = r.goal_id WHERE g.kind = 'habit'"
+        )
+    )
 
 
 async def make_due(conn: asyncpg.Connection) -> None:
@@ -280,7 +315,9 @@ async def run_size(pg: Postgres, reminders: int, due: int, runs: int) -> dict[st
         await seed(conn, ds, due)
         print(
             f"\n=== {ds.counts['goal_reminders']:,} reminders ({ds.counts['users']:,} users × "
-            f"{ds.goals_per_user} goals × 1 reminder), {due:,} due; seeded in {ds.seed_s:.1f} s",
+            f"{ds.goals_per_user} goals × 1 reminder; {ds.counts['habits']:,} of the goals habits "
+            f"with {ds.counts['habit_checkins']:,} check-ins), {due:,} due "
+            f"({ds.counts['due_on_habits']:,} on habits); seeded in {ds.seed_s:.1f} s",
             flush=True,
         )
         plans = await explain_claims(conn)
@@ -383,7 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [
             {
                 "reminders": r["dataset"].counts["goal_reminders"],
+                "habits": r["dataset"].counts["habits"],
+                "habit_checkins": r["dataset"].counts["habit_checkins"],
                 "due": args.due,
+                "due_on_habits": r["dataset"].counts["due_on_habits"],
+                "reminders_sent": [t.reminders_sent for t in r["ticks"]],
+                "digests_sent": [t.digests_sent for t in r["ticks"]],
                 "tick_s": [t.total_s for t in r["ticks"]],
                 "median_tick_s": statistics.median(t.total_s for t in r["ticks"]),
             }
