@@ -82,6 +82,14 @@ class Scenario:
     expected_in_body: bytes | None = None
     # Reads the data's current versions again (ETags, cursors) before each run; see the module.
     refresh: Callable[[asyncpg.Connection], Awaitable[list[Entry]]] | None = None
+    # Run on the durable server (fsync and synchronous commit on): a write's other measurement.
+    durable: bool = False
+    # The scenario whose entries (and so whose slices) this one shares, when not its own.
+    entries_of: str | None = None
+
+    def on_durable_server(self) -> Scenario:
+        """The same requests, run once the server flushes every commit to disk."""
+        return replace(self, name=f"{self.name}_durable", durable=True, entries_of=self.name)
 
     async def refreshed(self, conn: asyncpg.Connection) -> Scenario:
         if self.refresh is None:
@@ -236,6 +244,10 @@ async def build(
 
     # Ours only (no peer, no ceiling, not the build before them): each holds its own check.
     conditional = {"with_peer": False, "with_ceiling": False, "with_before": False}
+    writes = [
+        Scenario("complete_stage", False, False, toggles, slices=write_slices),
+        Scenario("create_goal", False, False, creates, expected_status=201),
+    ]
     return [
         Scenario("goals_list", True, True, [Entry(t, "GET", "/goals") for t in everyone]),
         # GET /goals of 20 five-year-old daily habits (1,800 check-ins each) beside the same
@@ -291,6 +303,6 @@ async def build(
         ),
         Scenario("notifications_page500", True, True, [Entry(t, "GET", page500) for t in heavy]),
         Scenario("achievements", True, True, [Entry(t, "GET", "/achievements") for t in everyone]),
-        Scenario("complete_stage", False, False, toggles, slices=write_slices),
-        Scenario("create_goal", False, False, creates, expected_status=201),
+        *writes,
+        *(write.on_durable_server() for write in writes),
     ]

@@ -7,7 +7,7 @@ Starts a throwaway PostgreSQL (LocalStack's, under /dev/shm), and for each size 
 database, migrates it, seeds it set-based on the server (users with settings in UTC, active goals,
 one reminder per goal with `next_fire_at` spread over the next 7 days; exactly `--due` of them
 due within the last 5 minutes; the same number of users with a digest due; a third of the goals,
-and so of the reminders, due or not, daily habits begun 30 days ago with 20 check-ins each, some
+and so of the reminders, due or not, daily habits begun 14 days ago with 10 check-ins each, some
 done today, their summaries from the product's `habits.summarize`), ANALYZEs, prints
 EXPLAIN (ANALYZE, BUFFERS) of both claim queries (the scheduler's own SQLAlchemy statements,
 compiled for asyncpg; custom and generic plan), then times full ticks: `dispatch_reminders` in
@@ -133,8 +133,8 @@ ORDER BY random()
 
 # Which goals are habits: a third of them, by a hash of the id (independent of their history's).
 HABIT_GOALS = "SELECT id FROM goals WHERE abs(hashtext(id::text || 'habit')) % 3 = 0"
-HABIT_DAYS = 30
-HABIT_CHECKINS = 20
+HABIT_DAYS = 14
+HABIT_CHECKINS = 10
 
 
 @dataclass
