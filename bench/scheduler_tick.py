@@ -8,7 +8,8 @@ database, migrates it, seeds it set-based on the server (users with settings in 
 one reminder per goal with `next_fire_at` spread over the next 7 days; exactly `--due` of them
 due within the last 5 minutes; the same number of users with a digest due; a third of the goals,
 and so of the reminders, due or not, daily habits begun 14 days ago with 10 check-ins each, some
-done today, their summaries from the product's `habits.summarize`), ANALYZEs, prints
+done today, their summaries from the product's `habits.summarize`, their reminders only while the
+day is not done; a quarter of the other reminders on weekdays), ANALYZEs, prints
 EXPLAIN (ANALYZE, BUFFERS) of both claim queries (the scheduler's own SQLAlchemy statements,
 compiled for asyncpg; custom and generic plan), then times full ticks: `dispatch_reminders` in
 fresh committed sessions until a batch claims fewer than BATCH rows, then the same for
@@ -133,6 +134,24 @@ ORDER BY random()
 
 # Which goals are habits: a third of them, by a hash of the id (independent of their history's).
 HABIT_GOALS = "SELECT id FROM goals WHERE abs(hashtext(id::text || 'habit')) % 3 = 0"
+# A habit's reminder only while its day is not done: a habit's default (migration 0015's backfill).
+HABIT_REMINDERS_SQL = """
+UPDATE goal_reminders r SET only_if_not_done = true
+FROM goals g WHERE g.id = r.goal_id AND g.kind = 'habit'
+"""
+# A quarter of the other reminders on chosen weekdays (all but one, never today) instead of every
+# 1-3 days: the due ones fire today, and their next occurrence is a weekday's.
+WEEKDAYS_SQL = """
+UPDATE goal_reminders r SET frequency_days = NULL, weekdays = $1::smallint[]
+FROM goals g
+WHERE g.id = r.goal_id AND g.kind = 'goal' AND abs(hashtext(r.id::text || 'weekdays')) % 4 = 0
+"""
+
+
+def _weekdays_but(day: int) -> list[int]:
+    return [weekday for weekday in range(7) if weekday != day]
+
+
 HABIT_DAYS = 14
 HABIT_CHECKINS = 10
 
@@ -182,6 +201,11 @@ async def seed(conn: asyncpg.Connection, ds: Dataset, due: int) -> None:
             checkins=HABIT_CHECKINS,
         ),
     )
+    async with conn.transaction():
+        # No row triggers: the change log's rows exist since the inserts (see make_habits).
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(HABIT_REMINDERS_SQL)
+        await conn.execute(WEEKDAYS_SQL, _weekdays_but((today.weekday() + 3) % 7))
     await make_due(conn)
     await conn.execute("VACUUM ANALYZE")
     ds.seed_s = time.monotonic() - started
@@ -249,6 +273,8 @@ class Tick:
     digest_batches: int
     reminders_sent: int
     digests_sent: int
+    # Habit reminders served but not sent: the habit's day was done already (only_if_not_done).
+    reminders_unwanted: int = 0
 
     @property
     def total_s(self) -> float:
@@ -264,7 +290,7 @@ async def tick(sessionmaker: Any) -> Tick:
         (scheduler.dispatch_digests, "digests"),
     ):
         started = time.perf_counter()
-        batches = sent = 0
+        batches = sent = unwanted = 0
         while True:
             async with sessionmaker() as session:
                 served = await dispatch(session, now=now, max_lateness=MAX_LATENESS)
@@ -272,9 +298,10 @@ async def tick(sessionmaker: Any) -> Tick:
             send_deferred(session)
             batches += 1
             sent += served.sent
+            unwanted += served.unwanted
             if served.claimed < scheduler.BATCH and not served.left_due:
                 break
-        out[key] = (time.perf_counter() - started, batches, sent)
+        out[key] = (time.perf_counter() - started, batches, sent, unwanted)
     return Tick(
         reminders_s=out["reminders"][0],
         digests_s=out["digests"][0],
@@ -282,6 +309,7 @@ async def tick(sessionmaker: Any) -> Tick:
         digest_batches=out["digests"][1],
         reminders_sent=out["reminders"][2],
         digests_sent=out["digests"][2],
+        reminders_unwanted=out["reminders"][3],
     )
 
 
@@ -351,7 +379,7 @@ async def run_size(pg: Postgres, reminders: int, due: int, runs: int) -> dict[st
                 print(
                     f"run {i + 1}: tick {t.total_s * 1000:.0f} ms = reminders "
                     f"{t.reminders_s * 1000:.0f} ms ({t.reminder_batches} batches, "
-                    f"{t.reminders_sent} sent) + digests {t.digests_s * 1000:.0f} ms "
+                    f"{t.reminders_sent} sent, {t.reminders_unwanted} habits done already) + digests {t.digests_s * 1000:.0f} ms "
                     f"({t.digest_batches} batches, {t.digests_sent} sent); ledger "
                     f"{checks['r']}+{checks['d']}, notifications {checks['n']}, outbox "
                     f"{checks['o']}, still due {checks['left_r']}+{checks['left_d']}",
@@ -425,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                 "due": args.due,
                 "due_on_habits": r["dataset"].counts["due_on_habits"],
                 "reminders_sent": [t.reminders_sent for t in r["ticks"]],
+                "reminders_unwanted": [t.reminders_unwanted for t in r["ticks"]],
                 "digests_sent": [t.digests_sent for t in r["ticks"]],
                 "tick_s": [t.total_s for t in r["ticks"]],
                 "median_tick_s": statistics.median(t.total_s for t in r["ticks"]),
