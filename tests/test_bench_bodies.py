@@ -78,11 +78,13 @@ async def _state(client: Any, user: Account) -> dict[str, Any]:
         headers=headers,
     )
     assert uploaded.status_code == 201, uploaded.text
-    await client.post(
-        f"/goals/{goal['id']}/reminders",
-        json={"remind_time": "08:15", "frequency_days": 1},
-        headers=headers,
-    )
+    for rhythm in ({"frequency_days": 1}, {"weekdays": [0, 2, 4]}):
+        response = await client.post(
+            f"/goals/{goal['id']}/reminders",
+            json={"remind_time": "08:15", **rhythm},
+            headers=headers,
+        )
+        assert response.status_code == 201, response.text
     await client.get("/achievements", headers=headers)  # the statistics, cached in Redis
     return {"goal": goal["id"], "stages": stages, "habit": habit["id"]}
 
