@@ -95,7 +95,7 @@ SELECT gen_random_uuid(), u.id, 'daily', ARRAY[(t.at)::time], 'UTC', 'en',
        t.at, (t.at)::date, (t.at)::time
 FROM users u
 CROSS JOIN LATERAL (
-    SELECT date_trunc('minute', now() + interval '6 minutes'
+    SELECT date_trunc('minute', now() + interval '2 hours'
                                 + random() * interval '24 hours'
                                 + (u.created_at - u.created_at))
            AS at
@@ -114,8 +114,9 @@ CROSS JOIN generate_series(1, $1::int) AS g
 CROSS JOIN LATERAL (SELECT now() - random() * interval '365 days' + g * interval '0 s' AS c) AS x
 """
 
-# One reminder per goal, in random heap order; the next occurrence within the next 7 days
-# (never within the next 6 minutes, so nothing but the seeded due rows comes due during a run).
+# One reminder per goal, in random heap order; the next occurrence within the next 7 days (never
+# within the next 2 hours: nothing but the seeded due rows comes due during a run, however long
+# the 1 M seed takes on a busy machine).
 REMINDERS_SQL = """
 INSERT INTO goal_reminders (id, goal_id, remind_time, frequency_days, anchor_date,
                             next_fire_at, next_fire_date, created_at)
@@ -123,7 +124,7 @@ SELECT gen_random_uuid(), g.id, (r.at)::time, r.freq, (r.at)::date - r.freq, r.a
        g.created_at
 FROM goals g
 CROSS JOIN LATERAL (
-    SELECT date_trunc('minute', now() + interval '6 minutes'
+    SELECT date_trunc('minute', now() + interval '2 hours'
                                 + random() * interval '7 days'
                                 + (g.created_at - g.created_at)) AS at,
            1 + floor(random() * 3)::int AS freq
