@@ -1,24 +1,32 @@
-"""Every hot path against its ceiling (and, for the reads, the template-style peer), same run.
+"""Every hot path against its ceiling and its peers, same run.
 
     uv run python -m bench                       # 3 repetitions × 6 s per app and scenario
     uv run python -m bench --repetitions 5 --duration 15
-    uv run python -m bench --smoke               # proves the benchmark works (CI), ~1 minute
+    uv run python -m bench --smoke               # proves the benchmark works (CI), < 1 minute
 
 Starts a throwaway local stack (PostgreSQL + Redis), migrates, seeds (10,000 users × 20 goals ×
 ~5 stages, attachments, 5 reminders per active goal = 1 M, 90 notifications per user plus one
-user with 100,000 = 1 M, achievements as the history earns them), mints one real access token per
-user, then starts the three apps side by side, each in its own uvicorn process (1 worker, uvloop +
-httptools, the same DATABASE_READ_POOL_SIZE): Goaltrack (APP_ENV=production), the ceiling
-(bench/baseline.py: Starlette + raw asyncpg + orjson, the same SQL and JSON bytes) and the peer
-(bench/peer_template.py, the official template's style; reads only). In every repetition each
-scenario is run on each app in turn (the order rotates), wrk -t2 -c64, after a warm-up; ratios
-are taken within a repetition, then their median and min–max over repetitions. The server's CPU
-time per request comes from /proc (robust on a noisy machine), and so does the CPU the machine
-spent on other work during each run (bench/host.py). The conditional requests (a 304 for an
-ETag still current) and a caught-up GET /sync are ours only: their checks compare our CPU per
-request with our own 200 of the same resource (`cpu_checks`, printed after the table). Then the hot read under a login
-flood, the RSS after the run, and (not in --smoke) the scheduler tick over 10 k and 1 M reminders.
-Writes bench/results/latest.json (smoke.json with --smoke) and latest.svg.
+user with 100,000 = 1 M, achievements as the history earns them; 100 users whose 20 goals are
+5-year-old daily habits with 1,800 check-ins each, and their 100 twins with 20 plain goals),
+mints one real access token per user, then starts the apps side by side, each in its own uvicorn
+process (1 worker, uvloop + httptools, production's pool sizes unless --pool): Goaltrack
+(APP_ENV=production), the ceiling (bench/baseline.py: the same SQL with PostgreSQL writing the
+JSON, Starlette + raw asyncpg + orjson, the same bytes), and for the reads two peers: the
+official template's style (bench/peer_template.py: sync routes, ORM, psycopg) and the async one a
+team on this stack writes (bench/peer_async.py: AsyncSession, ORM, response_model). In every
+repetition each scenario is run on each app in turn (the order rotates), wrk -t2 -c64, after a
+warm-up; ratios are taken within a repetition, then their median and min–max over repetitions
+(bench/report.py). The primary ratio is the server's CPU time per request, from /proc (robust
+on a noisy machine); /proc also gives the CPU the machine spent on other work during each run
+(bench/host.py), which marks a run `disturbed`; and each app tells its verified-token cache's
+hits (bench/serve.py). The conditional requests (a 304 for an ETag still current), a caught-up
+GET /sync and the habits are ours only: their checks compare our CPU per request in two of our
+scenarios (`cpu_checks`, printed after the table). Then the hot read under a login flood and the
+RSS after the run. The writes run twice: with the rest, on a server that does not flush (fsync
+off: the cost of our code), and then on the same data once the server is restarted durable
+(fsync, synchronous commit and full-page writes on, data on disk: what a write pays in
+production). Last (not in --smoke) the scheduler tick over 10 k and 1 M reminders.
+Writes bench/results/latest.json (smoke.json with --smoke, partial.json with --only) and an SVG.
 """
 
 from __future__ import annotations
@@ -32,13 +40,12 @@ import os
 import platform
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,10 +59,11 @@ from pydantic import SecretStr
 from bench import apps, chart, wrk
 from bench.host import HostLoad
 from bench.plans import PLANS, write_plans
+from bench.report import cpu_checks, disturbed, entry, print_checks, print_table, summarise
 from bench.scenarios import Scenario, build
-from bench.seed import HEAVY_EMAIL, Seeded, asyncpg_dsn, seed
+from bench.seed import REGULAR_USERS, Seeded, asyncpg_dsn, seed
 from goaltrack.config import Settings
-from goaltrack.dev.localstack import LocalStack, free_port
+from goaltrack.dev.localstack import LocalStack, Postgres, free_port
 from goaltrack.migrations import upgrade
 
 WRK_THREADS = 2
@@ -66,6 +74,11 @@ RSS_REQUESTS = 200_000
 NOT_MODIFIED_BYTES = 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RESULTS = Path("bench/results")
+# The durable server's data: on a disk (fsync on tmpfs would cost nothing).
+DISK = Path("/var/tmp")
+# What production runs with: the pools' sizes the bench uses unless --pool.
+PRODUCTION_READ_POOL = Settings.model_fields["database_read_pool_size"].default
+PRODUCTION_WRITE_POOL = Settings.model_fields["database_pool_size"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,33 +86,63 @@ class Config:
     duration: float
     repetitions: int
     users: int
+    habit_pairs: int
     connections: int
     warmup: float
-    pool: int
+    # None: production's sizes (DATABASE_READ_POOL_SIZE, DATABASE_POOL_SIZE); N: N for both.
+    pool: int | None
     json_path: Path
     with_peer: bool
     with_tick: bool
     smoke: bool
+    durable: bool = True
     before: str | None = None
     # Only these scenarios (no login flood, RSS top-up or tick): a quick look while working.
     only: tuple[str, ...] = ()
+
+    @property
+    def pools(self) -> dict[str, int]:
+        return {
+            "read": self.pool or PRODUCTION_READ_POOL,
+            "write": self.pool or PRODUCTION_WRITE_POOL,
+        }
+
+    @property
+    def flood_concurrency(self) -> int:
+        # The smoke run proves the flood works; 20 bcrypt hashes in flight take 5 s to drain.
+        return 2 if self.smoke else LOGIN_FLOOD_CONCURRENCY
 
 
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--smoke", action="store_true", help="tiny data, 1 s runs, no warm-up, 1 repetition"
+        "--smoke",
+        action="store_true",
+        help="tiny data, 1 s runs, no warm-up, 1 repetition, the apps of a scenario at once",
     )
     parser.add_argument("--duration", type=float, default=6, help="seconds per measured run")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument(
+        "--habit-pairs",
+        type=int,
+        default=100,
+        help="users with 20 five-year-old habits, and as many twins with 20 plain goals",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--warmup", type=float, default=2, help="seconds of load before each run")
     parser.add_argument(
-        "--pool", type=int, default=10, help="read pool size, the same for every app"
+        "--pool",
+        type=int,
+        default=None,
+        help="read and write pool size for every app (default: production's, "
+        f"{PRODUCTION_READ_POOL} and {PRODUCTION_WRITE_POOL})",
     )
-    parser.add_argument("--no-peer", action="store_true", help="skip the template-style peer")
+    parser.add_argument("--no-peer", action="store_true", help="skip both peers")
     parser.add_argument("--no-tick", action="store_true", help="skip the scheduler tick")
+    parser.add_argument(
+        "--no-durable", action="store_true", help="skip the writes on the durable server"
+    )
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
     parser.add_argument(
         "--before",
@@ -111,13 +154,15 @@ def parse_args(argv: list[str] | None) -> Config:
         "--only",
         metavar="NAME,...",
         default="",
-        help="only these scenarios, e.g. complete_stage,create_goal (results to partial.json)",
+        help="only these scenarios, e.g. complete_stage,create_goal_durable (results to "
+        "partial.json)",
     )
     args = parser.parse_args(argv)
     only = tuple(name for name in args.only.split(",") if name)
     if args.smoke:
         # No warm-up: the smoke run proves each scenario works on each app, it measures nothing.
         args.duration, args.repetitions, args.users, args.warmup = 1, 1, 200, 0
+        args.habit_pairs = 4
     if args.users < 10 or args.repetitions < 1:
         parser.error("--users must be at least 10 and --repetitions at least 1")
     with_peer = not args.no_peer and importlib.util.find_spec("psycopg") is not None
@@ -125,6 +170,7 @@ def parse_args(argv: list[str] | None) -> Config:
         duration=args.duration,
         repetitions=args.repetitions,
         users=args.users,
+        habit_pairs=args.habit_pairs,
         connections=args.connections,
         warmup=args.warmup,
         pool=args.pool,
@@ -133,6 +179,7 @@ def parse_args(argv: list[str] | None) -> Config:
         with_peer=with_peer,
         with_tick=not (args.no_tick or args.smoke or only),
         smoke=args.smoke,
+        durable=not args.no_durable,
         before=args.before,
         only=only,
     )
@@ -169,26 +216,68 @@ async def prepare(
             details=True,
             notifications_per_user=10 if config.smoke else 90,
             heavy_notifications=20 * 500 + 100 if config.smoke else 100_000,
+            habit_twins=config.habit_pairs,
         )
         # Cost 12, as in production: the login flood is real bcrypt work.
         password_hash = PasswordHash((BcryptHasher(rounds=12),)).hash(BENCH_PASSWORD)
         await conn.execute("UPDATE users SET password_hash = $1", password_hash)
         scenarios = await build(
-            conn, settings, users=config.users, write_slices=4 * config.repetitions + 4
+            conn, settings, users=config.users, write_slices=6 * config.repetitions + 4
         )
         # Planned once the sessions exist (a login leaves a refresh token per device), as in use.
         await conn.execute("ANALYZE refresh_tokens")
-        plan_problems = await write_plans(conn, plans_dir)
+        plan_findings = await write_plans(conn, plans_dir)
         emails = [
             row["email"]
             for row in await conn.fetch(
-                "SELECT email FROM users WHERE email <> $1 ORDER BY created_at LIMIT 200",
-                HEAVY_EMAIL,
+                f"SELECT email FROM users WHERE {REGULAR_USERS} ORDER BY created_at LIMIT 200"
             )
         ]
     finally:
         await conn.close()
-    return seeded, (scenarios, emails, plan_problems)
+    return seeded, (scenarios, emails, plan_findings)
+
+
+# What the queries read of the check-ins (the executor's counters: not VACUUM's or ANALYZE's).
+CHECKIN_READS = """
+SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS scans,
+       coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) AS rows
+FROM pg_stat_user_tables WHERE relname = 'habit_checkins'
+"""
+
+
+async def _query(database_url: str, sql: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        row = await conn.fetchrow(sql)
+    finally:
+        await conn.close()
+    return dict(row) if row is not None else {}
+
+
+def checkin_reads(database_url: str) -> dict[str, int]:
+    """The server's counters of the scans of habit_checkins and the rows they read, so far (a
+    backend reports its statistics within a second of a transaction)."""
+    return asyncio.run(_query(database_url, CHECKIN_READS))
+
+
+def make_durable(postgres: Postgres) -> dict[str, Any]:
+    """Restarts the server on the same data with commits flushed to disk; returns the settings
+    it now runs with."""
+    asyncio.run(_query(postgres.url, "CHECKPOINT"))  # a short recovery after the stop
+    postgres.stop()
+    os.sync()  # what the first phase wrote reaches the disk now, not during the durable runs
+    postgres.durable = True
+    postgres.start()
+    return asyncio.run(
+        _query(
+            postgres.url,
+            "SELECT current_setting('fsync') AS fsync, "
+            "current_setting('synchronous_commit') AS synchronous_commit, "
+            "current_setting('full_page_writes') AS full_page_writes, "
+            "current_setting('data_directory') AS data_directory",
+        )
+    )
 
 
 def app_env(stack: LocalStack, jwt_secret: str, config: Config) -> dict[str, str]:
@@ -198,8 +287,8 @@ def app_env(stack: LocalStack, jwt_secret: str, config: Config) -> dict[str, str
         "JWT_SECRET": jwt_secret,
         "JWT_ISSUER": "goaltrack",
         "ACCESS_TOKEN_TTL_SECONDS": str(24 * 3600),
-        "DATABASE_READ_POOL_SIZE": str(config.pool),
-        "DATABASE_POOL_SIZE": str(config.pool),
+        "DATABASE_READ_POOL_SIZE": str(config.pools["read"]),
+        "DATABASE_POOL_SIZE": str(config.pools["write"]),
         "LOG_LEVEL": "WARNING",
         # Production's start-up checks; nothing here sends mail.
         "MAIL_SERVER": "127.0.0.1",
@@ -215,16 +304,22 @@ def app_env(stack: LocalStack, jwt_secret: str, config: Config) -> dict[str, str
     }
 
 
-def start_side_by_side(
-    running: contextlib.ExitStack, specs: list[Any], env: dict[str, str], root: Path
+def start_apps(
+    running: contextlib.ExitStack,
+    specs: list[apps.AppSpec],
+    env: dict[str, str],
+    root: Path,
+    *,
+    at_once: bool,
 ) -> dict[str, apps.RunningApp]:
-    """`apps.running` for every spec at once (threads wait for the processes to serve); each
-    one started is stopped by `running`, also when another failed to start."""
+    """`apps.running` for every spec, one after the other or (`at_once`, when nothing is measured
+    yet) at once, threads waiting for the processes to serve; each one started is stopped by
+    `running`, also when another failed to start."""
     managers = {spec.key: apps.running(spec, env, root, "/goals") for spec in specs}
-    with ThreadPoolExecutor(len(managers)) as pool:
-        entering = {key: pool.submit(manager.__enter__) for key, manager in managers.items()}
     started: dict[str, apps.RunningApp] = {}
     failure: BaseException | None = None
+    with ThreadPoolExecutor(len(managers) if at_once else 1) as pool:
+        entering = {key: pool.submit(manager.__enter__) for key, manager in managers.items()}
     for key, future in entering.items():
         try:
             started[key] = future.result()
@@ -238,9 +333,9 @@ def start_side_by_side(
 
 
 def serves(key: str, scenario: Scenario) -> bool:
-    """Whether the app `key` takes part in the scenario (the peer only in the hot reads, the
+    """Whether the app `key` takes part in the scenario (the peers only in the hot reads, the
     ceiling and the build before not in what they do not implement)."""
-    if key == apps.PEER.key:
+    if key in (apps.PEER.key, apps.ASYNC_PEER.key):
         return scenario.with_peer
     if key == apps.BASELINE.key:
         return scenario.with_ceiling
@@ -305,6 +400,15 @@ def settle(app: apps.RunningApp, timeout: float = 60.0) -> None:
         last = now
 
 
+def _hit_rate(before: dict[str, int], after: dict[str, int]) -> float | None:
+    """The share of token checks the verified-token cache answered between two readings."""
+    if not before or not after:
+        return None
+    hits = after["hits"] - before["hits"]
+    lookups = hits + after["misses"] - before["misses"]
+    return hits / lookups if lookups else None
+
+
 def run_one(
     config: Config,
     app: apps.RunningApp,
@@ -323,12 +427,15 @@ def run_one(
     if config.warmup > 0:
         wrk.run(url, script, duration=config.warmup, **options)
         settle(app)
+    cache_before = app.token_cache()
     mark = host.mark() if host else None
     before = cpu_seconds(app.process.pid)
     result, output = wrk.run(url, script, duration=config.duration, **options)
     cpu = cpu_seconds(app.process.pid) - before
     foreign = host.since(mark, config.duration) if host and mark else {}
-    settle(app)
+    if not config.smoke:  # the smoke run measures nothing: no backlog to wait for
+        settle(app)
+    cache_hits = _hit_rate(cache_before, app.token_cache())
     if scenario.expected_status == 304 and result.bytes_per_response > NOT_MODIFIED_BYTES:
         # wrk counts a 200 as a success too: bodies mean ETags that were no longer current.
         raise apps.AppError(
@@ -343,11 +450,14 @@ def run_one(
     return {
         **result.as_dict(),
         "cpu_us_per_request": cpu * 1e6 / max(result.requests, 1),
+        "token_cache_hit_rate": cache_hits,
         **foreign,
     }
 
 
-def login_flood(url: str, emails: list[str], duration: float) -> subprocess.Popen[bytes]:
+def login_flood(
+    url: str, emails: list[str], concurrency: int, duration: float
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -355,7 +465,7 @@ def login_flood(url: str, emails: list[str], duration: float) -> subprocess.Pope
             "bench.login_flood",
             url,
             BENCH_PASSWORD,
-            str(LOGIN_FLOOD_CONCURRENCY),
+            str(concurrency),
             str(duration),
             *emails,
         ],
@@ -363,210 +473,121 @@ def login_flood(url: str, emails: list[str], duration: float) -> subprocess.Pope
     )
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def summarise(
-    runs: list[dict[str, Any]], scenarios: list[Scenario], flood: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    by: dict[tuple[str, str, int], dict[str, Any]] = {
-        (r["scenario"], r["app"], r["repetition"]): r for r in runs
-    }
-    repetitions = sorted({r["repetition"] for r in runs})
-    summary = []
-    for scenario in scenarios:
-
-        def ratios(numerator: str, denominator: str, key: str, name: str = scenario.name) -> Any:
-            # A run that served nothing (an old build's pathological query) has no ratio.
-            values = [
-                by[(name, numerator, rep)][key] / by[(name, denominator, rep)][key]
-                for rep in repetitions
-                if (name, denominator, rep) in by and by[(name, denominator, rep)][key] > 0
-            ]
-            return values
-
-        ceiling = ratios("goaltrack", "baseline", "requests_per_second")
-        p99 = ratios("goaltrack", "baseline", "p99_ms")
-        peer = ratios("goaltrack", "peer_template", "requests_per_second")
-        before = ratios("goaltrack", "goaltrack_before", "requests_per_second")
-        before_cpu = ratios("goaltrack", "goaltrack_before", "cpu_us_per_request")
-        # Ours only (a conditional request, sync): no ratio to a ceiling that did not run it.
-        entry: dict[str, Any] = {
-            "name": scenario.name,
-            "hot_read": scenario.hot_read,
-            "ratio_to_ceiling": statistics.median(ceiling) if ceiling else None,
-            "ratio_to_peer": statistics.median(peer) if peer else None,
-            "p99_ratio_to_ceiling": statistics.median(p99) if p99 else None,
-            "ratio_to_ceiling_range": [min(ceiling), max(ceiling)] if ceiling else None,
-            "ratio_to_peer_range": [min(peer), max(peer)] if peer else None,
-            "p99_ratio_to_ceiling_range": [min(p99), max(p99)] if p99 else None,
-            "apps": {},
-        }
-        if before:
-            entry["ratio_to_before"] = statistics.median(before)
-            entry["ratio_to_before_range"] = [min(before), max(before)]
-            entry["cpu_ratio_to_before"] = statistics.median(before_cpu)
-        for app_key in ("goaltrack", "baseline", "peer_template", "goaltrack_before"):
-            mine = [
-                by[(scenario.name, app_key, rep)]
-                for rep in repetitions
-                if (scenario.name, app_key, rep) in by
-            ]
-            if mine:
-                entry["apps"][app_key] = {
-                    key: _spread([m[key] for m in mine])
-                    for key in (
-                        "requests_per_second",
-                        "p50_ms",
-                        "p99_ms",
-                        "cpu_us_per_request",
-                        "bytes_per_response",
-                        "foreign_cores",
-                        "steal_cores",
-                    )
-                    if all(key in m for m in mine)
-                }
-        summary.append(entry)
-    if flood:
-        solo = [by[("goals_list", "goaltrack", f["repetition"])] for f in flood]
-        p99_rise = [f["p99_ms"] / s["p99_ms"] for f, s in zip(flood, solo, strict=True)]
-        rps_kept = [
-            f["requests_per_second"] / s["requests_per_second"]
-            for f, s in zip(flood, solo, strict=True)
-        ]
-        summary.append(
-            {
-                "name": "goals_list_under_login_flood",
-                "hot_read": True,
-                "ratio_to_ceiling": None,
-                "ratio_to_peer": None,
-                "p99_ratio_to_ceiling": None,
-                "p99_ratio_to_solo": statistics.median(p99_rise),
-                "p99_ratio_to_solo_range": [min(p99_rise), max(p99_rise)],
-                "throughput_ratio_to_solo": statistics.median(rps_kept),
-                "logins_per_second": _spread([f["logins_per_second"] for f in flood]),
-                "login_p99_ms": _spread([f["login_p99_ms"] for f in flood]),
-                "apps": {"goaltrack": {"p99_ms": _spread([f["p99_ms"] for f in flood])}},
-            }
-        )
-    return summary
-
-
-# The issue's checks, each our CPU per request in one scenario ÷ in another, at most `limit`:
-# a 304 costs at most half the 200 of the same resource; a caught-up GET /sync no more than
-# GET /goals.
-CPU_CHECKS = (
-    ("goal_detail_304", "goal_detail", 0.5),
-    ("goals_list_304", "goals_list", 0.5),
-    ("sync_idle", "goals_list", 1.0),
-)
-
-
-def cpu_checks(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each check from the runs (as latest.json holds them): the ratio within each repetition
-    (the two scenarios ran minutes apart at most), their median and min–max, and whether the
-    median holds. A check whose scenarios did not both run is left out."""
-    cpu = {
-        (r["scenario"], r["repetition"]): r["cpu_us_per_request"]
-        for r in runs
-        if r["app"] == apps.REAL.key
-    }
-    checks = []
-    for numerator, denominator, limit in CPU_CHECKS:
-        values = [
-            cpu[numerator, rep] / cpu[denominator, rep]
-            for (name, rep) in cpu
-            if name == numerator and (denominator, rep) in cpu and cpu[denominator, rep] > 0
-        ]
-        if values:
-            median = statistics.median(values)
-            checks.append(
-                {
-                    "name": f"{numerator} ÷ {denominator}, CPU µs/request",
-                    "limit": limit,
-                    "median": median,
-                    "range": [min(values), max(values)],
-                    "holds": median <= limit,
-                }
-            )
-    return checks
-
-
-def print_checks(checks: list[dict[str, Any]]) -> None:
-    for c in checks:
-        print(
-            f"{c['name']}: {c['median']:.2f} ({c['range'][0]:.2f}–{c['range'][1]:.2f}), "
-            f"limit {c['limit']:g}: {'holds' if c['holds'] else 'DOES NOT HOLD'}"
-        )
-
-
-def print_table(summary: list[dict[str, Any]]) -> None:
-    def rng(value: Any, spread: Any) -> str:
-        if value is None:
-            return "—"
-        return f"{value:.2f} ({spread[0]:.2f}–{spread[1]:.2f})"
-
-    rows = [
-        (
-            "scenario",
-            "÷ ceiling",
-            "÷ peer",
-            "p99 ÷ ceiling p99",
-            "ours req/s",
-            "ours CPU µs/req",
-            "ceiling CPU µs/req",
-            "÷ before (CPU ÷ before)",
-            "other work, cores",
-        )
-    ]
-    for s in summary:
-        if "apps" not in s:
-            continue  # the scheduler tick: printed on its own line
-        ours = s["apps"].get("goaltrack", {})
-        ceiling = s["apps"].get("baseline", {})
-        if s["name"] == "goals_list_under_login_flood":
-            rows.append(
-                (
-                    s["name"],
-                    "—",
-                    "—",
-                    f"p99 ÷ solo {rng(s['p99_ratio_to_solo'], s['p99_ratio_to_solo_range'])}",
-                    f"{s['throughput_ratio_to_solo']:.2f} of solo",
-                    f"{s['logins_per_second']['median']:.1f} logins/s",
-                    "",
-                    "",
-                    "",
-                )
-            )
-            continue
-        rows.append(
-            (
-                s["name"],
-                rng(s["ratio_to_ceiling"], s["ratio_to_ceiling_range"]),
-                rng(s["ratio_to_peer"], s["ratio_to_peer_range"]),
-                rng(s["p99_ratio_to_ceiling"], s["p99_ratio_to_ceiling_range"]),
-                f"{ours['requests_per_second']['median']:,.0f}",
-                f"{ours['cpu_us_per_request']['median']:,.0f}",
-                f"{ceiling['cpu_us_per_request']['median']:,.0f}" if ceiling else "",
-                (
-                    f"{rng(s['ratio_to_before'], s['ratio_to_before_range'])} "
-                    f"({s['cpu_ratio_to_before']:.2f})"
-                )
-                if "ratio_to_before" in s
-                else "",
-                f"{ours['foreign_cores']['median']:.2f}" if "foreign_cores" in ours else "",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for number, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        if number == 0:
-            print("  ".join("-" * w for w in widths))
+def _say(repetition: int, config: Config, label: str, key: str, m: dict[str, Any]) -> None:
+    hits = m.get("token_cache_hit_rate")
     print(
-        "ratios: median of the per-repetition ratios (min–max). Targets: hot reads ≥ 0.5 × "
-        "ceiling, ≥ 4 × peer, p99 ≤ 3 × ceiling's; writes ≥ 0.3 × ceiling; flood p99 ≤ 2 × solo"
+        f"  rep {repetition}/{config.repetitions}  {label:<24} {key:<14} "
+        f"{m['requests_per_second']:>8,.0f} req/s  p99 {m['p99_ms']:7.1f} ms  "
+        f"{m['cpu_us_per_request']:6,.0f} µs CPU/req  {m['bytes_per_response']:6,.0f} B/resp  "
+        f"token cache {'—' if hits is None else f'{hits:.0%}'}  "
+        f"other work {m.get('foreign_cores', 0):.2f} cores"
+        + ("  DISTURBED" if "foreign_cores" in m and disturbed(m) else ""),
+        flush=True,
     )
+
+
+@dataclass
+class Bench:
+    """The measured runs of one benchmark: which apps run what, in which order, with which slice."""
+
+    config: Config
+    root: Path
+    database_url: str
+    host: HostLoad
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    # Runs so far per set of entries: a write's every run takes a slice no run took before.
+    runs_of: dict[str, int] = field(default_factory=dict)
+    served: int = 0  # requests our app served, for the RSS figure
+
+    def _next_run(self, scenario: Scenario) -> int:
+        key = scenario.entries_of or scenario.name
+        self.runs_of[key] = self.runs_of.get(key, 0) + 1
+        return self.runs_of[key]
+
+    def _current(self, scenario: Scenario, started: dict[str, apps.RunningApp]) -> Scenario:
+        """The scenario with the data's versions as they are now (the writes move them),
+        checked on the apps about to run it."""
+        if scenario.refresh is None:
+            return scenario
+        current = asyncio.run(refresh(self.database_url, scenario))
+        for app in started.values():
+            check(app, current)
+        return current
+
+    def measure(
+        self, scenario: Scenario, started: dict[str, apps.RunningApp], repetition: int
+    ) -> None:
+        """The scenario on each app that serves it, in an order that rotates with the
+        repetition; in --smoke on all of them at once (nothing is measured)."""
+        keys = [key for key in started if serves(key, scenario)]
+        shift = repetition % len(keys)
+        order = keys[shift:] + keys[:shift]
+        if self.config.smoke:
+            current = self._current(scenario, {key: started[key] for key in order})
+            indexes = {key: self._next_run(scenario) for key in order}
+            with ThreadPoolExecutor(len(order)) as pool:
+                futures = {
+                    key: pool.submit(
+                        run_one,
+                        self.config,
+                        started[key],
+                        current,
+                        self.root,
+                        indexes[key],
+                        self.host,
+                    )
+                    for key in order
+                }
+            measured = {key: future.result() for key, future in futures.items()}
+        else:
+            measured = {}
+            for key in order:
+                current = self._current(scenario, {key: started[key]})
+                measured[key] = run_one(
+                    self.config,
+                    started[key],
+                    current,
+                    self.root,
+                    self._next_run(scenario),
+                    self.host,
+                )
+        for key, m in measured.items():
+            if key == apps.REAL.key:
+                self.served += m["requests"]
+            self.runs.append({"scenario": scenario.name, "app": key, "repetition": repetition, **m})
+            _say(repetition, self.config, scenario.name, key, m)
+
+    def flood(
+        self, ours: apps.RunningApp, goals_list: Scenario, emails: list[str], repetition: int
+    ) -> dict[str, Any]:
+        """The hot read again, with logins (bcrypt cost 12) running beside it."""
+        config = self.config
+        flooder = login_flood(
+            ours.base_url, emails, config.flood_concurrency, config.warmup + config.duration + 1
+        )
+        measured = run_one(config, ours, goals_list, self.root, 100 + repetition, self.host)
+        out, _ = flooder.communicate(timeout=120)
+        logins = json.loads(out)
+        self.served += measured["requests"]
+        _say(repetition, config, "goals_list + login flood", apps.REAL.key, measured)
+        print(
+            f"    ({logins['logins_per_second']:.1f} logins/s, {logins['errors']} login errors)",
+            flush=True,
+        )
+        return {"repetition": repetition, **measured, **logins}
+
+    def top_up(self, ours: apps.RunningApp, goals_list: Scenario) -> None:
+        """Our app up to RSS_REQUESTS requests served, for the memory figure."""
+        script = wrk.write_script(self.root, "rss", goals_list.entries, WRK_THREADS)
+        while self.served < RSS_REQUESTS:
+            result, _ = wrk.run(
+                ours.base_url + "/goals",
+                script,
+                threads=WRK_THREADS,
+                connections=self.config.connections,
+                duration=10,
+            )
+            self.served += result.requests
 
 
 def _git_revision() -> str:
@@ -607,8 +628,18 @@ def main(argv: list[str] | None = None) -> int:
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None
     root = Path(tempfile.mkdtemp(prefix="goaltrack-bench-", dir=base))
     root.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-    stack = LocalStack(root, with_s3=False)
-    specs = [apps.REAL, apps.BASELINE, *([apps.PEER] if config.with_peer else [])]
+    # On a disk when the writes run durable too; in memory otherwise.
+    pg_root = (
+        Path(tempfile.mkdtemp(prefix="goaltrack-bench-", dir=DISK)) if config.durable else root
+    )
+    pg_root.chmod(0o755)
+    postgres = Postgres(pg_root / "postgres")
+    stack = LocalStack(root, with_s3=False, shared_postgres=postgres)
+    specs = [
+        apps.REAL,
+        apps.BASELINE,
+        *([apps.PEER, apps.ASYNC_PEER] if config.with_peer else []),
+    ]
     if config.before:
         source = root / "before"
         subprocess.run(
@@ -617,116 +648,84 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True,
         )
         specs.append(apps.before(config.before, source / "src"))
-    runs: list[dict[str, Any]] = []
     flood: list[dict[str, Any]] = []
     rss: dict[str, Any] = {}
+    habits: dict[str, Any] = {}
+    durable_server: dict[str, Any] = {}
     try:
+        postgres.start()
         stack.start()
-        upgrade(stack.postgres.url)
+        upgrade(postgres.url)
         jwt_secret = secrets.token_hex(32)
         settings = Settings(
-            database_url=stack.postgres.url,
+            database_url=postgres.url,
             jwt_secret=SecretStr(jwt_secret),
             access_token_ttl_seconds=24 * 3600,
         )
         # The smoke run's tiny tables make other plans: its go to the scratch directory.
         plans_dir = root / "plans" if config.smoke else PLANS
-        seeded, (scenarios, emails, plan_problems) = asyncio.run(
-            prepare(stack.postgres.url, settings, config, plans_dir)
+        seeded, (scenarios, emails, plan_findings) = asyncio.run(
+            prepare(postgres.url, settings, config, plans_dir)
         )
+        os.sync()  # the seed's pages reach the disk now, not during the measured runs
         print(
             f"query plans in {plans_dir}: "
-            + ("; ".join(plan_problems) or "no sequential scan on a large table"),
+            + (
+                "; ".join(plan_findings.problems)
+                or "no sequential scan on a large table, no check-in read by a list"
+            )
+            + "; run once per listed goal: "
+            + ("; ".join(plan_findings.per_row) or "nothing"),
             flush=True,
         )
         print(f"seeded {seeded.describe()} in {time.monotonic() - started:.0f} s", flush=True)
         if config.only:
             scenarios = [s for s in scenarios if s.name in config.only]
+        if not config.durable:
+            scenarios = [s for s in scenarios if not s.durable]
         env = app_env(stack, jwt_secret, config)
+        bench = Bench(config, root, postgres.url, HostLoad(postgres.data_dir))
+        habits["checkin_reads_before"] = checkin_reads(postgres.url)
+        # First every scenario but the durable ones, on the server that does not flush.
         with contextlib.ExitStack() as running:
-            if config.smoke:  # nothing is measured yet: the apps may start side by side
-                started_apps = start_side_by_side(running, specs, env, root)
-            else:
-                started_apps = {
-                    spec.key: running.enter_context(apps.running(spec, env, root, "/goals"))
-                    for spec in specs
-                }
+            started_apps = start_apps(running, specs, env, root, at_once=config.smoke)
             ours = started_apps[apps.REAL.key]
-            host = HostLoad(stack.postgres.data_dir)
-            for scenario in scenarios:
+            measured_now = [s for s in scenarios if not s.durable]
+            for scenario in measured_now:
                 for key, app in started_apps.items():
                     if serves(key, scenario):
                         check(app, scenario)
             rss["after_start_mib"] = rss_mib(ours.process.pid)
-            served = 0
-            runs_of: dict[str, int] = {}
+            goals_list = next((s for s in measured_now if s.name == "goals_list"), None)
             for repetition in range(1, config.repetitions + 1):
-                for scenario in scenarios:
-                    keys = [k for k in started_apps if serves(k, scenario)]
-                    shift = repetition % len(keys)
-                    for key in keys[shift:] + keys[:shift]:
-                        current = scenario
-                        if scenario.refresh is not None:
-                            current = asyncio.run(refresh(stack.postgres.url, scenario))
-                            check(started_apps[key], current)
-                        runs_of[scenario.name] = runs_of.get(scenario.name, 0) + 1
-                        measured = run_one(
-                            config, started_apps[key], current, root, runs_of[scenario.name], host
-                        )
-                        if key == apps.REAL.key:
-                            served += measured["requests"]
-                        runs.append(
-                            {
-                                "scenario": scenario.name,
-                                "app": key,
-                                "repetition": repetition,
-                                **measured,
-                            }
-                        )
-                        print(
-                            f"  rep {repetition}/{config.repetitions}  {scenario.name:<22} "
-                            f"{key:<14} {measured['requests_per_second']:>8,.0f} req/s  "
-                            f"p99 {measured['p99_ms']:7.1f} ms  "
-                            f"{measured['cpu_us_per_request']:6,.0f} µs CPU/req  "
-                            f"{measured['bytes_per_response']:6,.0f} B/resp  "
-                            f"other work {measured['foreign_cores']:.2f} cores",
-                            flush=True,
-                        )
-                if config.only:
-                    continue
-                # The hot read again, with 20 logins (bcrypt cost 12) running beside it.
-                goals_list = scenarios[0]
-                flooder = login_flood(ours.base_url, emails, config.warmup + config.duration + 1)
-                runs_of["flood"] = runs_of.get("flood", 0) + 1
-                measured = run_one(config, ours, goals_list, root, 100 + runs_of["flood"])
-                out, _ = flooder.communicate(timeout=120)
-                logins = json.loads(out)
-                served += measured["requests"]
-                flood.append({"repetition": repetition, **measured, **logins})
-                print(
-                    f"  rep {repetition}/{config.repetitions}  {'goals_list + login flood':<22} "
-                    f"{'goaltrack':<14} {measured['requests_per_second']:>8,.0f} req/s  "
-                    f"p99 {measured['p99_ms']:7.1f} ms  ({logins['logins_per_second']:.1f} "
-                    f"logins/s, {logins['errors']} login errors)",
-                    flush=True,
-                )
-            if not (config.smoke or config.only) and served < RSS_REQUESTS:
-                # Top the app up to 200 k requests, for the memory figure.
-                script = wrk.write_script(root, "rss", scenarios[0].entries, WRK_THREADS)
-                while served < RSS_REQUESTS:
-                    result, _ = wrk.run(
-                        ours.base_url + "/goals",
-                        script,
-                        threads=WRK_THREADS,
-                        connections=config.connections,
-                        duration=10,
-                    )
-                    served += result.requests
+                for scenario in measured_now:
+                    bench.measure(scenario, started_apps, repetition)
+                if goals_list is not None and not config.only:
+                    flood.append(bench.flood(ours, goals_list, emails, repetition))
+            if goals_list is not None and not (config.smoke or config.only):
+                bench.top_up(ours, goals_list)
             rss["after_requests_mib"] = rss_mib(ours.process.pid)
-            rss["requests"] = served
+            rss["requests"] = bench.served
+        habits["checkin_reads_after"] = checkin_reads(postgres.url)
+        # Then the writes again, once the server flushes every commit to disk.
+        durable = [s for s in scenarios if s.durable]
+        if durable:
+            durable_server = make_durable(postgres)
+            print(f"the server restarted durable: {durable_server}", flush=True)
+            with contextlib.ExitStack() as running:
+                writers = [spec for spec in specs if any(serves(spec.key, s) for s in durable)]
+                started_apps = start_apps(running, writers, env, root, at_once=config.smoke)
+                for scenario in durable:
+                    for key, app in started_apps.items():
+                        if serves(key, scenario):
+                            check(app, scenario)
+                for repetition in range(1, config.repetitions + 1):
+                    for scenario in durable:
+                        bench.measure(scenario, started_apps, repetition)
         tick = scheduler_tick(root) if config.with_tick else None
     finally:
         stack.stop()
+        postgres.stop()
         if config.before:
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(root / "before")],
@@ -734,31 +733,41 @@ def main(argv: list[str] | None = None) -> int:
                 capture_output=True,
             )
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(pg_root, ignore_errors=True)
 
+    runs = bench.runs
     summary = summarise(runs, scenarios, flood)
     checks = cpu_checks(runs)
     if tick is not None:
         summary.append(
-            {
-                "name": "scheduler_tick_1M_vs_10k",
-                "hot_read": False,
-                "ratio_to_ceiling": None,
-                "ratio_to_peer": None,
-                "p99_ratio_to_ceiling": None,
-                "ratio_large_to_small": tick.get("ratio_large_to_small"),
-                "sizes": tick["sizes"],
-            }
+            entry(
+                "scheduler_tick_1M_vs_10k",
+                hot_read=False,
+                ratio_large_to_small=tick.get("ratio_large_to_small"),
+                sizes=tick["sizes"],
+            )
         )
+    reads = {
+        key: habits["checkin_reads_after"].get(key, 0) - habits["checkin_reads_before"].get(key, 0)
+        for key in ("scans", "rows")
+    }
+    habits["checkin_reads_during_runs"] = reads
+    pools = config.pools
     print(
         f"\n{seeded.describe()}; wrk -t{WRK_THREADS} -c{config.connections} "
         f"-d{config.duration:g}s after {config.warmup:g}s warm-up; {config.repetitions} "
-        f"repetition(s); 1 uvicorn worker per app, read pool {config.pool}\n"
+        f"repetition(s); 1 uvicorn worker per app, pools {pools['read']} (reads) and "
+        f"{pools['write']} (writes)\n"
     )
     try:
         print_table(summary)
     except Exception as exc:  # the figures matter more than their table: still write them
         print(f"could not print the table: {exc!r}")
     print_checks(checks)
+    print(
+        f"habit_checkins during the runs: {reads['scans']} scans, {reads['rows']} rows read "
+        "(GET /goals of 20 habits must read none)"
+    )
     print(
         f"RSS of the API worker: {rss['after_start_mib']:.0f} MiB after start, "
         f"{rss['after_requests_mib']:.0f} MiB after {rss['requests']:,} requests"
@@ -768,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
             f"scheduler tick, 1 M ÷ 10 k reminders (1,000 due): {tick.get('ratio_large_to_small', 0):.2f}"
         )
     document = {
-        "benchmark": "hot paths against their ceiling and the template-style peer",
+        "benchmark": "hot paths against their ceiling and two peers; writes also durable",
         "finished_at": datetime.now(UTC).isoformat(),
         "git": _git_revision(),
         "machine": {
@@ -785,13 +794,19 @@ def main(argv: list[str] | None = None) -> int:
             "repetitions": config.repetitions,
             "connections": config.connections,
             "wrk_threads": WRK_THREADS,
-            "read_pool": config.pool,
+            "read_pool": pools["read"],
+            "write_pool": pools["write"],
+            "production_pools": config.pool is None,
             "seeded": asdict(seeded),
+            "habit_pairs": config.habit_pairs,
         },
+        "durable_server": durable_server,
         "scenarios": summary,
         "checks": checks,
+        "repetitions": _repetitions(runs),
+        "habits": habits,
         "rss": rss,
-        "plans": {"seq_scans_on_large_tables": plan_problems},
+        "plans": asdict(plan_findings),
         "runs": runs,
         "login_flood_runs": flood,
     }
@@ -801,6 +816,25 @@ def main(argv: list[str] | None = None) -> int:
     svg.write_text(chart.render(document))
     print(f"wrote {config.json_path} and {svg}; done in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def _repetitions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per repetition: the most other work seen during one of its runs, and whether any was
+    disturbed."""
+    found = []
+    for repetition in sorted({r["repetition"] for r in runs}):
+        mine = [r for r in runs if r["repetition"] == repetition and "foreign_cores" in r]
+        if mine:
+            found.append(
+                {
+                    "repetition": repetition,
+                    "max_foreign_cores": max(r["foreign_cores"] for r in mine),
+                    "max_steal_cores": max(r["steal_cores"] for r in mine),
+                    "disturbed_runs": sum(disturbed(r) for r in mine),
+                    "runs": len(mine),
+                }
+            )
+    return found
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """The apps under test: each one uvicorn process (1 worker unless asked, uvloop + httptools, no
-access log)."""
+access log), run by bench.serve, which tells the verified-token cache's counters on request."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +38,9 @@ REAL = AppSpec(
 PEER = AppSpec(
     "peer_template", "sync FastAPI + SQLAlchemy ORM + psycopg (template)", "bench.peer_template:app"
 )
+ASYNC_PEER = AppSpec(
+    "peer_async", "async FastAPI + AsyncSession + ORM + response_model", "bench.peer_async:app"
+)
 
 
 def before(revision: str, source: Path) -> AppSpec:
@@ -64,6 +69,25 @@ class RunningApp:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token_cache_file(self) -> Path:
+        return self.log.with_suffix(".token-cache.json")
+
+    def token_cache(self, timeout: float = 10.0) -> dict[str, int]:
+        """The verified-token cache's counters now (bench.serve); {} when the app has none."""
+        self.token_cache_file.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # Any request wakes an idle loop, which then runs the signal's handler.
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(self.base_url + "/", timeout=1.0)
+            if self.token_cache_file.exists():
+                counters: dict[str, int] = json.loads(self.token_cache_file.read_text())
+                return counters
+            time.sleep(0.05)
+        raise AppError(f"{self.spec.key} did not tell its token cache:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
@@ -98,7 +122,7 @@ def running(
     command = [
         sys.executable,
         "-m",
-        "uvicorn",
+        "bench.serve",
         spec.target,
         *(["--factory"] if spec.factory else []),
         "--host",
@@ -123,6 +147,7 @@ def running(
                 **os.environ,
                 **env,
                 **({"PYTHONPATH": str(spec.source)} if spec.source else {}),
+                "BENCH_TOKEN_CACHE_FILE": str(log.with_suffix(".token-cache.json")),
             },
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -3,13 +3,13 @@ server, no wrk.
 
     uv run --with pyinstrument python -m bench.profile [--scenario goals_list] [--requests 3000]
 
-Starts a local stack, seeds 1,000 users × 20 goals with their details, then for the ceiling and
-Goaltrack sends the scenario's requests (bench/scenarios.py: the same entries wrk sends, writes
-alternating between an entry's two paths) straight into the ASGI app (uvloop, `concurrency`
-requests in flight) and prints the CPU time per request of each; then profiles Goaltrack's
-requests with pyinstrument (when installed) and prints the call tree. The figures leave out
-uvicorn/httptools, which both apps share. A scenario the ceiling does not serve (a 304, an idle
-sync) is set beside our own plain request it is checked against (COUNTERPARTS).
+Starts a local stack, seeds 1,000 users × 20 goals with their details (and 20 habit twins),
+then for the ceiling and Goaltrack sends the scenario's requests (bench/scenarios.py: the same
+entries wrk sends, writes alternating between an entry's two paths) straight into the ASGI app
+(uvloop, `concurrency` requests in flight) and prints the CPU time per request of each; then
+profiles Goaltrack's requests with pyinstrument (when installed) and prints the call tree. The
+figures leave out uvicorn/httptools, which both apps share. A scenario the ceiling does not serve
+(a 304, an idle sync) is set beside our own plain request it is checked against (COUNTERPARTS).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from goaltrack.dev.localstack import free_port
 
 SCENARIOS = (
     "goals_list",
+    "goals_list_habits",
+    "goals_list_plain",
     "goal_detail",
     "goal_detail_304",
     "goals_list_304",
@@ -171,6 +173,7 @@ async def _run(database_url: str, jwt_secret: str, args: argparse.Namespace) -> 
             reminders_per_goal=1,
             notifications_per_user=20,
             heavy_notifications=20_000,
+            habit_twins=20,
         )
         scenarios = await build(conn, settings, users=1000, write_slices=1)
     finally:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bench.seed import HEAVY_EMAIL
+from bench.seed import HABIT_TWINS_DOMAIN, HEAVY_EMAIL, REGULAR_USERS
 from goaltrack.auth.security import create_access_token
 from goaltrack.changes import etag
 from goaltrack.config import Settings
@@ -82,6 +82,14 @@ class Scenario:
     expected_in_body: bytes | None = None
     # Reads the data's current versions again (ETags, cursors) before each run; see the module.
     refresh: Callable[[asyncpg.Connection], Awaitable[list[Entry]]] | None = None
+    # Run on the durable server (fsync and synchronous commit on): a write's other measurement.
+    durable: bool = False
+    # The scenario whose entries (and so whose slices) this one shares, when not its own.
+    entries_of: str | None = None
+
+    def on_durable_server(self) -> Scenario:
+        """The same requests, run once the server flushes every commit to disk."""
+        return replace(self, name=f"{self.name}_durable", durable=True, entries_of=self.name)
 
     async def refreshed(self, conn: asyncpg.Connection) -> Scenario:
         if self.refresh is None:
@@ -125,11 +133,21 @@ async def build(
     conn: asyncpg.Connection, settings: Settings, *, users: int, write_slices: int
 ) -> list[Scenario]:
     user_rows = await conn.fetch(
-        "SELECT id FROM users WHERE email <> $1 ORDER BY created_at LIMIT $2", HEAVY_EMAIL, users
+        f"SELECT id FROM users WHERE {REGULAR_USERS} ORDER BY created_at LIMIT $1", users
     )
     user_ids = [row["id"] for row in user_rows]
     heavy_id = await conn.fetchval("SELECT id FROM users WHERE email = $1", HEAVY_EMAIL)
-    tokens = await _sessions(conn, settings, [*user_ids, heavy_id])
+    # The habit twins (bench.seed.seed_habit_twins), pair by pair: habitsN beside plainN.
+    twin_rows = await conn.fetch(
+        "SELECT id, email FROM users WHERE email LIKE '%' || $1::text "
+        "ORDER BY substring(email FROM '([0-9]+)@')::int, email",
+        HABIT_TWINS_DOMAIN,
+    )
+    twins = {
+        twin: [row["id"] for row in twin_rows if row["email"].startswith(twin)]
+        for twin in ("habits", "plain")
+    }
+    tokens = await _sessions(conn, settings, [*user_ids, heavy_id, *(r["id"] for r in twin_rows)])
     everyone = [tokens[user_id] for user_id in user_ids]
 
     # One goal per user with stages, and where there is one, an attachment and reminders.
@@ -226,8 +244,25 @@ async def build(
 
     # Ours only (no peer, no ceiling, not the build before them): each holds its own check.
     conditional = {"with_peer": False, "with_ceiling": False, "with_before": False}
+    writes = [
+        Scenario("complete_stage", False, False, toggles, slices=write_slices),
+        Scenario("create_goal", False, False, creates, expected_status=201),
+    ]
     return [
         Scenario("goals_list", True, True, [Entry(t, "GET", "/goals") for t in everyone]),
+        # GET /goals of 20 five-year-old daily habits (1,800 check-ins each) beside the same
+        # user with 20 plain goals (#21: within 10 % of its CPU per request; CPU_CHECKS).
+        *(
+            Scenario(
+                f"goals_list_{twin}",
+                True,
+                False,
+                [Entry(tokens[user_id], "GET", "/goals") for user_id in twins[twin]],
+                with_before=False,
+            )
+            for twin in ("habits", "plain")
+            if twins[twin]
+        ),
         Scenario("goal_detail", True, True, details),
         # A 304 costs at most half its 200 (the version alone is read; nothing is rendered).
         Scenario(
@@ -268,6 +303,6 @@ async def build(
         ),
         Scenario("notifications_page500", True, True, [Entry(t, "GET", page500) for t in heavy]),
         Scenario("achievements", True, True, [Entry(t, "GET", "/achievements") for t in everyone]),
-        Scenario("complete_stage", False, False, toggles, slices=write_slices),
-        Scenario("create_goal", False, False, creates, expected_status=201),
+        *writes,
+        *(write.on_durable_server() for write in writes),
     ]

@@ -6,7 +6,10 @@ small and a large schedule with the same number of due rows.
 Starts a throwaway PostgreSQL (LocalStack's, under /dev/shm), and for each size creates a
 database, migrates it, seeds it set-based on the server (users with settings in UTC, active goals,
 one reminder per goal with `next_fire_at` spread over the next 7 days; exactly `--due` of them
-due within the last 5 minutes; the same number of users with a digest due), ANALYZEs, prints
+due within the last 5 minutes; the same number of users with a digest due; a third of the goals,
+and so of the reminders, due or not, daily habits begun 14 days ago with 10 check-ins each, some
+done today, their summaries from the product's `habits.summarize`, their reminders only while the
+day is not done; a quarter of the other reminders on weekdays), ANALYZEs, prints
 EXPLAIN (ANALYZE, BUFFERS) of both claim queries (the scheduler's own SQLAlchemy statements,
 compiled for asyncpg; custom and generic plan), then times full ticks: `dispatch_reminders` in
 fresh committed sessions until a batch claims fewer than BATCH rows, then the same for
@@ -36,7 +39,14 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.explain import _explain
-from bench.seed import PASSWORD_HASH, TITLES, asyncpg_dsn
+from bench.seed import (
+    HISTORIES,
+    PASSWORD_HASH,
+    TITLES,
+    asyncpg_dsn,
+    checkin_histories,
+    make_habits,
+)
 from goaltrack.db import create_sessionmaker
 from goaltrack.defer import send_deferred
 from goaltrack.dev.localstack import Postgres
@@ -85,7 +95,7 @@ SELECT gen_random_uuid(), u.id, 'daily', ARRAY[(t.at)::time], 'UTC', 'en',
        t.at, (t.at)::date, (t.at)::time
 FROM users u
 CROSS JOIN LATERAL (
-    SELECT date_trunc('minute', now() + interval '6 minutes'
+    SELECT date_trunc('minute', now() + interval '2 hours'
                                 + random() * interval '24 hours'
                                 + (u.created_at - u.created_at))
            AS at
@@ -104,8 +114,9 @@ CROSS JOIN generate_series(1, $1::int) AS g
 CROSS JOIN LATERAL (SELECT now() - random() * interval '365 days' + g * interval '0 s' AS c) AS x
 """
 
-# One reminder per goal, in random heap order; the next occurrence within the next 7 days
-# (never within the next 6 minutes, so nothing but the seeded due rows comes due during a run).
+# One reminder per goal, in random heap order; the next occurrence within the next 7 days (never
+# within the next 2 hours: nothing but the seeded due rows comes due during a run, however long
+# the 1 M seed takes on a busy machine).
 REMINDERS_SQL = """
 INSERT INTO goal_reminders (id, goal_id, remind_time, frequency_days, anchor_date,
                             next_fire_at, next_fire_date, created_at)
@@ -113,13 +124,37 @@ SELECT gen_random_uuid(), g.id, (r.at)::time, r.freq, (r.at)::date - r.freq, r.a
        g.created_at
 FROM goals g
 CROSS JOIN LATERAL (
-    SELECT date_trunc('minute', now() + interval '6 minutes'
+    SELECT date_trunc('minute', now() + interval '2 hours'
                                 + random() * interval '7 days'
                                 + (g.created_at - g.created_at)) AS at,
            1 + floor(random() * 3)::int AS freq
 ) AS r
 ORDER BY random()
 """
+
+
+# Which goals are habits: a third of them, by a hash of the id (independent of their history's).
+HABIT_GOALS = "SELECT id FROM goals WHERE abs(hashtext(id::text || 'habit')) % 3 = 0"
+# A habit's reminder only while its day is not done: a habit's default (migration 0015's backfill).
+HABIT_REMINDERS_SQL = """
+UPDATE goal_reminders r SET only_if_not_done = true
+FROM goals g WHERE g.id = r.goal_id AND g.kind = 'habit'
+"""
+# A quarter of the other reminders on chosen weekdays (all but one, never today) instead of every
+# 1-3 days: the due ones fire today, and their next occurrence is a weekday's.
+WEEKDAYS_SQL = """
+UPDATE goal_reminders r SET frequency_days = NULL, weekdays = $1::smallint[]
+FROM goals g
+WHERE g.id = r.goal_id AND g.kind = 'goal' AND abs(hashtext(r.id::text || 'weekdays')) % 4 = 0
+"""
+
+
+def _weekdays_but(day: int) -> list[int]:
+    return [weekday for weekday in range(7) if weekday != day]
+
+
+HABIT_DAYS = 14
+HABIT_CHECKINS = 10
 
 
 @dataclass
@@ -156,11 +191,36 @@ async def seed(conn: asyncpg.Connection, ds: Dataset, due: int) -> None:
             "SELECT user_id FROM user_settings ORDER BY random() LIMIT $1",
             due,
         )
+    today = datetime.now(UTC).date()
+    await make_habits(
+        conn,
+        HABIT_GOALS,
+        checkin_histories(
+            HISTORIES,
+            start=today - timedelta(days=HABIT_DAYS - 1),
+            today=today,
+            checkins=HABIT_CHECKINS,
+        ),
+    )
+    async with conn.transaction():
+        # No row triggers: the change log's rows exist since the inserts (see make_habits).
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(HABIT_REMINDERS_SQL)
+        await conn.execute(WEEKDAYS_SQL, _weekdays_but((today.weekday() + 3) % 7))
     await make_due(conn)
     await conn.execute("VACUUM ANALYZE")
     ds.seed_s = time.monotonic() - started
-    for table in ("users", "user_settings", "goals", "goal_reminders"):
+    for table in ("users", "user_settings", "goals", "goal_reminders", "habit_checkins"):
         ds.counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+    ds.counts["habits"] = int(
+        await conn.fetchval("SELECT count(*) FROM goals WHERE kind = 'habit'")
+    )
+    ds.counts["due_on_habits"] = int(
+        await conn.fetchval(
+            "SELECT count(*) FROM bench_due_reminders d JOIN goal_reminders r ON r.id = d.id "
+            "JOIN goals g ON g.id = r.goal_id WHERE g.kind = 'habit'"
+        )
+    )
 
 
 async def make_due(conn: asyncpg.Connection) -> None:
@@ -214,6 +274,8 @@ class Tick:
     digest_batches: int
     reminders_sent: int
     digests_sent: int
+    # Habit reminders served but not sent: the habit's day was done already (only_if_not_done).
+    reminders_unwanted: int = 0
 
     @property
     def total_s(self) -> float:
@@ -229,7 +291,7 @@ async def tick(sessionmaker: Any) -> Tick:
         (scheduler.dispatch_digests, "digests"),
     ):
         started = time.perf_counter()
-        batches = sent = 0
+        batches = sent = unwanted = 0
         while True:
             async with sessionmaker() as session:
                 served = await dispatch(session, now=now, max_lateness=MAX_LATENESS)
@@ -237,9 +299,10 @@ async def tick(sessionmaker: Any) -> Tick:
             send_deferred(session)
             batches += 1
             sent += served.sent
+            unwanted += served.unwanted
             if served.claimed < scheduler.BATCH and not served.left_due:
                 break
-        out[key] = (time.perf_counter() - started, batches, sent)
+        out[key] = (time.perf_counter() - started, batches, sent, unwanted)
     return Tick(
         reminders_s=out["reminders"][0],
         digests_s=out["digests"][0],
@@ -247,6 +310,7 @@ async def tick(sessionmaker: Any) -> Tick:
         digest_batches=out["digests"][1],
         reminders_sent=out["reminders"][2],
         digests_sent=out["digests"][2],
+        reminders_unwanted=out["reminders"][3],
     )
 
 
@@ -280,7 +344,9 @@ async def run_size(pg: Postgres, reminders: int, due: int, runs: int) -> dict[st
         await seed(conn, ds, due)
         print(
             f"\n=== {ds.counts['goal_reminders']:,} reminders ({ds.counts['users']:,} users × "
-            f"{ds.goals_per_user} goals × 1 reminder), {due:,} due; seeded in {ds.seed_s:.1f} s",
+            f"{ds.goals_per_user} goals × 1 reminder; {ds.counts['habits']:,} of the goals habits "
+            f"with {ds.counts['habit_checkins']:,} check-ins), {due:,} due "
+            f"({ds.counts['due_on_habits']:,} on habits); seeded in {ds.seed_s:.1f} s",
             flush=True,
         )
         plans = await explain_claims(conn)
@@ -314,7 +380,7 @@ async def run_size(pg: Postgres, reminders: int, due: int, runs: int) -> dict[st
                 print(
                     f"run {i + 1}: tick {t.total_s * 1000:.0f} ms = reminders "
                     f"{t.reminders_s * 1000:.0f} ms ({t.reminder_batches} batches, "
-                    f"{t.reminders_sent} sent) + digests {t.digests_s * 1000:.0f} ms "
+                    f"{t.reminders_sent} sent, {t.reminders_unwanted} habits done already) + digests {t.digests_s * 1000:.0f} ms "
                     f"({t.digest_batches} batches, {t.digests_sent} sent); ledger "
                     f"{checks['r']}+{checks['d']}, notifications {checks['n']}, outbox "
                     f"{checks['o']}, still due {checks['left_r']}+{checks['left_d']}",
@@ -383,7 +449,13 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [
             {
                 "reminders": r["dataset"].counts["goal_reminders"],
+                "habits": r["dataset"].counts["habits"],
+                "habit_checkins": r["dataset"].counts["habit_checkins"],
                 "due": args.due,
+                "due_on_habits": r["dataset"].counts["due_on_habits"],
+                "reminders_sent": [t.reminders_sent for t in r["ticks"]],
+                "reminders_unwanted": [t.reminders_unwanted for t in r["ticks"]],
+                "digests_sent": [t.digests_sent for t in r["ticks"]],
                 "tick_s": [t.total_s for t in r["ticks"]],
                 "median_tick_s": statistics.median(t.total_s for t in r["ticks"]),
             }

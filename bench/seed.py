@@ -4,23 +4,34 @@ Every user has a settings row, `goals_per_user` active goals and a tenth as many
 (optionally one heavy user has many more, for the query plans of deep pages),
 with titles and descriptions of varied length, stage counts and progress that agree, some
 deadlines and completions, and creation times spread over two years.
+
+Habits (`seed_habit_twins`, `make_habits`): goals turned into daily habits with years of check-ins,
+each habit's stored summary computed by the product's own `goals.habits.summarize` from exactly the
+check-in rows it gets, as a check-in would have left it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
 from goaltrack.auth.security import create_access_token
 from goaltrack.config import Settings
+from goaltrack.goals import habits
 
 # Nobody logs in during the benchmark: a well-formed bcrypt string is all the column needs.
 HEAVY_EMAIL = "heavy@bench.goaltrack.example.com"
+# The users the load cycles through (`seed`'s), not the heavy one or the habit twins.
+REGULAR_USERS = "email LIKE 'user%'"
+HABIT_TWINS_DOMAIN = "@twins.bench.goaltrack.example.com"
 PASSWORD_HASH = "$2b$12$C6UzMDM.H6dfI/f/IKcEeO5p8b1d2wW0VqTqO9Xcz3yJb4H5i6E7G"
 
 TITLES = [
@@ -186,6 +197,154 @@ CROSS JOIN LATERAL (
 """
 
 
+# --- habits ------------------------------------------------------------------------------------
+
+DAILY: dict[str, str] = {"type": "daily"}
+# Each habit takes one of this many check-in histories (by a hash of its id): the product's
+# `summarize` runs once per history, not once per habit.
+HISTORIES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinHistory:
+    days: tuple[date, ...]
+    summary: habits.Summary
+
+
+def checkin_histories(
+    count: int, *, start: date, today: date, checkins: int, seed: int = 42
+) -> list[CheckinHistory]:
+    """`count` histories of a daily habit begun on `start`: `checkins` of its days up to `today`
+    checked, the others missed at random, each with the Summary `habits.summarize` makes of it
+    (what the habit's last check-in left on its row)."""
+    rng = random.Random(seed)
+    span = [start + timedelta(days=offset) for offset in range((today - start).days + 1)]
+    schedule = habits.schedule_of(DAILY, start)
+    histories = []
+    for _ in range(count):
+        days = tuple(sorted(rng.sample(span, min(checkins, len(span)))))
+        histories.append(CheckinHistory(days, habits.summarize(schedule, days)))
+    return histories
+
+
+def stored_mask(mask: int) -> int:
+    """The 64-day mask as the BIGINT column holds it: two's complement. `summarize` returns it
+    unsigned, so a habit also checked 63 days before its latest check-in (any 64-day streak) has
+    bit 63 set, a value above the column's range; read back signed, `mask >> age & 1` gives the
+    same 64 bits."""
+    return mask - (1 << 64) if mask >= 1 << 63 else mask
+
+
+# The goals in bench_habits become daily habits begun on $2, each with its history's summary...
+HABIT_GOALS_SQL = """
+UPDATE goals g
+SET kind = 'habit', schedule = $1::jsonb, habit_start = $2::date,
+    streak_run = h.run, streak_run_end = h.run_end, streak_longest = h.longest,
+    checkin_mask = h.mask, checkin_mask_end = h.mask_end
+FROM bench_habits b
+JOIN unnest($3::int[], $4::int[], $5::date[], $6::int[], $7::bigint[], $8::date[])
+    AS h(history, run, run_end, longest, mask, mask_end) ON h.history = b.history
+WHERE g.id = b.goal_id
+"""
+# ... and exactly that history's check-in rows, each made on its day's evening.
+HABIT_CHECKINS_SQL = """
+INSERT INTO habit_checkins (goal_id, date, created_at)
+SELECT b.goal_id, c.day, c.day + time '20:00'
+FROM bench_habits b
+JOIN unnest($1::int[], $2::date[]) AS c(history, day) ON c.history = b.history
+"""
+
+
+async def make_habits(
+    conn: asyncpg.Connection, goal_ids_sql: str, histories: Sequence[CheckinHistory]
+) -> None:
+    """The goals `goal_ids_sql` selects (a query of their ids, no parameters) become daily habits
+    begun on the histories' first day, each with one of `histories`: its check-ins and summary.
+    In a transaction of its own: not inside the caller's, whose triggers it would switch off."""
+    start = min(history.days[0] for history in histories if history.days)
+    async with conn.transaction():
+        await conn.execute(
+            "CREATE TEMP TABLE bench_habits ON COMMIT DROP AS "
+            f"SELECT id AS goal_id, abs(hashtext(id::text)) % {len(histories)} AS history "
+            f"FROM ({goal_ids_sql}) AS selected"
+        )
+        # No row triggers: every goal's change row (the sync log) exists since its insert, and a
+        # check-in would only move its version; the foreign keys hold by construction.
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        numbers = range(len(histories))
+        summaries = [history.summary for history in histories]
+        await conn.execute(
+            HABIT_GOALS_SQL,
+            json.dumps(DAILY),
+            start,
+            list(numbers),
+            [summary.run for summary in summaries],
+            [summary.run_end for summary in summaries],
+            [summary.longest for summary in summaries],
+            [stored_mask(summary.mask) for summary in summaries],
+            [summary.mask_end for summary in summaries],
+        )
+        await conn.execute(
+            HABIT_CHECKINS_SQL,
+            [number for number in numbers for _ in histories[number].days],
+            [day for history in histories for day in history.days],
+        )
+
+
+# Twins: for each n, `habitsN` and `plainN` with the same zone, locale and 20 goals alike in all
+# but their kind: `habitsN`'s are 5-year-old daily habits, `plainN`'s plain goals.
+TWIN_USERS_SQL = """
+INSERT INTO users (id, email, password_hash, token_version, created_at)
+SELECT gen_random_uuid(), twin || n || $3::text, $1, n % 3,
+       now() - interval '6 years' + n * interval '1 second'
+FROM generate_series(1, $2::int) AS n
+CROSS JOIN unnest(ARRAY['habits', 'plain']) AS twin
+"""
+TWIN_SETTINGS_SQL = """
+INSERT INTO user_settings (id, user_id, notification_frequency, timezone, locale)
+SELECT gen_random_uuid(), u.id, 'daily',
+       (ARRAY['UTC', 'Europe/London', 'America/New_York', 'Asia/Tokyo'])[1 + t.n % 4],
+       (ARRAY['en', 'ru'])[1 + t.n % 2]
+FROM users u
+CROSS JOIN LATERAL (SELECT substring(u.email FROM '([0-9]+)@')::int AS n) AS t
+WHERE u.email LIKE '%' || $1::text
+"""
+TWIN_GOALS_SQL = """
+INSERT INTO goals (id, user_id, title, description, progress, stage_count, completed_stage_count,
+                   is_archived, ai_status, created_at, updated_at)
+SELECT gen_random_uuid(), u.id,
+       ($2::text[])[1 + (t.n * 7 + g) % cardinality($2::text[])],
+       ($3::text[])[1 + (t.n + g) % cardinality($3::text[])],
+       0, 0, 0, false, 'idle',
+       $4::date + g * interval '1 minute',
+       now() - ((t.n + g) % 48) * interval '1 hour'
+FROM users u
+CROSS JOIN LATERAL (SELECT substring(u.email FROM '([0-9]+)@')::int AS n) AS t
+CROSS JOIN generate_series(1, $5::int) AS g
+WHERE u.email LIKE '%' || $1::text
+"""
+
+
+async def seed_habit_twins(
+    conn: asyncpg.Connection, *, pairs: int, goals_per_user: int, checkins: int
+) -> None:
+    """`pairs` twins (HABIT_TWINS_DOMAIN): habitsN with `goals_per_user` daily habits begun 5 years
+    ago with `checkins` check-ins each, plainN with as many plain goals alike in all else. Not in
+    a transaction of the caller's (`make_habits` sets its own)."""
+    today = datetime.now(UTC).date()
+    start = today - timedelta(days=5 * 365)
+    await conn.execute(TWIN_USERS_SQL, PASSWORD_HASH, pairs, HABIT_TWINS_DOMAIN)
+    await conn.execute(TWIN_SETTINGS_SQL, HABIT_TWINS_DOMAIN)
+    await conn.execute(
+        TWIN_GOALS_SQL, HABIT_TWINS_DOMAIN, TITLES, DESCRIPTIONS, start, goals_per_user
+    )
+    await make_habits(
+        conn,
+        "SELECT g.id FROM goals g JOIN users u ON u.id = g.user_id WHERE u.email LIKE 'habits%'",
+        checkin_histories(HISTORIES, start=start, today=today, checkins=checkins),
+    )
+
+
 def _achievements_backfill() -> list[str]:
     """The achievements migration's backfill: each user's counters from the seeded history, and
     exactly the achievements that history earns (as the live events would have awarded them)."""
@@ -210,6 +369,7 @@ class Seeded:
     reminders: int = 0
     notifications: int = 0
     user_achievements: int = 0
+    habit_checkins: int = 0
 
     def describe(self) -> str:
         return ", ".join(
@@ -231,6 +391,8 @@ async def seed(
     reminders_per_goal: int = 5,
     notifications_per_user: int = 90,
     heavy_notifications: int = 100_000,
+    habit_twins: int = 0,
+    checkins_per_habit: int = 1800,
 ) -> Seeded:
     """Insert `users` users with their settings and goals (and, when `heavy_goals` > 0, one more
     user, HEAVY_EMAIL, with that many active goals), then ANALYZE. Run once, on an empty database.
@@ -240,6 +402,8 @@ async def seed(
     user (`heavy_notifications` for HEAVY_EMAIL, who is then created even without heavy goals),
     achievements held by a realistic share, and the users' counters. Set-based INSERT ... SELECT
     (the rows never cross the wire): a few seconds per million rows.
+
+    With `habit_twins`: that many pairs of twins (`seed_habit_twins`), `goals_per_user` goals each.
     """
     heavy = heavy_goals > 0 or details
     async with conn.transaction():
@@ -280,6 +444,10 @@ async def seed(
             )
             for statement in _achievements_backfill():
                 await conn.execute(statement)
+    if habit_twins:
+        await seed_habit_twins(
+            conn, pairs=habit_twins, goals_per_user=goals_per_user, checkins=checkins_per_habit
+        )
     await conn.execute("VACUUM ANALYZE")
     counts = await conn.fetchrow(
         "SELECT (SELECT count(*) FROM users) AS users, (SELECT count(*) FROM goals) AS goals,"
@@ -287,7 +455,8 @@ async def seed(
         " (SELECT count(*) FROM goal_attachments) AS attachments,"
         " (SELECT count(*) FROM goal_reminders) AS reminders,"
         " (SELECT count(*) FROM notifications) AS notifications,"
-        " (SELECT count(*) FROM user_achievements) AS user_achievements"
+        " (SELECT count(*) FROM user_achievements) AS user_achievements,"
+        " (SELECT count(*) FROM habit_checkins) AS habit_checkins"
     )
     return Seeded(**{name: int(value) for name, value in counts.items()})
 
@@ -296,9 +465,8 @@ async def mint_tokens(conn: asyncpg.Connection, settings: Settings, limit: int) 
     """One real access token per user (the app's own `create_access_token`), each in a session
     with a live refresh token, as a login leaves it; not the heavy one."""
     rows = await conn.fetch(
-        "SELECT id, token_version FROM users WHERE deleted_at IS NULL AND email <> $1 "
-        "ORDER BY created_at LIMIT $2",
-        HEAVY_EMAIL,
+        f"SELECT id, token_version FROM users WHERE deleted_at IS NULL AND {REGULAR_USERS} "
+        "ORDER BY created_at LIMIT $1",
         limit,
     )
     now = datetime.now(UTC)

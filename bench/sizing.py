@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         duration=args.duration,
         repetitions=args.repetitions,
         users=args.users,
+        habit_pairs=0,
         connections=64,
         warmup=2,
         pool=10,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from helpers import Account, bench_app_env, create_goal, make_image
+from helpers import Account, TestClock, bench_app_env, create_goal, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
 # A presigned URL carries the second it was signed at: the two apps sign a moment apart.
@@ -50,11 +51,20 @@ async def ceiling_client(ceiling: ModuleType) -> AsyncIterator[httpx.AsyncClient
 
 async def _state(client: Any, user: Account) -> dict[str, Any]:
     headers = user.headers
+    # Timestamps on a whole second and a fraction of one (the JSON writes them differently); the
+    # date stays today's, the ceiling's habit figures are computed on its own clock.
+    clock = TestClock(datetime.now(UTC).replace(microsecond=0)).install()
     goal = await create_goal(
         client, user, title="Read 24 books — «в этом году»", deadline="2027-01-31"
     )
+    clock.now += timedelta(microseconds=250_000)
     for _ in range(3):
         await create_goal(client, user, description="Small steps.")
+    await create_goal(client, user, description='A "quote", a \\ backslash,\ta tab\nand a newline.')
+    for schedule in ({"type": "daily"}, {"type": "times_per_week", "count": 3}):
+        habit = await create_goal(client, user, title="Stretch", kind="habit", schedule=schedule)
+        response = await client.post(f"/goals/{habit['id']}/checkins", json={}, headers=headers)
+        assert response.status_code == 201, response.text
     stages = []
     for title in ("one", "two", "three"):
         response = await client.post(
@@ -68,13 +78,15 @@ async def _state(client: Any, user: Account) -> dict[str, Any]:
         headers=headers,
     )
     assert uploaded.status_code == 201, uploaded.text
-    await client.post(
-        f"/goals/{goal['id']}/reminders",
-        json={"remind_time": "08:15", "frequency_days": 1},
-        headers=headers,
-    )
+    for rhythm in ({"frequency_days": 1}, {"weekdays": [0, 2, 4]}):
+        response = await client.post(
+            f"/goals/{goal['id']}/reminders",
+            json={"remind_time": "08:15", **rhythm},
+            headers=headers,
+        )
+        assert response.status_code == 201, response.text
     await client.get("/achievements", headers=headers)  # the statistics, cached in Redis
-    return {"goal": goal["id"], "stages": stages}
+    return {"goal": goal["id"], "stages": stages, "habit": habit["id"]}
 
 
 async def test_hot_reads_send_the_same_bytes(
@@ -87,6 +99,7 @@ async def test_hot_reads_send_the_same_bytes(
         "/goals?limit=2",
         f"/goals?limit=2&cursor={first['next_cursor']}",
         f"/goals/{state['goal']}",
+        f"/goals/{state['habit']}",
         "/notifications",
         "/notifications?limit=1",
         "/achievements",

@@ -1,5 +1,6 @@
-"""The benchmark's template-style peer (bench/peer_template.py) serves our four hot reads with the
-same JSON as our API: a comparison is only fair between apps that do the same work.
+"""The benchmark's peers (bench/peer_template.py, sync in the official template's style, and
+bench/peer_async.py, async routes on an AsyncSession) serve our four hot reads with the same JSON
+as our API: a comparison is only fair between apps that do the same work.
 
 State is written through our API, then every read (and the pages after a cursor) goes to both
 apps with the same token; the parsed bodies must be equal field by field, but for the signature
@@ -34,9 +35,9 @@ STATS_KEY = "achievements:stats"
 SIGNING_TIME_PARAMS = {"X-Amz-Date", "X-Amz-Signature", "X-Amz-Credential"}
 
 
-@pytest.fixture(scope="module")
-def peer(app: Any) -> Iterator[ModuleType]:
-    """bench.peer_template, imported with the environment our in-process API was built from."""
+@pytest.fixture(scope="module", params=["bench.peer_template", "bench.peer_async"])
+def peer(app: Any, request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+    """A peer, imported with the environment our in-process API was built from."""
     settings = app.state.settings
     env = bench_app_env(settings)
     with pytest.MonkeyPatch.context() as patch:
@@ -47,19 +48,21 @@ def peer(app: Any) -> Iterator[ModuleType]:
         else:
             patch.delenv("S3_PUBLIC_ENDPOINT_URL", raising=False)
         patch.syspath_prepend(str(ROOT))
-        module = importlib.import_module("bench.peer_template")
+        module = importlib.import_module(request.param)
     for name in env:
         assert getattr(module.settings, name.lower()) == getattr(settings, name.lower()), name
     yield module
-    module.engine.dispose()
-    module.redis_client.close()
+    if request.param == "bench.peer_template":  # the async peer's close in its lifespan
+        module.engine.dispose()
+        module.redis_client.close()
 
 
 @pytest.fixture
 async def peer_client(peer: ModuleType) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=peer.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://peer") as http:
-        yield http
+    async with peer.app.router.lifespan_context(peer.app):
+        transport = httpx.ASGITransport(app=peer.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://peer") as http:
+            yield http
 
 
 def _url_parts(url: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 START_TIMEOUT_SECONDS = 30.0
+# What a server whose data nobody keeps can skip: flushing to disk.
+NOT_DURABLE = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
 
 
 class LocalStackError(RuntimeError):
@@ -108,6 +110,9 @@ class Postgres:
     database: str = "goaltrack"
     # Several test processes sharing one server need more (each has its pools and workers).
     max_connections: int = 200
+    # Commits flushed to disk (fsync, synchronous commit, full-page writes on, as in production):
+    # for the benchmark's writes. Tests and dev keep nothing worth the flush.
+    durable: bool = False
 
     @property
     def url(self) -> str:
@@ -152,8 +157,8 @@ class Postgres:
             )
         options = (
             f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            f"-c max_connections={self.max_connections} "
+            + ("" if self.durable else NOT_DURABLE)
+            + f"-c max_connections={self.max_connections} "
             "-c random_page_cost=1.1"
         )
         log = self.data_dir / "server.log"
