@@ -219,20 +219,18 @@ def checkin_histories(
     (what the habit's last check-in left on its row)."""
     rng = random.Random(seed)
     span = [start + timedelta(days=offset) for offset in range((today - start).days + 1)]
-    schedule = habits.schedule_of(DAILY, start)
+    schedule = habits.schedule_of(DAILY, start.toordinal())
     histories = []
     for _ in range(count):
         days = tuple(sorted(rng.sample(span, min(checkins, len(span)))))
-        histories.append(CheckinHistory(days, habits.summarize(schedule, days)))
+        summary = habits.summarize(schedule, (day.toordinal() for day in days))
+        histories.append(CheckinHistory(days, summary))
     return histories
 
 
-def stored_mask(mask: int) -> int:
-    """The 64-day mask as the BIGINT column holds it: two's complement. `summarize` returns it
-    unsigned, so a habit also checked 63 days before its latest check-in (any 64-day streak) has
-    bit 63 set, a value above the column's range; read back signed, `mask >> age & 1` gives the
-    same 64 bits."""
-    return mask - (1 << 64) if mask >= 1 << 63 else mask
+def stored_date(day: habits.Day | None) -> date | None:
+    """A Summary's day number as its date column holds it."""
+    return None if day is None else date.fromordinal(day)
 
 
 # The goals in bench_habits become daily habits begun on $2, each with its history's summary...
@@ -279,10 +277,10 @@ async def make_habits(
             start,
             list(numbers),
             [summary.run for summary in summaries],
-            [summary.run_end for summary in summaries],
+            [stored_date(summary.run_end) for summary in summaries],
             [summary.longest for summary in summaries],
-            [stored_mask(summary.mask) for summary in summaries],
-            [summary.mask_end for summary in summaries],
+            [habits.as_bigint(summary.mask) for summary in summaries],
+            [stored_date(summary.mask_end) for summary in summaries],
         )
         await conn.execute(
             HABIT_CHECKINS_SQL,

@@ -30,7 +30,7 @@ async def local_today(session: AsyncSession, goal: Goal, now: datetime) -> date:
 def _require_habit(goal: Goal) -> habits.Schedule:
     if goal.kind != "habit" or goal.schedule is None or goal.habit_start is None:
         raise NotAHabit
-    return habits.schedule_of(goal.schedule, goal.habit_start)
+    return habits.schedule_of(goal.schedule, goal.habit_start.toordinal())
 
 
 async def add_checkin(
@@ -41,7 +41,9 @@ async def add_checkin(
     schedule = _require_habit(goal)
     today = await local_today(session, goal, now)
     day = body.date or today
-    earliest = max(today - timedelta(days=settings.habit_backfill_days), schedule.start)
+    earliest = max(
+        today - timedelta(days=settings.habit_backfill_days), date.fromordinal(schedule.start)
+    )
     if not earliest <= day <= today:
         raise CheckinDateOutOfRange
     checkin: HabitCheckin | None = await session.scalar(
@@ -88,11 +90,15 @@ async def _summarize(
     """The habit's Summary from all its check-ins: a write reads its history (a few thousand
     dates at most) so that no read ever does."""
     dates = await session.scalars(select(HabitCheckin.date).where(HabitCheckin.goal_id == goal.id))
-    summary = habits.summarize(schedule, dates)
+    summary = habits.summarize(schedule, (day.toordinal() for day in dates))
     goal.streak_run = summary.run
-    goal.streak_run_end = summary.run_end
+    goal.streak_run_end = _date(summary.run_end)
     goal.streak_longest = summary.longest
     goal.checkin_mask = habits.as_bigint(summary.mask)
-    goal.checkin_mask_end = summary.mask_end
+    goal.checkin_mask_end = _date(summary.mask_end)
     goal.updated_at = now
     await session.flush()
+
+
+def _date(day: habits.Day | None) -> date | None:
+    return None if day is None else date.fromordinal(day)

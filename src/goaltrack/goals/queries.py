@@ -16,6 +16,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Date,
+    Integer,
+    SQLColumnExpression,
     String,
     and_,
     bindparam,
@@ -28,6 +31,7 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
+    type_coerce,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
@@ -45,8 +49,16 @@ from goaltrack.profile.queries import local_date, zone_of
 from goaltrack.reads import PreparedStatement, Reader
 from goaltrack.storage import Storage
 
+
+def day_number(column: SQLColumnExpression[date | None]) -> ColumnElement[int]:
+    """A date column as its day number (habits.Day): days since 1 January of year 1, plus one,
+    which is Python's `date.toordinal()` (both calendars are proleptic Gregorian)."""
+    return type_coerce(column - literal_column("DATE '0001-01-01'", Date), Integer) + 1
+
+
 # A habit's schedule and the Summary its figures come from (goals.habits), as one JSON value:
 # NULL for a plain goal, so a list of goals decodes one more column, not eight (`habit_today`).
+# Its dates come as day numbers (habits.Day), so a read builds no `date` for them.
 HABIT = case(
     (
         Goal.kind == "habit",
@@ -55,12 +67,12 @@ HABIT = case(
                 part
                 for name, column in (
                     ("schedule", Goal.schedule),
-                    ("start", Goal.habit_start),
+                    ("start", day_number(Goal.habit_start)),
                     ("run", Goal.streak_run),
-                    ("run_end", Goal.streak_run_end),
+                    ("run_end", day_number(Goal.streak_run_end)),
                     ("longest", Goal.streak_longest),
                     ("mask", Goal.checkin_mask),
-                    ("mask_end", Goal.checkin_mask_end),
+                    ("mask_end", day_number(Goal.checkin_mask_end)),
                 )
                 for part in (literal(name, String), column)
             )
@@ -244,24 +256,16 @@ NO_HABIT = {
 }
 
 
-def _day(value: str | None) -> date | None:
-    return None if value is None else date.fromisoformat(value)
-
-
 def habit_today(habit: Mapping[str, Any] | None, today: date) -> habits.Today | None:
     """A habit's figures on the user's `today`, from its `HABIT` value (no check-in rows); None
     for a plain goal."""
     if habit is None:
         return None
-    schedule = habits.schedule_of(habit["schedule"], date.fromisoformat(habit["start"]))
+    schedule = habits.schedule_of(habit["schedule"], habit["start"])
     summary = habits.Summary(
-        run=habit["run"],
-        run_end=_day(habit["run_end"]),
-        longest=habit["longest"],
-        mask=habit["mask"],
-        mask_end=_day(habit["mask_end"]),
+        habit["run"], habit["run_end"], habit["longest"], habit["mask"], habit["mask_end"]
     )
-    return habits.today_figures(schedule, summary, today)
+    return habits.today_figures(schedule, summary, today.toordinal())
 
 
 def habit_fields(row: Mapping[str, Any], today: date) -> dict[str, Any]:
