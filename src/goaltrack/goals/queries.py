@@ -45,6 +45,7 @@ from goaltrack.goals import habits
 from goaltrack.goals.models import Goal, GoalAttachment, GoalReminder, GoalStage
 from goaltrack.goals.schemas import GoalOut, GoalSummary, Stage
 from goaltrack.pagination import Page
+from goaltrack.profile.models import UserSettings
 from goaltrack.profile.queries import local_date, zone_of
 from goaltrack.reads import PreparedStatement, Reader
 from goaltrack.storage import Storage
@@ -124,10 +125,12 @@ def _list_statement(*, after_cursor: bool) -> Any:
             User.id.label("caller_id"),
             GOALS_VERSION.label("version"),
             HAS_HABITS.label("has_habits"),
-            zone_of(User.id).label("zone"),
+            UserSettings.timezone.label("zone"),
             goals,
         )
         .select_from(User)
+        # Joined, not `zone_of`: a subquery in this list would run once per listed goal.
+        .outerjoin(UserSettings, UserSettings.user_id == User.id)
         .outerjoin(goals, true())
         .where(caller_is_current())
     )
