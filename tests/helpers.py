@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from goaltrack.errors import problem_codes, problem_type
+
 
 @dataclass
 class Account:
@@ -34,7 +36,9 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == status
     assert body["code"] == code
-    assert {"type", "title", "detail"} <= body.keys()
+    assert code in problem_codes()  # the published enum (ProblemCode)
+    assert body["type"] == problem_type(code)
+    assert {"title", "detail"} <= body.keys()
     return body
 
 

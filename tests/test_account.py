@@ -226,6 +226,9 @@ async def test_soft_delete_login_refused_then_restore(client: Any, app: Any, use
     login = await client.post("/auth/login", json={"email": user.email, "password": user.password})
     body = assert_problem(login, 403, "account_deleted")
     assert datetime.fromisoformat(body["restore_until"]) == restore_until
+    # A timestamp in a problem reads as in every other body (the 202 above): UTC as `Z`.
+    assert body["restore_until"] == response.json()["restore_until"]
+    assert body["restore_until"].endswith("Z")
     # The e-mail stays reserved during the grace period.
     assert_problem(
         await client.post(

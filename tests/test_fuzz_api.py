@@ -16,7 +16,10 @@ Every Schemathesis check is on. In particular:
   A second one is below JSON Schema: integers are refused when written with a fraction (`2.0`;
   `StrictInt`, deliberately, tests/test_ai.py), yet JSON Schema 2020-12 (OpenAPI 3.1) calls 2.0 an
   integer and no keyword tells the two spellings apart, so Schemathesis generates it for JSON
-  bodies; a positive body writes whole numbers as integers (`_integers_as_integers`).
+  bodies; a positive body writes whole numbers as integers (`_integers_as_integers`). A third
+  is a data set: the time zone names the server's tz database knows. The document gives their
+  shape and says the rest in words (an open string, so that a client generated today still sends
+  a zone tzdata adds tomorrow); the fuzzer is handed the list (`_with_zone_names`).
 - `negative_data_rejection`: a request the document calls invalid is refused.
 - `ignored_auth`: the bearer scheme is declared, so for every protected operation that answers
   2xx Schemathesis re-sends the request without a token and with a forged one.
@@ -63,6 +66,7 @@ from goaltrack.auth.security import BCRYPT_MAX_BYTES
 from goaltrack.idempotency import IDEMPOTENCY_KEY
 from goaltrack.main import create_app
 from goaltrack.pagination import Cursor
+from goaltrack.schemas import time_zone_names
 from goaltrack.sync.service import SyncCursor
 from helpers import make_pdf
 
@@ -107,7 +111,17 @@ CONFIG = schemathesis.Config.from_dict(
 
 # Built at import (collection) time: the OpenAPI document needs settings only, no services.
 FUZZ_APP = create_app()
-schema = schemathesis.openapi.from_dict(FUZZ_APP.openapi(), config=CONFIG)
+
+
+def _with_zone_names(document: dict[str, Any]) -> dict[str, Any]:
+    """The document, with the zones the server's tz database knows listed in `TimeZone` (the
+    published document states that rule in words, not as a closed enum: see goaltrack.openapi)."""
+    fuzzed = copy_module.deepcopy(document)
+    fuzzed["components"]["schemas"]["TimeZone"]["enum"] = time_zone_names()
+    return fuzzed
+
+
+schema = schemathesis.openapi.from_dict(_with_zone_names(FUZZ_APP.openapi()), config=CONFIG)
 schema.app = FUZZ_APP  # as `schemathesis.openapi.from_asgi` does: cases go to this app in-process
 
 

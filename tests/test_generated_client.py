@@ -7,16 +7,19 @@ models the flow touches.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import enum
 import importlib
 import io
 import json
 import sys
+import tokenize
 import types
 import typing
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,22 @@ import attrs
 import httpx
 import pytest
 
-from helpers import make_image
+from goaltrack.clock import utcnow
+from goaltrack.defer import send_deferred
+from goaltrack.errors import problem_type
+from goaltrack.notifications.kinds import (
+    AchievementData,
+    AiFailedData,
+    AiStagesReadyData,
+    DigestData,
+    ExportReadyData,
+    GoalCompletedData,
+    NotificationData,
+    NotificationType,
+    ReminderData,
+)
+from goaltrack.notifications.service import notify
+from helpers import Account, make_image
 
 # The catch-all the generator adds to every schema that does not say
 # `additionalProperties: false` (all response schemas): not a declared field of the API.
@@ -357,3 +375,156 @@ async def test_mobile_flow_with_generated_client(app: Any, generated: types.Modu
         "SettingsOut",
         "Problem",
     }
+
+
+# --- the app's code: an exhaustive switch on `code`, `data` narrowed by `type` -----------------
+
+FLOW = Path(__file__).with_name("generated_client_flow.py")
+# The flow, broken two ways a type checker must catch: a code left unhandled, and a field read
+# from another kind's `data`.
+BROKEN_FLOWS = {
+    "flow_without_a_code": ("            | ProblemCode.FORBIDDEN\n", ""),
+    "flow_reading_another_kind": ("item.data.active_goals", "item.data.reason"),
+}
+MYPY_CONFIG = """\
+[mypy]
+python_version = 3.11
+strict = True
+warn_unreachable = True
+# The generated package is read for its types; its own style is the generator's business.
+follow_imports = silent
+"""
+
+
+def _escape_hatches(source: str) -> list[str]:
+    """Where the code steps around the type checker: a cast, `Any`, a `type: ignore`."""
+    names = [
+        node.id if isinstance(node, ast.Name) else node.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Name | ast.Attribute)
+    ]
+    comments = [
+        token.string
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    return [name for name in names if name in {"cast", "Any"}] + [
+        comment for comment in comments if "type:" in comment
+    ]
+
+
+async def _mypy(root: Path, *modules: Path) -> str:
+    config = root / "mypy.ini"
+    config.write_text(MYPY_CONFIG)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(config),
+        "--cache-dir",
+        str(root / ".mypy_cache"),
+        *map(str, modules),
+        cwd=root,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    return output.decode()
+
+
+async def _write_notifications(app: Any, user_id: uuid.UUID) -> dict[str, NotificationData]:
+    """One notification of every kind, written as the code base writes them (`notify`)."""
+    goal_id, other_id = uuid.uuid4(), uuid.uuid4()
+    written: list[NotificationData] = [
+        ReminderData(goal_id=goal_id, stage_id=None, reminder_id=uuid.uuid4()),
+        DigestData(active_goals=3),
+        AchievementData(achievement_code="first_goal"),
+        GoalCompletedData(goal_id=goal_id),
+        AiStagesReadyData(goal_id=other_id),
+        AiFailedData(goal_id=other_id, reason="timeout"),
+        ExportReadyData(
+            export_id=uuid.uuid4(),
+            url=f"/account/exports/{uuid.uuid4()}/download",
+            expires_at=utcnow() + timedelta(days=7),
+        ),
+    ]
+    assert {data.type for data in written} == set(typing.get_args(NotificationType))
+    async with app.state.sessionmaker() as session, session.begin():
+        for data in written:
+            await notify(
+                session, user_id=user_id, data=data, title=data.type, body=".", now=utcnow()
+            )
+    await asyncio.to_thread(send_deferred, session)
+    return {data.type: data for data in written}
+
+
+async def test_app_flow_switches_on_code_and_narrows_data_by_type(
+    app: Any, client: httpx.AsyncClient, user: Account, generated: types.ModuleType
+) -> None:
+    package = generated.__name__
+    root = Path(generated.__file__).parent.parent
+    source = FLOW.read_text()
+    assert _escape_hatches(source) == []
+    flow = root / f"flow_{package}.py"
+    flow.write_text(source.replace("goaltrack_client", package))
+    broken = {}
+    for name, (good, bad) in BROKEN_FLOWS.items():
+        assert good in source, name
+        broken[name] = root / f"{name}.py"
+        broken[name].write_text(source.replace("goaltrack_client", package).replace(good, bad))
+
+    # Type-checked: the flow passes, and each broken copy fails where it was broken.
+    report = await _mypy(root, flow, *broken.values())
+    failing = {line.split(":", 1)[0] for line in report.splitlines() if ": error:" in line}
+    assert failing == {f"{name}.py" for name in broken}, report
+    assert 'incompatible type "Literal[ProblemCode.FORBIDDEN]"' in report, report
+    assert '"DigestData" has no attribute "reason"' in report, report
+
+    # Run on the server's answers: every kind parsed to its own class, every problem switched on.
+    steps = importlib.import_module(flow.stem)
+    account = await client.get("/account", headers=user.headers)
+    written = await _write_notifications(app, uuid.UUID(account.json()["id"]))
+    feed = importlib.import_module(f"{package}.api.notifications.notifications_list")
+    get_goal = importlib.import_module(f"{package}.api.goals.goals_get")
+    list_goals = importlib.import_module(f"{package}.api.goals.goals_list")
+    transport = httpx.ASGITransport(app=app)
+
+    def authenticated(token: str) -> Any:
+        return generated.AuthenticatedClient(
+            base_url="http://testserver",
+            token=token,
+            raise_on_unexpected_status=True,
+            httpx_args={"transport": transport},
+        )
+
+    async with authenticated(user.access_token) as me:
+        page = (await feed.asyncio_detailed(client=me, limit=100)).parsed
+        assert {type(item).__name__ for item in page.items} == {
+            f"{type(data).__name__.removesuffix('Data')}Notification" for data in written.values()
+        }
+        for item in page.items:
+            _no_extras(item)
+            data = written[item.type_]
+            fields = {name: getattr(item.data, name) for name in type(data).model_fields}
+            assert fields == dict(data), item.type_
+        lines = steps.feed_lines(page)
+        assert len(lines) == len(written)
+        assert "digest: 3 active goals" in lines
+        assert "achievement first_goal" in lines
+
+        missing = await get_goal.asyncio_detailed(uuid.uuid4(), client=me)
+        bad_cursor = await list_goals.asyncio_detailed(client=me, cursor="not-a-cursor")
+    async with authenticated("not-a-token") as stranger:
+        refused = await list_goals.asyncio_detailed(client=stranger)
+    models = importlib.import_module(package + ".models")
+    for response, status, model, step in (
+        (missing, 404, models.Problem, "reload"),
+        (bad_cursor, 422, models.ValidationProblem, "reload"),
+        (refused, 401, models.Problem, "sign_in"),
+    ):
+        problem = response.parsed
+        assert response.status_code == status, response.content
+        assert isinstance(problem, model), problem
+        assert problem.type_ == problem_type(problem.code)
+        assert steps.next_step(problem) == step

@@ -25,11 +25,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from goaltrack import i18n
 from goaltrack.observability.request_id import current_request_id
-from goaltrack.reads import DRIVER_CONNECTION_ERRORS
+from goaltrack.reads import DRIVER_CONNECTION_ERRORS, json_body
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# A problem's `type` (RFC 9457 3.1.1) is this prefix and its `code`: an identifier for each kind
+# of problem, stable across deployments and versions. A tag URI (RFC 4151), not a locator: it
+# promises no page to dereference (none is published), and clients switch on `code` anyway. Not
+# `about:blank`, which would say "nothing beyond the status code" of problems that say more.
+PROBLEM_TYPE_PREFIX = "tag:goaltrack.app,2026:problem:"
 DEPENDENCY_RETRY_AFTER_SECONDS = 5
 # Connection-level failures of PostgreSQL (through SQLAlchemy) and Redis, and plain network errors.
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
@@ -166,9 +171,9 @@ def problem(
     **extra: Any,
 ) -> JSONResponse:
     """A problem+json response; `title` and `detail` (an English message id, its `{fields}` from
-    `values`) in `locale`."""
+    `values`) in `locale`. `code` is one of `problem_codes()`."""
     body = {
-        "type": "about:blank",
+        "type": problem_type(code),
         "title": problem_title(status, locale),
         "status": status,
         "detail": i18n.t(locale, detail, **(values or {})),
@@ -179,9 +184,20 @@ def problem(
         body["request_id"] = request_id  # the response's X-Request-ID, for support and the logs
     # The words depend on the caller's language (and, without a caller, on Accept-Language).
     language = {"Content-Language": locale, "Vary": "Accept-Language"}
-    return JSONResponse(
+    return ProblemResponse(
         body, status_code=status, headers={**language, **(headers or {})}, media_type=PROBLEM_JSON
     )
+
+
+class ProblemResponse(JSONResponse):
+    """Rendered as every other body is (reads.json_body): a timestamp in `extra` reads `...Z`."""
+
+    def render(self, content: Any) -> bytes:
+        return json_body(content)
+
+
+def problem_type(code: str) -> str:
+    return PROBLEM_TYPE_PREFIX + code
 
 
 def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
@@ -199,6 +215,7 @@ def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+# The codes of Starlette's and FastAPI's own errors (`_http_error`), by status.
 _STATUS_CODES = {
     400: "bad_request",
     401: "not_authenticated",
@@ -210,6 +227,24 @@ _STATUS_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+# Codes the handlers below give problems that are no AppError.
+_HANDLER_CODES = frozenset(
+    {*_STATUS_CODES.values(), "http_error", "validation_error", "internal_error"}
+)
+
+
+def problem_codes() -> list[str]:
+    """Every `code` a problem body may carry, sorted: the handlers' own and every AppError's (of
+    the modules imported so far: the app's document is built once every router is included)."""
+    codes = set(_HANDLER_CODES)
+    pending: list[type[AppError]] = [AppError]
+    while pending:
+        error = pending.pop()
+        codes.add(error.code)
+        pending.extend(error.__subclasses__())
+    return sorted(codes)
 
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
@@ -276,10 +311,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return problem(
             422, "validation_error", "The request is not valid.", locale=locale, errors=errors
         )
-    code = _STATUS_CODES.get(exc.status_code, "http_error")
     return problem(
         exc.status_code,
-        code,
+        _STATUS_CODES.get(exc.status_code, "http_error"),
         http_error_message(exc),
         locale=locale,
         headers=dict(exc.headers or {}),

@@ -35,7 +35,7 @@ from goaltrack.openapi import install_contract, operation_id
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.reads import PoolReader, create_read_pool
 from goaltrack.scheduling.router import router as scheduling_router
-from goaltrack.schemas import Problem, ValidationProblem
+from goaltrack.schemas import Problem
 from goaltrack.security_headers import SecurityHeaders
 from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.sync.router import router as sync_router
@@ -157,10 +157,8 @@ def _document_problem_schema(app: FastAPI) -> None:
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             schemas.pop("HTTPValidationError", None)
             schemas.pop("ValidationError", None)
-            for model in (Problem, ValidationProblem):
-                document = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(document.pop("$defs", {}))
-                schemas[model.__name__] = document
+            # ValidationProblem, an extension of Problem, is openapi.install_contract's.
+            schemas[Problem.__name__] = Problem.model_json_schema()
             for operation in _operations(schema):
                 responses = operation.setdefault("responses", {})
                 if "422" in responses:

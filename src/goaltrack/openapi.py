@@ -38,21 +38,26 @@ from goaltrack.errors import (
     AUTH_CHALLENGE,
     DEPENDENCY_RETRY_AFTER_SECONDS,
     PROBLEM_JSON,
+    PROBLEM_TYPE_PREFIX,
     http_error_message,
     problem,
+    problem_codes,
     request_locale,
 )
 from goaltrack.goals.schemas import AiStatus, GoalKind, Title
 from goaltrack.health import HealthStatus
 from goaltrack.notifications.kinds import NotificationType
+from goaltrack.notifications.schemas import NotificationOut
 from goaltrack.schemas import (
     INVISIBLE_CHARACTERS,
+    TIME_ZONE_NAME_MAX_LENGTH,
+    TIME_ZONE_NAME_PATTERN,
     WHITESPACE_CHARACTERS,
     Locale,
     Problem,
     RequestModel,
     TimeZoneName,
-    time_zone_names,
+    ValidationProblem,
 )
 from goaltrack.uploads import EXTENSIONS
 
@@ -66,6 +71,14 @@ NAMED_ENUMS: dict[str, Any] = {
     "Locale": Locale,
     "NotificationType": NotificationType,
     "Platform": Platform,
+}
+
+# One component per discriminated union, referenced wherever it appears (Pydantic inlines it).
+NAMED_UNIONS: dict[str, tuple[Any, str]] = {
+    "Notification": (
+        NotificationOut,
+        "One notification; its `type` says which `data` it carries (the discriminator).",
+    ),
 }
 
 # Partial updates where a field may be left out but not sent as null (their `reject_null`).
@@ -102,9 +115,16 @@ NOT_BLANK_PATTERN = rf"^[^\u0000]*[^\u0000{WHITESPACE_CHARACTERS}][^\u0000]*$"
 SPECIAL_USE_DOMAINS = tuple(SPECIAL_USE_DOMAIN_NAMES)
 # Formats that cannot hold a NUL character anyway.
 _NON_TEXT_FORMATS = frozenset({"uuid", "date", "date-time", "binary"})
+# An open string, not an enum of today's ~600 names: tzdata adds and renames zones, and a client
+# generated from an enum would refuse a settings body naming a zone newer than itself.
 TIMEZONE_DESCRIPTION = (
-    "An IANA time zone name (e.g. `Europe/Berlin`), as the server's tzdata knows it."
+    "An IANA time zone name (`Europe/Berlin`, `America/Argentina/Buenos_Aires`, `UTC`), one the "
+    "server's tz database knows: a request naming any other is refused (422), as are the "
+    "non-zones `localtime`, `Factory`, `posixrules` and the `posix/` and `right/` copies. Every "
+    "answer carries a name a request may send back."
 )
+# Response fields holding a zone a request set (requests' zones are found by their validator).
+RESPONSE_ZONES = (("SettingsOut", "timezone"),)
 UPLOAD_DESCRIPTION = (
     "One file of these types, recognised by its content (not its name or declared type) and "
     "decoded in full: {types}."
@@ -120,6 +140,16 @@ _METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 _ALLOW_ORDER = {method.upper(): index for index, method in enumerate(_METHODS)}
 # Paths that touch no database, Redis or S3 (the readiness probe answers its own 503).
 _NO_DEPENDENCIES = {"/health", "/health/ready"}
+
+
+PROBLEM_CODE_DESCRIPTION = (
+    "What went wrong, stable across versions and languages (switch on it; `title` and "
+    "`detail` are for people). Each response names the codes it may carry; this is all of them."
+)
+PROBLEM_TYPE_DESCRIPTION = (
+    f"The problem kind's URI (RFC 9457): `{PROBLEM_TYPE_PREFIX}` and the `code`. A tag URI, "
+    "an identifier: there is nothing to dereference."
+)
 
 
 class AccountDeletedProblem(Problem):
@@ -170,10 +200,11 @@ def _finish(app: FastAPI, document: dict[str, Any]) -> None:
     _state_request_rules(schemas)
     _state_text_rules(schemas)
     _hoist_enums(document)
-    schemas[AccountDeletedProblem.__name__] = AccountDeletedProblem.model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
+    _hoist_unions(document)
+    _state_problems(schemas)
     schemas["TimeZone"] = _time_zone_schema()
+    for model, field in RESPONSE_ZONES:
+        schemas[model]["properties"][field] = {"$ref": "#/components/schemas/TimeZone"}
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             if method in _METHODS:
@@ -183,6 +214,37 @@ def _finish(app: FastAPI, document: dict[str, Any]) -> None:
     _declare_links(document)
     # Relative: the document describes whichever host served it (behind a proxy too).
     document["servers"] = [{"url": "/", "description": "The server that serves this document"}]
+
+
+def _state_problems(schemas: dict[str, Any]) -> None:
+    """Every `code` in one enum, each kind's `type` URI, and every problem body a `Problem`:
+    the bodies with more to say extend it (`allOf`), so a client handles any error as one."""
+    problem = schemas[Problem.__name__]["properties"]
+    problem["code"] = {"$ref": "#/components/schemas/ProblemCode"}
+    problem["type"].update(format="uri", description=PROBLEM_TYPE_DESCRIPTION)
+    schemas["ProblemCode"] = {
+        "type": "string",
+        "enum": problem_codes(),
+        "title": "ProblemCode",
+        "description": PROBLEM_CODE_DESCRIPTION,
+    }
+    shared = Problem.model_fields.keys()
+    for model in (ValidationProblem, AccountDeletedProblem):
+        full = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(full.pop("$defs", {}))
+        own = {name: prop for name, prop in full["properties"].items() if name not in shared}
+        schemas[model.__name__] = {
+            "title": model.__name__,
+            "description": full["description"],
+            "allOf": [
+                {"$ref": f"#/components/schemas/{Problem.__name__}"},
+                {
+                    "type": "object",
+                    "properties": own,
+                    "required": [name for name in full["required"] if name in own],
+                },
+            ],
+        }
 
 
 def _set_operation_ids(app: FastAPI, document: dict[str, Any]) -> None:
@@ -310,20 +372,14 @@ def _email_pattern() -> str:
 
 
 def _time_zone_schema() -> dict[str, Any]:
-    names = time_zone_names()
-    # Unique member names for generated clients: `Etc/GMT+5` and `Etc/GMT-5` must not collide.
-    var_names = [
-        re.sub(r"\W+", "_", name.replace("+", "_plus_").replace("-", "_minus_")).strip("_").upper()
-        for name in names
-    ]
-    if len(set(var_names)) != len(var_names):
-        raise ValueError("two time zone names spell the same enum member")
     return {
         "type": "string",
-        "enum": names,
+        "minLength": 1,
+        "maxLength": TIME_ZONE_NAME_MAX_LENGTH,
+        "pattern": TIME_ZONE_NAME_PATTERN,
         "title": "TimeZone",
         "description": TIMEZONE_DESCRIPTION,
-        "x-enum-varnames": var_names,
+        "examples": ["Europe/Berlin", "UTC"],
     }
 
 
@@ -360,6 +416,42 @@ def _hoist_enums(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     for name, alias in NAMED_ENUMS.items():
         schemas[name] = {"type": "string", "enum": list(get_args(alias)), "title": name}
+
+
+def _hoist_unions(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    for name, (union, description) in NAMED_UNIONS.items():
+        members = {
+            f"#/components/schemas/{model.__name__}" for model in get_args(get_args(union)[0])
+        }
+        component: dict[str, Any] | None = None
+        for _, node in _nodes(document):
+            if {variant.get("$ref") for variant in node.get("oneOf", [{}])} == members:
+                if component is None:
+                    component = {
+                        "title": name,
+                        "description": description,
+                        "oneOf": node["oneOf"],
+                        "discriminator": node["discriminator"],
+                    }
+                for key in ("oneOf", "discriminator", "title"):
+                    node.pop(key, None)
+                node["$ref"] = f"#/components/schemas/{name}"
+        if component is None:
+            raise ValueError(f"{name} appears nowhere in the document")
+        schemas[name] = component
+
+
+def _nodes(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Every object in the document (a list, so the caller may change what it visits)."""
+    found: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    children = node.items() if isinstance(node, dict) else enumerate(node)
+    if isinstance(node, dict):
+        found.append((path, node))
+    for key, child in children:
+        if isinstance(child, dict | list):
+            found.extend(_nodes(child, (*path, key)))
+    return found
 
 
 def _declare_responses(path: str, operation: dict[str, Any]) -> None:
@@ -495,8 +587,9 @@ def _declare_conditions(method: str, path: str, operation: dict[str, Any]) -> No
 
 # What a response names and which operations take it: OpenAPI links, for clients and for the
 # fuzzer's stateful phase, which follows them to run operations on resources it really created
-# (tests/test_fuzz_api.py). A pointer that finds nothing (`stages/0` of a goal without stages)
-# just leaves that parameter to the client.
+# (tests/test_fuzz_api.py). Only where the target surely exists: every value a link takes is a
+# required, non-null field of the response (or the request's own path), never the first item of
+# a list that may be empty (`items/0/id`, `stages/0/id`).
 GOAL_OPERATIONS = (
     "goals_get",
     "goals_update",
@@ -529,35 +622,14 @@ def _links_to(operations: tuple[str, ...], **parameters: str) -> dict[str, dict[
 
 # Response schema → its links. Sub-resources of a goal take the goal from the request's path.
 LINKS: dict[str, dict[str, dict[str, Any]]] = {
-    "GoalOut": {
-        **_links_to(GOAL_OPERATIONS, goal_id=f"{_BODY}/id"),
-        **_links_to(STAGE_OPERATIONS, goal_id=f"{_BODY}/id", stage_id=f"{_BODY}/stages/0/id"),
-        **_links_to(
-            REMINDER_OPERATIONS, goal_id=f"{_BODY}/id", reminder_id=f"{_BODY}/reminders/0/id"
-        ),
-        **_links_to(
-            ATTACHMENT_OPERATIONS,
-            goal_id=f"{_BODY}/id",
-            attachment_id=f"{_BODY}/attachments/0/id",
-        ),
-    },
-    "ListPage_GoalSummary_": _links_to(GOAL_OPERATIONS, goal_id=f"{_BODY}/items/0/id"),
+    "GoalOut": _links_to(GOAL_OPERATIONS, goal_id=f"{_BODY}/id"),
     "Stage": {
         **_links_to(GOAL_OPERATIONS, goal_id=_PATH_GOAL),
         **_links_to(STAGE_OPERATIONS, goal_id=_PATH_GOAL, stage_id=f"{_BODY}/id"),
     },
     "Reminder": _links_to(REMINDER_OPERATIONS, goal_id=_PATH_GOAL, reminder_id=f"{_BODY}/id"),
-    "ListPage_Reminder_": _links_to(
-        REMINDER_OPERATIONS, goal_id=_PATH_GOAL, reminder_id=f"{_BODY}/items/0/id"
-    ),
     "Attachment": _links_to(ATTACHMENT_OPERATIONS, goal_id=_PATH_GOAL, attachment_id=f"{_BODY}/id"),
-    "ListPage_Attachment_": _links_to(
-        ATTACHMENT_OPERATIONS, goal_id=_PATH_GOAL, attachment_id=f"{_BODY}/items/0/id"
-    ),
     "DeviceOut": _links_to(("devices_remove",), token=f"{_BODY}/token"),
-    "NotificationPage": _links_to(
-        ("notifications_read_one", "notifications_snooze"), notification_id=f"{_BODY}/items/0/id"
-    ),
     "TokenPair": {
         target: {
             "operationId": target,

@@ -78,9 +78,20 @@ class Page:
         return items, Cursor(items[-1]["created_at"], items[-1]["id"]).encode()
 
 
+def limit_description(maximum: int, default: int) -> str:
+    """A page size's rule. Capped rather than refused (and so no `maximum` in the document): the
+    cap is the server's to tune, and a generated client would enforce a published one itself,
+    refusing what a later server allows; a capped page loses nothing (`next_cursor` leads on)."""
+    return (
+        f"Page size, 1–{maximum} (default {default}). A larger value is capped at {maximum}, "
+        "not refused: the page is shorter and the cursor leads on, and the cap may change "
+        "without breaking a client."
+    )
+
+
 async def get_page(
     limit: Annotated[
-        int, Query(ge=1, description=f"1–{MAX_LIMIT}; larger values are capped")
+        int, Query(ge=1, description=limit_description(MAX_LIMIT, DEFAULT_LIMIT))
     ] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Page:

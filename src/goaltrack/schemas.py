@@ -132,7 +132,10 @@ else:
 _NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
 _NOT_ZONE_PREFIXES = ("posix/", "right/")
 # Area/Location[/Sub] (America/Argentina/Buenos_Aires, Etc/GMT+5), or one legacy word (UTC, GB-Eire).
-_ZONE_NAME = re.compile(r"[A-Z][A-Za-z0-9_+\-]*(/[A-Z][A-Za-z0-9_+\-]*)*")
+# The OpenAPI document publishes the shape; the names themselves are the tz database's.
+TIME_ZONE_NAME_PATTERN = r"^[A-Z][A-Za-z0-9_+\-]*(/[A-Z][A-Za-z0-9_+\-]*)*$"
+TIME_ZONE_NAME_MAX_LENGTH = 64
+_ZONE_NAME = re.compile(TIME_ZONE_NAME_PATTERN.removeprefix("^").removesuffix("$"))
 
 
 @cache
@@ -147,7 +150,7 @@ def _available_zones() -> frozenset[str]:
 
 
 def time_zone_names() -> list[str]:
-    """Every zone name a request may carry, sorted (the OpenAPI document lists them)."""
+    """Every zone name a request may carry, sorted."""
     return sorted(_available_zones())
 
 
@@ -157,7 +160,9 @@ def _check_zone(value: str) -> str:
     return value
 
 
-TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_check_zone)]
+TimeZoneName = Annotated[
+    str, Field(min_length=1, max_length=TIME_ZONE_NAME_MAX_LENGTH), AfterValidator(_check_zone)
+]
 
 
 # A device's push token: registered under /devices, forgotten at logout.

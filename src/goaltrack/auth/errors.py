@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from goaltrack.errors import AppError, ServiceUnavailable, Unauthorized
 
@@ -22,7 +22,8 @@ class AccountDeleted(AppError):
     detail = "This account is scheduled for deletion; it can be restored until restore_until."
 
     def __init__(self, restore_until: datetime) -> None:
-        super().__init__(extra={"restore_until": restore_until.isoformat()})
+        # In UTC, rendered `...Z` like every timestamp of the API (errors.ProblemResponse).
+        super().__init__(extra={"restore_until": restore_until.astimezone(UTC)})
 
 
 class InvalidRefreshToken(Unauthorized):

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 NotificationType = Literal[
     "reminder",
@@ -32,13 +32,13 @@ class ReminderData(NotificationData):
     type = "reminder"
     urgent = True
     goal_id: uuid.UUID
-    stage_id: uuid.UUID | None
+    stage_id: uuid.UUID | None = Field(description="The stage the reminder is about, if any.")
     reminder_id: uuid.UUID
 
 
 class DigestData(NotificationData):
     type = "digest"
-    active_goals: int
+    active_goals: int = Field(description="How many goals are in progress.")
 
 
 class GoalCompletedData(NotificationData):
@@ -48,7 +48,7 @@ class GoalCompletedData(NotificationData):
 
 class AchievementData(NotificationData):
     type = "achievement"
-    achievement_code: str
+    achievement_code: str = Field(description="The achievement's `code` in GET /achievements.")
 
 
 class AiStagesReadyData(NotificationData):
@@ -59,11 +59,14 @@ class AiStagesReadyData(NotificationData):
 class AiFailedData(NotificationData):
     type = "ai_failed"
     goal_id: uuid.UUID
-    reason: str
+    reason: str = Field(description="Why, in English (the goal's `ai_error`).")
 
 
 class ExportReadyData(NotificationData):
     type = "export_ready"
     export_id: uuid.UUID
-    url: str
+    url: str = Field(
+        description="Its path on this API: GET with the access token, which redirects to a "
+        "short-lived download link."
+    )
     expires_at: datetime

@@ -12,7 +12,7 @@ from goaltrack.auth.models import User
 from goaltrack.auth.security import AccessClaims
 from goaltrack.errors import NotAuthenticated
 from goaltrack.notifications.models import Notification
-from goaltrack.notifications.schemas import NotificationOut
+from goaltrack.notifications.schemas import NotificationFields
 from goaltrack.pagination import Page
 from goaltrack.reads import PreparedStatement, Reader
 
@@ -62,7 +62,7 @@ FEED = PreparedStatement(_feed_statement(after_cursor=False))
 FEED_AFTER = PreparedStatement(_feed_statement(after_cursor=True))
 
 
-FIELDS = tuple(NotificationOut.model_fields)
+FIELDS = tuple(NotificationFields.model_fields)
 
 
 async def feed(reader: Reader, caller: AccessClaims, page: Page) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from goaltrack.errors import NotFound, error_responses
 from goaltrack.notifications import queries, service, snoozes
 from goaltrack.notifications.errors import NotSnoozable
 from goaltrack.notifications.schemas import (
+    NOTIFICATION,
     NotificationOut,
     NotificationPage,
     ReadAllResult,
@@ -51,7 +52,7 @@ async def read_one(
     notification = await service.mark_read(
         session, user_id=user.id, notification_id=notification_id
     )
-    return NotificationOut.model_validate(notification)
+    return NOTIFICATION.validate_python(notification, from_attributes=True)
 
 
 @router.post(

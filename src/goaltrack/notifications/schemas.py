@@ -2,25 +2,86 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
-from goaltrack.notifications.kinds import NotificationType
+from goaltrack.notifications.kinds import (
+    AchievementData,
+    AiFailedData,
+    AiStagesReadyData,
+    DigestData,
+    ExportReadyData,
+    GoalCompletedData,
+    NotificationData,
+    NotificationType,
+    ReminderData,
+)
 from goaltrack.schemas import RequestModel, ResponseModel, StrictInt
 
 SNOOZE_MIN_MINUTES = 5
 SNOOZE_MAX_MINUTES = 1440
 
 
-class NotificationOut(ResponseModel):
+class NotificationFields(ResponseModel):
+    """What every notification has; `type` says which `data` it carries (one model per kind
+    below, so a generated client narrows `data` by `type`)."""
+
     id: uuid.UUID
     type: NotificationType
     title: str
     body: str
-    data: dict[str, Any]
+    data: NotificationData
     is_read: bool
     created_at: datetime
+
+
+class ReminderNotification(NotificationFields):
+    type: Literal["reminder"]
+    data: ReminderData
+
+
+class DigestNotification(NotificationFields):
+    type: Literal["digest"]
+    data: DigestData
+
+
+class AchievementNotification(NotificationFields):
+    type: Literal["achievement"]
+    data: AchievementData
+
+
+class GoalCompletedNotification(NotificationFields):
+    type: Literal["goal_completed"]
+    data: GoalCompletedData
+
+
+class AiStagesReadyNotification(NotificationFields):
+    type: Literal["ai_stages_ready"]
+    data: AiStagesReadyData
+
+
+class AiFailedNotification(NotificationFields):
+    type: Literal["ai_failed"]
+    data: AiFailedData
+
+
+class ExportReadyNotification(NotificationFields):
+    type: Literal["export_ready"]
+    data: ExportReadyData
+
+
+NotificationOut = Annotated[
+    ReminderNotification
+    | DigestNotification
+    | AchievementNotification
+    | GoalCompletedNotification
+    | AiStagesReadyNotification
+    | AiFailedNotification
+    | ExportReadyNotification,
+    Field(discriminator="type"),
+]
+NOTIFICATION = TypeAdapter[NotificationOut](NotificationOut)
 
 
 class NotificationPage(BaseModel):

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from fastapi import FastAPI
+
 from goaltrack.config import Settings
 from goaltrack.observability.endpoint import (
     ThreadedApiMetrics,
@@ -19,6 +21,7 @@ from goaltrack.observability.endpoint import (
 )
 from goaltrack.observability.metrics import mark_process_dead
 from goaltrack.observability.middleware import ObservabilityMiddleware
+from goaltrack.observability.request_id import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
 from goaltrack.observability.sentry import init_sentry
 
 # The single module's logger name, kept for every part of the package (see __init__).
@@ -62,8 +65,39 @@ def install_observability(app: Any, settings: Settings) -> None:
                 mark_process_dead()
 
     app.router.lifespan_context = with_metrics_port
+    _declare_request_id(app)
     init_sentry(settings)
     _check_opentelemetry()
+
+
+REQUEST_ID_DECLARATION = {
+    "description": "The request's id: the client's own when it sent a valid `X-Request-ID`, "
+    "else a new one. Also in every problem body (`request_id`): quote it in a support request.",
+    "required": True,
+    "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+}
+
+
+def _declare_request_id(app: FastAPI) -> None:
+    """`X-Request-ID` on every response of the OpenAPI document (one header component), on top
+    of whatever else finishes it: the middleware sends it with every answer."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            document.setdefault("components", {}).setdefault("headers", {})[REQUEST_ID_HEADER] = (
+                REQUEST_ID_DECLARATION
+            )
+            reference = {"$ref": f"#/components/headers/{REQUEST_ID_HEADER}"}
+            for item in document.get("paths", {}).values():
+                for operation in item.values():  # FastAPI's path items hold operations only
+                    for response in operation.get("responses", {}).values():
+                        response.setdefault("headers", {})[REQUEST_ID_HEADER] = reference
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _check_opentelemetry() -> None:

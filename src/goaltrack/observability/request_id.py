@@ -10,7 +10,9 @@ from contextvars import ContextVar
 REQUEST_ID_HEADER = "X-Request-ID"
 # The Celery message header that carries the request id into the tasks a request queued.
 TASK_REQUEST_ID_HEADER = "goaltrack_request_id"
-_VALID_REQUEST_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII: no spaces, no control characters
+# Visible ASCII: no spaces, no control characters (the OpenAPI document publishes it).
+REQUEST_ID_PATTERN = r"^[!-~]{1,128}$"
+_VALID_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.removeprefix("^").removesuffix("$"))
 
 # Set by middleware.ObservabilityMiddleware (a request) and worker_signals (a task); public so
 # that those modules can bind and reset them, read by everyone else through the functions below.

@@ -8,6 +8,7 @@ from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.clock import utcnow
 from goaltrack.errors import error_responses
+from goaltrack.pagination import limit_description
 from goaltrack.reads import json_response
 from goaltrack.sync import service
 from goaltrack.sync.errors import InvalidSyncCursor, SyncCursorExpired
@@ -31,7 +32,7 @@ async def changes(
         Query(max_length=512, description="The `cursor` of the previous answer; none at first."),
     ] = None,
     limit: Annotated[
-        int, Query(ge=1, description=f"1–{service.MAX_LIMIT}; larger values are capped")
+        int, Query(ge=1, description=limit_description(service.MAX_LIMIT, service.DEFAULT_LIMIT))
     ] = service.DEFAULT_LIMIT,
 ) -> Response:
     """Without a cursor: the caller's whole state, page by page. With one: every change committed
