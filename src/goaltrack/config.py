@@ -31,6 +31,15 @@ OAUTH_CLIENT_ID = re.compile(r"[!-~]{1,255}")
 CORS_ORIGIN = re.compile(r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
+class PoolMode(StrEnum):
+    """What sits between the app and PostgreSQL: `session` (PostgreSQL itself, or PgBouncer in
+    session mode) or `transaction` (PgBouncer's pool_mode=transaction, where consecutive
+    transactions of one client connection may run on different server connections)."""
+
+    session = "session"
+    transaction = "transaction"
+
+
 class AppEnv(StrEnum):
     development = "development"
     test = "test"
@@ -64,6 +73,9 @@ class Settings(BaseSettings):
     # The hot reads' own asyncpg pool (reads.py), beside the engine's: per API process. The
     # default is chosen by bench/sizing.py (its figures: the README's Performance section).
     database_read_pool_size: Annotated[int, Field(ge=1)] = 20
+    # `transaction` behind PgBouncer in transaction mode: no named prepared statements at all
+    # (they live on one server connection, and the next transaction may run on another).
+    database_pool_mode: PoolMode = PoolMode.session
     redis_url: str = "redis://127.0.0.1:6379/0"
     # The longest an API publish waits for the broker (connect, send, reply): past it the request
     # goes on and the task is left to the outbox.
@@ -296,6 +308,12 @@ class Settings(BaseSettings):
     def database_driver_dsn(self) -> str:
         """DATABASE_URL as asyncpg itself takes it (no SQLAlchemy driver suffix)."""
         return "postgresql://" + self.database_url.removeprefix("postgresql+asyncpg://")
+
+    @property
+    def database_statement_cache_size(self) -> int:
+        """asyncpg's per-connection prepared-statement cache: off in transaction pooling, where
+        statements go unnamed and are parsed with each execution (asyncpg's default otherwise)."""
+        return 0 if self.database_pool_mode is PoolMode.transaction else 100
 
     @property
     def docs_on(self) -> bool:

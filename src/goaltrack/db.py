@@ -69,13 +69,34 @@ def create_engine(
         # Statement parameters (token hashes, e-mail addresses) stay out of error messages and logs.
         hide_parameters=True,
         connect_args={
+            **_statement_options(settings),
             "server_settings": {
                 # Timestamps built inside SQL (json_build_object) come out in UTC, like asyncpg's.
                 "timezone": "UTC",
                 "application_name": application_name,  # who is who in pg_stat_activity
-            }
+            },
         },
     )
+
+
+def _unnamed() -> str:
+    return ""
+
+
+def _statement_options(settings: Settings) -> dict[str, object]:
+    """Behind PgBouncer in transaction mode, SQLAlchemy's statements go unnamed and uncached: an
+    unnamed statement is parsed again in the same message as its execution (asyncpg does so when
+    its own cache is off), so it never depends on the server connection that parsed it. Unique
+    names (SQLAlchemy's suggestion) would also work within a transaction, but every one would be
+    left on some server connection until PgBouncer closes it, unless PgBouncer ran DISCARD ALL
+    after every transaction."""
+    if settings.database_statement_cache_size:
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unnamed,
+    }
 
 
 def create_sessionmaker(

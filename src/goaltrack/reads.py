@@ -69,6 +69,8 @@ async def create_read_pool(settings: Settings, *, application_name: str) -> asyn
         init=_decode_json,
         reset=_nothing_to_reset,
         timeout=CONNECT_TIMEOUT_SECONDS,
+        # 0 behind PgBouncer in transaction mode: each read is parsed with its execution.
+        statement_cache_size=settings.database_statement_cache_size,
         server_settings={"timezone": "UTC", "application_name": application_name},
     )
 

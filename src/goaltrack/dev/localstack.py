@@ -330,6 +330,67 @@ class S3Server:
             _stop_process(self.process, discard=discard)
 
 
+def _as_postgres_user() -> dict[str, str]:
+    """Popen's user and group for a server that refuses to run as root (PgBouncer)."""
+    return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+
+
+@dataclass
+class PgBouncer:
+    """PgBouncer in transaction mode in front of `postgres` (every database of it): the pooler
+    that lets many API processes share few server connections (docs/deploy.md)."""
+
+    work_dir: Path
+    postgres: Postgres
+    # Server connections per database and user: few, so that clients share them (the mode's
+    # point, and what a test of correctness behind it needs).
+    pool_size: int = 4
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{self.postgres.database}"
+
+    def start(self) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not Path(binary).exists():
+            raise LocalStackError(
+                "pgbouncer was not found. Install it with `apt-get install -y pgbouncer` "
+                "(Debian/Ubuntu) or `brew install pgbouncer` (macOS)."
+            )
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        users = self.work_dir / "users.txt"
+        users.write_text('"postgres" ""\n')
+        config = self.work_dir / "pgbouncer.ini"
+        log = self.work_dir / "pgbouncer.log"
+        config.write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={self.postgres.port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {users}\nadmin_users = postgres\n"
+            f"pool_mode = transaction\ndefault_pool_size = {self.pool_size}\n"
+            "max_client_conn = 2000\n"
+            f"logfile = {log}\npidfile = {self.work_dir / 'pgbouncer.pid'}\n"
+        )
+        if os.geteuid() == 0:
+            for path in (self.work_dir, users, config):
+                shutil.chown(path, "postgres", "postgres")
+        self.process = subprocess.Popen(
+            [binary, str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=self.work_dir,
+            **_as_postgres_user(),  # type: ignore[call-overload]
+        )
+        _wait_for_port(self.port, self.process, "pgbouncer", log)
+
+    def stop(self, *, discard: bool = False) -> None:
+        if self.process is not None:
+            _stop_process(self.process, discard=discard)
+
+
 @dataclass
 class LocalStack:
     """PostgreSQL, Redis and S3 under `root`. With `shared_postgres` (a server another process
