@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     # `transaction` behind PgBouncer in transaction mode: no named prepared statements at all
     # (they live on one server connection, and the next transaction may run on another).
     database_pool_mode: PoolMode = PoolMode.session
+    # A streaming replica for the hot reads (replica.py); unset = every read on DATABASE_URL.
+    database_replica_url: str | None = None
+    # How long a user's last write keeps their hot reads off a replica that has not replayed
+    # it, and the most a replica may lag before no read goes there.
+    replica_floor_ttl_seconds: int = Field(default=60, ge=1, le=3600)
     redis_url: str = "redis://127.0.0.1:6379/0"
     # The longest an API publish waits for the broker (connect, send, reply): past it the request
     # goes on and the task is left to the outbox.
@@ -205,14 +210,16 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] | None = None
     sentry_dsn: SecretStr | None = None
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_replica_url")
     @classmethod
-    def _asyncpg_driver(cls, value: str) -> str:
+    def _asyncpg_driver(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
         for prefix in ("postgresql://", "postgres://"):
             if value.startswith(prefix):
                 return "postgresql+asyncpg://" + value.removeprefix(prefix)
         if not value.startswith("postgresql+asyncpg://"):
-            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+            raise ValueError(f"{(info.field_name or '').upper()} must be a postgresql:// URL")
         return value
 
     @field_validator("export_open_url")
@@ -255,10 +262,10 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("oauth_apple_private_key_file", mode="before")
+    @field_validator("oauth_apple_private_key_file", "database_replica_url", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
-        return None if value == "" else value  # `OAUTH_APPLE_PRIVATE_KEY_FILE=` in an env file
+        return None if value == "" else value  # `DATABASE_REPLICA_URL=` in an env file
 
     @model_validator(mode="after")
     def _apple_revocation_key_is_whole(self) -> Settings:
@@ -307,7 +314,11 @@ class Settings(BaseSettings):
     @property
     def database_driver_dsn(self) -> str:
         """DATABASE_URL as asyncpg itself takes it (no SQLAlchemy driver suffix)."""
-        return "postgresql://" + self.database_url.removeprefix("postgresql+asyncpg://")
+        return _driver_dsn(self.database_url)
+
+    @property
+    def database_replica_driver_dsn(self) -> str | None:
+        return None if self.database_replica_url is None else _driver_dsn(self.database_replica_url)
 
     @property
     def database_statement_cache_size(self) -> int:
@@ -377,6 +388,10 @@ class Settings(BaseSettings):
     @property
     def verification_code_limit(self) -> RateLimit:
         return RateLimit.parse(self.rate_limit_verification_code)
+
+
+def _driver_dsn(url: str) -> str:
+    return "postgresql://" + url.removeprefix("postgresql+asyncpg://")
 
 
 @lru_cache

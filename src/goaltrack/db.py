@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -36,6 +36,14 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# A session's info key: awaited with the request once a write's transaction has committed, before
+# the response goes (replica.ReplicaReader.remember_write, through main).
+COMMITTED = "goaltrack.committed"
+# Requests that write nothing a later read must see.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+Committed = Callable[[Request], Awaitable[None]]
 
 
 class Base(DeclarativeBase):
@@ -100,15 +108,21 @@ def _statement_options(settings: Settings) -> dict[str, object]:
 
 
 def create_sessionmaker(
-    engine: AsyncEngine, producer: Producer | None = None, unsent: UnsentHandler | None = None
+    engine: AsyncEngine,
+    producer: Producer | None = None,
+    unsent: UnsentHandler | None = None,
+    committed: Committed | None = None,
 ) -> async_sessionmaker[AsyncSession]:
     """`producer` publishes the tasks a session defers, once it has committed; `unsent` takes
-    the outbox rows it could not publish (`worker.outbox.resend_unsent`)."""
+    the outbox rows it could not publish (`worker.outbox.resend_unsent`); `committed` is awaited
+    after a request's write has committed."""
     info: dict[str, object] = {}
     if producer is not None:
         info[PRODUCER] = producer
     if unsent is not None:
         info[UNSENT] = unsent
+    if committed is not None:
+        info[COMMITTED] = committed
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or None)
 
 
@@ -126,6 +140,9 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
+            committed: Committed | None = session.info.get(COMMITTED)
+            if committed is not None and request.method not in SAFE_METHODS:
+                await committed(request)
     # Off the event loop: a publish may wait for the broker up to BROKER_TIMEOUT_SECONDS. Most
     # requests defer nothing, and skip the thread hop.
     if has_deferred(session):

@@ -59,11 +59,14 @@ async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
     An open transaction is still rolled back by asyncpg itself."""
 
 
-async def create_read_pool(settings: Settings, *, application_name: str) -> asyncpg.Pool:
+async def create_read_pool(
+    settings: Settings, *, application_name: str, dsn: str | None = None
+) -> asyncpg.Pool:
     """Opens no connection yet (min_size 0): the API starts while PostgreSQL is down, and a
-    connection PostgreSQL dropped is replaced at its next checkout."""
+    connection PostgreSQL dropped is replaced at its next checkout. `dsn`: another server's (a
+    replica's) instead of DATABASE_URL's."""
     return await asyncpg.create_pool(
-        settings.database_driver_dsn,
+        dsn or settings.database_driver_dsn,
         min_size=0,
         max_size=settings.database_read_pool_size,
         init=_decode_json,
@@ -115,10 +118,17 @@ class PoolReader:
         self.pool = pool
 
     async def fetch(self, statement: PreparedStatement, params: Mapping[str, Any]) -> list[Any]:
-        # asyncio.timeout, not acquire(timeout=): no extra task per request.
-        async with asyncio.timeout(READ_TIMEOUT_SECONDS), self.pool.acquire() as connection:
-            rows: list[Any] = await connection.fetch(statement.sql, *statement.args(params))
-        return rows
+        return await fetch_on(self.pool, statement, params)
+
+
+async def fetch_on(
+    pool: asyncpg.Pool, statement: PreparedStatement, params: Mapping[str, Any]
+) -> list[Any]:
+    """One autocommit statement on a connection of `pool`."""
+    # asyncio.timeout, not acquire(timeout=): no extra task per request.
+    async with asyncio.timeout(READ_TIMEOUT_SECONDS), pool.acquire() as connection:
+        rows: list[Any] = await connection.fetch(statement.sql, *statement.args(params))
+    return rows
 
 
 class SessionReader:

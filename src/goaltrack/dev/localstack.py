@@ -133,12 +133,13 @@ class Postgres:
             raise LocalStackError(f"{what} failed:\n{result.stdout}\n{result.stderr}")
 
     def start(self) -> None:
+        self._launch(self._initialise())
+        self.create_database(self.database)
+
+    def _initialise(self) -> Path:
+        """The data directory, made once; the binaries' directory."""
         bin_dir = _find_postgres_bin()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.data_dir, "postgres", "postgres")
-        self.data_dir.chmod(0o700)
-        if not (self.data_dir / "PG_VERSION").exists():
+        if not self._own_data_dir():
             self._check(
                 self._run(
                     bin_dir / "initdb",
@@ -155,6 +156,17 @@ class Postgres:
                 ),
                 "initdb",
             )
+        return bin_dir
+
+    def _own_data_dir(self) -> bool:
+        """The data directory, the server's own (mode 0700); whether it holds a cluster."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.data_dir, "postgres", "postgres")
+        self.data_dir.chmod(0o700)
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def _launch(self, bin_dir: Path) -> None:
         options = (
             f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
             + ("" if self.durable else NOT_DURABLE)
@@ -168,7 +180,6 @@ class Postgres:
             ),
             f"starting PostgreSQL (log: {log})",
         )
-        self.create_database(self.database)
 
     def create_database(self, name: str, template: str | None = None) -> None:
         psql = _find_postgres_bin() / "psql"
@@ -210,6 +221,51 @@ class Postgres:
                 "-w",
                 "stop",
             )
+
+
+@dataclass(kw_only=True)
+class Replica(Postgres):
+    """A hot standby streaming `primary`'s WAL, made as an operator makes one: pg_basebackup -R
+    (a copy of the primary, and the settings that make it follow it)."""
+
+    primary: Postgres
+
+    def __post_init__(self) -> None:
+        self.database = self.primary.database
+
+    def start(self) -> None:
+        self._launch(self._initialise())
+
+    def _initialise(self) -> Path:
+        bin_dir = _find_postgres_bin()
+        if not self._own_data_dir():
+            self._check(
+                self._run(
+                    bin_dir / "pg_basebackup",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.primary.port),
+                    "-U",
+                    "postgres",
+                    "-D",
+                    self.data_dir,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                ),
+                "pg_basebackup",
+            )
+        # A standby refuses to start with fewer connections than its primary allows.
+        shown = self.primary._psql(bin_dir / "psql", "SHOW max_connections")
+        self.max_connections = int(shown.stdout.strip() or self.max_connections)
+        return bin_dir
+
+    def replay(self, sql: str) -> None:
+        """`SELECT pg_wal_replay_pause()` / `pg_wal_replay_resume()` on the standby."""
+        self._check(self._psql(_find_postgres_bin() / "psql", sql), sql)
 
 
 @dataclass
