@@ -50,9 +50,13 @@ def _port_is_free(port: int) -> bool:
 
 
 def _wait_for_port(
-    port: int, process: subprocess.Popen[bytes] | None, what: str, log: Path
+    port: int,
+    process: subprocess.Popen[bytes] | None,
+    what: str,
+    log: Path,
+    timeout: float = START_TIMEOUT_SECONDS,
 ) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise LocalStackError(f"{what} exited at start-up; see {log}:\n{_tail(log)}")
@@ -62,9 +66,7 @@ def _wait_for_port(
         ):
             return
         time.sleep(0.05)
-    raise LocalStackError(
-        f"{what} did not open port {port} in {START_TIMEOUT_SECONDS:.0f} s; see {log}"
-    )
+    raise LocalStackError(f"{what} did not open port {port} in {timeout:.0f} s; see {log}")
 
 
 def _tail(path: Path, lines: int = 20) -> str:
