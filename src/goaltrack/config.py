@@ -81,7 +81,12 @@ class Settings(BaseSettings):
     # How long a user's last write keeps their hot reads off a replica that has not replayed
     # it, and the most a replica may lag before no read goes there.
     replica_floor_ttl_seconds: int = Field(default=60, ge=1, le=3600)
+    # redis://[:password@]host:port/db. With REDIS_SENTINELS its password and database stand and
+    # the master is the one the Sentinels name (redis_client.py).
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Sentinels, "host:port,host:port" (same password as the master); empty = REDIS_URL's server.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = Field(default="goaltrack", pattern=r"^[A-Za-z0-9._-]+$")
     # The longest an API publish waits for the broker (connect, send, reply): past it the request
     # goes on and the task is left to the outbox.
     broker_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
@@ -136,6 +141,10 @@ class Settings(BaseSettings):
     # 5 wrong tries): a 6-digit code must not fall to a few thousand guesses.
     rate_limit_verification_mail: RateLimitSetting = "3/hour"
     rate_limit_verification_code: RateLimitSetting = "10/hour"
+    # While the limiter's Redis does not answer (a failover), each process counts the limits
+    # itself for at most this long, then refuses the limited actions (503) until Redis is back.
+    # 0 = refuse at once.
+    rate_limit_local_fallback_seconds: int = Field(default=60, ge=0, le=600)
     # A rotated refresh token presented again this soon is a client retry, not a replay.
     refresh_reuse_grace_seconds: int = Field(default=5, ge=0, le=60)
     trusted_proxy_hops: int = Field(default=0, ge=0)
@@ -220,6 +229,15 @@ class Settings(BaseSettings):
                 return "postgresql+asyncpg://" + value.removeprefix(prefix)
         if not value.startswith("postgresql+asyncpg://"):
             raise ValueError(f"{(info.field_name or '').upper()} must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str) -> str:
+        for address in (item.strip() for item in value.split(",")):
+            host, _, port = address.rpartition(":")
+            if address and not (host and port.isdigit()):
+                raise ValueError(f"REDIS_SENTINELS: {address!r} is not host:port")
         return value
 
     @field_validator("export_open_url")
@@ -325,6 +343,14 @@ class Settings(BaseSettings):
         """asyncpg's per-connection prepared-statement cache: off in transaction pooling, where
         statements go unnamed and are parsed with each execution (asyncpg's default otherwise)."""
         return 0 if self.database_pool_mode is PoolMode.transaction else 100
+
+    @property
+    def redis_sentinel_addresses(self) -> list[tuple[str, int]]:
+        addresses = (item.strip() for item in self.redis_sentinels.split(","))
+        return [
+            (host, int(port))
+            for host, _, port in (address.rpartition(":") for address in addresses if address)
+        ]
 
     @property
     def docs_on(self) -> bool:

@@ -36,6 +36,7 @@ from goaltrack.observability.install import install_observability
 from goaltrack.openapi import install_contract, operation_id
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.reads import PoolReader, create_read_pool
+from goaltrack.redis_client import create_redis
 from goaltrack.replica import ReplicaReader
 from goaltrack.scheduling.router import router as scheduling_router
 from goaltrack.schemas import Problem, ValidationProblem
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The API only publishes tasks; create_celery (under create_publisher) also installs the
         # event subscriptions.
         producer = create_publisher(settings)
-        redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        redis = create_redis(settings, timeout=2)
         app.state.settings = settings
         if settings.fcm_credentials_file is None:
             logger.warning(
@@ -75,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine, producer, outbox.resend_unsent, remembering_writes(replica)
         )
         app.state.redis = redis
-        app.state.rate_limiter = RateLimiter(redis)
+        app.state.rate_limiter = RateLimiter(
+            redis, local_fallback_seconds=settings.rate_limit_local_fallback_seconds
+        )
         app.state.passwords = Passwords(settings.bcrypt_rounds, settings.bcrypt_concurrency)
         app.state.id_tokens = IdTokenVerifier(settings)  # Sign in with Google/Apple; keys cached
         app.state.storage = storage = Storage(settings)

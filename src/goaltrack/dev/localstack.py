@@ -274,47 +274,106 @@ class Replica(Postgres):
 class RedisServer:
     work_dir: Path
     port: int = field(default_factory=free_port)
+    # requirepass (and masterauth: a replica's, or a master's that Sentinel demoted).
+    password: str | None = None
+    replica_of: int | None = None  # the master's port
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise LocalStackError(
-                "redis-server was not found. Install it with `apt-get install -y redis-server` "
-                "(Debian/Ubuntu) or `brew install redis` (macOS), or run `docker compose up` instead."
-            )
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        log = self.work_dir / "redis.log"
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.work_dir),
-                    "--maxmemory-policy",
-                    "noeviction",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.work_dir,
-            )
-        _wait_for_port(self.port, self.process, "redis-server", log)
+        options = []
+        if self.password:
+            options += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of is not None:
+            options += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        self.process = _start_redis(
+            self.work_dir,
+            self.port,
+            "redis-server",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            # A replica's first sync at once (the default waits 5 s for more replicas).
+            "--repl-diskless-sync-delay",
+            "0",
+            *options,
+        )
 
     def stop(self, *, discard: bool = False) -> None:
         if self.process is not None:
             _stop_process(self.process, discard=discard)
+
+
+@dataclass
+class RedisSentinel:
+    """A Sentinel watching the master on `master_port` under `master_name`: it promotes a
+    replica once the master has not answered for a second."""
+
+    work_dir: Path
+    master_port: int
+    master_name: str = "goaltrack"
+    password: str | None = None
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        config = self.work_dir / "sentinel.conf"  # Sentinel rewrites it with what it learns
+        name = self.master_name
+        lines = [
+            f"sentinel monitor {name} 127.0.0.1 {self.master_port} 1",
+            f"sentinel down-after-milliseconds {name} 1000",
+            f"sentinel failover-timeout {name} 10000",
+        ]
+        if self.password:
+            lines += [f"sentinel auth-pass {name} {self.password}", f"requirepass {self.password}"]
+        config.write_text("\n".join(lines) + "\n")
+        self.process = _start_redis(self.work_dir, self.port, "redis-sentinel", sentinel=config)
+
+    def stop(self, *, discard: bool = False) -> None:
+        if self.process is not None:
+            _stop_process(self.process, discard=discard)
+
+
+def _start_redis(
+    work_dir: Path, port: int, what: str, *options: str, sentinel: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """redis-server on `port`; with `sentinel` (its config file), a Sentinel."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise LocalStackError(
+            "redis-server was not found. Install it with `apt-get install -y redis-server` "
+            "(Debian/Ubuntu) or `brew install redis` (macOS), or run `docker compose up` instead."
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = work_dir / f"{what}.log"
+    mode = [str(sentinel), "--sentinel"] if sentinel else []  # the config file comes first
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                binary,
+                *mode,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(work_dir),
+                *options,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=work_dir,
+        )
+    _wait_for_port(port, process, what, log)
+    return process
 
 
 @dataclass
