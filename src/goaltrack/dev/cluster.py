@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -119,6 +120,7 @@ class Cluster:
         self.stack = LocalStack(
             self.root, with_s3=self.with_s3, shared_postgres=self.shared_postgres
         )
+        self.stack.redis.password = secrets.token_hex(16)  # every node has it in REDIS_URL
         self.replica = Replica(self.root / "replica", primary=self.stack.postgres)
         self.pgbouncer = PgBouncer(self.root / "pgbouncer", self.stack.postgres, pool_size=20)
         self.apis = [
