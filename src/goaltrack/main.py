@@ -97,7 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await storage.close()
             if replica is not None:
                 await replica.close()
-                await replica.replica.close()
             await redis.aclose()
             await read_pool.close()
             await engine.dispose()

@@ -107,7 +107,8 @@ class Reader(Protocol):
     """Where a hot read's statement runs."""
 
     async def fetch(self, statement: PreparedStatement, params: Mapping[str, Any]) -> list[Any]:
-        """The rows (asyncpg records); asyncpg prepares the statement once per connection."""
+        """The rows (asyncpg records); asyncpg prepares the statement once per connection (behind
+        PgBouncer's transaction mode: with each execution, unnamed)."""
         ...
 
 

@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
 SAMPLE_TIMEOUT_SECONDS = 1.0
+# A hot read asks Redis for the caller's floor at most this long; after a failure the reads go to
+# the primary without asking for REDIS_BACKOFF_SECONDS (a hung Redis must not slow every read).
+FLOOR_TIMEOUT_SECONDS = 0.25
+REDIS_BACKOFF_SECONDS = 1.0
 # A read the replica fails this way is run again on the primary: the replica is down, starting,
 # or cancelled the statement for a conflict with recovery.
 REPLICA_FAILURES: tuple[type[BaseException], ...] = (
@@ -85,15 +89,18 @@ class ReplicaReader(PoolReader):
             maxlen=int(floor_ttl / POLL_SECONDS) + 1
         )
         self._sampling: asyncio.Task[None] | None = None
+        self._redis_failed_at = float("-inf")
 
     def start(self) -> None:
         self._sampling = asyncio.create_task(self._sample_forever(), name="replica-sampling")
 
     async def close(self) -> None:
+        """Ends the sampling and closes the replica's pool (the primary's is the caller's)."""
         if self._sampling is not None:
             self._sampling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampling
+        await self.replica.close()
 
     async def fetch(self, statement: PreparedStatement, params: Mapping[str, Any]) -> list[Any]:
         if await self._replica_serves(params):
@@ -128,9 +135,13 @@ class ReplicaReader(PoolReader):
         user_id = params.get("user_id")
         if user_id is None:
             return True
+        if time.monotonic() - self._redis_failed_at < REDIS_BACKOFF_SECONDS:
+            return False
         try:
-            floor = await self.redis.get(FLOOR_KEY.format(user_id))
-        except RedisError:
+            async with asyncio.timeout(FLOOR_TIMEOUT_SECONDS):
+                floor = await self.redis.get(FLOOR_KEY.format(user_id))
+        except (RedisError, TimeoutError):
+            self._redis_failed_at = time.monotonic()
             return False
         return floor is None or int(floor) <= replayed
 
