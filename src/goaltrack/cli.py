@@ -189,6 +189,9 @@ def cluster(port: Annotated[int, typer.Option(help="The balancer's port.")] = 80
     except KeyboardInterrupt:
         typer.echo("stopping...")
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the stop short (PostgreSQL would be left running).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         nodes.stop()
 
 
