@@ -3,13 +3,16 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: dev test lint format bootstrap bench load soak chaos
+.PHONY: dev cluster test lint format bootstrap bench load soak chaos
 
 bootstrap:
 	@scripts/bootstrap.sh
 
 dev: bootstrap  ## Local PostgreSQL + Redis + S3, migrations, API + worker + beat
 	uv run goaltrack dev
+
+cluster: bootstrap  ## Several nodes locally: PostgreSQL primary + replica, PgBouncer, Redis, S3, 2 APIs behind Caddy, 2 workers, 2 beats
+	uv run goaltrack cluster
 
 lint: bootstrap  ## ruff (lint + format check), mypy, and the architecture (import-linter, no cycles)
 	uv run ruff check src tests bench scripts ops

@@ -177,7 +177,9 @@ async def _caller(conn: asyncpg.Connection, user_id: uuid.UUID) -> AccessClaims:
     """The user as a logged-in caller: a live session (refresh-token family) at their version."""
     family_id = await _live_session(conn, user_id)
     version = await conn.fetchval("SELECT token_version FROM users WHERE id = $1", user_id)
-    return AccessClaims(user_id=user_id, token_version=version, session_id=family_id)
+    return AccessClaims(
+        user_id=user_id, token_version=version, session_id=family_id, issued_at=int(time.time())
+    )
 
 
 async def prepare_record_users(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:

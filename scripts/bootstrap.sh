@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make dev` and `make test` need on a fresh Debian/Ubuntu machine (or checks a laptop):
-# uv, the Python packages from uv.lock, redis-server, wrk (benchmark), chromium-driver (browser test) and caddy (the
-# proxy test, deploy/Caddyfile). PostgreSQL server binaries must be present
+# uv, the Python packages from uv.lock, redis-server, wrk (benchmark), chromium-driver (browser test), caddy (the
+# proxy test, deploy/Caddyfile) and pgbouncer (the cluster tests). PostgreSQL server binaries must be present
 # (they are in this project's machine image; elsewhere: apt-get install postgresql).
 set -euo pipefail
 
@@ -61,6 +61,17 @@ if ! command -v promtool >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   else
     echo "bootstrap: promtool is missing (apt-get install prometheus); the Prometheus tests are skipped without it" >&2
+  fi
+fi
+
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing pgbouncer (apt): the cluster tests run the API through it in transaction mode" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+  else
+    echo "bootstrap: pgbouncer is missing (apt-get install pgbouncer, brew install pgbouncer); the cluster tests need it" >&2
+    exit 1
   fi
 fi
 

@@ -14,7 +14,7 @@ from goaltrack.config import Settings, get_settings
 from goaltrack.dev.localstack import free_port
 from goaltrack.main import create_app
 from goaltrack.migrations import alembic_config
-from helpers import assert_problem
+from helpers import Account, TestClock, assert_problem
 
 
 async def test_health(client: Any) -> None:
@@ -28,7 +28,12 @@ async def test_health(client: Any) -> None:
 
 async def test_ready_is_503_when_a_dependency_is_down() -> None:
     closed = free_port()
-    settings = get_settings().model_copy(update={"redis_url": f"redis://127.0.0.1:{closed}/0"})
+    settings = get_settings().model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{closed}/0",
+            "rate_limit_local_fallback_seconds": 0,
+        }
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -36,11 +41,36 @@ async def test_ready_is_503_when_a_dependency_is_down() -> None:
             response = await client.get("/health/ready")
             assert response.status_code == 503
             assert response.json()["checks"] == {"postgres": "ok", "redis": "unavailable"}
-            # The rate limiter fails closed: no Redis, no login attempts.
+            # Without a local fallback the rate limiter fails closed: no Redis, no login attempts.
             login = await client.post(
                 "/auth/login", json={"email": "a@example.com", "password": "x" * 8}
             )
             assert_problem(login, 503, "service_unavailable")
+
+
+async def test_without_redis_logins_are_limited_locally_for_a_bounded_time(
+    user: Account,
+) -> None:
+    """A failover: each process counts the login limit itself (5/minute per e-mail and IP) for
+    RATE_LIMIT_LOCAL_FALLBACK_SECONDS after the first failure, then refuses logins (503)."""
+    clock = TestClock().install()
+    closed = free_port()
+    settings = get_settings().model_copy(update={"redis_url": f"redis://127.0.0.1:{closed}/0"})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+
+            async def login(password: str) -> httpx.Response:
+                body = {"email": user.email, "password": password}
+                return await client.post("/auth/login", json=body)
+
+            assert (await login(user.password)).status_code == 200
+            for _ in range(4):
+                assert_problem(await login("wrong password"), 401, "invalid_credentials")
+            assert_problem(await login(user.password), 429, "rate_limited")
+            clock.advance(settings.rate_limit_local_fallback_seconds)
+            assert_problem(await login(user.password), 503, "service_unavailable")
 
 
 def test_migrations_match_the_models(stack: Any) -> None:

@@ -22,6 +22,7 @@ from goaltrack import redaction, subscriptions
 from goaltrack.clock import countdown, utcnow
 from goaltrack.config import Settings
 from goaltrack.observability.worker_signals import install_celery_signals
+from goaltrack.redis_client import broker_options, broker_url
 from goaltrack.worker import outbox, runtime
 from goaltrack.worker.registry import TASKS, TICK, Hold, RetryLater, TaskSpec
 
@@ -49,7 +50,7 @@ def create_celery(settings: Settings) -> Celery:
     install_celery_signals(settings)
     app = Celery("goaltrack", set_as_current=False)
     app.conf.update(
-        broker_url=settings.redis_url,
+        broker_url=broker_url(settings),
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
@@ -57,7 +58,7 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={"visibility_timeout": 3600, **broker_options(settings)},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         timezone="UTC",

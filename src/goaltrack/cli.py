@@ -155,6 +155,46 @@ def dev(port: Annotated[int, typer.Option(help="API port.")] = 8000) -> None:
             typer.echo("stopping...")
 
 
+@app.command()
+def cluster(port: Annotated[int, typer.Option(help="The balancer's port.")] = 8000) -> None:
+    """Several nodes on this machine: PostgreSQL primary + replica, PgBouncer, Redis, S3, two API
+    processes behind Caddy, two workers and two beats (docs/deploy.md). Ctrl-C stops all."""
+    from goaltrack.dev.cluster import Cluster
+    from goaltrack.dev.localstack import LocalStackError
+    from goaltrack.migrations import upgrade
+
+    _configure_logging()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    nodes = Cluster(
+        (DEV_DIR / "cluster").resolve(),
+        port=port,
+        settings={"APP_ENV": os.environ.get("APP_ENV", "development")},
+    )
+    try:
+        nodes.start_services()
+        upgrade(nodes.primary_url)
+        nodes.start_nodes()
+    except LocalStackError as exc:
+        nodes.stop()
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    try:
+        typer.secho(
+            f"Goaltrack cluster: {nodes.url} (Caddy over {len(nodes.apis)} API nodes); logs under "
+            f"{nodes.root}. Ctrl-C stops everything.",
+            fg=typer.colors.GREEN,
+        )
+        while all(node.process is None or node.process.poll() is None for node in nodes.apis):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        typer.echo("stopping...")
+    finally:
+        # A second Ctrl-C or SIGTERM must not cut the stop short (PostgreSQL would be left running).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        nodes.stop()
+
+
 def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 15) -> None:
     """A terminal's Ctrl-C has reached the children too; anything else gets SIGTERM (a graceful
     stop for uvicorn and Celery), and whatever is still running after `timeout` is killed."""

@@ -31,6 +31,15 @@ OAUTH_CLIENT_ID = re.compile(r"[!-~]{1,255}")
 CORS_ORIGIN = re.compile(r"https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
+class PoolMode(StrEnum):
+    """What sits between the app and PostgreSQL: `session` (PostgreSQL itself, or PgBouncer in
+    session mode) or `transaction` (PgBouncer's pool_mode=transaction, where consecutive
+    transactions of one client connection may run on different server connections)."""
+
+    session = "session"
+    transaction = "transaction"
+
+
 class AppEnv(StrEnum):
     development = "development"
     test = "test"
@@ -64,7 +73,20 @@ class Settings(BaseSettings):
     # The hot reads' own asyncpg pool (reads.py), beside the engine's: per API process. The
     # default is chosen by bench/sizing.py (its figures: the README's Performance section).
     database_read_pool_size: Annotated[int, Field(ge=1)] = 20
+    # `transaction` behind PgBouncer in transaction mode: no named prepared statements at all
+    # (they live on one server connection, and the next transaction may run on another).
+    database_pool_mode: PoolMode = PoolMode.session
+    # A streaming replica for the hot reads (replica.py); unset = every read on DATABASE_URL.
+    database_replica_url: str | None = None
+    # How long a user's last write keeps their hot reads off a replica that has not replayed
+    # it, and the most a replica may lag before no read goes there.
+    replica_floor_ttl_seconds: int = Field(default=60, ge=1, le=3600)
+    # redis://[:password@]host:port/db. With REDIS_SENTINELS its password and database stand and
+    # the master is the one the Sentinels name (redis_client.py).
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Sentinels, "host:port,host:port" (same password as the master); empty = REDIS_URL's server.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = Field(default="goaltrack", pattern=r"^[A-Za-z0-9._-]+$")
     # The longest an API publish waits for the broker (connect, send, reply): past it the request
     # goes on and the task is left to the outbox.
     broker_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
@@ -119,6 +141,10 @@ class Settings(BaseSettings):
     # 5 wrong tries): a 6-digit code must not fall to a few thousand guesses.
     rate_limit_verification_mail: RateLimitSetting = "3/hour"
     rate_limit_verification_code: RateLimitSetting = "10/hour"
+    # While the limiter's Redis does not answer (a failover), each process counts the limits
+    # itself for at most this long, then refuses the limited actions (503) until Redis is back.
+    # 0 = refuse at once.
+    rate_limit_local_fallback_seconds: int = Field(default=60, ge=0, le=600)
     # A rotated refresh token presented again this soon is a client retry, not a replay.
     refresh_reuse_grace_seconds: int = Field(default=5, ge=0, le=60)
     trusted_proxy_hops: int = Field(default=0, ge=0)
@@ -193,14 +219,25 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] | None = None
     sentry_dsn: SecretStr | None = None
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_replica_url")
     @classmethod
-    def _asyncpg_driver(cls, value: str) -> str:
+    def _asyncpg_driver(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
         for prefix in ("postgresql://", "postgres://"):
             if value.startswith(prefix):
                 return "postgresql+asyncpg://" + value.removeprefix(prefix)
         if not value.startswith("postgresql+asyncpg://"):
-            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+            raise ValueError(f"{(info.field_name or '').upper()} must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str) -> str:
+        for address in (item.strip() for item in value.split(",")):
+            host, _, port = address.rpartition(":")
+            if address and not (host and port.isdigit()):
+                raise ValueError(f"REDIS_SENTINELS: {address!r} is not host:port")
         return value
 
     @field_validator("export_open_url")
@@ -243,10 +280,10 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("oauth_apple_private_key_file", mode="before")
+    @field_validator("oauth_apple_private_key_file", "database_replica_url", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
-        return None if value == "" else value  # `OAUTH_APPLE_PRIVATE_KEY_FILE=` in an env file
+        return None if value == "" else value  # `DATABASE_REPLICA_URL=` in an env file
 
     @model_validator(mode="after")
     def _apple_revocation_key_is_whole(self) -> Settings:
@@ -295,7 +332,25 @@ class Settings(BaseSettings):
     @property
     def database_driver_dsn(self) -> str:
         """DATABASE_URL as asyncpg itself takes it (no SQLAlchemy driver suffix)."""
-        return "postgresql://" + self.database_url.removeprefix("postgresql+asyncpg://")
+        return _driver_dsn(self.database_url)
+
+    @property
+    def database_replica_driver_dsn(self) -> str | None:
+        return None if self.database_replica_url is None else _driver_dsn(self.database_replica_url)
+
+    @property
+    def database_statement_cache_size(self) -> int:
+        """asyncpg's per-connection prepared-statement cache: off in transaction pooling, where
+        statements go unnamed and are parsed with each execution (asyncpg's default otherwise)."""
+        return 0 if self.database_pool_mode is PoolMode.transaction else 100
+
+    @property
+    def redis_sentinel_addresses(self) -> list[tuple[str, int]]:
+        addresses = (item.strip() for item in self.redis_sentinels.split(","))
+        return [
+            (host, int(port))
+            for host, _, port in (address.rpartition(":") for address in addresses if address)
+        ]
 
     @property
     def docs_on(self) -> bool:
@@ -359,6 +414,10 @@ class Settings(BaseSettings):
     @property
     def verification_code_limit(self) -> RateLimit:
         return RateLimit.parse(self.rate_limit_verification_code)
+
+
+def _driver_dsn(url: str) -> str:
+    return "postgresql://" + url.removeprefix("postgresql+asyncpg://")
 
 
 @lru_cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -38,6 +38,14 @@ NAMING_CONVENTION = {
 }
 
 
+# A session's info key: awaited with the request once a write's transaction has committed, before
+# the response goes (replica.ReplicaReader.remember_write, through main).
+COMMITTED = "goaltrack.committed"
+# Requests that write nothing a later read must see.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+Committed = Callable[[Request], Awaitable[None]]
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: DateTime(timezone=True)}
@@ -69,25 +77,52 @@ def create_engine(
         # Statement parameters (token hashes, e-mail addresses) stay out of error messages and logs.
         hide_parameters=True,
         connect_args={
+            **_statement_options(settings),
             "server_settings": {
                 # Timestamps built inside SQL (json_build_object) come out in UTC, like asyncpg's.
                 "timezone": "UTC",
                 "application_name": application_name,  # who is who in pg_stat_activity
-            }
+            },
         },
     )
 
 
+def _unnamed() -> str:
+    return ""
+
+
+def _statement_options(settings: Settings) -> dict[str, object]:
+    """Behind PgBouncer in transaction mode, SQLAlchemy's statements go unnamed and uncached: an
+    unnamed statement is parsed again in the same message as its execution (asyncpg does so when
+    its own cache is off), so it never depends on the server connection that parsed it. Unique
+    names (SQLAlchemy's suggestion) would also work within a transaction, but every one would be
+    left on some server connection until PgBouncer closes it, unless PgBouncer ran DISCARD ALL
+    after every transaction."""
+    if settings.database_statement_cache_size:
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unnamed,
+    }
+
+
 def create_sessionmaker(
-    engine: AsyncEngine, producer: Producer | None = None, unsent: UnsentHandler | None = None
+    engine: AsyncEngine,
+    producer: Producer | None = None,
+    unsent: UnsentHandler | None = None,
+    committed: Committed | None = None,
 ) -> async_sessionmaker[AsyncSession]:
     """`producer` publishes the tasks a session defers, once it has committed; `unsent` takes
-    the outbox rows it could not publish (`worker.outbox.resend_unsent`)."""
+    the outbox rows it could not publish (`worker.outbox.resend_unsent`); `committed` is awaited
+    after a request's write has committed."""
     info: dict[str, object] = {}
     if producer is not None:
         info[PRODUCER] = producer
     if unsent is not None:
         info[UNSENT] = unsent
+    if committed is not None:
+        info[COMMITTED] = committed
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info or None)
 
 
@@ -105,6 +140,9 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
+            committed: Committed | None = session.info.get(COMMITTED)
+            if committed is not None and request.method not in SAFE_METHODS:
+                await committed(request)
     # Off the event loop: a publish may wait for the broker up to BROKER_TIMEOUT_SECONDS. Most
     # requests defer nothing, and skip the thread hop.
     if has_deferred(session):

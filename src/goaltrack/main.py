@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+import asyncpg
+from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 
@@ -18,13 +19,14 @@ from goaltrack.account.router import router as account_router
 from goaltrack.account.router import verification_router as account_verification_router
 from goaltrack.achievements.router import router as achievements_router
 from goaltrack.ai.router import router as ai_router
+from goaltrack.auth.caller import bearer_claims
 from goaltrack.auth.locale import caller_locale
 from goaltrack.auth.oauth import IdTokenVerifier
 from goaltrack.auth.router import router as auth_router
 from goaltrack.auth.security import Passwords
 from goaltrack.celery_app import create_publisher
 from goaltrack.config import AppEnv, Settings, get_settings
-from goaltrack.db import create_engine, create_sessionmaker
+from goaltrack.db import Committed, create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
 from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
@@ -34,6 +36,8 @@ from goaltrack.observability.install import install_observability
 from goaltrack.openapi import install_contract, operation_id
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.reads import PoolReader, create_read_pool
+from goaltrack.redis_client import create_redis
+from goaltrack.replica import ReplicaReader
 from goaltrack.scheduling.router import router as scheduling_router
 from goaltrack.schemas import Problem
 from goaltrack.security_headers import SecurityHeaders
@@ -56,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The API only publishes tasks; create_celery (under create_publisher) also installs the
         # event subscriptions.
         producer = create_publisher(settings)
-        redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        redis = create_redis(settings, timeout=2)
         app.state.settings = settings
         if settings.fcm_credentials_file is None:
             logger.warning(
@@ -66,10 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_pool = read_pool = await create_read_pool(
             settings, application_name="goaltrack-api-reads"
         )
-        app.state.reader = PoolReader(read_pool)
-        app.state.sessionmaker = create_sessionmaker(engine, producer, outbox.resend_unsent)
+        replica = await create_replica_reader(settings, read_pool, redis)
+        app.state.reader = replica or PoolReader(read_pool)
+        app.state.sessionmaker = create_sessionmaker(
+            engine, producer, outbox.resend_unsent, remembering_writes(replica)
+        )
         app.state.redis = redis
-        app.state.rate_limiter = RateLimiter(redis)
+        app.state.rate_limiter = RateLimiter(
+            redis, local_fallback_seconds=settings.rate_limit_local_fallback_seconds
+        )
         app.state.passwords = Passwords(settings.bcrypt_rounds, settings.bcrypt_concurrency)
         app.state.id_tokens = IdTokenVerifier(settings)  # Sign in with Google/Apple; keys cached
         app.state.storage = storage = Storage(settings)
@@ -86,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await storage.close()
+            if replica is not None:
+                await replica.close()
             await redis.aclose()
             await read_pool.close()
             await engine.dispose()
@@ -143,6 +154,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     idempotency.install_contract(app)  # on top of both: the Idempotency-Key and its problems
     install_observability(app, settings)  # last: outermost (request id, metrics), /metrics
     return app
+
+
+async def create_replica_reader(
+    settings: Settings, read_pool: asyncpg.Pool, redis: Redis
+) -> ReplicaReader | None:
+    """With DATABASE_REPLICA_URL: the hot reads' reader that may send them there (replica.py)."""
+    if settings.database_replica_driver_dsn is None:
+        return None
+    replica_pool = await create_read_pool(
+        settings, application_name="goaltrack-api-replica", dsn=settings.database_replica_driver_dsn
+    )
+    reader = ReplicaReader(
+        read_pool, replica_pool, redis, floor_ttl=settings.replica_floor_ttl_seconds
+    )
+    reader.start()
+    return reader
+
+
+def remembering_writes(replica: ReplicaReader | None) -> Committed | None:
+    """After a write commits, the caller's position for the replica's read-your-writes rule."""
+    if replica is None:
+        return None
+
+    async def remember(request: Request) -> None:
+        claims = bearer_claims(request)
+        if claims is not None:
+            await replica.remember_write(claims.user_id)
+
+    return remember
 
 
 def _document_problem_schema(app: FastAPI) -> None:

@@ -1,4 +1,11 @@
-"""Fixed-window rate limits in Redis. They fail closed: without Redis, the limited action is refused."""
+"""Fixed-window rate limits in Redis.
+
+While Redis does not answer (a Sentinel failover takes seconds; a managed Redis's a minute), each
+process counts the limits in its own memory for at most RATE_LIMIT_LOCAL_FALLBACK_SECONDS from
+the first failure, and then fails closed: the limited action is refused (503) until Redis is
+back. The bounded window keeps sign-in working through a failover while an attacker gains at
+most (API processes) x the limit for that long; an outage longer than that is not a failover.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from goaltrack.clock import utcnow
 from goaltrack.config import RateLimit, Settings
 from goaltrack.errors import RateLimited, ServiceUnavailable
 
@@ -23,10 +31,18 @@ return {count, redis.call('TTL', KEYS[1])}
 """
 
 
+# Keys a process counts at most while Redis is away (then it starts over: a flood of distinct
+# identities must not grow the process without bound).
+LOCAL_KEYS = 100_000
+
+
 class RateLimiter:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, local_fallback_seconds: int) -> None:
         self._redis = redis
         self._hit = redis.register_script(_HIT)
+        self._fallback_seconds = local_fallback_seconds
+        self._failing_since: float | None = None
+        self._local: dict[str, tuple[int, float]] = {}  # key -> (count, window's end)
 
     async def hit(self, scope: str, identity: str, limit: RateLimit) -> None:
         # Hash the identity: e-mail addresses and IPs do not belong in Redis key listings.
@@ -35,10 +51,30 @@ class RateLimiter:
         try:
             count, ttl = await self._hit(keys=[key], args=[limit.window_seconds])
         except RedisError as exc:
-            logger.warning("rate limiter unavailable: %s", type(exc).__name__)
-            raise ServiceUnavailable("Rate limiting is unavailable; try again later.") from exc
+            count, ttl = self._hit_locally(key, limit, exc)
+        else:
+            if self._failing_since is not None:
+                logger.warning("rate limiter: Redis is back")
+                self._failing_since = None
+                self._local.clear()
         if int(count) > limit.count:
             raise RateLimited(retry_after=max(int(ttl), 1))
+
+    def _hit_locally(self, key: str, limit: RateLimit, exc: RedisError) -> tuple[int, float]:
+        now = utcnow().timestamp()
+        if self._failing_since is None:
+            logger.warning("rate limiter: Redis unavailable (%s), counting locally", exc)
+            self._failing_since = now
+        if now - self._failing_since >= self._fallback_seconds:
+            logger.warning("rate limiter unavailable: %s", type(exc).__name__)
+            raise ServiceUnavailable("Rate limiting is unavailable; try again later.") from exc
+        count, ends = self._local.get(key, (0, now + limit.window_seconds))
+        if ends <= now:
+            count, ends = 0, now + limit.window_seconds
+        if len(self._local) >= LOCAL_KEYS:
+            self._local.clear()
+        self._local[key] = (count + 1, ends)
+        return count + 1, ends - now
 
 
 async def get_rate_limiter(request: Request) -> RateLimiter:

@@ -59,16 +59,21 @@ async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
     An open transaction is still rolled back by asyncpg itself."""
 
 
-async def create_read_pool(settings: Settings, *, application_name: str) -> asyncpg.Pool:
+async def create_read_pool(
+    settings: Settings, *, application_name: str, dsn: str | None = None
+) -> asyncpg.Pool:
     """Opens no connection yet (min_size 0): the API starts while PostgreSQL is down, and a
-    connection PostgreSQL dropped is replaced at its next checkout."""
+    connection PostgreSQL dropped is replaced at its next checkout. `dsn`: another server's (a
+    replica's) instead of DATABASE_URL's."""
     return await asyncpg.create_pool(
-        settings.database_driver_dsn,
+        dsn or settings.database_driver_dsn,
         min_size=0,
         max_size=settings.database_read_pool_size,
         init=_decode_json,
         reset=_nothing_to_reset,
         timeout=CONNECT_TIMEOUT_SECONDS,
+        # 0 behind PgBouncer in transaction mode: each read is parsed with its execution.
+        statement_cache_size=settings.database_statement_cache_size,
         server_settings={"timezone": "UTC", "application_name": application_name},
     )
 
@@ -102,7 +107,8 @@ class Reader(Protocol):
     """Where a hot read's statement runs."""
 
     async def fetch(self, statement: PreparedStatement, params: Mapping[str, Any]) -> list[Any]:
-        """The rows (asyncpg records); asyncpg prepares the statement once per connection."""
+        """The rows (asyncpg records); asyncpg prepares the statement once per connection (behind
+        PgBouncer's transaction mode: with each execution, unnamed)."""
         ...
 
 
@@ -113,10 +119,17 @@ class PoolReader:
         self.pool = pool
 
     async def fetch(self, statement: PreparedStatement, params: Mapping[str, Any]) -> list[Any]:
-        # asyncio.timeout, not acquire(timeout=): no extra task per request.
-        async with asyncio.timeout(READ_TIMEOUT_SECONDS), self.pool.acquire() as connection:
-            rows: list[Any] = await connection.fetch(statement.sql, *statement.args(params))
-        return rows
+        return await fetch_on(self.pool, statement, params)
+
+
+async def fetch_on(
+    pool: asyncpg.Pool, statement: PreparedStatement, params: Mapping[str, Any]
+) -> list[Any]:
+    """One autocommit statement on a connection of `pool`."""
+    # asyncio.timeout, not acquire(timeout=): no extra task per request.
+    async with asyncio.timeout(READ_TIMEOUT_SECONDS), pool.acquire() as connection:
+        rows: list[Any] = await connection.fetch(statement.sql, *statement.args(params))
+    return rows
 
 
 class SessionReader:

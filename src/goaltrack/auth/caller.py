@@ -52,6 +52,8 @@ def caller_params(claims: AccessClaims) -> dict[str, Any]:
         "user_id": claims.user_id,
         "token_version": claims.token_version,
         "session_id": claims.session_id,
+        # Not a statement's parameter: where a hot read may run (replica.ReplicaReader).
+        "issued_at": claims.issued_at,
     }
 
 
@@ -89,14 +91,19 @@ class AccessTokenBearer(SecurityBase):
         self.scheme_name = "HTTPBearer"
 
     async def __call__(self, request: Request) -> AccessClaims:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise NotAuthenticated
-        settings: Settings = request.app.state.settings
-        claims = decode_access_token(settings, token.strip(), utcnow())
+        claims = bearer_claims(request)
         if claims is None:
             raise NotAuthenticated
         return claims
+
+
+def bearer_claims(request: Request) -> AccessClaims | None:
+    """The claims of the request's valid bearer token, or None."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    settings: Settings = request.app.state.settings
+    return decode_access_token(settings, token.strip(), utcnow())
 
 
 get_access_claims = AccessTokenBearer()

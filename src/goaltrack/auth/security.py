@@ -63,6 +63,9 @@ class AccessClaims:
     # The refresh-token family (one login on one device): logging out or a detected replay
     # ends the session's access tokens too, not only its refresh tokens.
     session_id: uuid.UUID
+    # When the token was issued (Unix seconds): a token newer than what a replica has replayed
+    # may belong to a session the replica does not have yet (replica.py).
+    issued_at: int
 
 
 def create_access_token(
@@ -114,12 +117,13 @@ def _verify(token: str, secret: str, issuer: str) -> tuple[AccessClaims, int] | 
         )
         if claims["typ"] != ACCESS_TOKEN_TYPE or type(claims["tv"]) is not int:
             return None
-        if type(claims["exp"]) is not int:
+        if type(claims["exp"]) is not int or type(claims["iat"]) is not int:
             return None
         access = AccessClaims(
             user_id=uuid.UUID(claims["sub"]),
             token_version=claims["tv"],
             session_id=uuid.UUID(claims["sid"]),
+            issued_at=claims["iat"],
         )
         return access, claims["exp"]
     except (jwt.PyJWTError, ValueError, TypeError, AttributeError):

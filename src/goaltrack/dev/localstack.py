@@ -50,9 +50,13 @@ def _port_is_free(port: int) -> bool:
 
 
 def _wait_for_port(
-    port: int, process: subprocess.Popen[bytes] | None, what: str, log: Path
+    port: int,
+    process: subprocess.Popen[bytes] | None,
+    what: str,
+    log: Path,
+    timeout: float = START_TIMEOUT_SECONDS,
 ) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise LocalStackError(f"{what} exited at start-up; see {log}:\n{_tail(log)}")
@@ -62,9 +66,7 @@ def _wait_for_port(
         ):
             return
         time.sleep(0.05)
-    raise LocalStackError(
-        f"{what} did not open port {port} in {START_TIMEOUT_SECONDS:.0f} s; see {log}"
-    )
+    raise LocalStackError(f"{what} did not open port {port} in {timeout:.0f} s; see {log}")
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -133,12 +135,13 @@ class Postgres:
             raise LocalStackError(f"{what} failed:\n{result.stdout}\n{result.stderr}")
 
     def start(self) -> None:
+        self._launch(self._initialise())
+        self.create_database(self.database)
+
+    def _initialise(self) -> Path:
+        """The data directory, made once; the binaries' directory."""
         bin_dir = _find_postgres_bin()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.data_dir, "postgres", "postgres")
-        self.data_dir.chmod(0o700)
-        if not (self.data_dir / "PG_VERSION").exists():
+        if not self._own_data_dir():
             self._check(
                 self._run(
                     bin_dir / "initdb",
@@ -155,6 +158,17 @@ class Postgres:
                 ),
                 "initdb",
             )
+        return bin_dir
+
+    def _own_data_dir(self) -> bool:
+        """The data directory, the server's own (mode 0700); whether it holds a cluster."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.data_dir, "postgres", "postgres")
+        self.data_dir.chmod(0o700)
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def _launch(self, bin_dir: Path) -> None:
         options = (
             f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
             + ("" if self.durable else NOT_DURABLE)
@@ -168,7 +182,6 @@ class Postgres:
             ),
             f"starting PostgreSQL (log: {log})",
         )
-        self.create_database(self.database)
 
     def create_database(self, name: str, template: str | None = None) -> None:
         psql = _find_postgres_bin() / "psql"
@@ -212,51 +225,155 @@ class Postgres:
             )
 
 
+@dataclass(kw_only=True)
+class Replica(Postgres):
+    """A hot standby streaming `primary`'s WAL, made as an operator makes one: pg_basebackup -R
+    (a copy of the primary, and the settings that make it follow it)."""
+
+    primary: Postgres
+
+    def __post_init__(self) -> None:
+        self.database = self.primary.database
+
+    def start(self) -> None:
+        self._launch(self._initialise())
+
+    def _initialise(self) -> Path:
+        bin_dir = _find_postgres_bin()
+        if not self._own_data_dir():
+            self._check(
+                self._run(
+                    bin_dir / "pg_basebackup",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.primary.port),
+                    "-U",
+                    "postgres",
+                    "-D",
+                    self.data_dir,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                ),
+                "pg_basebackup",
+            )
+        # A standby refuses to start with fewer connections than its primary allows.
+        shown = self.primary._psql(bin_dir / "psql", "SHOW max_connections")
+        self.max_connections = int(shown.stdout.strip() or self.max_connections)
+        return bin_dir
+
+    def replay(self, sql: str) -> None:
+        """`SELECT pg_wal_replay_pause()` / `pg_wal_replay_resume()` on the standby."""
+        self._check(self._psql(_find_postgres_bin() / "psql", sql), sql)
+
+
 @dataclass
 class RedisServer:
     work_dir: Path
     port: int = field(default_factory=free_port)
+    # requirepass (and masterauth: a replica's, or a master's that Sentinel demoted).
+    password: str | None = None
+    replica_of: int | None = None  # the master's port
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise LocalStackError(
-                "redis-server was not found. Install it with `apt-get install -y redis-server` "
-                "(Debian/Ubuntu) or `brew install redis` (macOS), or run `docker compose up` instead."
-            )
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        log = self.work_dir / "redis.log"
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.work_dir),
-                    "--maxmemory-policy",
-                    "noeviction",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.work_dir,
-            )
-        _wait_for_port(self.port, self.process, "redis-server", log)
+        options = []
+        if self.password:
+            options += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of is not None:
+            options += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        self.process = _start_redis(
+            self.work_dir,
+            self.port,
+            "redis-server",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            # A replica's first sync at once (the default waits 5 s for more replicas).
+            "--repl-diskless-sync-delay",
+            "0",
+            *options,
+        )
 
     def stop(self, *, discard: bool = False) -> None:
         if self.process is not None:
             _stop_process(self.process, discard=discard)
+
+
+@dataclass
+class RedisSentinel:
+    """A Sentinel watching the master on `master_port` under `master_name`: it promotes a
+    replica once the master has not answered for a second."""
+
+    work_dir: Path
+    master_port: int
+    master_name: str = "goaltrack"
+    password: str | None = None
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        config = self.work_dir / "sentinel.conf"  # Sentinel rewrites it with what it learns
+        name = self.master_name
+        lines = [
+            f"sentinel monitor {name} 127.0.0.1 {self.master_port} 1",
+            f"sentinel down-after-milliseconds {name} 1000",
+            f"sentinel failover-timeout {name} 10000",
+        ]
+        if self.password:
+            lines += [f"sentinel auth-pass {name} {self.password}", f"requirepass {self.password}"]
+        config.write_text("\n".join(lines) + "\n")
+        self.process = _start_redis(self.work_dir, self.port, "redis-sentinel", sentinel=config)
+
+    def stop(self, *, discard: bool = False) -> None:
+        if self.process is not None:
+            _stop_process(self.process, discard=discard)
+
+
+def _start_redis(
+    work_dir: Path, port: int, what: str, *options: str, sentinel: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """redis-server on `port`; with `sentinel` (its config file), a Sentinel."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise LocalStackError(
+            "redis-server was not found. Install it with `apt-get install -y redis-server` "
+            "(Debian/Ubuntu) or `brew install redis` (macOS), or run `docker compose up` instead."
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = work_dir / f"{what}.log"
+    mode = [str(sentinel), "--sentinel"] if sentinel else []  # the config file comes first
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                binary,
+                *mode,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(work_dir),
+                *options,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=work_dir,
+        )
+    _wait_for_port(port, process, what, log)
+    return process
 
 
 @dataclass
@@ -324,6 +441,67 @@ class S3Server:
                 cwd=self.work_dir,
             )
         _wait_for_port(self.port, self.process, "SeaweedFS", log)
+
+    def stop(self, *, discard: bool = False) -> None:
+        if self.process is not None:
+            _stop_process(self.process, discard=discard)
+
+
+def _as_postgres_user() -> dict[str, str]:
+    """Popen's user and group for a server that refuses to run as root (PgBouncer)."""
+    return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+
+
+@dataclass
+class PgBouncer:
+    """PgBouncer in transaction mode in front of `postgres` (every database of it): the pooler
+    that lets many API processes share few server connections (docs/deploy.md)."""
+
+    work_dir: Path
+    postgres: Postgres
+    # Server connections per database and user: few, so that clients share them (the mode's
+    # point, and what a test of correctness behind it needs).
+    pool_size: int = 4
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{self.postgres.database}"
+
+    def start(self) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not Path(binary).exists():
+            raise LocalStackError(
+                "pgbouncer was not found. Install it with `apt-get install -y pgbouncer` "
+                "(Debian/Ubuntu) or `brew install pgbouncer` (macOS)."
+            )
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        users = self.work_dir / "users.txt"
+        users.write_text('"postgres" ""\n')
+        config = self.work_dir / "pgbouncer.ini"
+        log = self.work_dir / "pgbouncer.log"
+        config.write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={self.postgres.port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {users}\nadmin_users = postgres\n"
+            f"pool_mode = transaction\ndefault_pool_size = {self.pool_size}\n"
+            "max_client_conn = 2000\n"
+            f"logfile = {log}\npidfile = {self.work_dir / 'pgbouncer.pid'}\n"
+        )
+        if os.geteuid() == 0:
+            for path in (self.work_dir, users, config):
+                shutil.chown(path, "postgres", "postgres")
+        self.process = subprocess.Popen(
+            [binary, str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=self.work_dir,
+            **_as_postgres_user(),  # type: ignore[call-overload]
+        )
+        _wait_for_port(self.port, self.process, "pgbouncer", log)
 
     def stop(self, *, discard: bool = False) -> None:
         if self.process is not None:

@@ -1,0 +1,193 @@
+"""Several nodes (goaltrack.dev.cluster, what `make cluster` runs): two API processes behind a real
+Caddy, PgBouncer in transaction mode, a streaming replica for the hot reads, two workers and two
+beats, on a database of the test server cloned from the migrated template. Through the balancer:
+the acceptance flow; one API node killed under load (no acknowledged write lost, no 5xx beyond the
+requests in flight); reminders and their pushes exactly once with both beats and workers ticking."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import pytest
+
+from conftest import TEMPLATE_DATABASE
+from fakes.fcm import FakeFcm
+from flow import api_flow
+from goaltrack.dev.cluster import Cluster
+from goaltrack.dev.localstack import LocalStack, Postgres
+from helpers import wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.timeout(300)]
+
+# Clients sending at once while a node dies: at most this many requests are in flight.
+CONCURRENCY = 6
+
+
+@pytest.fixture(scope="module")
+def cluster(stack: LocalStack) -> Iterator[Cluster]:
+    if shutil.which("caddy") is None:
+        if os.environ.get("CI"):
+            pytest.fail("caddy is missing (scripts/bootstrap.sh installs it)")
+        pytest.skip("caddy is not installed (apt-get install caddy)")
+    shared = stack.postgres
+    database = f"cluster_{uuid.uuid4().hex[:8]}"
+    shared.create_database(database, template=TEMPLATE_DATABASE)
+    nodes = Cluster(
+        stack.root / database,
+        shared_postgres=Postgres(shared.data_dir, port=shared.port, database=database),
+        with_s3=False,  # the test stack's S3 (in the environment) serves
+        settings={"SCHEDULER_INTERVAL_SECONDS": "1"},
+    )
+    nodes.start_services()
+    nodes.start_nodes()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+async def balancer(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=cluster.url, timeout=30) as http:
+        yield http
+
+
+@contextlib.asynccontextmanager
+async def primary(cluster: Cluster) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(cluster.primary_url.replace("+asyncpg", ""))
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def test_the_acceptance_flow_passes_through_the_balancer(
+    balancer: httpx.AsyncClient,
+) -> None:
+    for _ in range(2):  # round robin: each node serves part of each flow
+        await api_flow(balancer)
+
+
+async def test_killing_an_api_node_under_load_loses_no_acknowledged_write(
+    cluster: Cluster, balancer: httpx.AsyncClient
+) -> None:
+    account = await api_flow(balancer)
+    auth = {"Authorization": f"Bearer {account['token']}"}
+    acknowledged: list[str] = []
+    statuses: list[int] = []
+    stop_at = time.monotonic() + 6
+
+    async def send(method: str, path: str, **options: object) -> httpx.Response | None:
+        """The response, or None for one cut off mid-way (its node died while sending it)."""
+        try:
+            response = await balancer.request(method, path, headers=auth, **options)  # type: ignore[arg-type]
+        except httpx.TransportError:
+            statuses.append(0)
+            return None
+        statuses.append(response.status_code)
+        return response
+
+    async def client(number: int) -> None:
+        sent = 0
+        while time.monotonic() < stop_at:
+            sent += 1
+            created = await send("POST", "/goals", json={"title": f"c{number}-{sent}"})
+            if created is not None and created.status_code == 201:
+                acknowledged.append(created.json()["id"])
+            await send("GET", "/goals")
+
+    load = asyncio.gather(*(client(number) for number in range(CONCURRENCY)))
+    await asyncio.sleep(2)
+    cluster.apis[0].kill()
+    await load
+    try:
+        # Only the requests in flight on the killed node fail: a 502, or cut off mid-body.
+        failed = [status for status in statuses if status == 0 or status >= 500]
+        assert len(failed) <= CONCURRENCY, failed
+        assert set(statuses) <= {0, 200, 201, 502}, sorted(set(statuses))
+        assert len(acknowledged) > 20  # the survivor went on serving
+        async with primary(cluster) as connection:
+            stored = await connection.fetchval(
+                "SELECT count(*) FROM goals WHERE id = ANY($1::uuid[])", acknowledged
+            )
+        assert stored == len(acknowledged)
+    finally:
+        cluster.restart_api(0)
+
+
+async def user_with_a_reminder(balancer: httpx.AsyncClient) -> tuple[str, str]:
+    """A user with a phone and a daily reminder, through the API: (device token, goal id)."""
+    account = await api_flow(balancer)
+    auth = {"Authorization": f"Bearer {account['token']}"}
+    phone = f"cluster-phone-{uuid.uuid4().hex[:12]}"
+    device = await balancer.post(
+        "/devices", json={"token": phone, "platform": "android"}, headers=auth
+    )
+    assert device.status_code in {200, 201}, device.text
+    goal = await balancer.post("/goals", json={"title": "Practise"}, headers=auth)
+    reminder = await balancer.post(
+        f"/goals/{goal.json()['id']}/reminders",
+        json={"remind_time": "09:00", "frequency_days": 1},
+        headers=auth,
+    )
+    assert reminder.status_code == 201, reminder.text
+    return phone, goal.json()["id"]
+
+
+async def make_due(connection: asyncpg.Connection, goal_ids: list[str]) -> None:
+    """Their reminders due a moment ago (the API set them for the next 09:00)."""
+    now = datetime.now(UTC)
+    await connection.execute(
+        "UPDATE goal_reminders SET remind_time = $1, anchor_date = $2, next_fire_at = $3, "
+        "next_fire_date = $2 WHERE goal_id = ANY($4::uuid[])",
+        now.time().replace(tzinfo=None, microsecond=0),
+        now.date(),
+        now,
+        goal_ids,
+    )
+
+
+async def test_reminders_and_pushes_go_once_with_two_beats_and_two_workers(
+    cluster: Cluster, balancer: httpx.AsyncClient, fcm: FakeFcm
+) -> None:
+    """Each beat enqueues a dispatch every second and each worker runs them: every due reminder
+    is claimed by one (SKIP LOCKED), recorded once, pushed once."""
+    users = [await user_with_a_reminder(balancer) for _ in range(12)]
+    late = await user_with_a_reminder(balancer)
+    async with primary(cluster) as connection:
+
+        async def sent() -> int:
+            count = "SELECT count(*) FROM notifications WHERE type = 'reminder'"
+            return int(await connection.fetchval(count))
+
+        async def served(count: int) -> None:
+            async def enough() -> bool:
+                return await sent() >= count and len(reminders_pushed(fcm)) >= count
+
+            await wait_until(enough, timeout=120, interval=0.2)
+
+        await make_due(connection, [goal for _, goal in users])
+        await served(len(users))
+        # A positive signal that the beats went on ticking after serving those: one more.
+        await make_due(connection, [late[1]])
+        await served(len(users) + 1)
+        assert await sent() == len(users) + 1
+        ledger = await connection.fetchval("SELECT count(*) FROM reminder_deliveries")
+    assert ledger == len(users) + 1
+    assert sorted(reminders_pushed(fcm)) == sorted(phone for phone, _ in [*users, late])
+
+
+def reminders_pushed(fcm: FakeFcm) -> list[str]:
+    """The phones each reminder push went to (the flow's achievements push too)."""
+    return [
+        record["message"]["token"]
+        for record in fcm.delivered
+        if record["message"].get("data", {}).get("type") == "reminder"
+    ]
