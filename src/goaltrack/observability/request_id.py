@@ -12,7 +12,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 TASK_REQUEST_ID_HEADER = "goaltrack_request_id"
 _VALID_REQUEST_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII: no spaces, no control characters
 
-# Set by middleware.ObservabilityMiddleware (a request) and worker_signals (a task); public so
+# Set by goaltrack.middleware.Edge (a request) and worker_signals (a task); public so
 # that those modules can bind and reset them, read by everyone else through the functions below.
 request_id_var: ContextVar[str | None] = ContextVar("goaltrack_request_id", default=None)
 # (task name, task id) of the Celery task being run, for the log records.
