@@ -15,7 +15,7 @@ from goaltrack.auth.security import AccessClaims
 from goaltrack.changes import current_version, is_conditional, require_match
 from goaltrack.clock import Now
 from goaltrack.config import Settings
-from goaltrack.db import SessionDep
+from goaltrack.db import SessionDep, statements_done
 from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
 from goaltrack.goals import attachments, queries, service
 from goaltrack.goals.attachments import UploadSlot
@@ -178,10 +178,10 @@ class GoalView:
         ETag: the route declares `response_model=GoalOut` (tests/test_reads.py holds the bytes
         to the model)."""
         await self._session.flush()  # the change log's triggers run on the flush
-        payload, version = await queries.get_goal(
-            self._reader, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
-        )
-        headers = {"ETag": version}
+        goal = await queries.read_goal(self._reader, self._caller, goal_id)
+        await statements_done(self._session)  # what is left is Python: the connection goes back
+        payload = await goal.payload(self._storage, url_ttl=self._url_ttl)
+        headers = {"ETag": goal.version}
         if status_code == status.HTTP_201_CREATED:
             headers["Location"] = f"/goals/{goal_id}"
         return json_response(payload, status_code=status_code, headers=headers)
