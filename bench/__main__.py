@@ -62,6 +62,7 @@ from bench.plans import PLANS, write_plans
 from bench.report import cpu_checks, disturbed, entry, print_checks, print_table, summarise
 from bench.scenarios import Scenario, build
 from bench.seed import REGULAR_USERS, Seeded, asyncpg_dsn, seed
+from bench.sessions import SessionTokens
 from goaltrack.config import Settings
 from goaltrack.dev.localstack import LocalStack, Postgres, free_port
 from goaltrack.migrations import upgrade
@@ -415,18 +416,22 @@ def run_one(
     scenario: Scenario,
     work_dir: Path,
     run_index: int,
+    tokens: SessionTokens,
     host: HostLoad | None = None,
 ) -> dict[str, Any]:
     """`run_index`: this scenario's how-manieth run (a write's runs each get their own slice).
-    With `host`: also the CPU the machine spent on other work during the measured run."""
+    `tokens`: the run's requests in sessions of new tokens (bench.sessions). With `host`: also
+    the CPU the machine spent on other work during the measured run."""
     entries = scenario.slice(run_index)
     name = f"{scenario.name}-{app.spec.key}-{run_index}"
-    script = wrk.write_script(work_dir, name, entries, WRK_THREADS)
     url = app.base_url + entries[0].path
     options = {"threads": WRK_THREADS, "connections": config.connections}
     if config.warmup > 0:
+        warmup = tokens.walk(entries, config.warmup)
+        script = wrk.write_script(work_dir, f"{name}-warmup", warmup, WRK_THREADS)
         wrk.run(url, script, duration=config.warmup, **options)
         settle(app)
+    script = wrk.write_script(work_dir, name, tokens.walk(entries, config.duration), WRK_THREADS)
     cache_before = app.token_cache()
     mark = host.mark() if host else None
     before = cpu_seconds(app.process.pid)
@@ -494,6 +499,7 @@ class Bench:
     root: Path
     database_url: str
     host: HostLoad
+    tokens: SessionTokens
     runs: list[dict[str, Any]] = field(default_factory=list)
     # Runs so far per set of entries: a write's every run takes a slice no run took before.
     runs_of: dict[str, int] = field(default_factory=dict)
@@ -534,6 +540,7 @@ class Bench:
                         current,
                         self.root,
                         indexes[key],
+                        self.tokens,
                         self.host,
                     )
                     for key in order
@@ -549,6 +556,7 @@ class Bench:
                     current,
                     self.root,
                     self._next_run(scenario),
+                    self.tokens,
                     self.host,
                 )
         for key, m in measured.items():
@@ -565,7 +573,9 @@ class Bench:
         flooder = login_flood(
             ours.base_url, emails, config.flood_concurrency, config.warmup + config.duration + 1
         )
-        measured = run_one(config, ours, goals_list, self.root, 100 + repetition, self.host)
+        measured = run_one(
+            config, ours, goals_list, self.root, 100 + repetition, self.tokens, self.host
+        )
         out, _ = flooder.communicate(timeout=120)
         logins = json.loads(out)
         self.served += measured["requests"]
@@ -684,7 +694,9 @@ def main(argv: list[str] | None = None) -> int:
         if not config.durable:
             scenarios = [s for s in scenarios if not s.durable]
         env = app_env(stack, jwt_secret, config)
-        bench = Bench(config, root, postgres.url, HostLoad(postgres.data_dir))
+        bench = Bench(
+            config, root, postgres.url, HostLoad(postgres.data_dir), SessionTokens(settings)
+        )
         habits["checkin_reads_before"] = checkin_reads(postgres.url)
         # First every scenario but the durable ones, on the server that does not flush.
         with contextlib.ExitStack() as running:

@@ -1,6 +1,7 @@
 """Runs an app under test as `python -m uvicorn ARGS` does, and tells the verified-token cache's
 counters on SIGUSR1: each app checks tokens with our `decode_access_token`, whose cache
-(`goaltrack.auth.security._verify`, an `lru_cache`) counts its hits and misses for nothing.
+(`goaltrack.auth.security.VERIFIED_TOKENS`; before it, the `lru_cache` on `_verify`) counts its
+hits and misses for nothing.
 
     python -m bench.serve goaltrack.main:create_app --factory --port 8000 ...
 
@@ -26,8 +27,13 @@ import uvicorn.main
 def _tell_token_cache(signum: int, frame: FrameType | None) -> None:
     from goaltrack.auth import security
 
-    verify = getattr(security, "_verify", None)
-    counters = verify.cache_info()._asdict() if hasattr(verify, "cache_info") else {}
+    cache = getattr(security, "VERIFIED_TOKENS", None)
+    verify = getattr(security, "_verify", None)  # an older revision's (--before)
+    counters: dict[str, int] = {}
+    if cache is not None:
+        counters = cache.counters()
+    elif hasattr(verify, "cache_info"):
+        counters = verify.cache_info()._asdict()
     path = Path(os.environ["BENCH_TOKEN_CACHE_FILE"])
     aside = path.with_suffix(".writing")
     aside.write_text(json.dumps(counters))

@@ -362,6 +362,36 @@ async def test_access_token_expires_even_after_it_was_verified_once(
     assert_problem(await client.get("/goals", headers=user.headers), 401, "not_authenticated")
 
 
+def test_verified_token_cache_keeps_tokens_until_they_expire_and_drops_the_nearest_end() -> None:
+    from goaltrack.auth.security import AccessClaims, VerifiedTokens
+
+    def verified(expires_at: int) -> tuple[AccessClaims, int]:
+        return AccessClaims(uuid.uuid4(), 1, uuid.uuid4()), expires_at
+
+    cache = VerifiedTokens(capacity=3)
+    first, second, third = verified(100), verified(200), verified(300)
+    cache.add("a", "key", "iss", first, now=50)
+    cache.add("b", "key", "iss", second, now=50)
+    cache.add("c", "key", "iss", third, now=50)
+    assert cache.get("a", "key", "iss") == first
+    assert cache.get("a", "other key", "iss") is None  # verified with another key: not a hit
+    assert cache.get("a", "key", "other issuer") is None
+    # Full: the first added (the nearest its expiry) goes, however often it was read.
+    cache.add("d", "key", "iss", verified(400), now=60)
+    assert cache.get("a", "key", "iss") is None
+    assert cache.get("b", "key", "iss") == second
+    # Expired entries go first, before the cache is full.
+    cache.add("e", "key", "iss", verified(500), now=250)
+    assert cache.counters()["currsize"] == 3  # c, d, e: b expired at 200
+    assert cache.get("b", "key", "iss") is None
+    assert cache.counters() == {
+        "hits": 2,
+        "misses": 4,
+        "currsize": 3,
+        "maxsize": 3,
+    }
+
+
 async def test_oversized_bearer_token_is_refused(client: Any) -> None:
     response = await client.get("/account", headers={"Authorization": "Bearer " + "a" * 5000})
     assert_problem(response, 401, "not_authenticated")

@@ -261,9 +261,9 @@ async def test_a_real_fcm_token_registers_and_deletes(client: Any, user: Account
 
 
 def _wrap(app: ASGIApp, *, hsts: bool) -> ASGIApp:
-    from goaltrack.security_headers import SecurityHeaders
+    from goaltrack.middleware import Edge
 
-    return SecurityHeaders(app, hsts=hsts)
+    return Edge(app, hsts=hsts, json_limit=1024, multipart_limit=1024, read_timeout=5)
 
 
 OWN_CSP = "default-src 'none'; style-src 'self'"

@@ -25,7 +25,7 @@ from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.clock import Now
 from goaltrack.config import get_settings
-from goaltrack.db import SessionDep
+from goaltrack.db import KEEP_OPEN, SessionDep, statements_done
 from goaltrack.defer import defer
 from goaltrack.goals import service as goals
 from goaltrack.goals.errors import StageLimit
@@ -601,3 +601,18 @@ async def test_the_document_states_the_key_where_it_is_claimed(client: Any) -> N
     # POST /goals has a 409 of its own (not_a_habit), which comes without it.
     goals = document["paths"]["/goals"]["post"]["responses"]
     assert goals["409"]["headers"]["Retry-After"]["required"] is False
+
+
+async def test_a_write_commits_when_its_statements_are_done_unless_a_key_keeps_it_open(
+    app: Any,
+) -> None:
+    """A write that answers with its goal commits before rendering it (its connection goes back
+    to the pool); with a claimed key the answer is recorded in the same transaction first."""
+    async with app.state.sessionmaker() as session:
+        await session.execute(text("SELECT 1"))
+        await statements_done(session)
+        assert not session.in_transaction()
+        await session.execute(text("SELECT 1"))
+        session.info[KEEP_OPEN] = True
+        await statements_done(session)
+        assert session.in_transaction()

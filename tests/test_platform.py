@@ -315,13 +315,3 @@ def test_the_start_up_heap_is_frozen_out_of_the_collectors_sight(app: Any) -> No
     import gc
 
     assert gc.get_freeze_count() > 10_000
-
-
-def test_the_hot_reads_are_matched_first(app: Any) -> None:
-    """Routes are matched one candidate after another, in the order the routers were included
-    (the OpenAPI document keeps it): the hot reads' routers come before every other, the small
-    ones before the goals' two dozen routes (bench: a feed request tried all of them first; an
-    idle sync, what a phone sends most, spent 22 % of its CPU matching when it came last)."""
-    prefixes = [path.split("/")[1] for path in app.openapi()["paths"]]
-    first_seen = list(dict.fromkeys(prefixes))
-    assert first_seen[:4] == ["sync", "achievements", "notifications", "goals"]

@@ -150,3 +150,17 @@ async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
+
+# Set in a session whose transaction must stay open until the request ends (a claimed
+# idempotency key records the answer in it).
+KEEP_OPEN = "transaction_kept_open"
+
+
+async def statements_done(session: AsyncSession) -> None:
+    """The request's statements are done: its transaction commits now, and the connection goes
+    back to the pool before the response is rendered and sent, not after (a write's connection
+    is held only while its statements run). Unless the transaction must stay open (KEEP_OPEN):
+    then `get_db_session` commits it at the end, as always. Either way the tasks the request
+    deferred are sent by `get_db_session`, after the commit."""
+    if not session.info.get(KEEP_OPEN):
+        await session.commit()

@@ -67,7 +67,7 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 
 from goaltrack.clock import utcnow
-from goaltrack.db import Base
+from goaltrack.db import KEEP_OPEN, Base
 from goaltrack.defer import deferred_mark, discard_deferred_since
 from goaltrack.errors import PROBLEM_JSON, AppError, error_responses
 
@@ -267,6 +267,7 @@ async def claim(
             )
         )
     savepoint = await session.begin_nested()
+    session.info[KEEP_OPEN] = True  # the answer is recorded in this transaction
     request.scope[_CLAIM] = _Claim(
         session, owner, key, request_fingerprint, savepoint, deferred_mark(session)
     )

@@ -12,6 +12,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from goaltrack import capabilities, health, idempotency, redaction
 from goaltrack.account.router import public_router as account_public_router
@@ -30,7 +31,8 @@ from goaltrack.db import Committed, create_engine, create_sessionmaker
 from goaltrack.devices.router import router as devices_router
 from goaltrack.errors import PROBLEM_JSON, install_error_handlers
 from goaltrack.goals.router import router as goals_router
-from goaltrack.middleware import BodyLimits, Compression, TrustedProxies
+from goaltrack.hotpath import HotRoutes
+from goaltrack.middleware import Edge
 from goaltrack.notifications.router import router as notifications_router
 from goaltrack.observability.install import install_observability
 from goaltrack.openapi import install_contract, operation_id
@@ -40,7 +42,6 @@ from goaltrack.redis_client import create_redis
 from goaltrack.replica import ReplicaReader
 from goaltrack.scheduling.router import router as scheduling_router
 from goaltrack.schemas import Problem
-from goaltrack.security_headers import SecurityHeaders
 from goaltrack.storage import Storage, StorageUnavailable
 from goaltrack.sync.router import router as sync_router
 from goaltrack.uploads import MULTIPART_OVERHEAD
@@ -73,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         replica = await create_replica_reader(settings, read_pool, redis)
         app.state.reader = replica or PoolReader(read_pool)
         app.state.sessionmaker = create_sessionmaker(
-            engine, producer, outbox.resend_unsent, remembering_writes(replica)
+            engine, producer, outbox.resend_unsent, remembering_writes(replica, settings)
         )
         app.state.redis = redis
         app.state.rate_limiter = RateLimiter(
@@ -112,12 +113,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     install_error_handlers(app, caller_locale=caller_locale)
-    app.add_middleware(
-        BodyLimits,
-        json_limit=settings.max_json_body_bytes,
-        multipart_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
-        read_timeout=settings.body_read_timeout_seconds,
-    )
     if settings.cors_origin_list:  # no CORS headers at all when CORS_ORIGINS is empty
         app.add_middleware(
             CORSMiddleware,
@@ -128,31 +123,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials=False,
             max_age=600,
         )
-    app.add_middleware(Compression)
-    # Added last, so outermost: 413s and CORS preflights get the headers too.
-    app.add_middleware(SecurityHeaders, hsts=settings.app_env is AppEnv.production)
-    if settings.trusted_proxy_hops:  # outside all of them: they see the client and scheme
-        app.add_middleware(TrustedProxies, hops=settings.trusted_proxy_hops)
-    # Routes are matched in this order, one candidate after another (each costs a few µs): the
-    # hot reads' routers first, those with few routes before the goals' two dozen (bench/).
-    app.include_router(sync_router)
-    app.include_router(achievements_router)
-    app.include_router(notifications_router)
-    app.include_router(goals_router)
-    app.include_router(scheduling_router)
-    app.include_router(ai_router)
     app.include_router(health.router)
     app.include_router(capabilities.router)
     app.include_router(auth_router)
     app.include_router(account_router)
     app.include_router(account_public_router)
     app.include_router(account_verification_router)
+    app.include_router(goals_router)
+    app.include_router(scheduling_router)
+    app.include_router(ai_router)
     app.include_router(devices_router)
+    app.include_router(notifications_router)
+    app.include_router(achievements_router)
+    app.include_router(sync_router)
     app.include_router(web_router)
     _document_problem_schema(app)
     install_contract(app)  # after the problem schemas: it completes their 401s and 422s
     idempotency.install_contract(app)  # on top of both: the Idempotency-Key and its problems
-    install_observability(app, settings)  # last: outermost (request id, metrics), /metrics
+    install_observability(app, settings)  # /metrics, METRICS_PORT, Sentry
+    _install_edge(app, settings)
     return app
 
 
@@ -172,17 +161,40 @@ async def create_replica_reader(
     return reader
 
 
-def remembering_writes(replica: ReplicaReader | None) -> Committed | None:
+def remembering_writes(replica: ReplicaReader | None, settings: Settings) -> Committed | None:
     """After a write commits, the caller's position for the replica's read-your-writes rule."""
     if replica is None:
         return None
 
     async def remember(request: Request) -> None:
-        claims = bearer_claims(request)
+        claims = bearer_claims(request, settings)
         if claims is not None:
             await replica.remember_write(claims.user_id)
 
     return remember
+
+
+def _install_edge(app: FastAPI, settings: Settings) -> None:
+    """Around the whole stack (Starlette's error middleware included: a 500 gets the request id
+    and the headers too), the one layer every request passes (middleware.Edge), and inside it
+    the hot routes (hotpath.HotRoutes), answered before the rest of the stack sees them. With
+    CORS configured, a request with an Origin goes through the CORS middleware instead."""
+    build_stack = app.build_middleware_stack
+
+    def build() -> ASGIApp:
+        hot_routes = HotRoutes(
+            build_stack(), fastapi=app, cross_origin=bool(settings.cors_origin_list)
+        )
+        return Edge(
+            hot_routes,
+            hsts=settings.app_env is AppEnv.production,
+            proxy_hops=settings.trusted_proxy_hops,
+            json_limit=settings.max_json_body_bytes,
+            multipart_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+            read_timeout=settings.body_read_timeout_seconds,
+        )
+
+    app.build_middleware_stack = build  # type: ignore[method-assign]
 
 
 def _document_problem_schema(app: FastAPI) -> None:

@@ -6,8 +6,9 @@ hot reads run on their own small asyncpg pool (`create_read_pool`): checking a c
 SQLAlchemy's pool through a FastAPI dependency cost more CPU than the query itself (bench/).
 Where a statement runs is typed, not tested at run time: `PoolReader` (a route's hot read, on the
 read pool) or `SessionReader` (inside a write, on the request's session, so it sees the write).
-Their responses are rendered by `json_response` (orjson), byte for byte what the response model
-would produce (tests/test_reads.py holds the two together), without validating rows we wrote.
+Their rows are rendered by `json_body` (orjson; the hot routes through goaltrack.hotpath, a write
+that answers with its goal through `json_response`), byte for byte what the response model would
+produce (tests/test_reads.py holds the two together), without validating rows we wrote.
 """
 
 from __future__ import annotations

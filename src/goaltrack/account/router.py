@@ -188,7 +188,7 @@ async def verify_email(
         await limiter.hit("verify-link", ip, settings.login_ip_limit)
         user = await verification.verify_token(session, token=body.token, now=now)
     else:
-        caller = await require_current(session, await get_access_claims(request))
+        caller = await require_current(session, await get_access_claims(request, settings))
         await limiter.hit("verify-code", str(caller.id), settings.verification_code_limit)
         user = await verification.verify_code(
             session, sessionmaker, settings, user=caller, code=body.code, now=now

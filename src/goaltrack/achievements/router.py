@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import Any
+
+from fastapi import APIRouter, Depends
 
 from goaltrack.achievements import service
 from goaltrack.achievements.schemas import AchievementList
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.deps import ReaderDep, RedisDep, SessionmakerDep
-from goaltrack.reads import json_response
+from goaltrack.hotpath import hot
 
 router = APIRouter(
     prefix="/achievements",
@@ -18,9 +20,10 @@ router = APIRouter(
 
 
 @router.get("", response_model=AchievementList)
+@hot
 async def list_achievements(
     caller: AccessClaimsDep, reader: ReaderDep, redis: RedisDep, sessionmaker: SessionmakerDep
-) -> Response:
+) -> Any:
     """The catalogue in order, whether the caller holds each one (live), and the share of users
     holding it (cached for a day)."""
-    return json_response(await service.list_for_user(reader, sessionmaker, redis, caller=caller))
+    return await service.list_for_user(reader, sessionmaker, redis, caller=caller)

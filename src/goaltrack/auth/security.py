@@ -7,7 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import jwt
 from anyio import CapacityLimiter, to_thread
@@ -92,18 +92,81 @@ def decode_access_token(settings: Settings, token: str, now: datetime) -> Access
     """The claims of a valid access token unexpired at `now`, or None for anything else (never raises)."""
     if len(token) > MAX_ACCESS_TOKEN_LENGTH:
         return None  # ours are ~250 characters; nothing longer is worth verifying (or caching)
-    verified = _verify(token, settings.jwt_secret.get_secret_value(), settings.jwt_issuer)
+    secret = settings.jwt_secret.get_secret_value()
+    verified = VERIFIED_TOKENS.get(token, secret, settings.jwt_issuer)
     if verified is None:
-        return None
+        verified = _verify(token, secret, settings.jwt_issuer)
+        if verified is None:
+            return None  # not kept: a flood of forged tokens cannot push the real ones out
+        VERIFIED_TOKENS.add(token, secret, settings.jwt_issuer, verified, now=now.timestamp())
     claims, expires_at = verified
     return claims if now.timestamp() < expires_at else None
 
 
-@lru_cache(maxsize=8192)
-def _verify(token: str, secret: str, issuer: str) -> tuple[AccessClaims, int] | None:
-    """Signature and claims, checked once per token: a client sends the same token for its whole
-    30 minutes, and verifying it is a good part of a hot read's CPU. Expiry is checked by the
-    caller at every use; revocation (token_version) against the database, as always."""
+Verified = tuple[AccessClaims, int]  # the claims, and when the token expires (epoch seconds)
+
+# Sized to the tokens one API worker sees within a token's lifetime. At the SLO a 2-vCPU VPS
+# serves about 220 requests/s of the app's mix (docs/operations.md), so in 30 minutes at most
+# ≈ 66,000 distinct tokens even if every session sent only the ~6 requests of one app open, half
+# of them to each of its two workers: ≈ 33,000 a worker, at ≈ 0.75 KB an entry ≈ 25 MB at worst.
+# A busier worker still hits for every session that sends its requests within a few minutes.
+VERIFIED_TOKEN_CAPACITY = 32_768
+
+
+class VerifiedTokens:
+    """Access tokens whose signature and claims were checked, each kept no longer than it is valid:
+    a client sends the same token for its whole lifetime (30 minutes), so a session's first
+    request verifies it (≈ 56 µs, a good part of a hot read's CPU) and the others find it here.
+    Expiry is still checked at every use; revocation (token_version, session) against the
+    database, as always.
+
+    Entries are dropped in the order they were added. Every token lives as long as the next
+    (ACCESS_TOKEN_TTL_SECONDS) and most are first sent right after they are issued, so that
+    order is the order they expire in: a full cache drops the one nearest its end, and the
+    expired ones go first. An LRU would not help: a token is not used less for being old, and
+    when the cache is too small for the sessions a worker serves, an LRU walked in a cycle never
+    hits at all."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: dict[str, tuple[Verified, str, str]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, token: str, secret: str, issuer: str) -> Verified | None:
+        entry = self._entries.get(token)
+        # Verified with this key and issuer (tests run apps with different ones in one process).
+        if entry is None or entry[1] != secret or entry[2] != issuer:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry[0]
+
+    def add(self, token: str, secret: str, issuer: str, verified: Verified, *, now: float) -> None:
+        entries = self._entries
+        while entries and (len(entries) >= self.capacity or _expired(entries, now)):
+            del entries[next(iter(entries))]
+        entries[token] = (verified, secret, issuer)
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "currsize": len(self._entries),
+            "maxsize": self.capacity,
+        }
+
+
+def _expired(entries: dict[str, tuple[Verified, str, str]], now: float) -> bool:
+    """Whether the oldest entry's token has expired."""
+    return entries[next(iter(entries))][0][1] <= now
+
+
+VERIFIED_TOKENS = VerifiedTokens(VERIFIED_TOKEN_CAPACITY)
+
+
+def _verify(token: str, secret: str, issuer: str) -> Verified | None:
+    """Signature and claims (not expiry: the caller compares it with its own clock)."""
     try:
         claims = jwt.decode(
             token,

@@ -15,8 +15,8 @@ from goaltrack.auth.security import AccessClaims
 from goaltrack.changes import current_version, is_conditional, require_match
 from goaltrack.clock import Now
 from goaltrack.config import Settings
-from goaltrack.db import SessionDep
-from goaltrack.deps import SessionmakerDep, SettingsDep
+from goaltrack.db import SessionDep, statements_done
+from goaltrack.deps import SessionmakerDep, SettingsDep, StorageDep
 from goaltrack.goals import attachments, queries, service
 from goaltrack.goals.attachments import UploadSlot
 from goaltrack.goals.models import Goal
@@ -178,23 +178,23 @@ class GoalView:
         ETag: the route declares `response_model=GoalOut` (tests/test_reads.py holds the bytes
         to the model)."""
         await self._session.flush()  # the change log's triggers run on the flush
-        payload, version = await queries.get_goal(
-            self._reader, self._storage, self._caller, goal_id, url_ttl=self._url_ttl
-        )
-        headers = {"ETag": version}
+        goal = await queries.read_goal(self._reader, self._caller, goal_id)
+        await statements_done(self._session)  # what is left is Python: the connection goes back
+        payload = await goal.payload(self._storage, url_ttl=self._url_ttl)
+        headers = {"ETag": goal.version}
         if status_code == status.HTTP_201_CREATED:
             headers["Location"] = f"/goals/{goal_id}"
         return json_response(payload, status_code=status_code, headers=headers)
 
 
-async def get_goal_view(request: Request, session: SessionDep, claims: AccessClaimsDep) -> GoalView:
+async def get_goal_view(
+    session: SessionDep, storage: StorageDep, settings: SettingsDep, claims: AccessClaimsDep
+) -> GoalView:
     # No check of its own: its statement folds the caller's token check in, and the routes that
     # use it hold the caller's goal (OwnedGoal), the caller (CurrentUser), or check both in their
     # own statement. An async function, not the class itself (FastAPI would build a class on a
-    # worker thread), and storage and settings straight from the app: every dependency node
-    # costs every write request (bench.profile).
-    state = request.app.state
-    return GoalView(session, state.storage, state.settings, claims)
+    # worker thread).
+    return GoalView(session, storage, settings, claims)
 
 
 GoalViewDep = Annotated[GoalView, Depends(get_goal_view)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -347,15 +348,21 @@ async def list_goals(
     return {"items": items, "next_cursor": next_cursor}, version
 
 
-async def get_goal(
-    reader: Reader,
-    storage: Storage,
-    caller: AccessClaims,
-    goal_id: uuid.UUID,
-    *,
-    url_ttl: int,
-) -> tuple[dict[str, Any], str]:
-    """One goal with its stages, attachments and reminders, shaped as `GoalOut`, and its ETag."""
+@dataclass(frozen=True, slots=True)
+class GoalRow:
+    """A goal's detail row as read, the user's date it is shown for, and its ETag."""
+
+    row: Mapping[str, Any]
+    today: date
+    version: str
+
+    async def payload(self, storage: Storage, *, url_ttl: int) -> dict[str, Any]:
+        """Shaped as `GoalOut` (no statement: after a write, its transaction may be over)."""
+        return await goal_payload(storage, self.row, url_ttl=url_ttl, today=self.today)
+
+
+async def read_goal(reader: Reader, caller: AccessClaims, goal_id: uuid.UUID) -> GoalRow:
+    """One goal with its stages, attachments and reminders, as one row."""
     rows = await reader.fetch(
         GOAL_DETAIL,
         {**caller_params(caller), "goal_id": goal_id},
@@ -366,8 +373,20 @@ async def get_goal(
     if row["id"] is None:
         raise NotFound
     today = local_date(row["zone"], utcnow())
-    version = goal_etag(row["version"], habit=row["kind"] == "habit", today=today)
-    return await goal_payload(storage, row, url_ttl=url_ttl, today=today), version
+    return GoalRow(row, today, goal_etag(row["version"], habit=row["kind"] == "habit", today=today))
+
+
+async def get_goal(
+    reader: Reader,
+    storage: Storage,
+    caller: AccessClaims,
+    goal_id: uuid.UUID,
+    *,
+    url_ttl: int,
+) -> tuple[dict[str, Any], str]:
+    """One goal with its stages, attachments and reminders, shaped as `GoalOut`, and its ETag."""
+    goal = await read_goal(reader, caller, goal_id)
+    return await goal.payload(storage, url_ttl=url_ttl), goal.version
 
 
 async def goal_payload(

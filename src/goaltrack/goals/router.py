@@ -3,13 +3,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
+from goaltrack.auth.security import AccessClaims
 from goaltrack.changes import (
     is_conditional,
     none_match,
@@ -57,8 +58,9 @@ from goaltrack.goals.schemas import (
     StageOrder,
     StageUpdate,
 )
+from goaltrack.hotpath import hot
 from goaltrack.pagination import InvalidCursor, ListPage, Page, PageDep
-from goaltrack.reads import json_response
+from goaltrack.reads import PoolReader
 from goaltrack.storage import StorageUnavailable
 from goaltrack.uploads import FileTooLarge, InvalidUpload, UnsupportedFileType
 
@@ -75,36 +77,44 @@ NO_CONTENT = status.HTTP_204_NO_CONTENT
 NOT_FOUND = error_responses(NotFound)
 
 
-# The hot reads answer with their rows rendered straight into JSON (reads.json_response); the
-# declared response model is the contract that body keeps (tests/test_reads.py).
+# The hot reads (`@hot`: goaltrack.hotpath) return their rows as the response model lays them out.
 async def _goal_list(
-    request: Request, reader: ReaderDep, caller: AccessClaimsDep, page: Page, *, archived: bool
-) -> Response:
+    request: Request,
+    response: Response,
+    reader: PoolReader,
+    caller: AccessClaims,
+    page: Page,
+    *,
+    archived: bool,
+) -> Any:
     # A conditional request compares the version alone, before any row is read or rendered.
     if "if-none-match" in request.headers:
         current = await queries.goals_version(reader, caller)
         if none_match(request, current):
             return not_modified(current)
     body, current = await queries.list_goals(reader, caller, archived=archived, page=page)
-    return json_response(body, headers=revalidated(current))
+    response.headers.update(revalidated(current))
+    return body
 
 
 @router.get("", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor))
+@hot
 async def list_goals(
-    request: Request, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
-) -> Response:
+    request: Request, response: Response, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
+) -> Any:
     """Active goals, newest first."""
-    return await _goal_list(request, reader, caller, page, archived=False)
+    return await _goal_list(request, response, reader, caller, page, archived=False)
 
 
 @router.get(
     "/archived", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor)
 )
+@hot
 async def list_archived_goals(
-    request: Request, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
-) -> Response:
+    request: Request, response: Response, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
+) -> Any:
     """Archived goals, newest first."""
-    return await _goal_list(request, reader, caller, page, archived=True)
+    return await _goal_list(request, response, reader, caller, page, archived=True)
 
 
 @router.post(
@@ -127,14 +137,16 @@ async def create_goal(
 
 
 @router.get("/{goal_id:goal}", response_model=GoalOut, responses=NOT_FOUND)
+@hot
 async def get_goal(
     goal_id: GoalId,
     request: Request,
+    response: Response,
     reader: ReaderDep,
     storage: StorageDep,
     settings: SettingsDep,
     caller: AccessClaimsDep,
-) -> Response:
+) -> Any:
     if "if-none-match" in request.headers:
         current = await queries.goal_version(reader, caller, goal_id)
         if none_match(request, current):
@@ -142,7 +154,8 @@ async def get_goal(
     body, current = await queries.get_goal(
         reader, storage, caller, goal_id, url_ttl=settings.attachment_url_ttl_seconds
     )
-    return json_response(body, headers=revalidated(current))
+    response.headers.update(revalidated(current))
+    return body
 
 
 @router.put("/{goal_id:goal}", response_model=GoalOut, responses=NOT_FOUND)

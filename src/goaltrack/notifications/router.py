@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Depends, Path, status
 
 from goaltrack.auth.caller import AccessClaimsDep, CurrentUser, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
@@ -11,6 +11,7 @@ from goaltrack.clock import Now
 from goaltrack.db import SessionDep
 from goaltrack.deps import ReaderDep
 from goaltrack.errors import NotFound, error_responses
+from goaltrack.hotpath import hot
 from goaltrack.notifications import queries, service, snoozes
 from goaltrack.notifications.errors import NotSnoozable
 from goaltrack.notifications.schemas import (
@@ -22,7 +23,6 @@ from goaltrack.notifications.schemas import (
     SnoozeRequest,
 )
 from goaltrack.pagination import InvalidCursor, PageDep
-from goaltrack.reads import json_response
 
 router = APIRouter(
     prefix="/notifications",
@@ -35,9 +35,10 @@ NotificationId = Annotated[uuid.UUID, Path(description="The notification's id.")
 
 
 @router.get("", response_model=NotificationPage, responses=error_responses(InvalidCursor))
-async def list_notifications(caller: AccessClaimsDep, page: PageDep, reader: ReaderDep) -> Response:
+@hot
+async def list_notifications(caller: AccessClaimsDep, page: PageDep, reader: ReaderDep) -> Any:
     """Newest first, 20 a page, with the caller's unread count."""
-    return json_response(await queries.feed(reader, caller, page))
+    return await queries.feed(reader, caller, page)
 
 
 @router.put("/read-all")

@@ -1,5 +1,5 @@
-"""`install_observability(app, settings)`: the API's wiring of the request id, the request
-metrics, `/metrics` (with METRICS_TOKEN), METRICS_PORT and Sentry (main.py calls it)."""
+"""`install_observability(app, settings)`: the API's wiring of `/metrics` (with METRICS_TOKEN),
+METRICS_PORT and Sentry (main.py calls it)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from goaltrack.observability.endpoint import (
     start_metrics_server,
 )
 from goaltrack.observability.metrics import mark_process_dead
-from goaltrack.observability.middleware import ObservabilityMiddleware
 from goaltrack.observability.request_id import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
 from goaltrack.observability.sentry import init_sentry
 
@@ -29,15 +28,12 @@ logger = logging.getLogger("goaltrack.observability")
 
 
 def install_observability(app: Any, settings: Settings) -> None:
-    """Request ids, request metrics, `/metrics` (with METRICS_TOKEN), METRICS_PORT, Sentry.
-
-    Call once every router is included. The middleware wraps the whole stack, outside
-    Starlette's ServerErrorMiddleware, so that 500s carry the request id too."""
+    """`/metrics` (with METRICS_TOKEN), METRICS_PORT, Sentry; the request ids and the request
+    metrics are measured by the app's edge (goaltrack.middleware.Edge). Call once every router is
+    included."""
     if getattr(app.state, "observability_installed", False):
         return
     app.state.observability_installed = True
-    build_stack = app.build_middleware_stack
-    app.build_middleware_stack = lambda: ObservabilityMiddleware(build_stack())
 
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
     if token:

@@ -14,7 +14,7 @@ TASK_REQUEST_ID_HEADER = "goaltrack_request_id"
 REQUEST_ID_PATTERN = r"^[!-~]{1,128}$"
 _VALID_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.removeprefix("^").removesuffix("$"))
 
-# Set by middleware.ObservabilityMiddleware (a request) and worker_signals (a task); public so
+# Set by goaltrack.middleware.Edge (a request) and worker_signals (a task); public so
 # that those modules can bind and reset them, read by everyone else through the functions below.
 request_id_var: ContextVar[str | None] = ContextVar("goaltrack_request_id", default=None)
 # (task name, task id) of the Celery task being run, for the log records.

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query
 
 from goaltrack.auth.caller import AccessClaimsDep, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
 from goaltrack.clock import utcnow
+from goaltrack.deps import ReaderDep, RedisDep, SessionmakerDep, SettingsDep, StorageDep
 from goaltrack.errors import error_responses
+from goaltrack.hotpath import hot
 from goaltrack.pagination import limit_description
-from goaltrack.reads import json_response
 from goaltrack.sync import service
 from goaltrack.sync.errors import InvalidSyncCursor, SyncCursorExpired
 from goaltrack.sync.schemas import SyncPage
@@ -24,9 +25,14 @@ router = APIRouter(
     response_model=SyncPage,
     responses=error_responses(InvalidSyncCursor, SyncCursorExpired),
 )
+@hot
 async def changes(
-    request: Request,
     caller: AccessClaimsDep,
+    reader: ReaderDep,
+    storage: StorageDep,
+    redis: RedisDep,
+    sessionmaker: SessionmakerDep,
+    settings: SettingsDep,
     cursor: Annotated[
         str | None,
         Query(max_length=512, description="The `cursor` of the previous answer; none at first."),
@@ -34,25 +40,19 @@ async def changes(
     limit: Annotated[
         int, Query(ge=1, description=limit_description(service.MAX_LIMIT, service.DEFAULT_LIMIT))
     ] = service.DEFAULT_LIMIT,
-) -> Response:
+) -> Any:
     """Without a cursor: the caller's whole state, page by page. With one: every change committed
     after it, each object in its latest state, deletions as tombstones. Follow `cursor` while
     `has_more`; a client that keeps syncing ends with exactly the server's state."""
-    # The app's objects straight from its state, not as five more dependencies: an idle sync is
-    # what a phone sends most, and each dependency node costs every request (bench/).
-    state = request.app.state
-    settings = state.settings
-    return json_response(
-        await service.read_changes(
-            state.reader,
-            state.storage,
-            state.redis,
-            state.sessionmaker,
-            caller,
-            cursor=cursor,
-            limit=min(limit, service.MAX_LIMIT),
-            now=utcnow(),
-            tombstone_days=settings.sync_tombstone_days,
-            url_ttl=settings.attachment_url_ttl_seconds,
-        )
+    return await service.read_changes(
+        reader,
+        storage,
+        redis,
+        sessionmaker,
+        caller,
+        cursor=cursor,
+        limit=min(limit, service.MAX_LIMIT),
+        now=utcnow(),
+        tombstone_days=settings.sync_tombstone_days,
+        url_ttl=settings.attachment_url_ttl_seconds,
     )
