@@ -336,6 +336,12 @@ def load(
         "expected_non_2xx_by_name": timeline.expected,
         "machine": machine_note(main_samples),
         "rss_mb_end": main_samples[-1]["rss_mb"] if main_samples else {},
+        "pss_mb_end": main_samples[-1]["pss_mb"] if main_samples else {},
+        # The peak per part: the figure a memory limit must leave room above (docker-compose.yml).
+        "pss_mb_max": {
+            part: max(s["pss_mb"].get(part, 0.0) for s in main_samples)
+            for part in (main_samples[-1]["pss_mb"] if main_samples else {})
+        },
         "pg_connections_max": max((s.get("pg_connections") or 0 for s in main_samples), default=0),
     }
     (RESULTS / "load.json").write_text(json.dumps(result, indent=2))

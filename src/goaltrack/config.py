@@ -184,9 +184,11 @@ class Settings(BaseSettings):
 
     # Observability (goaltrack.observability). /metrics on the API only with a token (Bearer).
     metrics_token: SecretStr | None = None
-    # An unauthenticated metrics listener in each API process / in the worker; unset = none.
+    # An unauthenticated metrics listener in each API process / in the worker / in beat; unset =
+    # none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    beat_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Where those listeners bind: 0.0.0.0 inside a container on a private network.
     metrics_bind_address: str = "127.0.0.1"
     # text or json; unset = json in production, text elsewhere.
