@@ -757,6 +757,88 @@ def test_backup_image_build_context_holds_what_it_copies() -> None:
     assert services()["postgres"]["image"].startswith("postgres:16.")
 
 
+# --- The guides' figures ----------------------------------------------------------------------
+
+OPERATIONS = ROOT / "docs" / "operations.md"
+DEPLOY_GUIDE = ROOT / "docs" / "deploy.md"
+
+
+def compose_connection_bound() -> int:
+    """PostgreSQL connections the compose deployment may open: each API process's two pools,
+    each task process's engine; beat and the worker's main process hold none."""
+    from goaltrack.config import Settings
+    from goaltrack.worker.runtime import TASK_POOL_SIZE
+
+    fields = Settings.model_fields
+    per_api_process = fields["database_pool_size"].default + (
+        fields["database_read_pool_size"].default
+    )
+    total = 0
+    for service in services().values():
+        command = service.get("command") or []
+        replicas = service.get("deploy", {}).get("replicas", 1)
+        if command[:2] == ["goaltrack", "serve"]:
+            total += replicas * int(command[command.index("--workers") + 1]) * per_api_process
+        elif command[:2] == ["goaltrack", "worker"]:
+            children = int(command[command.index("--concurrency") + 1])
+            total += replicas * children * TASK_POOL_SIZE
+    return total
+
+
+def test_the_guides_state_the_connections_the_pools_allow() -> None:
+    bound = compose_connection_bound()
+    for guide in (OPERATIONS, DEPLOY_GUIDE):
+        stated = re.findall(r"at most \*\*(\d+)\*\* PostgreSQL\s+connections", guide.read_text())
+        assert stated, guide.name
+        assert {int(number) for number in stated} == {bound}, guide.name
+    # Within what PostgresConnectionsNearMax allows of the default max_connections (100).
+    assert bound <= 80
+
+
+def test_the_runs_settings_in_operations_md_are_the_defaults() -> None:
+    """ "Everything else is the production default: ..." names Settings' own defaults."""
+    from goaltrack.config import Settings
+
+    text = OPERATIONS.read_text()
+    sentence = text[text.index("Everything else is the production default") :]
+    sentence = sentence[: sentence.index("\n\n")]
+    stated = dict(re.findall(r"`([A-Z_]+)=([^`]+)`", sentence))
+    assert len(stated) >= 5
+    for name, value in stated.items():
+        default = Settings.model_fields[name.lower()].default
+        assert str(default) == value, name
+
+
+def test_the_chaos_table_is_the_chaos_result() -> None:
+    """The per-fault rows of operations.md are ops/results/chaos.json's, as the harness wrote it."""
+    result = json.loads((ROOT / "ops" / "results" / "chaos.json").read_text())
+    rows = {
+        match["part"]: match.groups()[1:]
+        for match in re.finditer(
+            r"^\| (?P<part>\w+) \| ([\d.]+) s \| (\d+) \| (\d+) \| ([\d.]+) s \|$",
+            OPERATIONS.read_text(),
+            re.M,
+        )
+    }
+    assert rows == {
+        fault["component"]: (
+            str(fault["down_s"]),
+            str(fault["requests"]),
+            str(fault["errors"]),
+            str(fault["recovered_after_restart_s"]),
+        )
+        for fault in result["faults"]
+    }
+
+
+def test_both_guides_say_the_same_about_beat() -> None:
+    """One beat; a second is safe (SKIP LOCKED) but doubles the ticks: never "exactly one"."""
+    for guide in (OPERATIONS, DEPLOY_GUIDE, ROOT / "README.md"):
+        text = guide.read_text()
+        assert "SKIP LOCKED" in text, guide.name
+        assert not re.search(r"exactly one `?beat|never scaled", text), guide.name
+
+
 # --- Caddy ----------------------------------------------------------------------------------
 
 

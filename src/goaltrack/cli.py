@@ -92,7 +92,8 @@ def worker(concurrency: Annotated[int, typer.Option(help="Worker processes.")] =
 
 @app.command()
 def beat() -> None:
-    """Run Celery beat (exactly one per deployment): it only ticks; PostgreSQL holds the schedule."""
+    """Run Celery beat (one per deployment; a second is safe, its jobs claiming rows with SKIP
+    LOCKED, but doubles the ticks): it only ticks; PostgreSQL holds the schedule."""
     DEV_DIR.mkdir(exist_ok=True)
     _celery("beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}")
 

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     trusted_proxy_hops: int = Field(default=0, ge=0)
 
     s3_endpoint_url: str = "http://127.0.0.1:9000"
-    # Presigned URLs are signed for the host the clients reach (in compose: not `minio:9000`).
+    # Presigned URLs are signed for the host the clients reach (in compose: not `seaweedfs:8333`).
     s3_public_endpoint_url: str | None = None
     s3_bucket: str = "goaltrack"
     s3_access_key_id: str = "goaltrack"
