@@ -562,7 +562,15 @@ def chaos(
         result = None
         while True:
             options.now = datetime.now(UTC)
-            result = asyncio.run(consistency.run(stack.local.postgres.url, s3=s3, options=options))
+            # Copies: the fakes' threads keep counting while the check reads them.
+            deliveries = consistency.Deliveries(
+                mails=stack.smtp.by_recipient.copy(), pushes=stack.fcm.sends.copy()
+            )
+            result = asyncio.run(
+                consistency.run(
+                    stack.local.postgres.url, s3=s3, options=options, deliveries=deliveries
+                )
+            )
             waited = time.monotonic() - drain_started
             if result.ok or waited >= drain_max:
                 break
