@@ -597,9 +597,35 @@ def test_alertmanager_routes_to_the_receiver_chosen() -> None:
     config = yaml.safe_load(rendered_config("alertmanager", DEPLOY_ENV | hook))
     assert config["route"]["receiver"] == "webhook"
     assert config["receivers"][1]["webhook_configs"][0]["url"] == hook["ALERT_WEBHOOK_URL"]
+
+
+def test_amtool_accepts_the_alertmanager_configuration(tmp_path: Path) -> None:
+    """Alertmanager's own check, on what Compose writes with each receiver chosen, and the
+    defaults (an operator who has set nothing of ALERT_*)."""
     amtool = shutil.which("amtool")
     if amtool is None:
-        pytest.skip("amtool is not installed here (apt-get install prometheus-alertmanager)")
+        if os.environ.get("CI"):
+            pytest.fail("amtool is missing (prometheus-alertmanager, scripts/bootstrap.sh)")
+        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
+    for chosen in (
+        {},
+        {"ALERT_RECEIVER": "webhook", "ALERT_WEBHOOK_URL": "https://ntfy.example.org/ops"},
+    ):
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(rendered_config("alertmanager", DEPLOY_ENV | chosen))
+        result = subprocess.run(
+            [amtool, "check-config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    path.write_text(path.read_text().replace("receiver: webhook", "receiver: pager"))
+    refused = subprocess.run(
+        [amtool, "check-config", str(path)], capture_output=True, timeout=60, check=False
+    )
+    assert refused.returncode != 0  # a receiver that is not defined
 
 
 # --- Monitoring: every process a target, every alert tested ------------------------------------

@@ -691,7 +691,7 @@ async def test_every_dashboard_panel_has_data_on_a_fresh_stack(
     """Each metric a panel reads has a sample before anything failed or ran: a worker process
     that has just started (its task counters at 0 per task and state, push outcomes at 0) and
     the API's scrape."""
-    worker = await asyncio.to_thread(
+    fresh = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-c", FRESH_WORKER],
         env={key: value for key, value in os.environ.items() if key != "WORKER_METRICS_PORT"},
@@ -699,7 +699,8 @@ async def test_every_dashboard_panel_has_data_on_a_fresh_stack(
         text=True,
         timeout=120,
         check=True,
-    ).stdout
+    )
+    worker = fresh.stdout
     await _scrape(obs_client)  # the scrape itself is counted from the next one on
     sampled = {name for name, _ in _samples(worker) | _samples(await _scrape(obs_client))}
     dashboard = json.loads(DASHBOARD.read_text())
@@ -819,15 +820,16 @@ async def test_a_real_prometheus_scrapes_the_app(tmp_path: Path) -> None:
                 targets = (await http.get(f"{base}/targets")).json()["data"]["activeTargets"]
                 names = await query('count by (__name__, route) ({job="goaltrack-api"})')
                 pytest.fail(f"not scraped: {targets} {names}")
-            [up] = await query('up{job="goaltrack-api"}')
+            # Scraped at least once (a 1 s scrape may time out now and then on a busy machine).
+            [up] = await query('max_over_time(up{job="goaltrack-api"}[1m])')
             assert up["value"][1] == "1"
             [pool] = await query('goaltrack_db_pool_size{job="goaltrack-api"}')
             assert pool["value"][1] == str(settings.database_pool_size)
-            [side] = await query('up{job="goaltrack-worker"}')
+            [side] = await query('max_over_time(up{job="goaltrack-worker"}[1m])')
             assert side["value"][1] == "1"
             [lag] = await query('goaltrack_scheduler_lag_seconds{job="goaltrack-worker"}')
             assert lag["value"][1] == "0"
-            [up_beat] = await query('up{job="goaltrack-beat"}')
+            [up_beat] = await query('max_over_time(up{job="goaltrack-beat"}[1m])')
             assert up_beat["value"][1] == "1"
             assert await query('goaltrack_beat_last_tick_timestamp_seconds{job="goaltrack-beat"}')
 
