@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # Build: dependencies first (cached layer), then the project; run as a non-root user.
-FROM python:3.11-slim-bookworm AS build
+FROM python:3.11.11-slim-bookworm AS build
 COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 WORKDIR /app
@@ -10,7 +10,7 @@ COPY src ./src
 COPY alembic.ini ./
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11.11-slim-bookworm AS runtime
 RUN groupadd --system goaltrack && useradd --system --gid goaltrack --home /app goaltrack
 WORKDIR /app
 COPY --from=build --chown=goaltrack:goaltrack /app /app

@@ -13,12 +13,18 @@
   two ticks), and no goal `pending` without a pending run;
 - outbox: no task_outbox row from before `settled_before` (the end of the load, after a drain
   period) but those held for later (quiet hours), or, without it, none overdue (its lease or its
-  hold ran out more than two ticks ago).
+  hold ran out more than two ticks ago);
+- with what the SMTP sink and the FCM fake received (`Deliveries`, a run of `python -m ops`):
+  every address got exactly as many mails as verifications were started for it (a registration
+  or an address change: the mix's only mails); every notification made after its user's device
+  was registered reached that device exactly once, and each push recorded `sent` arrived; no
+  push stays claimed (`sending`) without an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +50,34 @@ class CheckOptions:
     def grace(self) -> timedelta:
         """Two ticks and some: what the scheduler and the sweeps may legitimately lag."""
         return 2 * self.scheduler_interval + timedelta(seconds=30)
+
+
+@dataclass
+class Deliveries:
+    """What left the system: mails by recipient address, pushes by (notification id, token)."""
+
+    mails: Counter[str]
+    pushes: Counter[tuple[str, str]]
+
+
+MAILS_EXPECTED = "SELECT lower(email), count(*) FROM email_verifications GROUP BY 1"
+# The pushes owed: a notification of a user with push on, to each device that user had
+# registered by then (a device registered later may or may not be reached: the task picks the
+# devices when it runs).
+PUSHES_EXPECTED = """
+    SELECT n.id::text, d.token FROM notifications n
+    JOIN devices d ON d.user_id = n.user_id
+    JOIN user_settings s ON s.user_id = n.user_id
+    WHERE s.push_enabled AND n.created_at >= d.created_at
+    """
+PUSHES_RECORDED_SENT = """
+    SELECT p.notification_id::text, d.token FROM push_deliveries p
+    JOIN devices d ON d.id = p.device_id WHERE p.outcome = 'sent'
+    """
+PUSHES_CLAIMED_UNANSWERED = (
+    "SELECT notification_id::text || ' ' || device_id::text FROM push_deliveries"
+    " WHERE outcome = 'sending'"
+)
 
 
 @dataclass
@@ -167,8 +201,10 @@ async def check(
     options: CheckOptions | None = None,
     *,
     object_prefix: str = "",
+    deliveries: Deliveries | None = None,
 ) -> CheckResult:
-    """`objects`: every key in the bucket (under `object_prefix`), or None to skip the S3 part."""
+    """`objects`: every key in the bucket (under `object_prefix`), or None to skip the S3 part;
+    `deliveries`: what the fakes received, or None to skip the mail and push part."""
     options = options or CheckOptions()
     params = {
         "cutoff": options.now - options.grace,
@@ -188,11 +224,39 @@ async def check(
         files = await _file_checks(connection, set(objects), object_prefix, options)
         offending.update(files)
         totals["s3_objects"] = len(set(objects))
+    if deliveries is not None:
+        offending.update(await _delivery_checks(connection, deliveries))
+        totals["mails_received"] = sum(deliveries.mails.values())
+        totals["pushes_received"] = sum(deliveries.pushes.values())
     return CheckResult(
         counts={name: len(ids) for name, ids in offending.items()},
         examples={name: ids[:EXAMPLES] for name, ids in offending.items()},
         totals=totals,
     )
+
+
+async def _delivery_checks(
+    connection: AsyncConnection, deliveries: Deliveries
+) -> dict[str, list[str]]:
+    expected_mails = {
+        address: int(count)
+        for address, count in (await connection.execute(text(MAILS_EXPECTED))).all()
+    }
+    addresses = sorted(expected_mails.keys() | deliveries.mails.keys())
+    owed = {(row[0], row[1]) for row in (await connection.execute(text(PUSHES_EXPECTED))).all()}
+    sent = {(row[0], row[1]) for row in await connection.execute(text(PUSHES_RECORDED_SENT))}
+    return {
+        "mail_missing": [a for a in addresses if deliveries.mails[a] < expected_mails.get(a, 0)],
+        "mail_sent_twice": [a for a in addresses if deliveries.mails[a] > expected_mails.get(a, 0)],
+        "push_missing": sorted(" ".join(pair) for pair in owed if not deliveries.pushes[pair]),
+        "push_sent_twice": sorted(
+            " ".join(pair) for pair, count in deliveries.pushes.items() if count > 1
+        ),
+        "push_recorded_sent_not_received": sorted(
+            " ".join(pair) for pair in sent if not deliveries.pushes[pair]
+        ),
+        "push_claimed_unanswered": await _ids(connection, PUSHES_CLAIMED_UNANSWERED, {}),
+    }
 
 
 async def _ids(connection: AsyncConnection, sql: str, params: dict[str, Any]) -> list[str]:
@@ -262,14 +326,15 @@ async def run(
     *,
     s3: dict[str, str] | None,
     options: CheckOptions | None = None,
+    deliveries: Deliveries | None = None,
 ) -> CheckResult:
-    """The whole check against a database URL and (optionally) the bucket."""
+    """The whole check against a database URL and (optionally) the bucket and the deliveries."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     objects = await asyncio.to_thread(list_objects, **s3) if s3 else None
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as connection:
-            return await check(connection, objects, options)
+            return await check(connection, objects, options, deliveries=deliveries)
     finally:
         await engine.dispose()

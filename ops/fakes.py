@@ -1,29 +1,36 @@
-"""The two outside services a production-mode run needs and this machine has not: an SMTP sink
-(aiosmtpd, as in the tests) and an OpenAI-compatible chat API that answers a valid stage plan
-after a short, DeepSeek-like delay. Both run in threads of the orchestrating process."""
+"""The outside services a production-mode run needs and this machine has not: an SMTP sink
+(aiosmtpd, as in the tests), FCM's HTTP v1 API, and an OpenAI-compatible chat API that answers a
+valid stage plan after a short, DeepSeek-like delay. All run in threads of the orchestrating
+process; the sink and FCM count what they received, for the consistency check."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
+import secrets
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from goaltrack.dev.localstack import free_port
 
 
 class SmtpSink:
-    """Accepts every message (250) and counts them."""
+    """Accepts every message (250) and counts them, and per recipient address."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.received = 0
+        self.by_recipient: Counter[str] = Counter()
         self._controller: Any = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         self.received += 1
+        self.by_recipient.update(address.lower() for address in envelope.rcpt_tos)
         return "250 OK"
 
     def start(self) -> None:
@@ -36,6 +43,93 @@ class SmtpSink:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+
+
+_SEND_PATH = re.compile(r"^/v1/projects/[^/]+/messages:send$")
+
+
+class FakeFcm:
+    """FCM's HTTP v1 API as the app's sender uses it: an access token for any JWT-bearer grant,
+    and every send answered 200 and counted by (data.notification_id, device token)."""
+
+    project_id = "goaltrack-ops"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.sends: Counter[tuple[str, str]] = Counter()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_credentials(self, directory: Path) -> Path:
+        """A service-account key file whose token_uri is this server (a fresh RSA key)."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        path = directory / "fcm.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "project_id": self.project_id,
+                    "private_key_id": secrets.token_hex(20),
+                    "private_key": pem,
+                    "client_email": f"ops@{self.project_id}.iam.gserviceaccount.com",
+                    "token_uri": f"{self.url}/token",
+                }
+            )
+        )
+        path.chmod(0o600)
+        return path
+
+    def start(self) -> None:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/token":
+                    self._answer(
+                        {"access_token": "ops-" + secrets.token_hex(8), "expires_in": 3600}
+                    )
+                elif _SEND_PATH.match(self.path):
+                    message = json.loads(body)["message"]
+                    key = (message.get("data", {}).get("notification_id", ""), message["token"])
+                    fake.sends[key] += 1
+                    self._answer(
+                        {"name": f"projects/{fake.project_id}/messages/{secrets.token_hex(8)}"}
+                    )
+                else:
+                    self._answer({"error": {"code": 404}}, status=404)
+
+            def _answer(self, answer: dict[str, Any], status: int = 200) -> None:
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="fake-fcm", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
 
 class FakeAi:

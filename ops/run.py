@@ -336,6 +336,12 @@ def load(
         "expected_non_2xx_by_name": timeline.expected,
         "machine": machine_note(main_samples),
         "rss_mb_end": main_samples[-1]["rss_mb"] if main_samples else {},
+        "pss_mb_end": main_samples[-1]["pss_mb"] if main_samples else {},
+        # The peak per part: the figure a memory limit must leave room above (docker-compose.yml).
+        "pss_mb_max": {
+            part: max(s["pss_mb"].get(part, 0.0) for s in main_samples)
+            for part in (main_samples[-1]["pss_mb"] if main_samples else {})
+        },
         "pg_connections_max": max((s.get("pg_connections") or 0 for s in main_samples), default=0),
     }
     (RESULTS / "load.json").write_text(json.dumps(result, indent=2))
@@ -556,7 +562,15 @@ def chaos(
         result = None
         while True:
             options.now = datetime.now(UTC)
-            result = asyncio.run(consistency.run(stack.local.postgres.url, s3=s3, options=options))
+            # Copies: the fakes' threads keep counting while the check reads them.
+            deliveries = consistency.Deliveries(
+                mails=stack.smtp.by_recipient.copy(), pushes=stack.fcm.sends.copy()
+            )
+            result = asyncio.run(
+                consistency.run(
+                    stack.local.postgres.url, s3=s3, options=options, deliveries=deliveries
+                )
+            )
             waited = time.monotonic() - drain_started
             if result.ok or waited >= drain_max:
                 break

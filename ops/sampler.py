@@ -62,11 +62,12 @@ class Sampler:
         self._last = now
         groups = self._groups()
         rss: dict[str, float] = {}
+        pss: dict[str, float] = {}
         cpu: dict[str, float] = {}
         ours = 0.0
         seen: dict[int, float] = {}
         for name, pids in groups.items():
-            total_rss = total_cpu = 0.0
+            total_rss = total_pss = total_cpu = 0.0
             for pid in pids:
                 with contextlib.suppress(psutil.Error):
                     process = psutil.Process(pid)
@@ -74,8 +75,13 @@ class Sampler:
                     used = times.user + times.system
                     seen[pid] = used
                     total_cpu += used - self._cpu_seen.get(pid, used)
-                    total_rss += process.memory_info().rss
+                    memory = process.memory_full_info()
+                    total_rss += memory.rss
+                    total_pss += memory.pss
             rss[name] = round(total_rss / 2**20, 1)
+            # Shared pages (PostgreSQL's shared buffers, prefork children's copy-on-write) counted
+            # once: what a container's memory limit sees, unlike RSS summed over processes.
+            pss[name] = round(total_pss / 2**20, 1)
             cpu[name] = round(100 * total_cpu / elapsed, 1)  # % of one core
             ours += total_cpu
         self._cpu_seen = seen
@@ -84,6 +90,7 @@ class Sampler:
         return {
             "time": time.time(),
             "rss_mb": rss,
+            "pss_mb": pss,
             "cpu_pct": cpu,
             "machine_cpu_pct": machine,
             # What the other processes on the box used (% of all cores): the shared-box noise.

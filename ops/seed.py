@@ -42,6 +42,9 @@ def seed_account(base_url: str, n: int, run_id: str) -> dict[str, Any]:
         response.raise_for_status()
         tokens = response.json()
         http.headers["Authorization"] = f"Bearer {tokens['access_token']}"
+        # A phone with push: every notification from here on must reach it once (consistency).
+        device = {"token": f"ops-{run_id}-{n}", "platform": "android"}
+        http.post("/devices", json=device).raise_for_status()
         for g in range(3):
             body: dict[str, Any] = {"title": f"Goal {g + 1} of {n}"}
             if g == 0:

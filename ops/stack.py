@@ -22,7 +22,7 @@ import httpx
 import psutil
 
 from goaltrack.dev.localstack import LocalStack, free_port
-from ops.fakes import FakeAi, SmtpSink
+from ops.fakes import FakeAi, FakeFcm, SmtpSink
 
 # Worker and Redis first: the messages they lose come back from the outbox after its 15-min lease,
 # so the drain after the load is shorter when those faults come early.
@@ -103,6 +103,7 @@ class AppStack:
         self.root.chmod(0o755)  # the postgres user reaches its data directory through it
         self.local = LocalStack(self.root / "stack")
         self.smtp = SmtpSink()
+        self.fcm = FakeFcm()
         self.ai = FakeAi()
         self.app_dir = self.root / "app"  # beat's schedule file lands here, not in the checkout
         self.logs = self.root / "logs"
@@ -145,6 +146,7 @@ class AppStack:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.local.start()
         self.smtp.start()
+        self.fcm.start()
         self.ai.start()
         self.env = self._environment()
         migrate = subprocess.run(
@@ -164,6 +166,8 @@ class AppStack:
         with contextlib.suppress(Exception):
             self.smtp.stop()
         with contextlib.suppress(Exception):
+            self.fcm.stop()
+        with contextlib.suppress(Exception):
             self.ai.stop()
         self.local.stop()
         # A SIGKILLed postmaster's backends may outlive the stop above: they are ours, end them.
@@ -176,7 +180,9 @@ class AppStack:
             key: value
             for key, value in os.environ.items()
             # Nothing of the caller's own Goaltrack configuration leaks into the run.
-            if not key.startswith(("GOALTRACK_", "DATABASE_", "REDIS_", "S3_", "MAIL_", "AI_"))
+            if not key.startswith(
+                ("GOALTRACK_", "DATABASE_", "REDIS_", "S3_", "MAIL_", "AI_", "FCM_")
+            )
         }
         return {
             **inherited,
@@ -190,6 +196,8 @@ class AppStack:
             "PASSWORD_RESET_URL": "https://app.goaltrack.example.com/reset-password?token={token}",
             # As behind Caddy in docker-compose: the client's address is X-Forwarded-For's last.
             "TRUSTED_PROXY_HOPS": "1",
+            "FCM_CREDENTIALS_FILE": str(self.fcm.write_credentials(self.root)),
+            "FCM_BASE_URL": self.fcm.url,
             "AI_API_KEY": "ops-fake-key",
             "AI_BASE_URL": self.ai.url,
             "LOG_FORMAT": "json",

@@ -1,6 +1,9 @@
 """The deployment: docker-compose.yml against the Compose Specification's JSON schema (vendored in
-deploy/compose-spec.json) and the rules of docs/deploy.md, the Caddyfile, and scripts/backup +
-scripts/restore against the test session's real PostgreSQL and S3.
+deploy/compose-spec.json) and the rules of docs/deploy.md (pinned images, per-service secrets,
+limits within the VPS, every process scraped), the configurations Compose writes (Redis,
+SeaweedFS's identities, Alertmanager) run by the real servers, the alert rules' promtool unit
+tests, the Caddyfile, and scripts/backup + scripts/restore against the test session's real
+PostgreSQL and S3.
 
 There is no Docker engine here: nothing in this file starts a container. Where the `docker
 compose` CLI or `caddy` is installed, their own validators run too (skipped otherwise)."""
@@ -28,9 +31,10 @@ import yaml
 
 from goaltrack.config import get_settings
 from goaltrack.dev.localstack import LocalStack, free_port
-from helpers import Account, create_goal, wait_for_idle_worker
+from helpers import Account, create_goal, wait_for_idle_worker, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 CADDYFILE = ROOT / "deploy" / "Caddyfile"
 SCHEMA_FILE = ROOT / "deploy" / "compose-spec.json"
@@ -43,8 +47,12 @@ ENV_FILE_REFERENCE = "${GOALTRACK_ENV_FILE:-/etc/goaltrack/goaltrack.env}"
 DEPLOY_ENV = {
     "DOMAIN": "goaltrack.example.org",
     "ACME_EMAIL": "ops@example.org",
+    "GOALTRACK_VERSION": "v1.0.0",
     "POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
-    "MINIO_ROOT_PASSWORD": "fedcba9876543210fedcba9876543210",
+    "REDIS_PASSWORD": "fedcba9876543210fedcba9876543210",
+    "S3_APP_SECRET_ACCESS_KEY": "00112233445566778899aabbccddeeff",
+    "S3_BACKUP_SECRET_ACCESS_KEY": "ffeeddccbbaa99887766554433221100",
+    "METRICS_TOKEN": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|^AI_API_KEY$")
 REFERENCE = re.compile(
@@ -167,7 +175,7 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
         "GOALTRACK_ENV_FILE": str(env_file),
         **DEPLOY_ENV,
     }
-    for profile in ([], ["--profile", "staging"]):
+    for profile in ([], ["--profile", "staging"], ["--profile", "monitoring"]):
         result = subprocess.run(
             [
                 *command,
@@ -197,9 +205,9 @@ def test_only_caddy_publishes_ports() -> None:
 def test_databases_are_on_an_internal_network_only() -> None:
     compose = load_compose()
     assert compose["networks"]["backend"] == {"internal": True}
-    for name in ("postgres", "redis", "minio", "backup", "migrate", "beat"):
+    for name in ("postgres", "redis", "seaweedfs", "backup", "migrate", "beat", "prometheus"):
         assert compose["services"][name]["networks"] == ["backend"], name
-    # Caddy reaches the API and MinIO through the internal network.
+    # Caddy reaches the API and SeaweedFS through the internal network.
     assert set(compose["services"]["caddy"]["networks"]) == {"backend", "egress"}
 
 
@@ -216,15 +224,27 @@ def test_every_service_has_a_health_check() -> None:
         else:
             assert check["test"][0] in ("CMD", "CMD-SHELL"), name
             assert check.get("interval"), name
-    api = " ".join(found["api"]["healthcheck"]["test"])
-    assert "urllib" in api
-    assert "http://127.0.0.1:8000/health/ready" in api  # the image has python, not curl
+    # The app's checks heal (goaltrack.healthcheck, tests/test_healthcheck.py): the command,
+    # for the process the service runs, in a container whose init passes the SIGTERM on.
+    for name in ("api", "worker", "beat"):
+        assert found[name]["healthcheck"]["test"][1:4] == ["goaltrack", "health", name], name
+        assert found[name]["init"] is True, name
+        assert found[name]["restart"] == "unless-stopped", name
+        # Docker counts no failure during start_period; the command counts none in its grace.
+        assert parse_duration(found[name]["healthcheck"]["start_period"]) <= 60, name
     assert "pg_isready" in " ".join(found["postgres"]["healthcheck"]["test"])
+    # redis-cli authenticates with REDISCLI_AUTH (the password), never on its command line.
     assert found["redis"]["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
-    assert found["minio"]["healthcheck"]["test"][1:] == ["mc", "ready", "local"]
+    assert found["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    assert "http://127.0.0.1:8333/healthz" in found["seaweedfs"]["healthcheck"]["test"]
     assert "127.0.0.1:2019" in " ".join(found["caddy"]["healthcheck"]["test"])
-    assert "celerybeat-schedule" in " ".join(found["beat"]["healthcheck"]["test"])
-    assert "control.ping" in " ".join(found["worker"]["healthcheck"]["test"])
+
+
+def parse_duration(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(
+        float(number) * units[unit] for number, unit in re.findall(r"(\d+)(ms|s|m|h)", value)
+    )
 
 
 def test_exactly_one_beat() -> None:
@@ -236,12 +256,12 @@ def test_exactly_one_beat() -> None:
     assert beat["command"] == ["goaltrack", "beat"]
     assert beat["deploy"]["replicas"] == 1
     assert "profiles" not in beat
-    # Its health check reads the schedule file `goaltrack beat` keeps in /app/.goaltrack, a
+    # Its heartbeat sits beside the schedule file `goaltrack beat` keeps in /app/.goaltrack, a
     # directory the image must give to its (non-root) user.
-    from goaltrack.cli import DEV_DIR
+    from goaltrack.cli import BEAT_SCHEDULE, DEV_DIR
 
     assert Path(".goaltrack") == DEV_DIR
-    assert "/app/.goaltrack/celerybeat-schedule" in " ".join(beat["healthcheck"]["test"])
+    assert BEAT_SCHEDULE.parent == DEV_DIR
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "WORKDIR /app" in dockerfile
     assert "install -d -o goaltrack -g goaltrack /app/.goaltrack" in dockerfile
@@ -270,7 +290,7 @@ def test_no_secret_value_in_the_compose_file() -> None:
         assert isinstance(environment, dict), name
         for key, value in environment.items():
             if SECRET_NAME.search(key):
-                assert re.fullmatch(r"\$\{[A-Z_]+(:\?[^}]*)?\}", str(value)), (name, key, value)
+                assert re.fullmatch(r"\$\{[A-Z0-9_]+(:\?[^}]*)?\}", str(value)), (name, key, value)
             # A URL's password is a reference too.
             userinfo = re.match(r"[a-z+]+://([^@/]*)@", str(value))
             if userinfo and ":" in userinfo[1]:
@@ -286,7 +306,120 @@ def test_secrets_come_from_an_env_file_outside_the_repository() -> None:
     assert default.is_absolute()
     assert not default.is_relative_to(ROOT)
     others = [name for name, service in found.items() if "env_file" in service]
-    assert sorted(others) == sorted(APP_SERVICES)  # postgres, minio, caddy get only what they need
+    assert sorted(others) == sorted(APP_SERVICES)  # the rest get only what they need
+
+
+# Which of the compose file's secrets each service's environment may carry: what it uses. (The
+# app's own settings come from GOALTRACK_ENV_FILE, which holds none of these.)
+SECRETS_USED = {
+    "migrate": {"POSTGRES_PASSWORD"},
+    "api": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY", "METRICS_TOKEN"},
+    "worker": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY"},
+    "beat": {"REDIS_PASSWORD"},
+    "postgres": {"POSTGRES_PASSWORD"},
+    "redis": {"REDIS_PASSWORD"},
+    "backup": {"POSTGRES_PASSWORD", "S3_BACKUP_SECRET_ACCESS_KEY"},
+    "postgres-exporter": {"POSTGRES_PASSWORD"},
+    "redis-exporter": {"REDIS_PASSWORD"},
+}
+
+
+def test_each_service_gets_only_the_secrets_it_uses() -> None:
+    for name, service in services().items():
+        given = {
+            reference
+            for reference, _, _ in references(service.get("environment") or {})
+            if SECRET_NAME.search(reference)
+        }
+        assert given == SECRETS_USED.get(name, set()), name
+    # The compose-level secrets never reach the app through its env file: they are set per
+    # service above, and the env file is not the project's .env (docs/deploy.md).
+    documented = (ROOT / "docs" / "deploy.md").read_text()
+    assert "/etc/goaltrack/compose.env" in documented
+    assert "compose.env" not in ENV_FILE_REFERENCE
+    # Files with secrets are Compose's configs and secrets, given to the one service that reads them.
+    compose = load_compose()
+    mounted = {
+        item["source"]: name
+        for name, service in compose["services"].items()
+        for kind in ("configs", "secrets")
+        for item in service.get(kind, [])
+    }
+    assert mounted == {
+        "redis-conf": "redis",
+        "seaweedfs-identities": "seaweedfs",
+        "alertmanager": "alertmanager",
+        "blackbox-targets": "prometheus",
+        "metrics-token": "prometheus",
+    }
+    assert compose["secrets"] == {"metrics-token": {"environment": "METRICS_TOKEN"}}
+
+
+def image_of(service: dict[str, Any]) -> str:
+    return str(service["image"])
+
+
+def test_every_image_is_pinned_to_a_version() -> None:
+    for name, service in services().items():
+        image = image_of(service)
+        if service.get("build"):
+            # Ours, tagged per release: no default tag at all.
+            assert re.fullmatch(r"goaltrack(-backup)?:\$\{GOALTRACK_VERSION:\?[^}]+\}", image), name
+            continue
+        assert "${" not in image, name
+        repository, _, tag = image.rpartition(":")
+        assert repository, (name, image)
+        assert "/" not in tag, (name, image)
+        assert "latest" not in tag, (name, image)
+        # A version with at least major.minor (a bare major such as `16-alpine` moves).
+        assert re.match(r"v?\d+\.\d+", tag), (name, image)
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("FROM "):
+            assert re.match(r"FROM [a-z/]+:\d+\.\d+\.\d+-", line), line
+
+
+# The VPS of docs/deploy.md: 4 GB, 2 vCPU. 512 MiB of it stay with the kernel, Docker and the page
+# cache: the limits of everything that runs at once (the monitoring profile included; one-shots
+# and the staging mail catcher not) add up to the rest.
+VPS_MEMORY_MIB = 4096 - 512
+VPS_CPUS = 2.0
+# Measured under load (docs/operations.md, "Memory"): proportional set size, MiB, the peak.
+MEASURED_PSS_MIB = {
+    "api": 369,
+    "worker": 381,
+    "beat": 133,
+    "postgres": 264 + 128,  # measured with 128 MB of shared buffers; compose gives it 256 MB
+    "redis": 5,
+    "seaweedfs": 112,
+}
+
+
+def memory_mib(value: str) -> float:
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([MG])", value).groups()  # type: ignore[union-attr]
+    return float(number) * (1024 if unit == "G" else 1)
+
+
+def test_limits_fit_the_vps() -> None:
+    memory = cpus = 0.0
+    for name, service in services().items():
+        limits = service["deploy"]["resources"]["limits"]
+        assert limits.get("memory"), name
+        assert limits.get("cpus"), name
+        if not long_running(service) or service.get("profiles") == ["staging"]:
+            continue
+        replicas = service["deploy"].get("replicas", 1)
+        memory += replicas * memory_mib(limits["memory"])
+        cpus += replicas * float(limits["cpus"])
+        if name in MEASURED_PSS_MIB:
+            # Room above the measured peak: a quarter at least.
+            assert memory_mib(limits["memory"]) >= 1.25 * MEASURED_PSS_MIB[name], name
+    assert memory <= VPS_MEMORY_MIB, memory
+    assert cpus <= VPS_CPUS + 1e-9, cpus
+    # The figures are in the compose file beside the limits, for whoever changes them.
+    text = COMPOSE_FILE.read_text()
+    for name, measured in MEASURED_PSS_MIB.items():
+        if name != "postgres":
+            assert f"{measured} MB PSS" in text or f"{measured - 1} MB PSS" in text, name
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
@@ -302,15 +435,327 @@ def test_logs_rotate_and_services_restart_within_limits() -> None:
         assert {"max-size", "max-file"} <= logging["options"].keys(), name
         if long_running(service):
             assert service["restart"] in ("unless-stopped", "always"), name
-        if "profiles" not in service:
-            assert service["deploy"]["resources"]["limits"]["memory"], name
+        assert service["deploy"]["resources"]["limits"]["memory"], name
+
+
+def rendered_config(name: str, env: dict[str, str] = DEPLOY_ENV) -> str:
+    """A `configs:` entry's content as Compose writes it (variables substituted)."""
+    content: str = interpolate(load_compose()["configs"][name]["content"], env)
+    return content
 
 
 def test_redis_is_a_durable_broker() -> None:
-    command = services()["redis"]["command"]
-    pairs = dict(zip(command[1::2], command[2::2], strict=False))
-    assert pairs["--maxmemory-policy"] == "noeviction"
-    assert pairs["--appendonly"] == "yes"
+    directives = dict(line.split(" ", 1) for line in rendered_config("redis-conf").splitlines())
+    assert directives["maxmemory-policy"] == "noeviction"
+    assert directives["appendonly"] == "yes"
+    assert directives["requirepass"] == DEPLOY_ENV["REDIS_PASSWORD"]
+    assert services()["redis"]["command"] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
+
+
+async def test_redis_refuses_clients_without_the_password(tmp_path: Path) -> None:
+    """The real redis-server with the file Compose writes; the app's REDIS_URL gets in."""
+    import redis.asyncio as aioredis
+
+    server = shutil.which("redis-server")
+    assert server, "redis-server runs the test session's broker"
+    config = tmp_path / "redis.conf"
+    config.write_text(rendered_config("redis-conf"))
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *(server, str(config), "--port", str(port), "--dir", str(tmp_path)),
+        *("--bind", "127.0.0.1"),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = interpolate(services()["api"]["environment"]["REDIS_URL"], DEPLOY_ENV)
+        assert url.startswith("redis://:")
+        assert url.endswith("@redis:6379/0")
+        local = url.replace("@redis:6379", f"@127.0.0.1:{port}")
+
+        async def answers() -> bool:
+            client = aioredis.Redis.from_url(local)
+            try:
+                return bool(await client.ping())
+            except aioredis.ConnectionError:
+                return False
+            finally:
+                await client.aclose()
+
+        await wait_until(answers, timeout=20)
+        anonymous = aioredis.Redis(port=port)
+        try:
+            with pytest.raises(aioredis.AuthenticationError):
+                await anonymous.ping()
+        finally:
+            await anonymous.aclose()
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 20)
+
+
+async def test_seaweedfs_gives_each_key_only_its_rights(tmp_path: Path) -> None:
+    """The real SeaweedFS (the `weed` of the dev dependencies, as in the seaweedfs service) with
+    the identities Compose writes and the bucket created at start: the app's key reads, writes,
+    lists and deletes objects of its bucket and nothing else; the backup's key only reads."""
+    import aioboto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    seaweedfs = services()["seaweedfs"]
+    assert seaweedfs["image"].rsplit(":", 1)[1] == weed_version(weed)  # one implementation
+    command = interpolate(seaweedfs["command"], DEPLOY_ENV)
+    assert command[0] == "mini"
+    (tmp_path / "s3.json").write_text(rendered_config("seaweedfs-identities"))
+    port = free_port()
+    local = {
+        "-dir": str(tmp_path / "data"),
+        "-ip.bind": "127.0.0.1",
+        "-s3.config": str(tmp_path / "s3.json"),
+        "-s3.port": str(port),
+        **{f"-{part}.port": str(free_port()) for part in ("master", "volume", "filer")},
+    }
+    flags = [flag for flag in command[1:] if flag.split("=", 1)[0] not in local]
+    (tmp_path / "data").mkdir()
+    with (tmp_path / "weed.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *(weed, "mini", *flags, *(f"{key}={value}" for key, value in local.items())),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    api = interpolate(services()["api"]["environment"], DEPLOY_ENV)
+    backup = interpolate(services()["backup"]["environment"], DEPLOY_ENV)
+    bucket = api["S3_BUCKET"]
+    session = aioboto3.Session()
+
+    def client(environment: dict[str, str]) -> Any:
+        return session.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id=environment["S3_ACCESS_KEY_ID"],
+            aws_secret_access_key=environment["S3_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    try:
+        async with client(api) as app_s3, client(backup) as backup_s3:
+
+            async def bucket_exists() -> bool:
+                try:
+                    await app_s3.head_bucket(Bucket=bucket)
+                except Exception:
+                    return False
+                return True
+
+            await wait_until(bucket_exists, timeout=60)
+            await app_s3.put_object(Bucket=bucket, Key="a/b.bin", Body=b"data")
+            body = await (await app_s3.get_object(Bucket=bucket, Key="a/b.bin"))["Body"].read()
+            assert body == b"data"
+            listed = await backup_s3.list_objects_v2(Bucket=bucket)
+            assert [item["Key"] for item in listed["Contents"]] == ["a/b.bin"]
+            backup_body = await backup_s3.get_object(Bucket=bucket, Key="a/b.bin")
+            assert await backup_body["Body"].read() == b"data"
+            refused = [
+                app_s3.create_bucket(Bucket="another"),
+                app_s3.delete_bucket(Bucket=bucket),
+                backup_s3.put_object(Bucket=bucket, Key="x", Body=b"x"),
+                backup_s3.delete_object(Bucket=bucket, Key="a/b.bin"),
+            ]
+            for attempt in refused:
+                with pytest.raises(ClientError, match="AccessDenied"):
+                    await attempt
+            await app_s3.delete_object(Bucket=bucket, Key="a/b.bin")
+    finally:
+        process.kill()
+        await process.wait()
+
+
+def weed_version(weed: str) -> str:
+    result = subprocess.run([weed, "version"], capture_output=True, text=True, check=True)
+    return re.search(r"version \S+ (\d+\.\d+)", result.stdout)[1]  # type: ignore[index]
+
+
+def test_alertmanager_routes_to_the_receiver_chosen() -> None:
+    """The receiver named in ALERT_RECEIVER, defined with the operator's values; both stay valid."""
+    email = {
+        "ALERT_EMAIL_TO": "oncall@example.org",
+        "ALERT_SMTP_SMARTHOST": "smtp.example.org:587",
+        "ALERT_SMTP_PASSWORD": "s3cret",
+    }
+    config = yaml.safe_load(rendered_config("alertmanager", DEPLOY_ENV | email))
+    receivers = {receiver["name"]: receiver for receiver in config["receivers"]}
+    assert config["route"]["receiver"] == "email"
+    [mail] = receivers["email"]["email_configs"]
+    assert (mail["to"], mail["smarthost"], mail["auth_password"]) == (
+        "oncall@example.org",
+        "smtp.example.org:587",
+        "s3cret",
+    )
+    hook = {"ALERT_RECEIVER": "webhook", "ALERT_WEBHOOK_URL": "https://ntfy.example.org/ops"}
+    config = yaml.safe_load(rendered_config("alertmanager", DEPLOY_ENV | hook))
+    assert config["route"]["receiver"] == "webhook"
+    assert config["receivers"][1]["webhook_configs"][0]["url"] == hook["ALERT_WEBHOOK_URL"]
+
+
+def test_amtool_accepts_the_alertmanager_configuration(tmp_path: Path) -> None:
+    """Alertmanager's own check, on what Compose writes with each receiver chosen, and the
+    defaults (an operator who has set nothing of ALERT_*)."""
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("amtool is missing (prometheus-alertmanager, scripts/bootstrap.sh)")
+        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
+    for chosen in (
+        {},
+        {"ALERT_RECEIVER": "webhook", "ALERT_WEBHOOK_URL": "https://ntfy.example.org/ops"},
+    ):
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(rendered_config("alertmanager", DEPLOY_ENV | chosen))
+        result = subprocess.run(
+            [amtool, "check-config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    path.write_text(path.read_text().replace("receiver: webhook", "receiver: pager"))
+    refused = subprocess.run(
+        [amtool, "check-config", str(path)], capture_output=True, timeout=60, check=False
+    )
+    assert refused.returncode != 0  # a receiver that is not defined
+
+
+# --- Monitoring: every process a target, every alert tested ------------------------------------
+
+
+def scrape_jobs() -> dict[str, dict[str, Any]]:
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_every_app_process_is_a_scrape_target() -> None:
+    """Each container of api, worker and beat is its own target (Docker's DNS gives every
+    replica's address); inside one, the processes add up (PROMETHEUS_MULTIPROC_DIR) and the pool
+    gauges carry their pid (goaltrack.observability.metrics)."""
+    found = services()
+    jobs = scrape_jobs()
+    api_port = found["api"]["command"][found["api"]["command"].index("--port") + 1]
+    expected = {
+        "api": ("goaltrack-api", int(api_port)),
+        "worker": ("goaltrack-worker", int(found["worker"]["environment"]["WORKER_METRICS_PORT"])),
+        "beat": ("goaltrack-beat", int(found["beat"]["environment"]["BEAT_METRICS_PORT"])),
+    }
+    for service, (job, port) in expected.items():
+        [discovery] = jobs[job]["dns_sd_configs"]
+        assert discovery == {"names": [service], "type": "A", "port": port}, service
+        assert found[service]["networks"][0] == "backend"
+    for service in ("worker", "beat"):
+        assert found[service]["environment"]["METRICS_BIND_ADDRESS"] == "0.0.0.0"  # noqa: S104
+    assert jobs["goaltrack-api"]["authorization"]["credentials_file"] == "metrics-token"
+    for service in ("api", "worker"):  # several processes in one container
+        assert found[service]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/run/prom"
+        assert found[service]["tmpfs"] == ["/run/prom"]
+    # Every long-running app service is covered, whatever is added later.
+    app_services = {name for name in APP_SERVICES if long_running(found[name])}
+    assert app_services == set(expected)
+
+
+def test_every_exporter_is_scraped_and_in_the_monitoring_profile() -> None:
+    found = services()
+    monitoring = {
+        name for name, service in found.items() if service.get("profiles") == ["monitoring"]
+    }
+    assert monitoring == {
+        "prometheus",
+        "alertmanager",
+        "node-exporter",
+        "postgres-exporter",
+        "redis-exporter",
+        "blackbox-exporter",
+    }
+    targets = {
+        target
+        for job in scrape_jobs().values()
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    assert {"node-exporter:9100", "postgres-exporter:9187", "redis-exporter:9121"} <= targets
+    assert {"alertmanager:9093", "blackbox-exporter:9115"} <= targets
+    blackbox = scrape_jobs()["blackbox"]
+    assert blackbox["relabel_configs"][-1]["replacement"] == "blackbox-exporter:9115"
+    probed = json.loads(rendered_config("blackbox-targets"))
+    assert probed == [
+        {
+            "targets": [
+                "https://goaltrack.example.org/health",
+                "https://files.goaltrack.example.org/",
+            ]
+        }
+    ]
+    mounted = found["prometheus"]["configs"][0]["target"]
+    assert blackbox["file_sd_configs"][0]["files"] == [mounted]
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing (Debian package `prometheus`, scripts/bootstrap.sh)")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    return path
+
+
+def test_every_alert_has_a_unit_test_that_fires_it() -> None:
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    tests = yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())
+    assert tests["rule_files"] == ["alerts.yml"]
+    fired = {
+        case["alertname"]
+        for test in tests["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert alerts - fired == set()
+    assert fired <= alerts
+
+
+def test_the_alert_rules_pass_their_unit_tests() -> None:
+    result = subprocess.run(
+        [promtool(), "test", "rules", "alerts.test.yml"],
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_rejects_a_broken_alert_unit_test(tmp_path: Path) -> None:
+    """The unit tests can fail: the same file, expecting an alert one minute too early."""
+    shutil.copy(PROMETHEUS_DIR / "alerts.yml", tmp_path / "alerts.yml")
+    text = (PROMETHEUS_DIR / "alerts.test.yml").read_text()
+    broken = text.replace(
+        "      - eval_time: 6m\n        alertname: GoaltrackTargetDown",
+        "      - eval_time: 4m\n        alertname: GoaltrackTargetDown",
+        1,
+    )
+    assert broken != text
+    (tmp_path / "alerts.test.yml").write_text(broken)
+    result = subprocess.run(
+        [promtool(), "test", "rules", "alerts.test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
 
 
 def test_mailpit_only_under_the_staging_profile_on_loopback() -> None:
@@ -335,7 +780,89 @@ def test_backup_image_build_context_holds_what_it_copies() -> None:
     for source in copied:
         assert os.access(ROOT / source, os.X_OK), source
     assert "FROM postgres:16-" in dockerfile  # pg_dump of the postgres service's major version
-    assert services()["postgres"]["image"].startswith("postgres:16-")
+    assert services()["postgres"]["image"].startswith("postgres:16.")
+
+
+# --- The guides' figures ----------------------------------------------------------------------
+
+OPERATIONS = ROOT / "docs" / "operations.md"
+DEPLOY_GUIDE = ROOT / "docs" / "deploy.md"
+
+
+def compose_connection_bound() -> int:
+    """PostgreSQL connections the compose deployment may open: each API process's two pools,
+    each task process's engine; beat and the worker's main process hold none."""
+    from goaltrack.config import Settings
+    from goaltrack.worker.runtime import TASK_POOL_SIZE
+
+    fields = Settings.model_fields
+    per_api_process = fields["database_pool_size"].default + (
+        fields["database_read_pool_size"].default
+    )
+    total = 0
+    for service in services().values():
+        command = service.get("command") or []
+        replicas = service.get("deploy", {}).get("replicas", 1)
+        if command[:2] == ["goaltrack", "serve"]:
+            total += replicas * int(command[command.index("--workers") + 1]) * per_api_process
+        elif command[:2] == ["goaltrack", "worker"]:
+            children = int(command[command.index("--concurrency") + 1])
+            total += replicas * children * TASK_POOL_SIZE
+    return total
+
+
+def test_the_guides_state_the_connections_the_pools_allow() -> None:
+    bound = compose_connection_bound()
+    for guide in (OPERATIONS, DEPLOY_GUIDE):
+        stated = re.findall(r"at most \*\*(\d+)\*\* PostgreSQL\s+connections", guide.read_text())
+        assert stated, guide.name
+        assert {int(number) for number in stated} == {bound}, guide.name
+    # Within what PostgresConnectionsNearMax allows of the default max_connections (100).
+    assert bound <= 80
+
+
+def test_the_runs_settings_in_operations_md_are_the_defaults() -> None:
+    """ "Everything else is the production default: ..." names Settings' own defaults."""
+    from goaltrack.config import Settings
+
+    text = OPERATIONS.read_text()
+    sentence = text[text.index("Everything else is the production default") :]
+    sentence = sentence[: sentence.index("\n\n")]
+    stated = dict(re.findall(r"`([A-Z_]+)=([^`]+)`", sentence))
+    assert len(stated) >= 5
+    for name, value in stated.items():
+        default = Settings.model_fields[name.lower()].default
+        assert str(default) == value, name
+
+
+def test_the_chaos_table_is_the_chaos_result() -> None:
+    """The per-fault rows of operations.md are ops/results/chaos.json's, as the harness wrote it."""
+    result = json.loads((ROOT / "ops" / "results" / "chaos.json").read_text())
+    rows = {
+        match["part"]: match.groups()[1:]
+        for match in re.finditer(
+            r"^\| (?P<part>\w+) \| ([\d.]+) s \| (\d+) \| (\d+) \| ([\d.]+) s \|$",
+            OPERATIONS.read_text(),
+            re.M,
+        )
+    }
+    assert rows == {
+        fault["component"]: (
+            str(fault["down_s"]),
+            str(fault["requests"]),
+            str(fault["errors"]),
+            str(fault["recovered_after_restart_s"]),
+        )
+        for fault in result["faults"]
+    }
+
+
+def test_both_guides_say_the_same_about_beat() -> None:
+    """One beat; a second is safe (SKIP LOCKED) but doubles the ticks: never "exactly one"."""
+    for guide in (OPERATIONS, DEPLOY_GUIDE, ROOT / "README.md"):
+        text = guide.read_text()
+        assert "SKIP LOCKED" in text, guide.name
+        assert not re.search(r"exactly one `?beat|never scaled", text), guide.name
 
 
 # --- Caddy ----------------------------------------------------------------------------------
@@ -346,12 +873,12 @@ def test_caddy_serves_the_api_and_the_presigned_downloads() -> None:
     caddy = found["caddy"]
     assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
     assert caddy["environment"]["DOMAIN"].startswith("${DOMAIN:?")
-    # Presigned URLs are signed for the host Caddy proxies to MinIO.
+    # Presigned URLs are signed for the host Caddy proxies to SeaweedFS.
     public = interpolate(found["api"]["environment"]["S3_PUBLIC_ENDPOINT_URL"], DEPLOY_ENV)
     assert public == "https://files.goaltrack.example.org"
     text = CADDYFILE.read_text()
     assert re.search(r"^\{\$DOMAIN\} \{.*?reverse_proxy api:8000", text, re.S | re.M)
-    assert re.search(r"^files\.\{\$DOMAIN\} \{.*?reverse_proxy minio:9000", text, re.S | re.M)
+    assert re.search(r"^files\.\{\$DOMAIN\} \{.*?reverse_proxy seaweedfs:8333", text, re.S | re.M)
 
 
 def test_caddy_adapts_the_caddyfile() -> None:
@@ -377,7 +904,7 @@ def test_caddy_adapts_the_caddyfile() -> None:
         upstreams[host] = ",".join(sorted(set(dials)))
     assert upstreams == {
         "goaltrack.example.org": "api:8000",
-        "files.goaltrack.example.org": "minio:9000",
+        "files.goaltrack.example.org": "seaweedfs:8333",
     }
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -36,7 +37,7 @@ from goaltrack.clock import set_clock
 from goaltrack.config import AppEnv, Settings, get_settings
 from goaltrack.dev.localstack import free_port
 from goaltrack.main import create_app
-from goaltrack.observability import logs, probes, sentry, worker_signals
+from goaltrack.observability import endpoint, logs, probes, sentry, worker_signals
 from goaltrack.observability.install import install_observability
 from goaltrack.observability.logs import (
     JsonFormatter,
@@ -44,6 +45,7 @@ from goaltrack.observability.logs import (
     TextFormatter,
     logging_config,
 )
+from goaltrack.observability.metrics import process_metrics
 from goaltrack.observability.request_id import current_request_id, request_id_var
 from helpers import Account, assert_problem, create_goal, wait_until
 
@@ -318,13 +320,22 @@ def test_multiprocess_mode_adds_up_the_processes(tmp_path: Path) -> None:
         "assert o.MULTIPROCESS\n"
         "o.PUSH_RESULTS.labels('sent').inc()\n"
         "o.HTTP_REQUESTS_IN_PROGRESS.inc()\n"
+        "o.DB_POOL_SIZE.set(7)\n"
+        "print(os.getpid())\n"
         "if os.environ.get('ENDED'):\n"
         "    worker_signals._on_worker_process_shutdown(pid=os.getpid())\n"
     )
-    for ended in ("", "1"):
+    live, ended = (
         subprocess.run(
-            [sys.executable, "-c", child], env={**env, "ENDED": ended}, check=True, timeout=60
-        )
+            [sys.executable, "-c", child],
+            env={**env, "ENDED": ended},
+            check=True,
+            timeout=60,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        for ended in ("", "1")
+    )
     reader = (
         "import sys\n"
         "from prometheus_client import generate_latest\n"
@@ -341,6 +352,17 @@ def test_multiprocess_mode_adds_up_the_processes(tmp_path: Path) -> None:
     ).stdout
     assert _value(exposition, "goaltrack_push_results_total", outcome="sent") == 2
     assert _value(exposition, "goaltrack_http_requests_in_progress") == 1
+    # Each live process's own pool gauge, labelled with its pid (the reader's own is 0); the
+    # ended one's is gone.
+    pools = {
+        sample.labels["pid"]: sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "goaltrack_db_pool_size"
+        for sample in family.samples
+    }
+    assert pools[live] == 7
+    assert ended not in pools
+    assert set(pools.values()) == {0, 7}
 
 
 # --- the request id ---------------------------------------------------------------------------
@@ -649,6 +671,51 @@ def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+FRESH_WORKER = """
+import sys, types
+from prometheus_client import generate_latest
+from goaltrack.celery_app import create_celery
+from goaltrack.config import get_settings
+from goaltrack.observability import worker_signals
+from goaltrack.observability.metrics import process_metrics
+
+celery = create_celery(get_settings())
+worker_signals._on_worker_init(sender=types.SimpleNamespace(app=celery))
+sys.stdout.write(generate_latest(process_metrics()).decode())
+"""
+
+
+async def test_every_dashboard_panel_has_data_on_a_fresh_stack(
+    obs_client: httpx.AsyncClient,
+) -> None:
+    """Each metric a panel reads has a sample before anything failed or ran: a worker process
+    that has just started (its task counters at 0 per task and state, push outcomes at 0) and
+    the API's scrape."""
+    fresh = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", FRESH_WORKER],
+        env={key: value for key, value in os.environ.items() if key != "WORKER_METRICS_PORT"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    worker = fresh.stdout
+    await _scrape(obs_client)  # the scrape itself is counted from the next one on
+    sampled = {name for name, _ in _samples(worker) | _samples(await _scrape(obs_client))}
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for metric in re.findall(r"goaltrack_[a-z_]+", target["expr"]):
+                assert metric in sampled, (panel["title"], metric)
+    assert (
+        _value(
+            worker, "goaltrack_celery_tasks_total", task="scheduling.dispatch_due", state="FAILURE"
+        )
+        == 0
+    )
+
+
 async def test_deploy_files_name_only_exposed_metrics(obs_client: httpx.AsyncClient) -> None:
     exposition = await _scrape(obs_client)
     exposed = {sample for sample, _ in _samples(exposition)} | {
@@ -668,13 +735,39 @@ async def test_deploy_files_name_only_exposed_metrics(obs_client: httpx.AsyncCli
     assert used <= exposed, used - exposed
 
 
+def _local_scrape_config(targets: dict[str, str]) -> str:
+    """deploy/prometheus/prometheus.yml with the app's jobs pointed at `targets` (job -> address)
+    instead of Docker's DNS, the exporters' jobs left out (none runs here), short intervals."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    jobs = []
+    for job in config["scrape_configs"]:
+        if job["job_name"] in targets:
+            del job["dns_sd_configs"]
+            job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+            jobs.append(job)
+    assert len(jobs) == len(targets)
+    config["scrape_configs"] = jobs
+    del config["alerting"]
+    # 2 s: a scrape runs the probes' queries, which a busy machine can slow past 1 s.
+    config["global"] = {
+        "scrape_interval": "2s",
+        "scrape_timeout": "2s",
+        "evaluation_interval": "1s",
+    }
+    return yaml.safe_dump(config)
+
+
 async def test_a_real_prometheus_scrapes_the_app(tmp_path: Path) -> None:
-    """Prometheus scrapes the API's /metrics with the bearer token, and METRICS_PORT in the
-    worker job's place (the same listener as WORKER_METRICS_PORT), and evaluates the rules."""
+    """Prometheus scrapes the API's /metrics with the bearer token, METRICS_PORT in the worker
+    job's place (the same listener as WORKER_METRICS_PORT) and beat's BEAT_METRICS_PORT, and
+    evaluates the rules."""
     prometheus = _tool("prometheus")
     import uvicorn
 
     api_port, side_port, prometheus_port = free_port(), free_port(), free_port()
+    beat_port = free_port()
+    beat = endpoint.start_metrics_server(beat_port, "127.0.0.1", process_metrics())
+    assert beat is not None
     settings = _settings(metrics_token=SecretStr(TOKEN), metrics_port=side_port)
     app = _observed_app(settings)
     server = uvicorn.Server(
@@ -683,12 +776,13 @@ async def test_a_real_prometheus_scrapes_the_app(tmp_path: Path) -> None:
     serving = asyncio.create_task(server.serve())
     shutil.copy(PROMETHEUS_DIR / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "metrics-token").write_text(TOKEN)
-    config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
-    config = config.replace("api:8000", f"127.0.0.1:{api_port}")
-    config = config.replace("worker:9101", f"127.0.0.1:{side_port}")
-    config = config.replace("scrape_interval: 15s", "scrape_interval: 1s")
-    config = config.replace("evaluation_interval: 15s", "evaluation_interval: 1s")
-    config = config.replace("scrape_timeout: 10s", "scrape_timeout: 1s")
+    config = _local_scrape_config(
+        {
+            "goaltrack-api": f"127.0.0.1:{api_port}",
+            "goaltrack-worker": f"127.0.0.1:{side_port}",
+            "goaltrack-beat": f"127.0.0.1:{beat_port}",
+        }
+    )
     (tmp_path / "prometheus.yml").write_text(config)
     process = await asyncio.create_subprocess_exec(
         prometheus,
@@ -716,7 +810,7 @@ async def test_a_real_prometheus_scrapes_the_app(tmp_path: Path) -> None:
                                 'goaltrack_http_request_duration_seconds_count{route="/metrics"}'
                             )
                         )
-                        and len(await query('up{job=~"goaltrack-.*"}')) == 2
+                        and len(await query('up{job=~"goaltrack-.*"}')) == 3
                     )
                 except httpx.HTTPError:
                     return False
@@ -727,14 +821,18 @@ async def test_a_real_prometheus_scrapes_the_app(tmp_path: Path) -> None:
                 targets = (await http.get(f"{base}/targets")).json()["data"]["activeTargets"]
                 names = await query('count by (__name__, route) ({job="goaltrack-api"})')
                 pytest.fail(f"not scraped: {targets} {names}")
-            [up] = await query('up{job="goaltrack-api"}')
+            # Scraped at least once (a scrape may time out now and then on a busy machine).
+            [up] = await query('max_over_time(up{job="goaltrack-api"}[1m])')
             assert up["value"][1] == "1"
             [pool] = await query('goaltrack_db_pool_size{job="goaltrack-api"}')
             assert pool["value"][1] == str(settings.database_pool_size)
-            [side] = await query('up{job="goaltrack-worker"}')
+            [side] = await query('max_over_time(up{job="goaltrack-worker"}[1m])')
             assert side["value"][1] == "1"
             [lag] = await query('goaltrack_scheduler_lag_seconds{job="goaltrack-worker"}')
             assert lag["value"][1] == "0"
+            [up_beat] = await query('max_over_time(up{job="goaltrack-beat"}[1m])')
+            assert up_beat["value"][1] == "1"
+            assert await query('goaltrack_beat_last_tick_timestamp_seconds{job="goaltrack-beat"}')
 
             async def rules_evaluated() -> bool:
                 groups = (await http.get(f"{base}/rules")).json()["data"]["groups"]
@@ -751,3 +849,5 @@ async def test_a_real_prometheus_scrapes_the_app(tmp_path: Path) -> None:
         await asyncio.wait_for(process.wait(), 30)
         server.should_exit = True
         await serving
+        beat.shutdown()
+        beat.server_close()

@@ -6,13 +6,21 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
-from helpers import Account, add_stages, create_goal, make_image
+from helpers import (
+    Account,
+    add_stages,
+    create_goal,
+    make_image,
+    wait_for_idle_worker,
+    wait_until,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for ops/
 
@@ -111,3 +119,62 @@ def _put_object(s3: dict[str, str], key: str) -> None:
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}),
     ).put_object(Bucket="goaltrack", Key=key, Body=b"orphan")
+
+
+async def test_consistency_counts_every_mail_and_push(
+    app: Any, client: Any, user: Account, mailbox: Any, fcm: Any
+) -> None:
+    """The mails the SMTP server got and the pushes FCM got, against what the database says was
+    owed: all zeros for a registration (its verification mail) and a completed goal (its
+    achievement, pushed to the phone registered before); then a mail lost, a push sent twice and
+    a push claimed but never answered are each counted."""
+    device = "ops-smoke-" + uuid.uuid4().hex
+    response = await client.post(
+        "/devices", json={"token": device, "platform": "android"}, headers=user.headers
+    )
+    assert response.status_code == 201, response.text
+    goal = await create_goal(client, user)
+    for stage in await add_stages(client, user, goal["id"], 1):
+        await _complete(client, user, goal["id"], stage)
+    await mailbox.wait_for(user.email, verification=True)
+    await wait_until(lambda: bool(fcm.messages_to(device)), timeout=30)
+    await wait_for_idle_worker(app.state.redis)
+
+    def received() -> consistency.Deliveries:
+        mails = Counter(
+            address.addr_spec.lower()
+            for message in mailbox.messages
+            for address in message["To"].addresses
+        )
+        pushes = Counter(
+            (record["message"]["data"]["notification_id"], record["message"]["token"])
+            for record in fcm.messages
+            if record["status"] == 200
+        )
+        return consistency.Deliveries(mails=mails, pushes=pushes)
+
+    async def run_check(deliveries: consistency.Deliveries) -> consistency.CheckResult:
+        async with app.state.engine.connect() as connection:
+            return await consistency.check(connection, None, deliveries=deliveries)
+
+    clean = await run_check(received())
+    assert clean.ok, clean.report()
+    assert clean.totals["mails_received"] == 1
+    assert clean.totals["pushes_received"] >= 1
+
+    deliveries = received()
+    deliveries.mails[user.email.lower()] -= 1
+    twice = next(iter(deliveries.pushes))
+    deliveries.pushes[twice] += 1
+    async with app.state.engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE push_deliveries SET outcome = 'sending' WHERE notification_id = :id"),
+            {"id": twice[0]},
+        )
+    planted = await run_check(deliveries)
+    assert {name: count for name, count in planted.counts.items() if count} == {
+        "mail_missing": 1,
+        "push_sent_twice": 1,
+        "push_claimed_unanswered": 1,
+    }, planted.report()
+    assert planted.examples["push_sent_twice"] == [" ".join(twice)]

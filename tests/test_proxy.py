@@ -106,7 +106,7 @@ def caddyfile_for(api_port: int, http_port: int, https_port: int, data: Path) ->
         text,
         count=1,
     )
-    for upstream in ("api:8000", "minio:9000"):
+    for upstream in ("api:8000", "seaweedfs:8333"):
         assert upstream in text, f"{upstream} is no longer the Caddyfile's upstream"
         text = text.replace(upstream, f"127.0.0.1:{api_port}")
     return text

@@ -28,6 +28,8 @@ from goaltrack.worker.registry import TASKS, TICK, Hold, RetryLater, TaskSpec
 
 logger = logging.getLogger(__name__)
 
+BEAT_MAX_LOOP_SECONDS = 60
+
 TASK_MODULES = (
     "goaltrack.worker.tasks",
     "goaltrack.auth.tasks",
@@ -63,6 +65,9 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         timezone="UTC",
         beat_schedule=beat_schedule(settings),
+        # Its heartbeat (observability.beat) moves at least once a minute, even with nothing due.
+        beat_scheduler="goaltrack.observability.beat:HeartbeatScheduler",
+        beat_max_loop_interval=BEAT_MAX_LOOP_SECONDS,
     )
     for spec in TASKS.values():
         _register(app, settings, spec)

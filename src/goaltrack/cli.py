@@ -1,4 +1,5 @@
-"""The `goaltrack` command: migrate, serve, worker, beat, and `dev` (everything, zero configuration)."""
+"""The `goaltrack` command: migrate, serve, worker, beat, health (the containers' checks), and
+`dev` (everything, zero configuration)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +20,7 @@ import typer
 app = typer.Typer(help="Goaltrack backend.", no_args_is_help=True, add_completion=False)
 
 DEV_DIR = Path(".goaltrack")
+BEAT_SCHEDULE = DEV_DIR / "celerybeat-schedule"
 
 
 def _logging_config() -> dict[str, Any]:
@@ -89,9 +92,46 @@ def worker(concurrency: Annotated[int, typer.Option(help="Worker processes.")] =
 
 @app.command()
 def beat() -> None:
-    """Run Celery beat (exactly one per deployment): it only ticks; PostgreSQL holds the schedule."""
+    """Run Celery beat (one per deployment; a second is safe, its jobs claiming rows with SKIP
+    LOCKED, but doubles the ticks): it only ticks; PostgreSQL holds the schedule."""
     DEV_DIR.mkdir(exist_ok=True)
-    _celery("beat", "--loglevel=INFO", f"--schedule={DEV_DIR / 'celerybeat-schedule'}")
+    _celery("beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}")
+
+
+class HealthRole(StrEnum):
+    API = "api"
+    WORKER = "worker"
+    BEAT = "beat"
+
+
+@app.command()
+def health(
+    role: Annotated[HealthRole, typer.Argument(help="Which process this container runs.")],
+    port: Annotated[int, typer.Option(help="The API's port.")] = 8000,
+    max_age: Annotated[float, typer.Option(help="Beat: seconds its heartbeat may age.")] = 300,
+    grace: Annotated[float, typer.Option(help="Seconds after start that never count.")] = 60,
+    pid: Annotated[int, typer.Option(hidden=True)] = 1,
+) -> None:
+    """The container's health check (exit 1 = unhealthy); ends a process stuck 3 checks in a row
+    so that its restart policy restarts it (goaltrack.healthcheck)."""
+    from goaltrack import healthcheck
+
+    if role is HealthRole.API:
+        verdict = healthcheck.check_api(port)
+    else:
+        from goaltrack.config import get_settings
+        from goaltrack.observability.beat import heartbeat_path
+
+        redis_url = get_settings().redis_url
+        verdict = (
+            healthcheck.check_worker(redis_url)
+            if role is HealthRole.WORKER
+            else healthcheck.check_beat(redis_url, heartbeat_path(BEAT_SCHEDULE), max_age)
+        )
+    stuck = healthcheck.heal(verdict, role=role.value, pid=pid, grace=grace)
+    if verdict is not healthcheck.Health.OK:
+        typer.echo(f"{role.value}: {verdict.value} ({stuck} stuck in a row)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     trusted_proxy_hops: int = Field(default=0, ge=0)
 
     s3_endpoint_url: str = "http://127.0.0.1:9000"
-    # Presigned URLs are signed for the host the clients reach (in compose: not `minio:9000`).
+    # Presigned URLs are signed for the host the clients reach (in compose: not `seaweedfs:8333`).
     s3_public_endpoint_url: str | None = None
     s3_bucket: str = "goaltrack"
     s3_access_key_id: str = "goaltrack"
@@ -210,9 +210,11 @@ class Settings(BaseSettings):
 
     # Observability (goaltrack.observability). /metrics on the API only with a token (Bearer).
     metrics_token: SecretStr | None = None
-    # An unauthenticated metrics listener in each API process / in the worker; unset = none.
+    # An unauthenticated metrics listener in each API process / in the worker / in beat; unset =
+    # none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    beat_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Where those listeners bind: 0.0.0.0 inside a container on a private network.
     metrics_bind_address: str = "127.0.0.1"
     # text or json; unset = json in production, text elsewhere.

@@ -1,4 +1,5 @@
-"""The one module in front of S3 (SeaweedFS in development and tests, MinIO or AWS in production).
+"""The one module in front of S3 (SeaweedFS in development, tests and compose; any S3 service
+elsewhere).
 
 One long-lived aioboto3 client per process, path-style addressing, short timeouts and botocore's
 standard retries (two attempts in all: Celery and the client own any further retrying).

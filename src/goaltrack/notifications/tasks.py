@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 PUSH_RETRIES = 14
 RETRY_CAP_SECONDS = 900
 SENDING = "sending"
+# Every outcome is exposed from the start (0): the dashboard's push panel has data on a fresh stack.
+for _outcome in PushOutcome:
+    PUSH_RESULTS.labels(_outcome.value)
 
 
 class _Senders(threading.local):

@@ -20,6 +20,7 @@ from goaltrack.observability.endpoint import (
     start_metrics_server,
 )
 from goaltrack.observability.metrics import mark_process_dead
+from goaltrack.observability.probes import POOL_REFRESH_SECONDS, record_pool_metrics
 from goaltrack.observability.request_id import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
 from goaltrack.observability.sentry import init_sentry
 
@@ -46,6 +47,8 @@ def install_observability(app: Any, settings: Settings) -> None:
     @asynccontextmanager
     async def with_metrics_port(application: Any) -> AsyncIterator[Any]:
         async with lifespan(application) as state:
+            # Each uvicorn worker records its own pools (a scrape is answered by only one).
+            refresher = asyncio.create_task(_record_pools(application.state))
             server = None
             if settings.metrics_port is not None:
                 registry = ThreadedApiMetrics(application.state, asyncio.get_running_loop())
@@ -55,6 +58,7 @@ def install_observability(app: Any, settings: Settings) -> None:
             try:
                 yield state
             finally:
+                refresher.cancel()
                 if server is not None:
                     server.shutdown()
                     server.server_close()
@@ -64,6 +68,12 @@ def install_observability(app: Any, settings: Settings) -> None:
     _declare_request_id(app)
     init_sentry(settings)
     _check_opentelemetry()
+
+
+async def _record_pools(state: Any) -> None:
+    while True:
+        record_pool_metrics(state)
+        await asyncio.sleep(POOL_REFRESH_SECONDS)
 
 
 REQUEST_ID_DECLARATION = {

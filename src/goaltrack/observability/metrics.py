@@ -6,6 +6,7 @@ import this module, not the ASGI or probe machinery."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.registry import Collector
@@ -48,6 +49,46 @@ PUSH_RESULTS = Counter(
 AI_RUNS = Counter("goaltrack_ai_runs", "Finished AI plan runs by outcome.", ["outcome"])
 for _outcome in ("done", "failed"):
     AI_RUNS.labels(_outcome)
+
+# Each process's own pools, set by that process (probes.record_pool_metrics): in multiprocess mode
+# every live process's value is exposed with its `pid` label, whichever process answers the
+# scrape; a process that ended (mark_process_dead) drops out.
+DB_POOL_CHECKED_OUT = Gauge(
+    "goaltrack_db_pool_checked_out",
+    "Database connections in use (per process).",
+    multiprocess_mode="liveall",
+)
+DB_POOL_SIZE = Gauge(
+    "goaltrack_db_pool_size",
+    "Database connections the pool keeps (per process).",
+    multiprocess_mode="liveall",
+)
+DB_READ_POOL_CHECKED_OUT = Gauge(
+    "goaltrack_db_read_pool_checked_out",
+    "Hot-read connections in use (per process's asyncpg pool).",
+    multiprocess_mode="liveall",
+)
+DB_READ_POOL_SIZE = Gauge(
+    "goaltrack_db_read_pool_size",
+    "Hot-read connections open (per process's asyncpg pool; opened on demand).",
+    multiprocess_mode="liveall",
+)
+BEAT_LAST_TICK = Gauge(
+    "goaltrack_beat_last_tick_timestamp_seconds",
+    "When beat last ran its scheduler loop (Unix time): a stuck beat stops moving it.",
+    multiprocess_mode="max",
+)
+# Task runs end in one of these (Celery's states): each task's children exist from the start, so
+# a failure rate reads 0, not "no data", before the first failure.
+TASK_STATES = ("SUCCESS", "FAILURE", "RETRY")
+
+
+def initialise_task_metrics(task_names: Iterable[str]) -> None:
+    """Zero-valued children for each task: the dashboard and alerts have data on a fresh stack."""
+    for name in task_names:
+        CELERY_TASK_DURATION.labels(name)
+        for state in TASK_STATES:
+            CELERY_TASKS.labels(name, state)
 
 
 def process_metrics() -> Collector:

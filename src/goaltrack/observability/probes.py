@@ -1,4 +1,4 @@
-"""The gauges read at scrape time: the DB pools, the Celery queue, the outbox backlog and the
+"""The gauges read at scrape time: the DB pools (this process's), the Celery queue, the outbox backlog and the
 scheduler's lag. Each probe is bounded and fails alone (goaltrack_metrics_probe_success).
 
 The backlog and lag probes read domain tables (task_outbox, file_deletions, goal_reminders) as
@@ -22,12 +22,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from goaltrack.clock import utcnow
+from goaltrack.observability.metrics import (
+    DB_POOL_CHECKED_OUT,
+    DB_POOL_SIZE,
+    DB_READ_POOL_CHECKED_OUT,
+    DB_READ_POOL_SIZE,
+)
 
 # The single module's logger name, kept for every part of the package (see __init__).
 logger = logging.getLogger("goaltrack.observability")
 
 # Scrape-time probes: each bounded, each failing alone.
 PROBE_TIMEOUT_SECONDS = 2.0
+# How often each API process records its pools' gauges between scrapes.
+POOL_REFRESH_SECONDS = 5.0
 # A backlog count stops here: past it the number only says "very large", and counting costs.
 BACKLOG_COUNT_CAP = 100_000
 CELERY_QUEUE = "celery"
@@ -105,48 +113,25 @@ PROBES: Sequence[Probe] = (
 )
 
 
-def _pool_metrics(state: Any) -> list[Metric]:
-    metrics = _read_pool_metrics(getattr(state, "read_pool", None))
+def record_pool_metrics(state: Any) -> None:
+    """This process's pools into its gauges (metrics.DB_POOL_*): at each scrape it answers, and
+    every POOL_REFRESH_SECONDS in each API process (install.py), so that every process reports."""
     pool = getattr(getattr(state, "engine", None), "pool", None)
-    if not isinstance(pool, QueuePool):
-        return metrics
-    return [
-        *metrics,
-        GaugeMetricFamily(
-            "goaltrack_db_pool_checked_out",
-            "Database connections in use (this process's pool).",
-            value=pool.checkedout(),
-        ),
-        GaugeMetricFamily(
-            "goaltrack_db_pool_size",
-            "Database connections the pool keeps (this process's pool).",
-            value=pool.size(),
-        ),
-    ]
-
-
-def _read_pool_metrics(pool: asyncpg.Pool | None) -> list[Metric]:
-    if pool is None:
-        return []
-    return [
-        GaugeMetricFamily(
-            "goaltrack_db_read_pool_checked_out",
-            "Hot-read connections in use (this process's asyncpg pool).",
-            value=pool.get_size() - pool.get_idle_size(),
-        ),
-        GaugeMetricFamily(
-            "goaltrack_db_read_pool_size",
-            "Hot-read connections open (this process's asyncpg pool; opened on demand).",
-            value=pool.get_size(),
-        ),
-    ]
+    if isinstance(pool, QueuePool):
+        DB_POOL_CHECKED_OUT.set(pool.checkedout())
+        DB_POOL_SIZE.set(pool.size())
+    read_pool: asyncpg.Pool | None = getattr(state, "read_pool", None)
+    if read_pool is not None:
+        DB_READ_POOL_CHECKED_OUT.set(read_pool.get_size() - read_pool.get_idle_size())
+        DB_READ_POOL_SIZE.set(read_pool.get_size())
 
 
 async def scrape_metrics(state: Any, probes: Iterable[Probe] = PROBES) -> list[Metric]:
     """The gauges read at scrape time from the app's state (engine, redis). A probe that fails
     or takes longer than PROBE_TIMEOUT_SECONDS is left out, and says so in
     goaltrack_metrics_probe_success; it never fails the scrape."""
-    metrics = _pool_metrics(state)
+    record_pool_metrics(state)
+    metrics: list[Metric] = []
     success = GaugeMetricFamily(
         "goaltrack_metrics_probe_success",
         "Whether the scrape-time probe answered (1) or failed or timed out (0).",

@@ -1,5 +1,5 @@
 """Celery's side: the request id carried from the request into the tasks it queued, task metrics,
-the worker's metrics port and Sentry in the worker and beat. Signals are global: connected once
+the worker's and beat's metrics ports and Sentry in the worker and beat. Signals are global: connected once
 per process (`install_celery_signals`, from celery_app.create_celery)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from goaltrack.observability.metrics import (
     CELERY_TASK_FAILURES,
     CELERY_TASKS,
     MULTIPROCESS,
+    initialise_task_metrics,
     mark_process_dead,
     process_metrics,
 )
@@ -42,6 +43,7 @@ class _Running:
 _running: dict[str, _Running] = {}
 _celery_settings: Settings | None = None
 _worker_server: Any = None
+_beat_server: Any = None
 
 
 def _on_before_task_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
@@ -86,6 +88,8 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if settings is None:
         return
     init_sentry(settings)
+    tasks = getattr(getattr(sender, "app", None), "tasks", {})
+    initialise_task_metrics(name for name in tasks if not name.startswith("celery."))
     if settings.worker_metrics_port is None or _worker_server is not None:
         return
     pool = getattr(sender, "pool_cls", None)
@@ -104,8 +108,15 @@ def _on_worker_process_shutdown(pid: int | None = None, **_: Any) -> None:
 
 
 def _on_beat_init(**_: Any) -> None:
-    if _celery_settings is not None:
-        init_sentry(_celery_settings)
+    global _beat_server
+    settings = _celery_settings
+    if settings is None:
+        return
+    init_sentry(settings)
+    if settings.beat_metrics_port is not None and _beat_server is None:
+        _beat_server = start_metrics_server(
+            settings.beat_metrics_port, settings.metrics_bind_address, process_metrics()
+        )
 
 
 def install_celery_signals(settings: Settings) -> None:

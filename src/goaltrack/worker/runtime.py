@@ -28,6 +28,9 @@ from goaltrack.worker import outbox
 
 T = TypeVar("T")
 
+# PostgreSQL connections each task process's engine keeps (the guides' connection count uses it).
+TASK_POOL_SIZE = 2
+
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
@@ -87,7 +90,10 @@ async def task_session() -> AsyncIterator[AsyncSession]:
     """A task's transaction: commit on success, roll back on error, then send deferred tasks."""
     if _runtime.sessionmaker is None:
         engine = create_engine(
-            task_settings(), application_name="goaltrack-worker", pool_size=2, pre_ping=True
+            task_settings(),
+            application_name="goaltrack-worker",
+            pool_size=TASK_POOL_SIZE,
+            pre_ping=True,
         )
         _runtime.sessionmaker = create_sessionmaker(engine)
     assert _runtime.producer is not None
