@@ -366,7 +366,7 @@ def test_verified_token_cache_keeps_tokens_until_they_expire_and_drops_the_neare
     from goaltrack.auth.security import AccessClaims, VerifiedTokens
 
     def verified(expires_at: int) -> tuple[AccessClaims, int]:
-        return AccessClaims(uuid.uuid4(), 1, uuid.uuid4()), expires_at
+        return AccessClaims(uuid.uuid4(), 1, uuid.uuid4(), issued_at=expires_at - 1800), expires_at
 
     cache = VerifiedTokens(capacity=3)
     first, second, third = verified(100), verified(200), verified(300)
