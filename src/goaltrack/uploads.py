@@ -34,8 +34,6 @@ import anyio
 import anyio.to_thread
 import pillow_heif
 from PIL import Image
-from pypdf import PdfReader
-from pypdf.errors import FileNotDecryptedError
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartState, parse_options_header
@@ -149,6 +147,10 @@ def _verify_image(file: IO[bytes], image_format: str) -> None:
 
 
 def _verify_pdf(file: IO[bytes]) -> None:
+    # Imported on the first PDF: pypdf would add a tenth to the API's start-up (docs/deploy.md).
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError
+
     # strict=False reads what viewers read; the cross-reference table and trailer must be there.
     reader = PdfReader(file, strict=False)
     try:
