@@ -37,7 +37,7 @@ SCHEMA_FILE = ROOT / "deploy" / "compose-spec.json"
 BACKUP = ROOT / "scripts" / "backup"
 RESTORE = ROOT / "scripts" / "restore"
 
-APP_SERVICES = ("migrate", "api", "worker", "beat")
+APP_SERVICES = ("migrate", "api-1", "api-2", "worker", "beat")
 ENV_FILE_REFERENCE = "${GOALTRACK_ENV_FILE:-/etc/goaltrack/goaltrack.env}"
 # What an operator's env file provides to the ${...} of the compose file.
 DEPLOY_ENV = {
@@ -216,9 +216,11 @@ def test_every_service_has_a_health_check() -> None:
         else:
             assert check["test"][0] in ("CMD", "CMD-SHELL"), name
             assert check.get("interval"), name
-    api = " ".join(found["api"]["healthcheck"]["test"])
-    assert "urllib" in api
-    assert "http://127.0.0.1:8000/health/ready" in api  # the image has python, not curl
+    for replica in ("api-1", "api-2"):
+        api = " ".join(found[replica]["healthcheck"]["test"])
+        assert "urllib" in api
+        assert "http://127.0.0.1:8000/health/ready" in api  # the image has python, not curl
+        assert found[replica]["healthcheck"]["start_interval"] == "1s"  # `up --wait` is quick
     assert "pg_isready" in " ".join(found["postgres"]["healthcheck"]["test"])
     assert found["redis"]["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
     assert found["minio"]["healthcheck"]["test"][1:] == ["mc", "ready", "local"]
@@ -252,7 +254,7 @@ def test_migrate_is_a_one_shot_that_the_app_waits_for() -> None:
     migrate = found["migrate"]
     assert migrate["command"] == ["goaltrack", "migrate"]
     assert migrate["restart"] == "no"
-    for name in ("api", "worker", "beat"):
+    for name in ("api-1", "api-2", "worker", "beat"):
         assert found[name]["depends_on"]["migrate"] == {
             "condition": "service_completed_successfully"
         }, name
@@ -347,11 +349,34 @@ def test_caddy_serves_the_api_and_the_presigned_downloads() -> None:
     assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
     assert caddy["environment"]["DOMAIN"].startswith("${DOMAIN:?")
     # Presigned URLs are signed for the host Caddy proxies to MinIO.
-    public = interpolate(found["api"]["environment"]["S3_PUBLIC_ENDPOINT_URL"], DEPLOY_ENV)
+    public = interpolate(found["api-1"]["environment"]["S3_PUBLIC_ENDPOINT_URL"], DEPLOY_ENV)
     assert public == "https://files.goaltrack.example.org"
     text = CADDYFILE.read_text()
-    assert re.search(r"^\{\$DOMAIN\} \{.*?reverse_proxy api:8000", text, re.S | re.M)
+    assert re.search(
+        r"^\{\$DOMAIN\} \{.*?reverse_proxy api-1:8000 api-2:8000 \{", text, re.S | re.M
+    )
     assert re.search(r"^files\.\{\$DOMAIN\} \{.*?reverse_proxy minio:9000", text, re.S | re.M)
+
+
+def test_two_api_replicas_drain_before_caddys_health_check_misses_them() -> None:
+    """A deploy restarts one replica at a time (scripts/rolling-restart; the behaviour is
+    tests/test_rolling_restart.py's): a stopping replica fails its readiness for `--drain`
+    seconds, long enough for Caddy's active check to see it twice, and Docker waits for the
+    drain and uvicorn's graceful stop (20 s, `goaltrack serve`) before it kills."""
+    found = services()
+    assert found["api-1"] == found["api-2"]
+    command = found["api-1"]["command"]
+    assert command[command.index("--workers") + 1] == "1"  # the drain needs one process
+    drain = float(command[command.index("--drain") + 1])
+    text = CADDYFILE.read_text()
+    interval = re.search(r"^\s+health_interval (\d+)s$", text, re.M)
+    assert interval
+    assert "health_uri /health/ready" in text
+    assert re.search(r"^\s+lb_try_duration \d+s$", text, re.M)
+    assert drain >= 2 * int(interval[1])
+    grace = found["api-1"]["stop_grace_period"]
+    assert grace.endswith("s")
+    assert int(grace[:-1]) > drain + 20
 
 
 def test_caddy_adapts_the_caddyfile() -> None:
@@ -376,7 +401,7 @@ def test_caddy_adapts_the_caddyfile() -> None:
         dials = re.findall(r'"dial": "([^"]+)"', json.dumps(route, indent=1))
         upstreams[host] = ",".join(sorted(set(dials)))
     assert upstreams == {
-        "goaltrack.example.org": "api:8000",
+        "goaltrack.example.org": "api-1:8000,api-2:8000",
         "files.goaltrack.example.org": "minio:9000",
     }
 

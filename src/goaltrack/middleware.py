@@ -42,12 +42,13 @@ class TrustedProxies:
                     forwarded_proto += value.decode("latin-1").split(",")
             client = self._outermost(forwarded_for)
             proto = (self._outermost(forwarded_proto) or "").lower()
-            if client or proto in SCHEMES:
-                scope = dict(scope)
-                if client:
-                    scope["client"] = (client, 0)
-                if proto in SCHEMES:
-                    scope["scheme"] = proto
+            # In place, not on a copy: the observability middleware outside this one reads the
+            # route that routing writes into this same scope (a copy left every request's
+            # metrics labelled route="unmatched" behind the proxy).
+            if client:
+                scope["client"] = (client, 0)
+            if proto in SCHEMES:
+                scope["scheme"] = proto
         await self.app(scope, receive, send)
 
     def _outermost(self, entries: list[str]) -> str | None:
