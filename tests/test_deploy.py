@@ -1,34 +1,23 @@
 """The deployment: docker-compose.yml against the Compose Specification's JSON schema (vendored in
-deploy/compose-spec.json) and the rules of docs/deploy.md, the Caddyfile, and scripts/backup +
-scripts/restore against the test session's real PostgreSQL and S3.
+deploy/compose-spec.json) and the rules of docs/deploy.md, and the Caddyfile. (The backups' scripts
+run in tests/test_backup.py, the rolling restart in tests/test_rolling_restart.py.)
 
 There is no Docker engine here: nothing in this file starts a container. Where the `docker
 compose` CLI or `caddy` is installed, their own validators run too (skipped otherwise)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
-import urllib.parse
-import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
 import jsonschema_rs
 import pytest
 import yaml
-
-from goaltrack.config import get_settings
-from goaltrack.dev.localstack import LocalStack, free_port
-from helpers import Account, create_goal, wait_for_idle_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -45,6 +34,11 @@ DEPLOY_ENV = {
     "ACME_EMAIL": "ops@example.org",
     "POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
     "MINIO_ROOT_PASSWORD": "fedcba9876543210fedcba9876543210",
+    "BACKUP_REPO_ENDPOINT": "https://s3.eu-central-1.example.org",
+    "BACKUP_REPO_BUCKET": "goaltrack-backups",
+    "BACKUP_REPO_ACCESS_KEY_ID": "backup-key",
+    "BACKUP_REPO_SECRET_ACCESS_KEY": "0123456789abcdef0123456789abcdef",
+    "BACKUP_ENCRYPTION_PASSPHRASE": "abcdef0123456789abcdef0123456789",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|^AI_API_KEY$")
 REFERENCE = re.compile(
@@ -197,8 +191,11 @@ def test_only_caddy_publishes_ports() -> None:
 def test_databases_are_on_an_internal_network_only() -> None:
     compose = load_compose()
     assert compose["networks"]["backend"] == {"internal": True}
-    for name in ("postgres", "redis", "minio", "backup", "migrate", "beat"):
+    for name in ("postgres", "redis", "minio", "migrate", "beat"):
         assert compose["services"][name]["networks"] == ["backend"], name
+    # The backups go to a bucket off the machine (PostgreSQL archives into a local repository,
+    # which the backup service mirrors there).
+    assert compose["services"]["backup"]["networks"] == ["backend", "egress"]
     # Caddy reaches the API and MinIO through the internal network.
     assert set(compose["services"]["caddy"]["networks"]) == {"backend", "egress"}
 
@@ -321,11 +318,15 @@ def test_mailpit_only_under_the_staging_profile_on_loopback() -> None:
     assert mailpit["ports"] == ["127.0.0.1:8025:8025"]
 
 
-def test_backup_image_build_context_holds_what_it_copies() -> None:
-    backup = services()["backup"]
-    assert backup["build"] == {"context": ".", "dockerfile": "deploy/backup.Dockerfile"}
-    dockerfile = (ROOT / "deploy" / "backup.Dockerfile").read_text()
-    ignore = (ROOT / "deploy" / "backup.Dockerfile.dockerignore").read_text().split()
+def test_postgres_image_build_context_holds_what_it_copies() -> None:
+    found = services()
+    assert found["postgres"]["build"] == {
+        "context": ".",
+        "dockerfile": "deploy/postgres.Dockerfile",
+    }
+    assert found["backup"]["image"] == found["postgres"]["image"]  # one pgBackRest on both sides
+    dockerfile = (ROOT / "deploy" / "postgres.Dockerfile").read_text()
+    ignore = (ROOT / "deploy" / "postgres.Dockerfile.dockerignore").read_text().split()
     copied = [
         source
         for line in dockerfile.splitlines()
@@ -336,8 +337,31 @@ def test_backup_image_build_context_holds_what_it_copies() -> None:
     assert ignore[ignore.index("*") + 1 :] == [f"!{source}" for source in copied]
     for source in copied:
         assert os.access(ROOT / source, os.X_OK), source
-    assert "FROM postgres:16-" in dockerfile  # pg_dump of the postgres service's major version
-    assert services()["postgres"]["image"].startswith("postgres:16-")
+    # A pinned minor release of the official image, whose apt source has pgBackRest.
+    assert re.search(r"^ARG POSTGRES_IMAGE=postgres:16\.\d+-bookworm$", dockerfile, re.M)
+    assert "apt-get install -y --no-install-recommends pgbackrest rclone" in dockerfile
+
+
+def test_postgres_archives_every_wal_segment_into_the_backup_repository() -> None:
+    found = services()
+    command = found["postgres"]["command"]
+    settings = dict(item.split("=", 1) for item in command[2::2])
+    assert command[1::2] == ["-c"] * len(settings)
+    assert settings["archive_mode"] == "on"
+    assert settings["archive_command"] == "pgbackrest archive-push %p"
+    assert int(settings["archive_timeout"]) <= 60  # what a lost disk can cost, at most
+    # Both sides see one repository with one configuration, encrypted.
+    postgres, backup = found["postgres"], found["backup"]
+    for key, value in postgres["environment"].items():
+        if key.startswith("PGBACKREST_"):
+            assert backup["environment"][key] == value, key
+    assert postgres["environment"]["PGBACKREST_REPO1_CIPHER_TYPE"] == "aes-256-cbc"
+    assert "pgbackrest:/var/lib/pgbackrest" in postgres["volumes"]
+    assert "pgbackrest:/var/lib/pgbackrest" in backup["volumes"]
+    assert backup["user"] == "postgres"
+    assert backup["entrypoint"] == ["backup-loop"]
+    assert backup["environment"]["BACKUP_REPO_TARGET"].startswith("offsite:")
+    assert backup["environment"]["BACKUP_OBJECTS_TARGET"].startswith("offsite:")
 
 
 # --- Caddy ----------------------------------------------------------------------------------
@@ -404,306 +428,3 @@ def test_caddy_adapts_the_caddyfile() -> None:
         "goaltrack.example.org": "api-1:8000,api-2:8000",
         "files.goaltrack.example.org": "minio:9000",
     }
-
-
-# --- Backups --------------------------------------------------------------------------------
-
-FAKE_MC = r'''
-"""Stands in for MinIO's `mc` (not installable here): `mc [--config-dir DIR] [--quiet] mirror
-[--overwrite] [--remove] ALIAS/BUCKET DIR`, the alias from MC_HOST_<ALIAS>, against any S3 API."""
-import json, os, sys, urllib.parse
-from pathlib import Path
-
-args = sys.argv[1:]
-with open(os.environ["FAKE_MC_LOG"], "a") as log:
-    log.write(json.dumps({"argv": args, "mc_host": os.environ.get("MC_HOST_goaltrack")}) + "\n")
-while args and args[0].startswith("-"):
-    flag = args.pop(0)
-    if flag == "--config-dir":
-        args.pop(0)
-    elif flag != "--quiet":
-        sys.exit(f"fake mc: unknown global flag {flag}")
-if not args or args.pop(0) != "mirror":
-    sys.exit("fake mc: only `mirror` is implemented")
-flags = {arg for arg in args if arg.startswith("-")}
-if not flags <= {"--overwrite", "--remove"}:
-    sys.exit(f"fake mc: unknown flags {flags}")
-source, target = [arg for arg in args if not arg.startswith("-")]
-if os.environ.get("FAKE_MC_OFFLINE"):
-    sys.exit(0)
-
-import boto3
-from botocore.config import Config
-
-alias, _, bucket = source.partition("/")
-url = urllib.parse.urlsplit(os.environ["MC_HOST_" + alias])
-s3 = boto3.client(
-    "s3",
-    endpoint_url=f"{url.scheme}://{url.hostname}:{url.port}",
-    aws_access_key_id=urllib.parse.unquote(url.username),
-    aws_secret_access_key=urllib.parse.unquote(url.password),
-    region_name="us-east-1",
-    config=Config(s3={"addressing_style": "path"}),
-)
-keys = set()
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-    for item in page.get("Contents", []):
-        keys.add(item["Key"])
-        path = Path(target, item["Key"])
-        if path.exists() and "--overwrite" not in flags:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part.minio")
-        part.write_bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-        part.replace(path)  # a new file, as mc writes: hard-linked snapshots keep the old one
-if "--remove" in flags:
-    for path in list(Path(target).rglob("*")):
-        if path.is_file() and path.relative_to(target).as_posix() not in keys:
-            path.unlink()
-'''
-
-
-def postgres_bin() -> Path:
-    """The client tools next to the server the test session runs (the localstack's choice)."""
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3])
-    )
-    if not candidates:
-        pytest.skip("PostgreSQL client tools are not installed")
-    return candidates[-1].parent
-
-
-def libpq_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-@pytest.fixture
-def script_env(tmp_path: Path) -> dict[str, str]:
-    """The scripts' environment: PostgreSQL's client tools and the fake `mc` on PATH."""
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    mc = tools / "mc"
-    mc.write_text(f"#!{sys.executable}\n{FAKE_MC}")
-    mc.chmod(0o755)
-    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
-    return env | {
-        "PATH": f"{postgres_bin()}:{tools}:{os.environ['PATH']}",
-        "BACKUP_DIR": str(tmp_path / "backups"),
-        "BACKUP_RETENTION_DAYS": "7",
-        "S3_BUCKET": get_settings().s3_bucket,
-        "FAKE_MC_LOG": str(tmp_path / "mc.log"),
-    }
-
-
-async def run(*command: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [str(part) for part in command],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
-async def table_counts(url: str) -> dict[str, int]:
-    connection = await asyncpg.connect(libpq_url(url))
-    try:
-        names = [
-            row[0]
-            for row in await connection.fetch(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
-            )
-        ]
-        # Table names from the catalogue, quoted.
-        return {
-            name: await connection.fetchval(f'SELECT count(*) FROM "{name}"')  # noqa: S608
-            for name in names
-        }
-    finally:
-        await connection.close()
-
-
-async def settled_counts(url: str, redis: Any) -> dict[str, int]:
-    """Row counts once the worker's tasks for the requests above have run (it is idle)."""
-    await wait_for_idle_worker(redis)
-    return await table_counts(url)
-
-
-async def drop_database(stack: LocalStack, name: str) -> None:
-    connection = await asyncpg.connect(libpq_url(stack.postgres.url_for("postgres")))
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
-def stamp_days_ago(days: float) -> str:
-    return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y%m%dT%H%M%SZ")
-
-
-def names(directory: Path) -> list[str]:
-    return sorted(path.name for path in directory.iterdir())
-
-
-def mc_calls(env: dict[str, str]) -> list[dict[str, Any]]:
-    log = Path(env["FAKE_MC_LOG"])
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines()]
-
-
-def seed_earlier_runs(backups: Path, *stamps: str) -> None:
-    """Dumps and object snapshots of earlier runs, and a file of the operator's."""
-    (backups / "postgres").mkdir(parents=True)
-    for stamp in stamps:
-        (backups / "postgres" / f"goaltrack-{stamp}.dump").write_bytes(b"old")
-        (backups / "objects" / stamp).mkdir(parents=True)
-    (backups / "postgres" / "README").write_text("not a dump")
-
-
-def check_backup_files(
-    env: dict[str, str], printed: str, key: str, content: bytes, kept: str
-) -> Path:
-    """The dump, the bucket's copy and the retention after a run; returns the dump."""
-    backups = Path(env["BACKUP_DIR"])
-    dump = Path(printed.strip())
-    stamp_match = STAMP.fullmatch(dump.name)
-    assert stamp_match
-    stamp = stamp_match[1]
-    assert dump.parent == backups / "postgres"
-    assert dump.stat().st_mode & 0o777 == 0o600  # password hashes and personal data
-
-    # The bucket: mirrored with the credentials from MC_HOST_goaltrack (never on a command line),
-    # and a dated snapshot of hard links.
-    [call] = mc_calls(env)
-    assert call["argv"][-5:] == [
-        "mirror",
-        "--overwrite",
-        "--remove",
-        f"goaltrack/{env['S3_BUCKET']}",
-        str(backups / "objects" / "latest"),
-    ]
-    assert env["S3_SECRET_ACCESS_KEY"] not in " ".join(call["argv"])
-    copy = backups / "objects" / stamp / key
-    assert copy.read_bytes() == content
-    assert copy.stat().st_ino == (backups / "objects" / "latest" / key).stat().st_ino
-
-    # Retention (7 days): what is older went, the rest stayed.
-    assert names(backups / "postgres") == sorted(["README", f"goaltrack-{kept}.dump", dump.name])
-    assert names(backups / "objects") == sorted(["latest", kept, stamp])
-    return dump
-
-
-async def test_backup_then_restore_into_a_fresh_database(
-    client: Any, app: Any, stack: LocalStack, register: Any, script_env: dict[str, str]
-) -> None:
-    account: Account = await register(password="restored horse battery")
-    goal = await create_goal(client, account, title="Survive a restore")
-    for title in ("Back up", "Restore"):
-        response = await client.post(
-            f"/goals/{goal['id']}/stages", json={"title": title}, headers=account.headers
-        )
-        assert response.status_code == 201, response.text
-    await create_goal(client, account, title="Second goal")
-    key = f"deploy-test/{uuid.uuid4()}.bin"
-    content = os.urandom(2048)
-    await app.state.storage.client.put_object(Bucket=script_env["S3_BUCKET"], Key=key, Body=content)
-    expired, kept = stamp_days_ago(8), stamp_days_ago(6)
-    seed_earlier_runs(Path(script_env["BACKUP_DIR"]), expired, kept)
-
-    source = stack.postgres.url
-    before = await settled_counts(source, app.state.redis)
-    assert before["users"] == 1
-    assert before["goals"] == 2
-    assert before["goal_stages"] == 2
-
-    result = await run(BACKUP, source, env=script_env)
-    assert result.returncode == 0, result.stderr
-    assert await table_counts(source) == before, "the worker changed rows during the backup"
-    dump = check_backup_files(script_env, result.stdout, key, content, kept)
-
-    name = f"restored_{uuid.uuid4().hex[:12]}"
-    await asyncio.to_thread(stack.postgres.create_database, name)
-    target = stack.postgres.url_for(name)
-    try:
-        result = await run(RESTORE, dump, target, env=script_env)
-        assert result.returncode == 0, result.stderr
-        assert await table_counts(target) == before
-
-        # A database with tables is refused, unless --force (then restored over, the same).
-        result = await run(RESTORE, dump, target, env=script_env)
-        assert result.returncode != 0
-        assert "already has" in result.stderr
-        result = await run(RESTORE, "--force", dump, target, env=script_env)
-        assert result.returncode == 0, result.stderr
-        assert await table_counts(target) == before
-
-        await assert_login_works_against(target, account, goal_titles={"Survive a restore"})
-    finally:
-        await drop_database(stack, name)
-
-
-async def assert_login_works_against(url: str, account: Account, goal_titles: set[str]) -> None:
-    """The application itself, run against the restored database: the password still logs in."""
-    from goaltrack.main import create_app
-
-    restored = create_app(get_settings().model_copy(update={"database_url": url}))
-    async with restored.router.lifespan_context(restored):
-        transport = httpx.ASGITransport(app=restored)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            wrong = await http.post(
-                "/auth/login", json={"email": account.email, "password": "not the password"}
-            )
-            assert wrong.status_code == 401
-            login = await http.post(
-                "/auth/login", json={"email": account.email, "password": account.password}
-            )
-            assert login.status_code == 200, login.text
-            token = login.json()["access_token"]
-            goals = await http.get("/goals", headers={"Authorization": f"Bearer {token}"})
-            assert goals.status_code == 200, goals.text
-            assert goal_titles <= {item["title"] for item in goals.json()["items"]}
-
-
-async def test_a_failed_backup_leaves_no_dump_and_deletes_nothing(
-    script_env: dict[str, str],
-) -> None:
-    backups = Path(script_env["BACKUP_DIR"])
-    old = stamp_days_ago(30)
-    seed_earlier_runs(backups, old)
-    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/goaltrack"
-    result = await run(BACKUP, unreachable, env=script_env)
-    assert result.returncode != 0
-    assert "pg_dump failed" in result.stderr
-    assert names(backups / "postgres") == ["README", f"goaltrack-{old}.dump"]
-    assert names(backups / "objects") == [old]
-    assert mc_calls(script_env) == []  # the objects were not touched either
-
-
-async def test_backup_passes_odd_s3_credentials_intact(
-    stack: LocalStack, script_env: dict[str, str]
-) -> None:
-    secret = "p@ss/w:rd+%?#&= x"
-    env = script_env | {"S3_SECRET_ACCESS_KEY": secret, "FAKE_MC_OFFLINE": "1"}
-    result = await run(BACKUP, stack.postgres.url, env=env)
-    assert result.returncode == 0, result.stderr
-    [call] = mc_calls(env)
-    url = urllib.parse.urlsplit(call["mc_host"])
-    assert urllib.parse.unquote(url.password or "") == secret
-    assert urllib.parse.unquote(url.username or "") == env["S3_ACCESS_KEY_ID"]
-    assert f"{url.scheme}://{url.hostname}:{url.port}" == env["S3_ENDPOINT_URL"]
-    assert secret not in " ".join(call["argv"])
-
-
-async def test_backup_refuses_a_retention_below_one_day(
-    stack: LocalStack, script_env: dict[str, str]
-) -> None:
-    result = await run(BACKUP, stack.postgres.url, env=script_env | {"BACKUP_RETENTION_DAYS": "0"})
-    assert result.returncode != 0
-    assert "BACKUP_RETENTION_DAYS" in result.stderr
-    assert names(Path(script_env["BACKUP_DIR"]).parent) == ["bin"]  # nothing written
