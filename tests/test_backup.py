@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import pytest
 
 from goaltrack.config import get_settings
 from goaltrack.dev.localstack import LocalStack, Postgres, free_port
+from helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKUP = ROOT / "scripts" / "backup"
@@ -96,6 +97,10 @@ def archived(stack: LocalStack) -> Iterator[Archived]:
         f"pg1-port={postgres.port}\n"
         f"pg1-socket-path={postgres.data_dir}\n"
         "pg1-user=postgres\n"
+        # The test's server keeps its socket in its data directory (production's is in
+        # /var/run/postgresql): a copied socket lock would stop the restored server.
+        f"exclude=.s.PGSQL.{postgres.port}\n"
+        f"exclude=.s.PGSQL.{postgres.port}.lock\n"
     )
     assert stack.s3 is not None
     env = {
@@ -136,6 +141,19 @@ def archived(stack: LocalStack) -> Iterator[Archived]:
     finally:
         postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def promoted(url: str) -> Callable[[], Awaitable[bool]]:
+    """Recovery is over: the restored cluster has promoted itself and takes writes."""
+
+    async def check() -> bool:
+        connection = await asyncpg.connect(url)
+        try:
+            return not await connection.fetchval("SELECT pg_is_in_recovery()")
+        finally:
+            await connection.close()
+
+    return check
 
 
 async def rows(url: str) -> list[str]:
@@ -215,20 +233,21 @@ async def test_restore_to_a_noted_time_brings_back_what_was_committed_by_then(
         await asyncio.to_thread(restored.start)
         url = restored.url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
-        async def promoted() -> bool:
-            connection = await asyncpg.connect(url)
-            try:
-                return not await connection.fetchval("SELECT pg_is_in_recovery()")
-            finally:
-                await connection.close()
-
-        from helpers import wait_until
-
-        await wait_until(promoted, timeout=120, interval=0.2)
+        await wait_until(promoted(url), timeout=120, interval=0.2)
         assert await rows(url) == ["in the backup", "archived before the time"]
         await execute(url, "INSERT INTO notes (note) VALUES ('written after the restore')")
     finally:
         restored.stop()
+
+    # The disaster recovery in place (docs/deploy.md): over the stopped cluster's own directory.
+    archived.postgres.stop()
+    result = await asyncio.to_thread(
+        archived.run, RESTORE, "--delta", "--time", noted, archived.postgres.data_dir
+    )
+    assert result.returncode == 0, result.stderr
+    await asyncio.to_thread(archived.postgres.start)
+    await wait_until(promoted(archived.url), timeout=120, interval=0.2)
+    assert await rows(archived.url) == ["in the backup", "archived before the time"]
 
 
 async def test_restore_refuses_a_directory_that_is_not_empty(archived: Archived) -> None:
