@@ -7,13 +7,14 @@ what the revision has done so far. A concurrent build that fails (a deadlock, a 
 unique index) leaves an INVALID index behind: it is dropped first, so running the migration again
 repairs it.
 
-    from goaltrack.migrations.indexes import create_index_concurrently, drop_index_concurrently
+    from goaltrack.migrations.indexes import create_index_concurrently
 
     def upgrade() -> None:
         create_index_concurrently("ix_goals_user_id_due_on", "goals", ["user_id", "due_on"])
 
 A table created in the same revision is empty: there `op.create_index` is right (and stays in the
-revision's transaction). tests/test_migrations.py checks new revisions for this.
+revision's transaction). tests/test_migrations.py checks new revisions for this. A downgrade
+drops one the same way: `op.drop_index(..., postgresql_concurrently=True)` in the autocommit block.
 """
 
 from __future__ import annotations
@@ -34,8 +35,3 @@ def create_index_concurrently(
         op.create_index(
             name, table, list(columns), unique=unique, postgresql_concurrently=True, **kwargs
         )
-
-
-def drop_index_concurrently(name: str, table: str) -> None:
-    with op.get_context().autocommit_block():
-        op.drop_index(name, table_name=table, if_exists=True, postgresql_concurrently=True)
