@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make dev` and `make test` need on a fresh Debian/Ubuntu machine (or checks a laptop):
 # uv, the Python packages from uv.lock, redis-server, wrk (benchmark), chromium-driver (browser test), caddy (the
-# proxy test, deploy/Caddyfile) and pgbouncer (the cluster tests). PostgreSQL server binaries must be present
+# proxy test, deploy/Caddyfile), pgbouncer (the cluster tests), pgbackrest and rclone (the backup tests). PostgreSQL server binaries must be present
 # (they are in this project's machine image; elsewhere: apt-get install postgresql).
 set -euo pipefail
 
@@ -84,6 +84,18 @@ if ! command -v amtool >/dev/null 2>&1; then
     echo "bootstrap: amtool is missing (apt-get install prometheus-alertmanager); its check is skipped without it" >&2
   fi
 fi
+
+for tool in pgbackrest rclone; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "bootstrap: installing $tool (apt): scripts/backup and scripts/restore run against a real PostgreSQL in the tests" >&2
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
+    else
+      echo "bootstrap: $tool is missing (apt-get install $tool); the backup tests are skipped without it" >&2
+    fi
+  fi
+done
 
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -2,8 +2,8 @@
 deploy/compose-spec.json) and the rules of docs/deploy.md (pinned images, per-service secrets,
 limits within the VPS, every process scraped), the configurations Compose writes (Redis,
 SeaweedFS's identities, Alertmanager) run by the real servers, the alert rules' promtool unit
-tests, the Caddyfile, and scripts/backup + scripts/restore against the test session's real
-PostgreSQL and S3.
+tests, and the Caddyfile. (The backups' scripts run in tests/test_backup.py, the rolling restart
+in tests/test_rolling_restart.py.)
 
 There is no Docker engine here: nothing in this file starts a container. Where the `docker
 compose` CLI or `caddy` is installed, their own validators run too (skipped otherwise)."""
@@ -17,21 +17,15 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.parse
-import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
 import jsonschema_rs
 import pytest
 import yaml
 
-from goaltrack.config import get_settings
-from goaltrack.dev.localstack import LocalStack, free_port
-from helpers import Account, create_goal, wait_for_idle_worker, wait_until
+from goaltrack.dev.localstack import free_port
+from helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -41,7 +35,7 @@ SCHEMA_FILE = ROOT / "deploy" / "compose-spec.json"
 BACKUP = ROOT / "scripts" / "backup"
 RESTORE = ROOT / "scripts" / "restore"
 
-APP_SERVICES = ("migrate", "api", "worker", "beat")
+APP_SERVICES = ("migrate", "api-1", "api-2", "worker", "beat")
 ENV_FILE_REFERENCE = "${GOALTRACK_ENV_FILE:-/etc/goaltrack/goaltrack.env}"
 # What an operator's env file provides to the ${...} of the compose file.
 DEPLOY_ENV = {
@@ -53,8 +47,13 @@ DEPLOY_ENV = {
     "S3_APP_SECRET_ACCESS_KEY": "00112233445566778899aabbccddeeff",
     "S3_BACKUP_SECRET_ACCESS_KEY": "ffeeddccbbaa99887766554433221100",
     "METRICS_TOKEN": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    "BACKUP_REPO_ENDPOINT": "https://s3.eu-central-1.example.org",
+    "BACKUP_REPO_BUCKET": "goaltrack-backups",
+    "BACKUP_REPO_ACCESS_KEY_ID": "backup-key",
+    "BACKUP_REPO_SECRET_ACCESS_KEY": "0123456789abcdef0123456789abcdef",
+    "BACKUP_ENCRYPTION_PASSPHRASE": "abcdef0123456789abcdef0123456789",
 }
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|^AI_API_KEY$")
+SECRET_NAME = re.compile(r"PASSWORD|PASSPHRASE|SECRET|TOKEN|_KEY$|^AI_API_KEY$")
 REFERENCE = re.compile(
     r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
     r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
@@ -205,8 +204,11 @@ def test_only_caddy_publishes_ports() -> None:
 def test_databases_are_on_an_internal_network_only() -> None:
     compose = load_compose()
     assert compose["networks"]["backend"] == {"internal": True}
-    for name in ("postgres", "redis", "seaweedfs", "backup", "migrate", "beat", "prometheus"):
+    for name in ("postgres", "redis", "seaweedfs", "migrate", "beat", "prometheus"):
         assert compose["services"][name]["networks"] == ["backend"], name
+    # The backups go to a bucket off the machine (PostgreSQL archives into a local repository,
+    # which the backup service mirrors there).
+    assert compose["services"]["backup"]["networks"] == ["backend", "egress"]
     # Caddy reaches the API and SeaweedFS through the internal network.
     assert set(compose["services"]["caddy"]["networks"]) == {"backend", "egress"}
 
@@ -226,12 +228,14 @@ def test_every_service_has_a_health_check() -> None:
             assert check.get("interval"), name
     # The app's checks heal (goaltrack.healthcheck, tests/test_healthcheck.py): the command,
     # for the process the service runs, in a container whose init passes the SIGTERM on.
-    for name in ("api", "worker", "beat"):
-        assert found[name]["healthcheck"]["test"][1:4] == ["goaltrack", "health", name], name
+    for name, kind in (("api-1", "api"), ("api-2", "api"), ("worker", "worker"), ("beat", "beat")):
+        assert found[name]["healthcheck"]["test"][1:4] == ["goaltrack", "health", kind], name
         assert found[name]["init"] is True, name
         assert found[name]["restart"] == "unless-stopped", name
         # Docker counts no failure during start_period; the command counts none in its grace.
         assert parse_duration(found[name]["healthcheck"]["start_period"]) <= 60, name
+    for replica in ("api-1", "api-2"):
+        assert found[replica]["healthcheck"]["start_interval"] == "1s"  # `up --wait` is quick
     assert "pg_isready" in " ".join(found["postgres"]["healthcheck"]["test"])
     # redis-cli authenticates with REDISCLI_AUTH (the password), never on its command line.
     assert found["redis"]["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
@@ -272,7 +276,7 @@ def test_migrate_is_a_one_shot_that_the_app_waits_for() -> None:
     migrate = found["migrate"]
     assert migrate["command"] == ["goaltrack", "migrate"]
     assert migrate["restart"] == "no"
-    for name in ("api", "worker", "beat"):
+    for name in ("api-1", "api-2", "worker", "beat"):
         assert found[name]["depends_on"]["migrate"] == {
             "condition": "service_completed_successfully"
         }, name
@@ -313,12 +317,20 @@ def test_secrets_come_from_an_env_file_outside_the_repository() -> None:
 # app's own settings come from GOALTRACK_ENV_FILE, which holds none of these.)
 SECRETS_USED = {
     "migrate": {"POSTGRES_PASSWORD"},
-    "api": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY", "METRICS_TOKEN"},
+    "api-1": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY", "METRICS_TOKEN"},
+    "api-2": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY", "METRICS_TOKEN"},
     "worker": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY"},
     "beat": {"REDIS_PASSWORD"},
-    "postgres": {"POSTGRES_PASSWORD"},
+    # The WAL it archives goes into the encrypted repository (pgBackRest's cipher pass).
+    "postgres": {"POSTGRES_PASSWORD", "BACKUP_ENCRYPTION_PASSPHRASE"},
     "redis": {"REDIS_PASSWORD"},
-    "backup": {"POSTGRES_PASSWORD", "S3_BACKUP_SECRET_ACCESS_KEY"},
+    # PostgreSQL's own user through the socket (no password); the bucket's read key, the
+    # off-site bucket's key, the repository's cipher pass.
+    "backup": {
+        "S3_BACKUP_SECRET_ACCESS_KEY",
+        "BACKUP_REPO_SECRET_ACCESS_KEY",
+        "BACKUP_ENCRYPTION_PASSPHRASE",
+    },
     "postgres-exporter": {"POSTGRES_PASSWORD"},
     "redis-exporter": {"REDIS_PASSWORD"},
 }
@@ -362,9 +374,11 @@ def image_of(service: dict[str, Any]) -> str:
 def test_every_image_is_pinned_to_a_version() -> None:
     for name, service in services().items():
         image = image_of(service)
-        if service.get("build"):
-            # Ours, tagged per release: no default tag at all.
-            assert re.fullmatch(r"goaltrack(-backup)?:\$\{GOALTRACK_VERSION:\?[^}]+\}", image), name
+        if image.partition(":")[0] in ("goaltrack", "goaltrack-postgres"):
+            # Ours (built by `app` and `postgres`), tagged per release: no default tag at all.
+            assert re.fullmatch(r"goaltrack(-postgres)?:\$\{GOALTRACK_VERSION:\?[^}]+\}", image), (
+                name
+            )
             continue
         assert "${" not in image, name
         repository, _, tag = image.rpartition(":")
@@ -467,7 +481,7 @@ async def test_redis_refuses_clients_without_the_password(tmp_path: Path) -> Non
         stdout=subprocess.DEVNULL,
     )
     try:
-        url = interpolate(services()["api"]["environment"]["REDIS_URL"], DEPLOY_ENV)
+        url = interpolate(services()["api-1"]["environment"]["REDIS_URL"], DEPLOY_ENV)
         assert url.startswith("redis://:")
         assert url.endswith("@redis:6379/0")
         local = url.replace("@redis:6379", f"@127.0.0.1:{port}")
@@ -524,8 +538,13 @@ async def test_seaweedfs_gives_each_key_only_its_rights(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
         )
-    api = interpolate(services()["api"]["environment"], DEPLOY_ENV)
-    backup = interpolate(services()["backup"]["environment"], DEPLOY_ENV)
+    api = interpolate(services()["api-1"]["environment"], DEPLOY_ENV)
+    # The backup reads the bucket through rclone's `app` remote.
+    rclone = interpolate(services()["backup"]["environment"], DEPLOY_ENV)
+    backup = {
+        "S3_ACCESS_KEY_ID": rclone["RCLONE_CONFIG_APP_ACCESS_KEY_ID"],
+        "S3_SECRET_ACCESS_KEY": rclone["RCLONE_CONFIG_APP_SECRET_ACCESS_KEY"],
+    }
     bucket = api["S3_BUCKET"]
     session = aioboto3.Session()
 
@@ -642,25 +661,29 @@ def test_every_app_process_is_a_scrape_target() -> None:
     gauges carry their pid (goaltrack.observability.metrics)."""
     found = services()
     jobs = scrape_jobs()
-    api_port = found["api"]["command"][found["api"]["command"].index("--port") + 1]
+    api_port = found["api-1"]["command"][found["api-1"]["command"].index("--port") + 1]
     expected = {
-        "api": ("goaltrack-api", int(api_port)),
-        "worker": ("goaltrack-worker", int(found["worker"]["environment"]["WORKER_METRICS_PORT"])),
-        "beat": ("goaltrack-beat", int(found["beat"]["environment"]["BEAT_METRICS_PORT"])),
+        "goaltrack-api": (["api-1", "api-2"], int(api_port)),
+        "goaltrack-worker": (
+            ["worker"],
+            int(found["worker"]["environment"]["WORKER_METRICS_PORT"]),
+        ),
+        "goaltrack-beat": (["beat"], int(found["beat"]["environment"]["BEAT_METRICS_PORT"])),
     }
-    for service, (job, port) in expected.items():
+    for job, (names, port) in expected.items():
         [discovery] = jobs[job]["dns_sd_configs"]
-        assert discovery == {"names": [service], "type": "A", "port": port}, service
-        assert found[service]["networks"][0] == "backend"
+        assert discovery == {"names": names, "type": "A", "port": port}, job
+        for service in names:
+            assert found[service]["networks"][0] == "backend"
     for service in ("worker", "beat"):
         assert found[service]["environment"]["METRICS_BIND_ADDRESS"] == "0.0.0.0"  # noqa: S104
     assert jobs["goaltrack-api"]["authorization"]["credentials_file"] == "metrics-token"
-    for service in ("api", "worker"):  # several processes in one container
+    for service in ("api-1", "api-2", "worker"):
         assert found[service]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/run/prom"
         assert found[service]["tmpfs"] == ["/run/prom"]
     # Every long-running app service is covered, whatever is added later.
     app_services = {name for name in APP_SERVICES if long_running(found[name])}
-    assert app_services == set(expected)
+    assert app_services == {service for names, _ in expected.values() for service in names}
 
 
 def test_every_exporter_is_scraped_and_in_the_monitoring_profile() -> None:
@@ -764,11 +787,15 @@ def test_mailpit_only_under_the_staging_profile_on_loopback() -> None:
     assert mailpit["ports"] == ["127.0.0.1:8025:8025"]
 
 
-def test_backup_image_build_context_holds_what_it_copies() -> None:
-    backup = services()["backup"]
-    assert backup["build"] == {"context": ".", "dockerfile": "deploy/backup.Dockerfile"}
-    dockerfile = (ROOT / "deploy" / "backup.Dockerfile").read_text()
-    ignore = (ROOT / "deploy" / "backup.Dockerfile.dockerignore").read_text().split()
+def test_postgres_image_build_context_holds_what_it_copies() -> None:
+    found = services()
+    assert found["postgres"]["build"] == {
+        "context": ".",
+        "dockerfile": "deploy/postgres.Dockerfile",
+    }
+    assert found["backup"]["image"] == found["postgres"]["image"]  # one pgBackRest on both sides
+    dockerfile = (ROOT / "deploy" / "postgres.Dockerfile").read_text()
+    ignore = (ROOT / "deploy" / "postgres.Dockerfile.dockerignore").read_text().split()
     copied = [
         source
         for line in dockerfile.splitlines()
@@ -779,8 +806,31 @@ def test_backup_image_build_context_holds_what_it_copies() -> None:
     assert ignore[ignore.index("*") + 1 :] == [f"!{source}" for source in copied]
     for source in copied:
         assert os.access(ROOT / source, os.X_OK), source
-    assert "FROM postgres:16-" in dockerfile  # pg_dump of the postgres service's major version
-    assert services()["postgres"]["image"].startswith("postgres:16.")
+    # A pinned minor release of the official image, whose apt source has pgBackRest.
+    assert re.search(r"^ARG POSTGRES_IMAGE=postgres:16\.\d+-bookworm$", dockerfile, re.M)
+    assert "apt-get install -y --no-install-recommends pgbackrest rclone" in dockerfile
+
+
+def test_postgres_archives_every_wal_segment_into_the_backup_repository() -> None:
+    found = services()
+    command = found["postgres"]["command"]
+    settings = dict(item.split("=", 1) for item in command[2::2])
+    assert command[1::2] == ["-c"] * len(settings)
+    assert settings["archive_mode"] == "on"
+    assert settings["archive_command"] == "pgbackrest archive-push %p"
+    assert int(settings["archive_timeout"]) <= 60  # what a lost disk can cost, at most
+    # Both sides see one repository with one configuration, encrypted.
+    postgres, backup = found["postgres"], found["backup"]
+    for key, value in postgres["environment"].items():
+        if key.startswith("PGBACKREST_"):
+            assert backup["environment"][key] == value, key
+    assert postgres["environment"]["PGBACKREST_REPO1_CIPHER_TYPE"] == "aes-256-cbc"
+    assert "pgbackrest:/var/lib/pgbackrest" in postgres["volumes"]
+    assert "pgbackrest:/var/lib/pgbackrest" in backup["volumes"]
+    assert backup["user"] == "postgres"
+    assert backup["entrypoint"] == ["backup-loop"]
+    assert backup["environment"]["BACKUP_REPO_TARGET"].startswith("offsite:")
+    assert backup["environment"]["BACKUP_OBJECTS_TARGET"].startswith("offsite:")
 
 
 # --- The guides' figures ----------------------------------------------------------------------
@@ -874,11 +924,34 @@ def test_caddy_serves_the_api_and_the_presigned_downloads() -> None:
     assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
     assert caddy["environment"]["DOMAIN"].startswith("${DOMAIN:?")
     # Presigned URLs are signed for the host Caddy proxies to SeaweedFS.
-    public = interpolate(found["api"]["environment"]["S3_PUBLIC_ENDPOINT_URL"], DEPLOY_ENV)
+    public = interpolate(found["api-1"]["environment"]["S3_PUBLIC_ENDPOINT_URL"], DEPLOY_ENV)
     assert public == "https://files.goaltrack.example.org"
     text = CADDYFILE.read_text()
-    assert re.search(r"^\{\$DOMAIN\} \{.*?reverse_proxy api:8000", text, re.S | re.M)
+    assert re.search(
+        r"^\{\$DOMAIN\} \{.*?reverse_proxy api-1:8000 api-2:8000 \{", text, re.S | re.M
+    )
     assert re.search(r"^files\.\{\$DOMAIN\} \{.*?reverse_proxy seaweedfs:8333", text, re.S | re.M)
+
+
+def test_two_api_replicas_drain_before_caddys_health_check_misses_them() -> None:
+    """A deploy restarts one replica at a time (scripts/rolling-restart; the behaviour is
+    tests/test_rolling_restart.py's): a stopping replica fails its readiness for `--drain`
+    seconds, long enough for Caddy's active check to see it twice, and Docker waits for the
+    drain and uvicorn's graceful stop (20 s, `goaltrack serve`) before it kills."""
+    found = services()
+    assert found["api-1"] == found["api-2"]
+    command = found["api-1"]["command"]
+    assert command[command.index("--workers") + 1] == "1"  # the drain needs one process
+    drain = float(command[command.index("--drain") + 1])
+    text = CADDYFILE.read_text()
+    interval = re.search(r"^\s+health_interval (\d+)s$", text, re.M)
+    assert interval
+    assert "health_uri /health/ready" in text
+    assert re.search(r"^\s+lb_try_duration \d+s$", text, re.M)
+    assert drain >= 2 * int(interval[1])
+    grace = found["api-1"]["stop_grace_period"]
+    assert grace.endswith("s")
+    assert int(grace[:-1]) > drain + 20
 
 
 def test_caddy_adapts_the_caddyfile() -> None:
@@ -903,309 +976,6 @@ def test_caddy_adapts_the_caddyfile() -> None:
         dials = re.findall(r'"dial": "([^"]+)"', json.dumps(route, indent=1))
         upstreams[host] = ",".join(sorted(set(dials)))
     assert upstreams == {
-        "goaltrack.example.org": "api:8000",
+        "goaltrack.example.org": "api-1:8000,api-2:8000",
         "files.goaltrack.example.org": "seaweedfs:8333",
     }
-
-
-# --- Backups --------------------------------------------------------------------------------
-
-FAKE_MC = r'''
-"""Stands in for MinIO's `mc` (not installable here): `mc [--config-dir DIR] [--quiet] mirror
-[--overwrite] [--remove] ALIAS/BUCKET DIR`, the alias from MC_HOST_<ALIAS>, against any S3 API."""
-import json, os, sys, urllib.parse
-from pathlib import Path
-
-args = sys.argv[1:]
-with open(os.environ["FAKE_MC_LOG"], "a") as log:
-    log.write(json.dumps({"argv": args, "mc_host": os.environ.get("MC_HOST_goaltrack")}) + "\n")
-while args and args[0].startswith("-"):
-    flag = args.pop(0)
-    if flag == "--config-dir":
-        args.pop(0)
-    elif flag != "--quiet":
-        sys.exit(f"fake mc: unknown global flag {flag}")
-if not args or args.pop(0) != "mirror":
-    sys.exit("fake mc: only `mirror` is implemented")
-flags = {arg for arg in args if arg.startswith("-")}
-if not flags <= {"--overwrite", "--remove"}:
-    sys.exit(f"fake mc: unknown flags {flags}")
-source, target = [arg for arg in args if not arg.startswith("-")]
-if os.environ.get("FAKE_MC_OFFLINE"):
-    sys.exit(0)
-
-import boto3
-from botocore.config import Config
-
-alias, _, bucket = source.partition("/")
-url = urllib.parse.urlsplit(os.environ["MC_HOST_" + alias])
-s3 = boto3.client(
-    "s3",
-    endpoint_url=f"{url.scheme}://{url.hostname}:{url.port}",
-    aws_access_key_id=urllib.parse.unquote(url.username),
-    aws_secret_access_key=urllib.parse.unquote(url.password),
-    region_name="us-east-1",
-    config=Config(s3={"addressing_style": "path"}),
-)
-keys = set()
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-    for item in page.get("Contents", []):
-        keys.add(item["Key"])
-        path = Path(target, item["Key"])
-        if path.exists() and "--overwrite" not in flags:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part.minio")
-        part.write_bytes(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-        part.replace(path)  # a new file, as mc writes: hard-linked snapshots keep the old one
-if "--remove" in flags:
-    for path in list(Path(target).rglob("*")):
-        if path.is_file() and path.relative_to(target).as_posix() not in keys:
-            path.unlink()
-'''
-
-
-def postgres_bin() -> Path:
-    """The client tools next to the server the test session runs (the localstack's choice)."""
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3])
-    )
-    if not candidates:
-        pytest.skip("PostgreSQL client tools are not installed")
-    return candidates[-1].parent
-
-
-def libpq_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-@pytest.fixture
-def script_env(tmp_path: Path) -> dict[str, str]:
-    """The scripts' environment: PostgreSQL's client tools and the fake `mc` on PATH."""
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    mc = tools / "mc"
-    mc.write_text(f"#!{sys.executable}\n{FAKE_MC}")
-    mc.chmod(0o755)
-    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
-    return env | {
-        "PATH": f"{postgres_bin()}:{tools}:{os.environ['PATH']}",
-        "BACKUP_DIR": str(tmp_path / "backups"),
-        "BACKUP_RETENTION_DAYS": "7",
-        "S3_BUCKET": get_settings().s3_bucket,
-        "FAKE_MC_LOG": str(tmp_path / "mc.log"),
-    }
-
-
-async def run(*command: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [str(part) for part in command],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
-async def table_counts(url: str) -> dict[str, int]:
-    connection = await asyncpg.connect(libpq_url(url))
-    try:
-        names = [
-            row[0]
-            for row in await connection.fetch(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
-            )
-        ]
-        # Table names from the catalogue, quoted.
-        return {
-            name: await connection.fetchval(f'SELECT count(*) FROM "{name}"')  # noqa: S608
-            for name in names
-        }
-    finally:
-        await connection.close()
-
-
-async def settled_counts(url: str, redis: Any) -> dict[str, int]:
-    """Row counts once the worker's tasks for the requests above have run (it is idle)."""
-    await wait_for_idle_worker(redis)
-    return await table_counts(url)
-
-
-async def drop_database(stack: LocalStack, name: str) -> None:
-    connection = await asyncpg.connect(libpq_url(stack.postgres.url_for("postgres")))
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
-def stamp_days_ago(days: float) -> str:
-    return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y%m%dT%H%M%SZ")
-
-
-def names(directory: Path) -> list[str]:
-    return sorted(path.name for path in directory.iterdir())
-
-
-def mc_calls(env: dict[str, str]) -> list[dict[str, Any]]:
-    log = Path(env["FAKE_MC_LOG"])
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines()]
-
-
-def seed_earlier_runs(backups: Path, *stamps: str) -> None:
-    """Dumps and object snapshots of earlier runs, and a file of the operator's."""
-    (backups / "postgres").mkdir(parents=True)
-    for stamp in stamps:
-        (backups / "postgres" / f"goaltrack-{stamp}.dump").write_bytes(b"old")
-        (backups / "objects" / stamp).mkdir(parents=True)
-    (backups / "postgres" / "README").write_text("not a dump")
-
-
-def check_backup_files(
-    env: dict[str, str], printed: str, key: str, content: bytes, kept: str
-) -> Path:
-    """The dump, the bucket's copy and the retention after a run; returns the dump."""
-    backups = Path(env["BACKUP_DIR"])
-    dump = Path(printed.strip())
-    stamp_match = STAMP.fullmatch(dump.name)
-    assert stamp_match
-    stamp = stamp_match[1]
-    assert dump.parent == backups / "postgres"
-    assert dump.stat().st_mode & 0o777 == 0o600  # password hashes and personal data
-
-    # The bucket: mirrored with the credentials from MC_HOST_goaltrack (never on a command line),
-    # and a dated snapshot of hard links.
-    [call] = mc_calls(env)
-    assert call["argv"][-5:] == [
-        "mirror",
-        "--overwrite",
-        "--remove",
-        f"goaltrack/{env['S3_BUCKET']}",
-        str(backups / "objects" / "latest"),
-    ]
-    assert env["S3_SECRET_ACCESS_KEY"] not in " ".join(call["argv"])
-    copy = backups / "objects" / stamp / key
-    assert copy.read_bytes() == content
-    assert copy.stat().st_ino == (backups / "objects" / "latest" / key).stat().st_ino
-
-    # Retention (7 days): what is older went, the rest stayed.
-    assert names(backups / "postgres") == sorted(["README", f"goaltrack-{kept}.dump", dump.name])
-    assert names(backups / "objects") == sorted(["latest", kept, stamp])
-    return dump
-
-
-async def test_backup_then_restore_into_a_fresh_database(
-    client: Any, app: Any, stack: LocalStack, register: Any, script_env: dict[str, str]
-) -> None:
-    account: Account = await register(password="restored horse battery")
-    goal = await create_goal(client, account, title="Survive a restore")
-    for title in ("Back up", "Restore"):
-        response = await client.post(
-            f"/goals/{goal['id']}/stages", json={"title": title}, headers=account.headers
-        )
-        assert response.status_code == 201, response.text
-    await create_goal(client, account, title="Second goal")
-    key = f"deploy-test/{uuid.uuid4()}.bin"
-    content = os.urandom(2048)
-    await app.state.storage.client.put_object(Bucket=script_env["S3_BUCKET"], Key=key, Body=content)
-    expired, kept = stamp_days_ago(8), stamp_days_ago(6)
-    seed_earlier_runs(Path(script_env["BACKUP_DIR"]), expired, kept)
-
-    source = stack.postgres.url
-    before = await settled_counts(source, app.state.redis)
-    assert before["users"] == 1
-    assert before["goals"] == 2
-    assert before["goal_stages"] == 2
-
-    result = await run(BACKUP, source, env=script_env)
-    assert result.returncode == 0, result.stderr
-    assert await table_counts(source) == before, "the worker changed rows during the backup"
-    dump = check_backup_files(script_env, result.stdout, key, content, kept)
-
-    name = f"restored_{uuid.uuid4().hex[:12]}"
-    await asyncio.to_thread(stack.postgres.create_database, name)
-    target = stack.postgres.url_for(name)
-    try:
-        result = await run(RESTORE, dump, target, env=script_env)
-        assert result.returncode == 0, result.stderr
-        assert await table_counts(target) == before
-
-        # A database with tables is refused, unless --force (then restored over, the same).
-        result = await run(RESTORE, dump, target, env=script_env)
-        assert result.returncode != 0
-        assert "already has" in result.stderr
-        result = await run(RESTORE, "--force", dump, target, env=script_env)
-        assert result.returncode == 0, result.stderr
-        assert await table_counts(target) == before
-
-        await assert_login_works_against(target, account, goal_titles={"Survive a restore"})
-    finally:
-        await drop_database(stack, name)
-
-
-async def assert_login_works_against(url: str, account: Account, goal_titles: set[str]) -> None:
-    """The application itself, run against the restored database: the password still logs in."""
-    from goaltrack.main import create_app
-
-    restored = create_app(get_settings().model_copy(update={"database_url": url}))
-    async with restored.router.lifespan_context(restored):
-        transport = httpx.ASGITransport(app=restored)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            wrong = await http.post(
-                "/auth/login", json={"email": account.email, "password": "not the password"}
-            )
-            assert wrong.status_code == 401
-            login = await http.post(
-                "/auth/login", json={"email": account.email, "password": account.password}
-            )
-            assert login.status_code == 200, login.text
-            token = login.json()["access_token"]
-            goals = await http.get("/goals", headers={"Authorization": f"Bearer {token}"})
-            assert goals.status_code == 200, goals.text
-            assert goal_titles <= {item["title"] for item in goals.json()["items"]}
-
-
-async def test_a_failed_backup_leaves_no_dump_and_deletes_nothing(
-    script_env: dict[str, str],
-) -> None:
-    backups = Path(script_env["BACKUP_DIR"])
-    old = stamp_days_ago(30)
-    seed_earlier_runs(backups, old)
-    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/goaltrack"
-    result = await run(BACKUP, unreachable, env=script_env)
-    assert result.returncode != 0
-    assert "pg_dump failed" in result.stderr
-    assert names(backups / "postgres") == ["README", f"goaltrack-{old}.dump"]
-    assert names(backups / "objects") == [old]
-    assert mc_calls(script_env) == []  # the objects were not touched either
-
-
-async def test_backup_passes_odd_s3_credentials_intact(
-    stack: LocalStack, script_env: dict[str, str]
-) -> None:
-    secret = "p@ss/w:rd+%?#&= x"
-    env = script_env | {"S3_SECRET_ACCESS_KEY": secret, "FAKE_MC_OFFLINE": "1"}
-    result = await run(BACKUP, stack.postgres.url, env=env)
-    assert result.returncode == 0, result.stderr
-    [call] = mc_calls(env)
-    url = urllib.parse.urlsplit(call["mc_host"])
-    assert urllib.parse.unquote(url.password or "") == secret
-    assert urllib.parse.unquote(url.username or "") == env["S3_ACCESS_KEY_ID"]
-    assert f"{url.scheme}://{url.hostname}:{url.port}" == env["S3_ENDPOINT_URL"]
-    assert secret not in " ".join(call["argv"])
-
-
-async def test_backup_refuses_a_retention_below_one_day(
-    stack: LocalStack, script_env: dict[str, str]
-) -> None:
-    result = await run(BACKUP, stack.postgres.url, env=script_env | {"BACKUP_RETENTION_DAYS": "0"})
-    assert result.returncode != 0
-    assert "BACKUP_RETENTION_DAYS" in result.stderr
-    assert names(Path(script_env["BACKUP_DIR"]).parent) == ["bin"]  # nothing written

@@ -421,7 +421,7 @@ def test_readiness_is_typed_for_200_and_503(document: dict[str, Any]) -> None:
     responses = document["paths"]["/health/ready"]["get"]["responses"]
     for status in ("200", "503"):
         body = resolve(document, responses[status]["content"]["application/json"]["schema"])
-        assert set(body["required"]) == {"status", "checks", "push"}, status
+        assert set(body["required"]) == {"status", "checks", "push", "stopping"}, status
         checks = resolve(document, body["properties"]["checks"])
         assert set(checks["required"]) == {"postgres", "redis"}
     live = document["paths"]["/health"]["get"]["responses"]["200"]

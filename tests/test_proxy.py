@@ -6,12 +6,14 @@ real `goaltrack serve`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +87,34 @@ async def test_behind_a_proxy_the_client_and_scheme_are_the_ones_it_saw(
     assert (await forgot(http, 11, **{"X-Forwarded-For": "203.0.113.2"})).status_code == 202
 
 
+async def test_behind_a_proxy_requests_are_counted_by_their_route(
+    behind_one_proxy: httpx.AsyncClient,
+) -> None:
+    """The forwarded client and scheme go into the request's own scope, where routing also
+    writes the route that the request metrics are labelled with."""
+    from prometheus_client import REGISTRY
+
+    def unauthenticated_goal_lists() -> float:
+        labels = {"method": "GET", "route": "/goals", "status": "401"}
+        count = REGISTRY.get_sample_value("goaltrack_http_request_duration_seconds_count", labels)
+        return count or 0.0
+
+    before = unauthenticated_goal_lists()
+    forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    assert (await behind_one_proxy.get("/goals", headers=forwarded)).status_code == 401
+    assert unauthenticated_goal_lists() == before + 1
+
+
 # --- a real Caddy ------------------------------------------------------------------------------
 
 
-def caddyfile_for(api_port: int, http_port: int, https_port: int, data: Path) -> str:
-    """deploy/Caddyfile with this machine's addresses: the API and MinIO on loopback, free
-    ports, certificates from Caddy's own local CA, no admin endpoint. The sites are unchanged."""
+API_REPLICAS = ("api-1:8000", "api-2:8000")
+
+
+def caddyfile_for(api_ports: list[int], http_port: int, https_port: int, data: Path) -> str:
+    """deploy/Caddyfile with this machine's addresses: the API replicas (and MinIO, standing in
+    for it: the first replica) on loopback, free ports, certificates from Caddy's own local CA,
+    no admin endpoint. The sites are unchanged."""
     text = CADDYFILE.read_text()
     global_options = re.compile(r"^\{\n.*?^\}\n", re.S | re.M)
     assert global_options.search(text), "the Caddyfile's global options block moved"
@@ -106,9 +130,10 @@ def caddyfile_for(api_port: int, http_port: int, https_port: int, data: Path) ->
         text,
         count=1,
     )
-    for upstream in ("api:8000", "seaweedfs:8333"):
+    upstreams = dict(zip(API_REPLICAS, api_ports, strict=True)) | {"seaweedfs:8333": api_ports[0]}
+    for upstream, port in upstreams.items():
         assert upstream in text, f"{upstream} is no longer the Caddyfile's upstream"
-        text = text.replace(upstream, f"127.0.0.1:{api_port}")
+        text = text.replace(upstream, f"127.0.0.1:{port}")
     return text
 
 
@@ -122,15 +147,20 @@ def caddy_binary() -> str:
     return caddy
 
 
-@pytest.fixture
-def caddy_in_front(
-    caddy_binary: str, tmp_path: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Path]]:
-    """Caddy on free ports (its https base URL comes from `through_caddy`), the API's port."""
-    api_port, http_port, https_port = free_port(), free_port(), free_port()
+@dataclass
+class Caddy:
+    process: subprocess.Popen[bytes]
+    https_port: int
+    root_certificate: Path  # of Caddy's local CA, once it has made it
+    log: Path
+
+
+def start_caddy(binary: str, tmp_path: Path, api_ports: list[int]) -> Caddy:
+    """deploy/Caddyfile (caddyfile_for) run by a real Caddy on free ports; stop its process."""
+    http_port, https_port = free_port(), free_port()
     data = tmp_path / "caddy-data"
     config = tmp_path / "Caddyfile"
-    config.write_text(caddyfile_for(api_port, http_port, https_port, data))
+    config.write_text(caddyfile_for(api_ports, http_port, https_port, data))
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
@@ -138,41 +168,59 @@ def caddy_in_front(
         "XDG_DATA_HOME": str(data),
         "DOMAIN": "localhost",
     }
-    with (tmp_path / "caddy.log").open("wb") as log:
+    log = tmp_path / "caddy.log"
+    with log.open("wb") as out:
         process = subprocess.Popen(
-            [caddy_binary, "run", "--config", str(config), "--adapter", "caddyfile"],
+            [binary, "run", "--config", str(config), "--adapter", "caddyfile"],
             env=env,
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
+    return Caddy(process, https_port, data / "pki" / "authorities" / "local" / "root.crt", log)
+
+
+@contextlib.asynccontextmanager
+async def https_client(caddy: Caddy) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of Caddy's https site (trusting Caddy's local CA), once /health answers there."""
+    await wait_until(caddy.root_certificate.exists, timeout=30)
+    trust = ssl.create_default_context(cafile=caddy.root_certificate)
+    base_url = f"https://localhost:{caddy.https_port}"
+    async with httpx.AsyncClient(base_url=base_url, verify=trust) as http:
+
+        async def serving_https() -> bool:
+            assert caddy.process.poll() is None, caddy.log.read_text()
+            try:
+                return (await http.get("/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(serving_https, timeout=30, interval=0.1)
+        yield http
+
+
+@pytest.fixture
+def caddy_in_front(caddy_binary: str, tmp_path: Path) -> Iterator[tuple[Caddy, int]]:
+    """Caddy with both API replicas' upstreams on one port, and that port."""
+    api_port = free_port()
+    caddy = start_caddy(caddy_binary, tmp_path, [api_port, api_port])
     try:
-        yield process, api_port, https_port, data / "pki" / "authorities" / "local" / "root.crt"
+        yield caddy, api_port
     finally:
-        stop_processes([process])
+        stop_processes([caddy.process])
 
 
 @pytest.fixture
 async def through_caddy(
-    tmp_path: Path, caddy_in_front: tuple[subprocess.Popen[bytes], int, int, Path]
+    tmp_path: Path, caddy_in_front: tuple[Caddy, int]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An https client of Caddy (trusting Caddy's local CA), which proxies to `goaltrack serve`
-    started as docker-compose starts it (TRUSTED_PROXY_HOPS=1)."""
-    process, api_port, https_port, root_certificate = caddy_in_front
-    async with serving(tmp_path, port=api_port, TRUSTED_PROXY_HOPS="1"):
-        await wait_until(root_certificate.exists, timeout=30)
-        base_url = f"https://localhost:{https_port}"
-        trust = ssl.create_default_context(cafile=root_certificate)
-        async with httpx.AsyncClient(base_url=base_url, verify=trust) as http:
-
-            async def serving_https() -> bool:
-                assert process.poll() is None, (tmp_path / "caddy.log").read_text()
-                try:
-                    return (await http.get("/health")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(serving_https, timeout=30, interval=0.1)
-            yield http
+    """An https client of Caddy, which proxies to `goaltrack serve` started as docker-compose
+    starts it (TRUSTED_PROXY_HOPS=1)."""
+    caddy, api_port = caddy_in_front
+    async with (
+        serving(tmp_path, port=api_port, TRUSTED_PROXY_HOPS="1"),
+        https_client(caddy) as http,
+    ):
+        yield http
 
 
 @pytest.mark.e2e

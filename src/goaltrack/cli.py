@@ -51,23 +51,43 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    drain: Annotated[
+        float,
+        typer.Option(
+            help="On SIGTERM, seconds of 503 from /health/ready before the graceful stop, for a "
+            "proxy's health check to take this process out (one worker process only)."
+        ),
+    ] = 0.0,
 ) -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
 
-    uvicorn.run(
-        "goaltrack.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        proxy_headers=False,
-        access_log=False,
-        log_config=_logging_config(),  # applied by uvicorn in each worker process
-        server_header=False,  # no "server: uvicorn"
-    )
+    from goaltrack.serving import DrainingServer
+
+    options: dict[str, Any] = {
+        "app": "goaltrack.main:create_app",
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "loop": "uvloop",
+        "http": "httptools",
+        "proxy_headers": False,
+        "access_log": False,
+        "log_config": _logging_config(),  # applied by uvicorn in each worker process
+        "server_header": False,  # no "server: uvicorn"
+        # In-flight requests get this long after the drain; docker's stop_grace_period is longer.
+        "timeout_graceful_shutdown": 20,
+    }
+    if workers > 1:  # uvicorn's supervisor, which does not drain
+        if drain:
+            raise typer.BadParameter("--drain needs --workers 1 (a replica per process)")
+        uvicorn.run(**options)
+        return
+    server = DrainingServer(uvicorn.Config(**options), drain=drain)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's own exit code for a failed start-up
 
 
 def _celery(*args: str) -> None:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 
+# The PostgreSQL advisory lock (session level) that `upgrade` holds while it migrates: a second
+# `goaltrack migrate` (two deploys at once, a `docker compose run migrate` during `up`) waits for
+# the first, then finds nothing left to do. Any fixed 64-bit number; this one spells "goaltrak".
+MIGRATION_LOCK_KEY = 0x676F616C7472616B
+
 
 def alembic_config(database_url: str | None = None) -> Config:
     config = Config()
