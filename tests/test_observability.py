@@ -659,7 +659,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
 def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
     """The whole check (rule files included) needs the token file the config names: a copy."""
     promtool = _tool("promtool")
-    for name in ("prometheus.yml", "alerts.yml"):
+    for name in ("prometheus.yml", "alerts.yml", "backup-rules.yml"):
         shutil.copy(PROMETHEUS_DIR / name, tmp_path / name)
     (tmp_path / "metrics-token").write_text(TOKEN)
     result = subprocess.run(
