@@ -228,11 +228,6 @@ def checkin_histories(
     return histories
 
 
-def stored_date(day: habits.Day | None) -> date | None:
-    """A Summary's day number as its date column holds it."""
-    return None if day is None else date.fromordinal(day)
-
-
 # The goals in bench_habits become daily habits begun on $2, each with its history's summary...
 HABIT_GOALS_SQL = """
 UPDATE goals g
@@ -277,10 +272,10 @@ async def make_habits(
             start,
             list(numbers),
             [summary.run for summary in summaries],
-            [stored_date(summary.run_end) for summary in summaries],
+            [habits.as_date(summary.run_end) for summary in summaries],
             [summary.longest for summary in summaries],
             [habits.as_bigint(summary.mask) for summary in summaries],
-            [stored_date(summary.mask_end) for summary in summaries],
+            [habits.as_date(summary.mask_end) for summary in summaries],
         )
         await conn.execute(
             HABIT_CHECKINS_SQL,

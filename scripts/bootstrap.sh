@@ -13,99 +13,43 @@ if ! command -v uv >/dev/null 2>&1; then
   export PATH="$HOME/.local/bin:$PATH"
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing redis-server (apt)" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "bootstrap: redis-server is missing: install it (apt-get install redis-server, brew install redis)" >&2
-    exit 1
+apt_lists_fetched=
+# ensure CHECK NEED WHY [APT-ARGS...] PACKAGES...: nothing when the shell command CHECK succeeds;
+# otherwise the packages from apt (as root; the package lists fetched once per run), or, where
+# apt cannot run, a message: a stop when NEED is `required`, a skipped test or tool otherwise.
+ensure() {
+  local check=$1 need=$2 why=$3
+  shift 3
+  if eval "$check" >/dev/null 2>&1; then
+    return
   fi
-fi
-
-if ! command -v wrk >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing wrk (apt), the benchmark's load generator" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-  else
-    echo "bootstrap: wrk is missing (apt-get install wrk, brew install wrk); only the benchmark needs it" >&2
-  fi
-fi
-
-if ! command -v chromedriver >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing chromium + chromium-driver (apt), the reset page's browser test" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-  else
-    echo "bootstrap: chromium-driver is missing (apt-get install chromium chromium-driver); the browser test is skipped without it" >&2
-  fi
-fi
-
-if ! command -v caddy >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing caddy (apt): deploy/Caddyfile is validated and a real Caddy proxies the API in the tests" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq caddy >/dev/null
-  else
-    echo "bootstrap: caddy is missing (apt-get install caddy, brew install caddy); the Caddy tests are skipped without it" >&2
-  fi
-fi
-
-if ! command -v promtool >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing prometheus (apt): promtool checks deploy/prometheus, a real Prometheus scrapes the test app" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  else
-    echo "bootstrap: promtool is missing (apt-get install prometheus); the Prometheus tests are skipped without it" >&2
-  fi
-fi
-
-if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing pgbouncer (apt): the cluster tests run the API through it in transaction mode" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
-  else
-    echo "bootstrap: pgbouncer is missing (apt-get install pgbouncer, brew install pgbouncer); the cluster tests need it" >&2
-    exit 1
-  fi
-fi
-
-if ! command -v amtool >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing prometheus-alertmanager (apt): amtool checks the Alertmanager configuration of docker-compose.yml" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
-  else
-    echo "bootstrap: amtool is missing (apt-get install prometheus-alertmanager); its check is skipped without it" >&2
-  fi
-fi
-
-for tool in pgbackrest rclone; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-      echo "bootstrap: installing $tool (apt): scripts/backup and scripts/restore run against a real PostgreSQL in the tests" >&2
+    echo "bootstrap: installing $* (apt): $why" >&2
+    if [ -z "$apt_lists_fetched" ]; then
       apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
-    else
-      echo "bootstrap: $tool is missing (apt-get install $tool); the backup tests are skipped without it" >&2
+      apt_lists_fetched=1
     fi
-  fi
-done
-
-if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "bootstrap: installing PostgreSQL server binaries (apt)" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  else
-    echo "bootstrap: PostgreSQL server binaries are missing (apt-get install postgresql)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  elif [ "$need" = required ]; then
+    echo "bootstrap: missing, install it (apt-get install $*): $why" >&2
     exit 1
+  else
+    echo "bootstrap: missing (apt-get install $*): $why; skipped without it" >&2
   fi
-fi
+}
+
+ensure "command -v redis-server" required "the broker and caches of dev and the tests" redis-server
+ensure "command -v wrk" optional "the benchmark's load generator" wrk
+ensure "command -v chromedriver" optional "the reset page's browser test" chromium chromium-driver
+ensure "command -v caddy" optional "deploy/Caddyfile is validated and a real Caddy proxies the API in the tests" caddy
+ensure "command -v promtool" optional "promtool checks deploy/prometheus, a real Prometheus scrapes the test app" \
+  --no-install-recommends prometheus
+ensure "command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]" required \
+  "the cluster tests run the API through it in transaction mode" pgbouncer
+ensure "command -v amtool" optional "amtool checks the Alertmanager configuration of docker-compose.yml" \
+  --no-install-recommends prometheus-alertmanager
+ensure "command -v pgbackrest" optional "scripts/backup and scripts/restore run against a real PostgreSQL in the tests" pgbackrest
+ensure "command -v rclone" optional "the backups' copies off the machine, in the tests against the real S3" rclone
+ensure "command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl" required "the PostgreSQL server binaries" postgresql
 
 uv sync --frozen --python python3

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from goaltrack.errors import problem_codes, problem_type
 
@@ -316,3 +319,15 @@ def beats_and_workers(tmp_path: Any) -> Iterator[None]:
         yield
     finally:
         stop_processes(processes)
+
+
+def installed(command: str, package: str | None = None) -> str:
+    """The path of a system tool a test runs: missing, the test fails in CI (where
+    scripts/bootstrap.sh installs it) and is skipped elsewhere."""
+    path = shutil.which(command)
+    if path is None:
+        package = package or command
+        if os.environ.get("CI"):
+            pytest.fail(f"{command} is missing (Debian package {package}, scripts/bootstrap.sh)")
+        pytest.skip(f"{command} is not installed (apt-get install {package})")
+    return path

@@ -23,7 +23,7 @@ import pytest
 
 from goaltrack.config import get_settings
 from goaltrack.dev.localstack import LocalStack, Postgres, free_port
-from helpers import wait_until
+from helpers import installed, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKUP = ROOT / "scripts" / "backup"
@@ -31,15 +31,6 @@ RESTORE = ROOT / "scripts" / "restore"
 METRIC = re.compile(
     r'^goaltrack_backup_last_(success|failure)_timestamp_seconds\{part="(\w+)"\} (\d+)$', re.M
 )
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is missing (scripts/bootstrap.sh installs it)")
-        pytest.skip(f"{name} is not installed (apt-get install {name})")
-    return found
 
 
 def as_postgres(command: list[str]) -> list[str]:
@@ -76,8 +67,8 @@ class Archived:
 
 @pytest.fixture
 def archived(stack: LocalStack) -> Iterator[Archived]:
-    tool("pgbackrest")
-    tool("rclone")
+    installed("pgbackrest")
+    installed("rclone")
     root = Path(tempfile.mkdtemp(prefix="goaltrack-pitr-"))
     root.chmod(0o755)
     if os.geteuid() == 0:
@@ -273,7 +264,7 @@ def test_the_alert_rules_on_stale_and_failed_backups() -> None:
     """deploy/prometheus/backup-rules.yml against its promtool unit tests: a backup older than
     its schedule (and an hour) alerts, daily ones do not; a stale off-site WAL copy, a failed
     part, no metrics at all."""
-    promtool = tool("promtool")
+    promtool = installed("promtool", "prometheus")
     rules = ROOT / "deploy" / "prometheus"
     for command in (
         ["check", "rules", "backup-rules.yml"],

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +22,7 @@ from fakes.fcm import FakeFcm
 from flow import api_flow
 from goaltrack.dev.cluster import Cluster
 from goaltrack.dev.localstack import LocalStack, Postgres
-from helpers import wait_until
+from helpers import installed, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -34,10 +32,7 @@ CONCURRENCY = 6
 
 @pytest.fixture(scope="module")
 def cluster(stack: LocalStack) -> Iterator[Cluster]:
-    if shutil.which("caddy") is None:
-        if os.environ.get("CI"):
-            pytest.fail("caddy is missing (scripts/bootstrap.sh installs it)")
-        pytest.skip("caddy is not installed (apt-get install caddy)")
+    installed("caddy")
     shared = stack.postgres
     database = f"cluster_{uuid.uuid4().hex[:8]}"
     shared.create_database(database, template=TEMPLATE_DATABASE)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from goaltrack.dev.localstack import free_port
-from helpers import wait_until
+from helpers import installed, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -621,11 +621,7 @@ def test_alertmanager_routes_to_the_receiver_chosen() -> None:
 def test_amtool_accepts_the_alertmanager_configuration(tmp_path: Path) -> None:
     """Alertmanager's own check, on what Compose writes with each receiver chosen, and the
     defaults (an operator who has set nothing of ALERT_*)."""
-    amtool = shutil.which("amtool")
-    if amtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("amtool is missing (prometheus-alertmanager, scripts/bootstrap.sh)")
-        pytest.skip("amtool is not installed (apt-get install prometheus-alertmanager)")
+    amtool = installed("amtool", "prometheus-alertmanager")
     for chosen in (
         {},
         {"ALERT_RECEIVER": "webhook", "ALERT_WEBHOOK_URL": "https://ntfy.example.org/ops"},
@@ -723,12 +719,7 @@ def test_every_exporter_is_scraped_and_in_the_monitoring_profile() -> None:
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing (Debian package `prometheus`, scripts/bootstrap.sh)")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
-    return path
+    return installed("promtool", "prometheus")
 
 
 def test_every_alert_has_a_unit_test_that_fires_it() -> None:

@@ -47,7 +47,7 @@ from goaltrack.observability.logs import (
 )
 from goaltrack.observability.metrics import process_metrics
 from goaltrack.observability.request_id import current_request_id, request_id_var
-from helpers import Account, assert_problem, create_goal, wait_until
+from helpers import Account, assert_problem, create_goal, installed, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -636,17 +636,8 @@ def test_sentry_reports_errors_with_the_request_id() -> None:
 # --- deploy/: Prometheus and Grafana ------------------------------------------------------------
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is missing (Debian package `prometheus`, scripts/bootstrap.sh)")
-        pytest.skip(f"{name} is not installed (apt-get install prometheus)")
-    return path
-
-
 def test_promtool_accepts_the_alert_rules() -> None:
-    promtool = _tool("promtool")
+    promtool = installed("promtool", "prometheus")
     result = subprocess.run(
         [promtool, "check", "rules", str(PROMETHEUS_DIR / "alerts.yml")],
         capture_output=True,
@@ -658,7 +649,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
 
 def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
     """The whole check (rule files included) needs the token file the config names: a copy."""
-    promtool = _tool("promtool")
+    promtool = installed("promtool", "prometheus")
     for name in ("prometheus.yml", "alerts.yml", "backup-rules.yml"):
         shutil.copy(PROMETHEUS_DIR / name, tmp_path / name)
     (tmp_path / "metrics-token").write_text(TOKEN)
@@ -761,7 +752,7 @@ async def test_a_real_prometheus_scrapes_the_app(tmp_path: Path) -> None:
     """Prometheus scrapes the API's /metrics with the bearer token, METRICS_PORT in the worker
     job's place (the same listener as WORKER_METRICS_PORT) and beat's BEAT_METRICS_PORT, and
     evaluates the rules."""
-    prometheus = _tool("prometheus")
+    prometheus = installed("prometheus")
     import uvicorn
 
     api_port, side_port, prometheus_port = free_port(), free_port(), free_port()

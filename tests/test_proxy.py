@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +23,7 @@ from goaltrack.config import get_settings
 from goaltrack.dev.localstack import free_port
 from goaltrack.main import create_app
 from goaltrack.web.router import PAGE_PATH, TOKEN_COOKIE
-from helpers import assert_problem, serving, stop_processes, wait_until
+from helpers import assert_problem, installed, serving, stop_processes, wait_until
 
 CADDYFILE = Path(__file__).resolve().parent.parent / "deploy" / "Caddyfile"
 
@@ -139,12 +138,7 @@ def caddyfile_for(api_ports: list[int], http_port: int, https_port: int, data: P
 
 @pytest.fixture
 def caddy_binary() -> str:
-    caddy = shutil.which("caddy")
-    if caddy is None:
-        if os.environ.get("CI"):
-            pytest.fail("caddy is missing (scripts/bootstrap.sh installs it)")
-        pytest.skip("caddy is not installed (apt-get install caddy)")
-    return caddy
+    return installed("caddy")
 
 
 @dataclass

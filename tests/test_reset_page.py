@@ -21,7 +21,7 @@ from goaltrack.config import get_settings
 from goaltrack.dev.localstack import free_port
 from goaltrack.main import create_app
 from goaltrack.redaction import RedactTokens
-from helpers import Account
+from helpers import Account, installed
 
 SCREENSHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
 
@@ -258,11 +258,7 @@ def live_server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    driver_path = shutil.which("chromedriver")
-    if driver_path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium-driver is missing (scripts/bootstrap.sh installs it)")
-        pytest.skip("chromium-driver is not installed")
+    driver_path = installed("chromedriver", "chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

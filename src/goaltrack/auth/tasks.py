@@ -59,13 +59,21 @@ async def send_password_reset(email: str) -> None:
     )
 
 
-@task(service.SEND_PASSWORD_CHANGED, max_retries=mail.MAIL_RETRIES, durable=True)
-async def send_password_changed(user_id: str) -> None:
+async def _recipient(user_id: str) -> tuple[str, str] | None:
+    """A user's address and language for a mail (None: the account is gone)."""
     async with task_session() as session:
         user = await session.get(User, uuid.UUID(user_id))
         if user is None:
-            return
-        email, locale = user.email, await get_locale(session, user.id)
+            return None
+        return user.email, await get_locale(session, user.id)
+
+
+@task(service.SEND_PASSWORD_CHANGED, max_retries=mail.MAIL_RETRIES, durable=True)
+async def send_password_changed(user_id: str) -> None:
+    recipient = await _recipient(user_id)
+    if recipient is None:
+        return
+    email, locale = recipient
     await mail.send_or_retry(
         task_settings(),
         mail.Mail(to=email, subject=t(locale, "changed.subject"), text=t(locale, "changed.text")),
@@ -108,11 +116,10 @@ async def send_verification(verification_id: str) -> None:
 @task(verification.SEND_EMAIL_CHANGE_NOTICE, max_retries=mail.MAIL_RETRIES, durable=True)
 async def send_email_change_notice(user_id: str, new_email: str) -> None:
     """To the address being replaced: someone asked to move the account away from it."""
-    async with task_session() as session:
-        user = await session.get(User, uuid.UUID(user_id))
-        if user is None:
-            return
-        email, locale = user.email, await get_locale(session, user.id)
+    recipient = await _recipient(user_id)
+    if recipient is None:
+        return
+    email, locale = recipient
     await mail.send_or_retry(
         task_settings(),
         mail.Mail(

@@ -92,13 +92,9 @@ async def _summarize(
     dates = await session.scalars(select(HabitCheckin.date).where(HabitCheckin.goal_id == goal.id))
     summary = habits.summarize(schedule, (day.toordinal() for day in dates))
     goal.streak_run = summary.run
-    goal.streak_run_end = _date(summary.run_end)
+    goal.streak_run_end = habits.as_date(summary.run_end)
     goal.streak_longest = summary.longest
     goal.checkin_mask = habits.as_bigint(summary.mask)
-    goal.checkin_mask_end = _date(summary.mask_end)
+    goal.checkin_mask_end = habits.as_date(summary.mask_end)
     goal.updated_at = now
     await session.flush()
-
-
-def _date(day: habits.Day | None) -> date | None:
-    return None if day is None else date.fromordinal(day)

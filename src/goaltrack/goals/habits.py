@@ -23,6 +23,7 @@ by bit arithmetic on the mask.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import date
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
@@ -32,6 +33,12 @@ Day = int  # a local date as its day number: date.toordinal(), 1 = Monday 1 Janu
 MASK_DAYS = 64
 ALL_DAYS = (1 << MASK_DAYS) - 1
 RATE_WINDOW_DAYS = 30
+NO_DAYS: frozenset[int] = frozenset()
+
+
+def as_date(day: Day | None) -> date | None:
+    """A day number as the date columns hold it."""
+    return None if day is None else date.fromordinal(day)
 
 
 def weekday(day: Day) -> int:
@@ -44,7 +51,7 @@ def weekday(day: Day) -> int:
 class Schedule(NamedTuple):
     type: ScheduleType
     start: Day  # the habit's creation date (local): nothing before it is due
-    days: frozenset[int] = frozenset()  # weekdays: 0 = Monday
+    days: frozenset[int] = NO_DAYS  # weekdays: 0 = Monday
     times: int = 1  # times_per_week: check-ins a week (the stored schedule's `count`)
     n: int = 1  # every_n_days, counted from `start`
 
@@ -210,9 +217,6 @@ def _weekday_pattern(days: frozenset[int], today_weekday: int) -> int:
 @lru_cache(maxsize=1024)
 def _every_pattern(n: int, phase: int) -> int:
     return sum(1 << j for j in range(phase, RATE_WINDOW_DAYS, n))
-
-
-NO_DAYS: frozenset[int] = frozenset()
 
 
 def schedule_of(stored: Mapping[str, Any], start: Day) -> Schedule:
