@@ -51,6 +51,7 @@ from goaltrack.goals.queries import (
     ROW_SUMMARY_FIELDS,
     as_instant,
     habit_fields,
+    summaries,
 )
 from goaltrack.goals.service import CREATE_GOAL, SET_STAGE
 from goaltrack.notifications.models import Notification
@@ -143,8 +144,6 @@ def _formatted(statement: PreparedStatement, columns: str) -> str:
 
 # A goal's members up to `kind`, as an unclosed object: its habit figures follow (Python).
 GOAL_HEAD = "'{' || " + _members(Goal.__table__, "q", ROW_SUMMARY_FIELDS) + " AS head"
-LIST_SQL = _formatted(GOAL_LIST, f"q.zone, q.id, q.created_at, q.habit, {GOAL_HEAD}")
-LIST_AFTER_SQL = _formatted(GOAL_LIST_AFTER, f"q.zone, q.id, q.created_at, q.habit, {GOAL_HEAD}")
 CHILD_INSTANTS = ("completed_at", "next_fire_at", "created_at")
 DETAIL_SQL = _formatted(
     GOAL_DETAIL,
@@ -241,15 +240,17 @@ async def list_goals(request: Request) -> Response:
         return UNAUTHORIZED
     limit, after = _page(request)
     values = {**_caller_args(caller), "archived": False, "limit": limit + 1}
-    statement, sql = GOAL_LIST, LIST_SQL
+    # Our list statement already writes each goal's JSON (goaltrack.jsontext): the same SQL.
+    statement = GOAL_LIST
     if after is not None:
-        statement, sql = GOAL_LIST_AFTER, LIST_AFTER_SQL
+        statement = GOAL_LIST_AFTER
         values |= {"after_created_at": after.created_at, "after_id": after.id}
-    rows = await _fetch(sql, _args(statement, values))
+    rows = await _fetch(statement.sql, _args(statement, values))
     if not rows:
         return UNAUTHORIZED
     page, next_cursor = _cut([row for row in rows if row["id"] is not None], limit)
-    items = [orjson.Fragment(row["head"].encode() + b"," + _habit(row) + b"}") for row in page]
+    today = local_date(rows[0]["zone"], datetime.now(UTC))
+    items = summaries(page, today)
     return _response(orjson.dumps({"items": items, "next_cursor": next_cursor}))
 
 

@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 from asyncpg.pgproto import pgproto
 from pydantic import BaseModel, TypeAdapter
+from sqlalchemy import Boolean, Date, DateTime, Integer, Text, Uuid, bindparam, select
 
+from goaltrack import jsontext
 from goaltrack.achievements.schemas import AchievementList
 from goaltrack.auth.caller import caller_params
 from goaltrack.auth.security import decode_access_token
 from goaltrack.goals.schemas import GoalOut, GoalSummary
 from goaltrack.notifications.schemas import NotificationPage
 from goaltrack.pagination import ListPage
-from goaltrack.reads import json_body
+from goaltrack.reads import PreparedStatement, json_body
 from helpers import Account, create_goal, make_image, make_pdf
 
 # What the API stores and JSON must escape or pass through (NUL is refused at the door).
@@ -45,6 +47,37 @@ TRICKY_TEXT = 'Ünïcode "quoted" \\ back\tslash\n😀 \u2028 \x7f \x1f end'
 )
 def test_json_body_matches_pydantic(value: Any, annotation: Any) -> None:
     assert json_body(value) == TypeAdapter(annotation).dump_json(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "sql_type"),
+    [
+        (datetime(2026, 3, 29, 1, 0, tzinfo=UTC), DateTime(timezone=True)),  # no microseconds
+        (datetime(2026, 3, 29, 1, 0, 0, 120000, tzinfo=UTC), DateTime(timezone=True)),
+        (datetime(2026, 3, 29, 1, 0, 0, 1, tzinfo=UTC), DateTime(timezone=True)),
+        (datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), DateTime(timezone=True)),
+        (None, DateTime(timezone=True)),
+        (date(2027, 2, 28), Date()),
+        (None, Date()),
+        (TRICKY_TEXT, Text()),
+        ("\b\f\r \x01 \x08 \x0c \x0d \x1b </script> \ud7ff \ue000 \U0010ffff", Text()),
+        (None, Text()),
+        (uuid.uuid4(), Uuid()),
+        (0, Integer()),
+        (-100, Integer()),
+        (True, Boolean()),
+        (False, Boolean()),
+    ],
+)
+async def test_postgres_writes_json_text_as_our_responses_do(
+    app: Any, value: Any, sql_type: Any
+) -> None:
+    """goaltrack.jsontext: the list's members PostgreSQL writes are the bytes json_body (and so
+    the response models) would write for the same value."""
+    statement = PreparedStatement(select(jsontext.value(bindparam("value", type_=sql_type))))
+    async with app.state.read_pool.acquire() as connection:
+        written = await connection.fetchval(statement.sql, *statement.args({"value": value}))
+    assert written.encode() == json_body(value)
 
 
 def _same_as_model(response: Any, model: type[BaseModel]) -> None:
@@ -99,7 +132,16 @@ async def test_every_hot_read_sends_what_its_model_would(client: Any, user: Acco
     assert body["progress"] == 100
     assert [len(body[key]) for key in ("stages", "attachments", "reminders")] == [2, 2, 1]
 
-    _same_as_model(await client.get("/goals", headers=headers), ListPage[GoalSummary])
+    # A habit among the listed goals: its figures follow the columns PostgreSQL wrote.
+    habit = await create_goal(
+        client, user, title="Stretch", kind="habit", schedule={"type": "weekdays", "days": [0, 3]}
+    )
+    checked = await client.post(f"/goals/{habit['id']}/checkins", json={}, headers=headers)
+    assert checked.status_code == 201, checked.text
+    listed = await client.get("/goals", headers=headers)
+    _same_as_model(listed, ListPage[GoalSummary])
+    assert listed.json()["items"][0]["schedule"] == {"type": "weekdays", "days": [0, 3]}
+    assert listed.json()["items"][0]["streak"]["longest"] == 1
     _same_as_model(await client.get("/goals/archived", headers=headers), ListPage[GoalSummary])
     first = await client.get("/goals?limit=1", headers=headers)
     _same_as_model(first, ListPage[GoalSummary])
