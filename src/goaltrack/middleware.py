@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.routing import iter_route_contexts
-from starlette.middleware.gzip import GZipResponder, IdentityResponder
+from starlette.middleware.gzip import GZipResponder
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -89,6 +89,8 @@ BODY_MIN_BYTES_PER_SECOND = 1024
 # 9's saving on JSON for a fraction of its CPU.
 COMPRESS_MIN_BYTES = 1024
 GZIP_LEVEL = 6
+# Every response not compressed says so: the same address may answer gzip to another client.
+VARY_ENCODING = (b"vary", b"Accept-Encoding")
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -209,11 +211,15 @@ class Edge:
                         continue  # ours is the one
                     if name == b"content-type":
                         content_type = value
+                    elif name == b"vary" and not compressing:
+                        value += b", Accept-Encoding"
                     present.add(name)
                     headers.append((name, value))
                 wanted = (
                     own_headers + JSON_CSP if json_csp and _is_json(content_type) else own_headers
                 )
+                if not compressing:
+                    wanted = [*wanted, VARY_ENCODING]
                 headers += [(name, value) for name, value in wanted if name not in present]
                 message = {**message, "headers": headers}
             await send(message)
@@ -227,10 +233,11 @@ class Edge:
             else:
                 receive, respond = limited
         accept = accept_encoding.decode("latin-1") if accept_encoding else ""
+        # A client that takes gzip gets GZipResponder (it adds the Vary itself); any other gets
+        # the body as it is and the Vary from here, without a responder around the app.
+        compressing = bool(accept) and accepts_gzip(accept)
         responder: ASGIApp = (
-            GZipResponder(app, COMPRESS_MIN_BYTES, compresslevel=GZIP_LEVEL)
-            if accept and accepts_gzip(accept)
-            else IdentityResponder(app, COMPRESS_MIN_BYTES)
+            GZipResponder(app, COMPRESS_MIN_BYTES, compresslevel=GZIP_LEVEL) if compressing else app
         )
 
         token = request_id_var.set(request_id)
