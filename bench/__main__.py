@@ -401,12 +401,13 @@ def settle(app: apps.RunningApp, timeout: float = 60.0) -> None:
         last = now
 
 
-def _hit_rate(before: dict[str, int], after: dict[str, int]) -> float | None:
-    """The share of token checks the verified-token cache answered between two readings."""
-    if not before or not after:
+def _hit_rate(before: dict[str, int], after: dict[str, int], prefix: str = "") -> float | None:
+    """The share of lookups a cache answered between two readings: the verified-token cache's,
+    or with `prefix` "habit_" the listed habits' figures' memo."""
+    if f"{prefix}hits" not in before or f"{prefix}hits" not in after:
         return None
-    hits = after["hits"] - before["hits"]
-    lookups = hits + after["misses"] - before["misses"]
+    hits = after[f"{prefix}hits"] - before[f"{prefix}hits"]
+    lookups = hits + after[f"{prefix}misses"] - before[f"{prefix}misses"]
     return hits / lookups if lookups else None
 
 
@@ -440,7 +441,9 @@ def run_one(
     foreign = host.since(mark, config.duration) if host and mark else {}
     if not config.smoke:  # the smoke run measures nothing: no backlog to wait for
         settle(app)
-    cache_hits = _hit_rate(cache_before, app.token_cache())
+    cache_after = app.token_cache()
+    cache_hits = _hit_rate(cache_before, cache_after)
+    habit_hits = _hit_rate(cache_before, cache_after, "habit_")
     if scenario.expected_status == 304 and result.bytes_per_response > NOT_MODIFIED_BYTES:
         # wrk counts a 200 as a success too: bodies mean ETags that were no longer current.
         raise apps.AppError(
@@ -456,6 +459,7 @@ def run_one(
         **result.as_dict(),
         "cpu_us_per_request": cpu * 1e6 / max(result.requests, 1),
         "token_cache_hit_rate": cache_hits,
+        "habit_memo_hit_rate": habit_hits,
         **foreign,
     }
 
@@ -485,7 +489,8 @@ def _say(repetition: int, config: Config, label: str, key: str, m: dict[str, Any
         f"{m['requests_per_second']:>8,.0f} req/s  p99 {m['p99_ms']:7.1f} ms  "
         f"{m['cpu_us_per_request']:6,.0f} µs CPU/req  {m['bytes_per_response']:6,.0f} B/resp  "
         f"token cache {'—' if hits is None else f'{hits:.0%}'}  "
-        f"other work {m.get('foreign_cores', 0):.2f} cores"
+        + (f"habit memo {habits:.0%}  " if (habits := m.get("habit_memo_hit_rate")) else "")
+        + f"other work {m.get('foreign_cores', 0):.2f} cores"
         + ("  DISTURBED" if "foreign_cores" in m and disturbed(m) else ""),
         flush=True,
     )

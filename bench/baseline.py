@@ -54,9 +54,7 @@ from goaltrack.goals.queries import (
     summaries,
 )
 from goaltrack.goals.service import CREATE_GOAL, SET_STAGE
-from goaltrack.notifications.models import Notification
 from goaltrack.notifications.queries import FEED, FEED_AFTER
-from goaltrack.notifications.queries import FIELDS as NOTIFICATION_FIELDS
 from goaltrack.pagination import Cursor
 from goaltrack.profile.queries import local_date
 from goaltrack.reads import PreparedStatement
@@ -152,10 +150,10 @@ DETAIL_SQL = _formatted(
     f"{_array('q.reminders', instants=CHILD_INSTANTS)} AS reminders, "
     f"{_value('q.ai_error')} AS ai_error",
 )
+# Our feed statement writes each notification's JSON around its `data`; here `data` too.
 FEED_COLUMNS = (
-    "q.id, q.created_at, q.unread_count, CASE WHEN q.id IS NOT NULL THEN '{' || "
-    + _members(Notification.__table__, "q", NOTIFICATION_FIELDS)
-    + " || '}' END AS item"
+    "q.id, q.created_at, q.unread_count, "
+    f"q.head || {_compact('q.data', jsonb=True)} || q.tail AS item"
 )
 FEED_SQL = _formatted(FEED, FEED_COLUMNS)
 FEED_AFTER_SQL = _formatted(FEED_AFTER, FEED_COLUMNS)

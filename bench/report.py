@@ -46,6 +46,7 @@ FIGURES = (
     "foreign_cores",
     "steal_cores",
     "token_cache_hit_rate",
+    "habit_memo_hit_rate",
 )
 
 

@@ -5,7 +5,8 @@ hits and misses for nothing.
 
     python -m bench.serve goaltrack.main:create_app --factory --port 8000 ...
 
-On SIGUSR1 it writes `{"hits": ..., "misses": ..., "currsize": ..., "maxsize": ...}` to the file
+On SIGUSR1 it writes `{"hits": ..., "misses": ..., "currsize": ..., "maxsize": ...}` (and the
+habit figures' memo's `habit_hits` and `habit_misses`) to the file
 named by BENCH_TOKEN_CACHE_FILE (written aside, then renamed: a reader never sees half of it);
 `{}` where the app's source has no such cache (an older revision). The handler runs between two
 Python instructions of the server's loop: apps.RunningApp.token_cache sends a request after the
@@ -34,6 +35,13 @@ def _tell_token_cache(signum: int, frame: FrameType | None) -> None:
         counters = cache.counters()
     elif hasattr(verify, "cache_info"):
         counters = verify.cache_info()._asdict()
+    # The memo of the listed habits' figures (goaltrack.goals.queries.habit_members), beside it.
+    from goaltrack.goals import queries
+
+    memo = getattr(queries, "habit_members", None)
+    if hasattr(memo, "cache_info"):
+        info = memo.cache_info()
+        counters |= {"habit_hits": info.hits, "habit_misses": info.misses}
     path = Path(os.environ["BENCH_TOKEN_CACHE_FILE"])
     aside = path.with_suffix(".writing")
     aside.write_text(json.dumps(counters))

@@ -16,25 +16,26 @@ from sqlalchemy import ColumnElement, DateTime, Text, case, cast, func, literal_
 from sqlalchemy.dialects.postgresql import JSONB
 
 
-def _text(constant: str) -> ColumnElement[str]:
-    """A constant inlined in the statement (our own member names: no quote to escape)."""
-    if "'" in constant:
-        raise ValueError(f"not a constant to inline: {constant!r}")
-    return literal_column(f"'{constant}'", Text)
+def constant(text: str) -> ColumnElement[str]:
+    """Text inlined in the statement (our own member names and punctuation: no quote to escape),
+    not sent as one more parameter."""
+    if "'" in text:
+        raise ValueError(f"not a constant to inline: {text!r}")
+    return literal_column(f"'{text}'", Text)
 
 
-NULL = _text("null")
+NULL = constant("null")
 
 
 def instant(column: ColumnElement[Any]) -> ColumnElement[str]:
     """A timestamptz as orjson writes a UTC datetime: its microseconds only when it has any."""
-    utc = func.timezone(_text("UTC"), column)
+    utc = func.timezone(constant("UTC"), column)
     fraction = case(
-        (func.date_trunc(_text("second"), column) == column, _text("")),
-        else_=func.to_char(utc, _text(".US")),
+        (func.date_trunc(constant("second"), column) == column, constant("")),
+        else_=func.to_char(utc, constant(".US")),
     )
-    seconds = func.to_char(utc, _text('YYYY-MM-DD"T"HH24:MI:SS'))
-    return func.coalesce(_text('"') + seconds + fraction + _text('Z"'), NULL)
+    seconds = func.to_char(utc, constant('YYYY-MM-DD"T"HH24:MI:SS'))
+    return func.coalesce(constant('"') + seconds + fraction + constant('Z"'), NULL)
 
 
 def value(column: ColumnElement[Any]) -> ColumnElement[str]:
@@ -47,10 +48,21 @@ def value(column: ColumnElement[Any]) -> ColumnElement[str]:
     return func.coalesce(cast(func.to_json(column), Text), NULL)
 
 
-def object_head(members: Mapping[str, ColumnElement[Any]]) -> ColumnElement[str]:
-    """`{"name":value,...` of `members`, in their order, left open: the caller may add members
-    before it closes the object with `}`."""
-    text: ColumnElement[str] = _text("{")
-    for index, (name, column) in enumerate(members.items()):
-        text = text + _text(f'{"," if index else ""}"{name}":') + value(column)
+def members(columns: Mapping[str, ColumnElement[Any]]) -> ColumnElement[str]:
+    """`"name":value,...` of `columns`, in their order, without braces: the caller opens and
+    closes the object, and may put members of its own around these."""
+    text: ColumnElement[str] | None = None
+    for name, column in columns.items():
+        if text is None:
+            text = constant(f'"{name}":') + value(column)
+        else:
+            text = text + constant(f',"{name}":') + value(column)
+    if text is None:
+        raise ValueError("no members")
     return text
+
+
+def object_head(columns: Mapping[str, ColumnElement[Any]]) -> ColumnElement[str]:
+    """`{"name":value,...` of `columns`, left open: the caller may add members before it closes
+    the object with `}`."""
+    return constant("{") + members(columns)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, bindparam, func, select, true, tuple_
 
+from goaltrack import jsontext
 from goaltrack.auth.caller import caller_is_current, caller_params
 from goaltrack.auth.models import User
 from goaltrack.auth.security import AccessClaims
@@ -27,9 +29,27 @@ COLUMNS = (
 )
 
 
+FIELDS = tuple(NotificationFields.model_fields)
+# A notification as JSON text written by PostgreSQL (goaltrack.jsontext) around its `data`, which
+# Python writes: jsonb's own text has spaces, and its keys come back as the app stored them.
+HEAD = (
+    jsontext.object_head(
+        {name: Notification.__table__.c[name] for name in FIELDS[: FIELDS.index("data")]}
+    )
+    + jsontext.constant(',"data":')
+).label("head")
+TAIL = (
+    jsontext.constant(",")
+    + jsontext.members(
+        {name: Notification.__table__.c[name] for name in FIELDS[FIELDS.index("data") + 1 :]}
+    )
+    + jsontext.constant("}")
+).label("tail")
+
+
 def _feed_statement(*, after_cursor: bool) -> Any:
     page = (
-        select(*COLUMNS)
+        select(Notification.id, Notification.created_at, Notification.data, HEAD, TAIL)
         .where(Notification.user_id == bindparam("user_id"))
         .order_by(Notification.created_at.desc(), Notification.id.desc())
         .limit(bindparam("limit"))
@@ -62,16 +82,17 @@ FEED = PreparedStatement(_feed_statement(after_cursor=False))
 FEED_AFTER = PreparedStatement(_feed_statement(after_cursor=True))
 
 
-FIELDS = tuple(NotificationFields.model_fields)
-
-
 async def feed(reader: Reader, caller: AccessClaims, page: Page) -> dict[str, Any]:
     """A page of the feed with the unread count, shaped as `NotificationPage`."""
     statement = FEED if page.after is None else FEED_AFTER
     rows = await reader.fetch(statement, {**caller_params(caller), **page.params()})
     if not rows:
         raise NotAuthenticated
-    items, next_cursor = page.cut(
-        [{name: row[name] for name in FIELDS} for row in rows if row["id"] is not None]
-    )
+    listed, next_cursor = page.cut([row for row in rows if row["id"] is not None])
+    items = [
+        orjson.Fragment(
+            b"".join((row["head"].encode(), orjson.dumps(row["data"]), row["tail"].encode()))
+        )
+        for row in listed
+    ]
     return {"items": items, "next_cursor": next_cursor, "unread_count": rows[0]["unread_count"]}
