@@ -3,8 +3,8 @@ it queued), read by the logs, the problem bodies and Sentry."""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -32,4 +32,6 @@ def valid_request_id(value: str | None) -> str | None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, as uuid4().hex reads, without building a UUID on every
+    # request (less than half its CPU).
+    return os.urandom(16).hex()
