@@ -88,7 +88,9 @@ def _same_as_model(response: Any, model: type[BaseModel]) -> None:
     )
 
 
-async def test_every_hot_read_sends_what_its_model_would(client: Any, user: Account) -> None:
+async def test_every_hot_read_sends_what_its_model_would(
+    app: Any, client: Any, user: Account
+) -> None:
     headers = user.headers
     goal = await create_goal(client, user, title=TRICKY_TEXT, deadline="2027-02-28")
     await create_goal(client, user, title="no description", description=None)
@@ -161,6 +163,21 @@ async def test_every_hot_read_sends_what_its_model_would(client: Any, user: Acco
     assert listed["stats_available"] is True
     earned = {item["code"] for item in listed["items"] if item["earned"]}
     assert "first_goal" in earned
+
+    # FastAPI's own path (taken while overrides are in use, or for a CORS request) sends the same.
+    paths = ["/goals", "/goals/archived", "/goals?limit=1", "/notifications", "/achievements"]
+    hot = [(await client.get(path, headers=headers)).content for path in paths]
+    app.dependency_overrides[_unused_dependency] = _unused_dependency
+    try:
+        ordinary = [await client.get(path, headers=headers) for path in paths]
+    finally:
+        app.dependency_overrides.clear()
+    assert [response.status_code for response in ordinary] == [200] * len(paths)
+    assert [response.content for response in ordinary] == hot
+
+
+def _unused_dependency() -> None:
+    """Overridden only to send requests down FastAPI's own path (goaltrack.hotpath)."""
 
 
 async def test_the_feeds_unread_count_runs_once_on_its_partial_index(

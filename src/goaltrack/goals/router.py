@@ -60,7 +60,7 @@ from goaltrack.goals.schemas import (
 )
 from goaltrack.hotpath import hot
 from goaltrack.pagination import InvalidCursor, ListPage, Page, PageDep
-from goaltrack.reads import PoolReader
+from goaltrack.reads import PoolReader, json_response
 from goaltrack.storage import StorageUnavailable
 from goaltrack.uploads import FileTooLarge, InvalidUpload, UnsupportedFileType
 
@@ -79,31 +79,25 @@ NOT_FOUND = error_responses(NotFound)
 
 # The hot reads (`@hot`: goaltrack.hotpath) return their rows as the response model lays them out.
 async def _goal_list(
-    request: Request,
-    response: Response,
-    reader: PoolReader,
-    caller: AccessClaims,
-    page: Page,
-    *,
-    archived: bool,
-) -> Any:
+    request: Request, reader: PoolReader, caller: AccessClaims, page: Page, *, archived: bool
+) -> Response:
     # A conditional request compares the version alone, before any row is read or rendered.
     if "if-none-match" in request.headers:
         current = await queries.goals_version(reader, caller)
         if none_match(request, current):
             return not_modified(current)
     body, current = await queries.list_goals(reader, caller, archived=archived, page=page)
-    response.headers.update(revalidated(current))
-    return body
+    # Its items are JSON already (goaltrack.jsontext): a Response, which no path validates again.
+    return json_response(body, headers=revalidated(current))
 
 
 @router.get("", response_model=ListPage[GoalSummary], responses=error_responses(InvalidCursor))
 @hot
 async def list_goals(
-    request: Request, response: Response, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
-) -> Any:
+    request: Request, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
+) -> Response:
     """Active goals, newest first."""
-    return await _goal_list(request, response, reader, caller, page, archived=False)
+    return await _goal_list(request, reader, caller, page, archived=False)
 
 
 @router.get(
@@ -111,10 +105,10 @@ async def list_goals(
 )
 @hot
 async def list_archived_goals(
-    request: Request, response: Response, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
-) -> Any:
+    request: Request, reader: ReaderDep, caller: AccessClaimsDep, page: PageDep
+) -> Response:
     """Archived goals, newest first."""
-    return await _goal_list(request, response, reader, caller, page, archived=True)
+    return await _goal_list(request, reader, caller, page, archived=True)
 
 
 @router.post(

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Response, status
 
 from goaltrack.auth.caller import AccessClaimsDep, CurrentUser, get_access_claims
 from goaltrack.auth.idempotency import IdempotentRoute
@@ -23,6 +23,7 @@ from goaltrack.notifications.schemas import (
     SnoozeRequest,
 )
 from goaltrack.pagination import InvalidCursor, PageDep
+from goaltrack.reads import json_response
 
 router = APIRouter(
     prefix="/notifications",
@@ -36,9 +37,10 @@ NotificationId = Annotated[uuid.UUID, Path(description="The notification's id.")
 
 @router.get("", response_model=NotificationPage, responses=error_responses(InvalidCursor))
 @hot
-async def list_notifications(caller: AccessClaimsDep, page: PageDep, reader: ReaderDep) -> Any:
+async def list_notifications(caller: AccessClaimsDep, page: PageDep, reader: ReaderDep) -> Response:
     """Newest first, 20 a page, with the caller's unread count."""
-    return await queries.feed(reader, caller, page)
+    # Its items are JSON already (goaltrack.jsontext): a Response, which no path validates again.
+    return json_response(await queries.feed(reader, caller, page))
 
 
 @router.put("/read-all")
