@@ -443,6 +443,61 @@ def test_every_image_is_pinned_to_a_version() -> None:
             assert re.match(r"FROM [a-z/]+:\d+\.\d+\.\d+-", line), line
 
 
+def test_pin_digests_pins_every_pulled_image_and_the_postgres_base(tmp_path: Path) -> None:
+    """scripts/pin-digests with a stand-in for `docker` (no engine, no registry here): every
+    image Compose pulls, in every profile, becomes tag@digest in the override, and so does the
+    PostgreSQL image's base; the images we build stay ours; the merged file still validates."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(interpolate(load_compose(), DEPLOY_ENV)))
+    calls = tmp_path / "calls"
+    stand_in = tmp_path / "docker"
+    stand_in.write_text(
+        f"#!{sys.executable}\n"
+        "import hashlib, json, sys\n"
+        f"open({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "if sys.argv[1] == 'compose':\n"
+        f"    print(open({str(config)!r}).read())\n"
+        "else:  # buildx imagetools inspect <image> --format '{{json .Manifest}}'\n"
+        "    digest = hashlib.sha256(sys.argv[4].encode()).hexdigest()\n"
+        "    print(json.dumps({'digest': 'sha256:' + digest, 'mediaType': 'index'}))\n"
+    )
+    stand_in.chmod(0o755)
+    override = ROOT / "docker-compose.digests.yml"
+    assert not override.exists()  # the machine's own file, never the repository's
+    try:
+        subprocess.run(
+            [str(ROOT / "scripts" / "pin-digests")],
+            env={"PATH": os.environ["PATH"], "DOCKER": str(stand_in)},
+            check=True,
+            capture_output=True,
+        )
+        pins = yaml.safe_load(override.read_text())["services"]
+    finally:
+        override.unlink(missing_ok=True)
+    assert "compose --profile monitoring --profile staging config" in calls.read_text()
+    found = services()
+    built = {image_of(service) for service in found.values() if "build" in service}
+    pulled = {name for name, service in found.items() if image_of(service) not in built}
+    assert "backup" not in pulled  # postgres's image, ours
+    assert set(pins) == pulled | {"postgres"}
+    for name in pulled:
+        image = pins[name]["image"]
+        tag, _, digest = image.partition("@")
+        assert tag == image_of(found[name]), name
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), name
+    base = pins["postgres"]["build"]["args"]["POSTGRES_IMAGE"]
+    assert re.fullmatch(r"postgres:16\.\d+-bookworm@sha256:[0-9a-f]{64}", base)
+    merged = load_compose()
+    for name, pin in pins.items():
+        if "image" in pin:
+            merged["services"][name]["image"] = pin["image"]
+        else:
+            merged["services"][name]["build"]["args"] = pin["build"]["args"]
+    validator = jsonschema_rs.validator_for(json.loads(SCHEMA_FILE.read_text()))
+    validator.validate(interpolate(merged, DEPLOY_ENV))
+    assert "docker-compose.digests.yml" in (ROOT / ".gitignore").read_text().split()
+
+
 # The VPS of docs/deploy.md: 4 GB, 2 vCPU. 512 MiB of it stay with the kernel, Docker and the page
 # cache: the limits of everything that runs at once (the monitoring profile included; one-shots
 # and the staging mail catcher not) add up to the rest.
