@@ -1165,6 +1165,27 @@ def test_two_api_replicas_drain_before_caddys_health_check_misses_them() -> None
     assert int(grace[:-1]) > drain + 20
 
 
+async def test_a_failed_request_and_slow_readiness_do_not_take_the_last_replica_out(
+    tmp_path: Path,
+) -> None:
+    """deploy/Caddyfile in front of a replica that is gone (mid-deploy) and one that failed a
+    request while its readiness (PostgreSQL and Redis) answers in 3 s on a busy host: the next
+    request waits for that replica and is answered, never Caddy's 503 (both replicas out for
+    the whole `lb_try_duration`)."""
+    from test_cluster_nodes import StandInNode, the_last_node_stays_in
+    from test_proxy import https_client, start_caddy
+
+    binary = installed("caddy")
+    with StandInNode("/health/ready", slow_health=3) as node:
+        caddy = start_caddy(binary, tmp_path, [free_port(), node.port])
+        try:
+            async with https_client(caddy) as http:
+                await the_last_node_stays_in(http, node)
+        finally:
+            caddy.process.terminate()
+            caddy.process.wait()
+
+
 def test_caddy_adapts_the_caddyfile() -> None:
     caddy = shutil.which("caddy")
     if caddy is None:
