@@ -13,3 +13,5 @@ RUN apt-get update \
     && install -d -o postgres -g postgres -m 750 /var/lib/pgbackrest /var/lib/goaltrack-backup \
     && install -d -o postgres -g postgres -m 770 /var/log/pgbackrest /var/spool/pgbackrest /tmp/pgbackrest
 COPY scripts/backup scripts/restore deploy/backup-loop /usr/local/bin/
+# postgres-exporter's role (pg_monitor only), made when the image initialises an empty volume.
+COPY deploy/postgres-monitor-role /docker-entrypoint-initdb.d/10-monitor-role.sh

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import jsonschema_rs
 import pytest
 import yaml
 
-from goaltrack.dev.localstack import free_port
+from goaltrack.dev.localstack import LocalStack, free_port
 from helpers import installed, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,9 @@ BACKUP = ROOT / "scripts" / "backup"
 RESTORE = ROOT / "scripts" / "restore"
 
 APP_SERVICES = ("migrate", "api-1", "api-2", "worker", "beat")
+# The app containers that read GOALTRACK_ENV_FILE whole: those that serve users. migrate and beat
+# get only what they read (goaltrack.config.SettingsWithoutUserSecrets).
+ENV_FILE_SERVICES = ("api-1", "api-2", "worker")
 ENV_FILE_REFERENCE = "${GOALTRACK_ENV_FILE:-/etc/goaltrack/goaltrack.env}"
 # What an operator's env file provides to the ${...} of the compose file.
 DEPLOY_ENV = {
@@ -43,6 +47,7 @@ DEPLOY_ENV = {
     "ACME_EMAIL": "ops@example.org",
     "GOALTRACK_VERSION": "v1.0.0",
     "POSTGRES_PASSWORD": "0123456789abcdef0123456789abcdef",
+    "POSTGRES_MONITOR_PASSWORD": "89abcdef0123456789abcdef01234567",
     "REDIS_PASSWORD": "fedcba9876543210fedcba9876543210",
     "S3_APP_SECRET_ACCESS_KEY": "00112233445566778899aabbccddeeff",
     "S3_BACKUP_SECRET_ACCESS_KEY": "ffeeddccbbaa99887766554433221100",
@@ -304,25 +309,67 @@ def test_no_secret_value_in_the_compose_file() -> None:
 def test_secrets_come_from_an_env_file_outside_the_repository() -> None:
     found = services()
     for name in APP_SERVICES:
-        assert found[name]["env_file"] == ENV_FILE_REFERENCE, name
         assert found[name]["environment"]["APP_ENV"] == "production"
+    for name in ENV_FILE_SERVICES:
+        assert found[name]["env_file"] == ENV_FILE_REFERENCE, name
     default = Path(ENV_FILE_REFERENCE.split(":-", 1)[1].rstrip("}"))
     assert default.is_absolute()
     assert not default.is_relative_to(ROOT)
     others = [name for name, service in found.items() if "env_file" in service]
-    assert sorted(others) == sorted(APP_SERVICES)  # the rest get only what they need
+    assert sorted(others) == sorted(ENV_FILE_SERVICES)  # the rest get only what they need
 
 
-# Which of the compose file's secrets each service's environment may carry: what it uses. (The
-# app's own settings come from GOALTRACK_ENV_FILE, which holds none of these.)
+def _settings_secrets() -> set[str]:
+    """The application's secret settings (SecretStr): an operator keeps them in
+    GOALTRACK_ENV_FILE, so a service given that file is given every one of them."""
+    from pydantic import SecretStr
+
+    from goaltrack.config import Settings
+
+    return {
+        name.upper()
+        for name, field in Settings.model_fields.items()
+        if SecretStr in (field.annotation, *getattr(field.annotation, "__args__", ()))
+    }
+
+
+# The secrets of the app's env file (GOALTRACK_ENV_FILE): JWT, mail, AI, Sentry (and S3 and the
+# metrics token, which compose sets itself for the API and the worker).
+APP_SECRETS = {
+    "JWT_SECRET",
+    "MAIL_PASSWORD",
+    "AI_API_KEY",
+    "SENTRY_DSN",
+    "S3_SECRET_ACCESS_KEY",
+    "METRICS_TOKEN",
+}
+# Which secrets each service is given, through the compose file's ${...} in its environment or
+# the app's env file: what it uses.
 SECRETS_USED = {
     "migrate": {"POSTGRES_PASSWORD"},
-    "api-1": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY", "METRICS_TOKEN"},
-    "api-2": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY", "METRICS_TOKEN"},
-    "worker": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY"},
+    "api-1": {
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "S3_APP_SECRET_ACCESS_KEY",
+        "METRICS_TOKEN",
+        *APP_SECRETS,
+    },
+    "api-2": {
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "S3_APP_SECRET_ACCESS_KEY",
+        "METRICS_TOKEN",
+        *APP_SECRETS,
+    },
+    "worker": {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_APP_SECRET_ACCESS_KEY", *APP_SECRETS},
     "beat": {"REDIS_PASSWORD"},
-    # The WAL it archives goes into the encrypted repository (pgBackRest's cipher pass).
-    "postgres": {"POSTGRES_PASSWORD", "BACKUP_ENCRYPTION_PASSPHRASE"},
+    # The WAL it archives goes into the encrypted repository (pgBackRest's cipher pass); the
+    # monitoring role's password, for deploy/postgres-monitor-role.
+    "postgres": {
+        "POSTGRES_PASSWORD",
+        "BACKUP_ENCRYPTION_PASSPHRASE",
+        "POSTGRES_MONITOR_PASSWORD",
+    },
     "redis": {"REDIS_PASSWORD"},
     # PostgreSQL's own user through the socket (no password); the bucket's read key, the
     # off-site bucket's key, the repository's cipher pass.
@@ -331,18 +378,22 @@ SECRETS_USED = {
         "BACKUP_REPO_SECRET_ACCESS_KEY",
         "BACKUP_ENCRYPTION_PASSPHRASE",
     },
-    "postgres-exporter": {"POSTGRES_PASSWORD"},
+    # pg_monitor only (deploy/postgres-monitor-role), not the app's owner role.
+    "postgres-exporter": {"POSTGRES_MONITOR_PASSWORD"},
     "redis-exporter": {"REDIS_PASSWORD"},
 }
 
 
 def test_each_service_gets_only_the_secrets_it_uses() -> None:
+    assert _settings_secrets() == APP_SECRETS  # a new secret setting: say who may have it
     for name, service in services().items():
         given = {
             reference
             for reference, _, _ in references(service.get("environment") or {})
             if SECRET_NAME.search(reference)
         }
+        if "env_file" in service:
+            given |= APP_SECRETS
         assert given == SECRETS_USED.get(name, set()), name
     # The compose-level secrets never reach the app through its env file: they are set per
     # service above, and the env file is not the project's .env (docs/deploy.md).
@@ -390,6 +441,61 @@ def test_every_image_is_pinned_to_a_version() -> None:
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         if line.startswith("FROM "):
             assert re.match(r"FROM [a-z/]+:\d+\.\d+\.\d+-", line), line
+
+
+def test_pin_digests_pins_every_pulled_image_and_the_postgres_base(tmp_path: Path) -> None:
+    """scripts/pin-digests with a stand-in for `docker` (no engine, no registry here): every
+    image Compose pulls, in every profile, becomes tag@digest in the override, and so does the
+    PostgreSQL image's base; the images we build stay ours; the merged file still validates."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(interpolate(load_compose(), DEPLOY_ENV)))
+    calls = tmp_path / "calls"
+    stand_in = tmp_path / "docker"
+    stand_in.write_text(
+        f"#!{sys.executable}\n"
+        "import hashlib, json, sys\n"
+        f"open({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "if sys.argv[1] == 'compose':\n"
+        f"    print(open({str(config)!r}).read())\n"
+        "else:  # buildx imagetools inspect <image> --format '{{json .Manifest}}'\n"
+        "    digest = hashlib.sha256(sys.argv[4].encode()).hexdigest()\n"
+        "    print(json.dumps({'digest': 'sha256:' + digest, 'mediaType': 'index'}))\n"
+    )
+    stand_in.chmod(0o755)
+    override = ROOT / "docker-compose.digests.yml"
+    assert not override.exists()  # the machine's own file, never the repository's
+    try:
+        subprocess.run(
+            [str(ROOT / "scripts" / "pin-digests")],
+            env={"PATH": os.environ["PATH"], "DOCKER": str(stand_in)},
+            check=True,
+            capture_output=True,
+        )
+        pins = yaml.safe_load(override.read_text())["services"]
+    finally:
+        override.unlink(missing_ok=True)
+    assert "compose --profile monitoring --profile staging config" in calls.read_text()
+    found = services()
+    built = {image_of(service) for service in found.values() if "build" in service}
+    pulled = {name for name, service in found.items() if image_of(service) not in built}
+    assert "backup" not in pulled  # postgres's image, ours
+    assert set(pins) == pulled | {"postgres"}
+    for name in pulled:
+        image = pins[name]["image"]
+        tag, _, digest = image.partition("@")
+        assert tag == image_of(found[name]), name
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), name
+    base = pins["postgres"]["build"]["args"]["POSTGRES_IMAGE"]
+    assert re.fullmatch(r"postgres:16\.\d+-bookworm@sha256:[0-9a-f]{64}", base)
+    merged = load_compose()
+    for name, pin in pins.items():
+        if "image" in pin:
+            merged["services"][name]["image"] = pin["image"]
+        else:
+            merged["services"][name]["build"]["args"] = pin["build"]["args"]
+    validator = jsonschema_rs.validator_for(json.loads(SCHEMA_FILE.read_text()))
+    validator.validate(interpolate(merged, DEPLOY_ENV))
+    assert "docker-compose.digests.yml" in (ROOT / ".gitignore").read_text().split()
 
 
 # The VPS of docs/deploy.md: 4 GB, 2 vCPU. 512 MiB of it stay with the kernel, Docker and the page
@@ -793,13 +899,127 @@ def test_postgres_image_build_context_holds_what_it_copies() -> None:
         if line.startswith("COPY ") and "--from=" not in line
         for source in line.split()[1:-1]
     ]
-    assert copied == ["scripts/backup", "scripts/restore", "deploy/backup-loop"]
+    assert copied == [
+        "scripts/backup",
+        "scripts/restore",
+        "deploy/backup-loop",
+        "deploy/postgres-monitor-role",
+    ]
+    # The role's script runs when the official image initialises an empty data directory.
+    assert re.search(
+        r"^COPY deploy/postgres-monitor-role /docker-entrypoint-initdb\.d/\S+\.sh$",
+        dockerfile,
+        re.M,
+    )
     assert ignore[ignore.index("*") + 1 :] == [f"!{source}" for source in copied]
     for source in copied:
         assert os.access(ROOT / source, os.X_OK), source
     # A pinned minor release of the official image, whose apt source has pgBackRest.
     assert re.search(r"^ARG POSTGRES_IMAGE=postgres:16\.\d+-bookworm$", dockerfile, re.M)
     assert "apt-get install -y --no-install-recommends pgbackrest rclone" in dockerfile
+
+
+def test_postgres_exporters_role_may_read_the_statistics_and_nothing_else() -> None:
+    """deploy/postgres-monitor-role, run twice (at initialisation, then again by an operator) on
+    a real PostgreSQL that holds the app's schema: the role logs in with pg_monitor's views and
+    cannot read or change the app's tables, nor do anything a superuser may."""
+    from goaltrack.dev.localstack import Postgres, _find_postgres_bin
+    from goaltrack.migrations import upgrade
+
+    # Not under pytest's tmp_path, which the server's own user may not enter.
+    root = Path(tempfile.mkdtemp(prefix="goaltrack-monitor-"))
+    root.chmod(0o755)
+    server = Postgres(root / "pg")
+    server.start()
+    try:
+        upgrade(server.url)
+        psql = str(_find_postgres_bin() / "psql")
+        environment = {
+            "PATH": os.environ["PATH"],
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(server.port),
+            "POSTGRES_USER": "postgres",
+            "POSTGRES_DB": server.database,
+            "POSTGRES_MONITOR_PASSWORD": DEPLOY_ENV["POSTGRES_MONITOR_PASSWORD"],
+        }
+        script = ROOT / "deploy" / "postgres-monitor-role"
+        for _ in range(2):
+            subprocess.run([str(script)], env=environment, check=True, capture_output=True)
+
+        def as_monitor(sql: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [psql, "-X", "-U", "goaltrack_monitor", "-d", server.database, "-tAc", sql],
+                env=environment,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+
+        role = as_monitor(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls,"
+            " pg_has_role('goaltrack_monitor', 'pg_monitor', 'USAGE'),"
+            " (SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
+            "  WHERE m.member = 'goaltrack_monitor'::regrole)"
+            " FROM pg_roles WHERE rolname = current_user"
+        )
+        assert role.stdout.strip() == "f|f|f|f|f|t|1", role.stderr
+        # What the exporter reads: every backend's query and state, the databases' sizes.
+        statistics = as_monitor(
+            "SELECT count(*) > 0, bool_and(query IS NOT NULL) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend'"
+        )
+        assert statistics.stdout.strip() == "t|t", statistics.stderr
+        assert as_monitor("SELECT pg_database_size(current_database()) > 0").stdout.strip() == "t"
+        for refused in (
+            "SELECT count(*) FROM users",
+            "DELETE FROM goals",
+            "CREATE TABLE monitor_was_here (id int)",
+            "CREATE ROLE another",
+        ):
+            result = as_monitor(refused)
+            assert result.returncode != 0, refused
+            assert "permission denied" in result.stderr, (refused, result.stderr)
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_migrate_and_beat_start_with_only_their_environment(
+    stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the app's env file, production's settings of `goaltrack migrate` and `goaltrack
+    beat` are whole: migrate runs (against the tests' database) with its compose environment
+    alone, in a directory without a .env; beat's Celery app builds from beat's, with its tick."""
+    from goaltrack.celery_app import create_celery
+    from goaltrack.config import Settings, SettingsWithoutUserSecrets
+
+    found = services()
+    migrate = interpolate(found["migrate"]["environment"], DEPLOY_ENV)
+    assert set(migrate) == {"APP_ENV", "DATABASE_URL"}
+    assert stack.postgres is not None
+    migrate["DATABASE_URL"] = stack.postgres.url  # the host is compose's `postgres`
+    result = subprocess.run(
+        [sys.executable, "-m", "goaltrack", "migrate"],
+        env={"PATH": os.environ["PATH"], **migrate},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+    beat = interpolate(found["beat"]["environment"], DEPLOY_ENV)
+    given = {name.lower(): value for name, value in beat.items()}
+    for name in Settings.model_fields:  # the tests' own settings are not beat's
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert set(given) <= set(Settings.model_fields), set(given) - set(Settings.model_fields)
+    with pytest.raises(ValueError, match="JWT_SECRET"):
+        Settings(_env_file=None, **given)  # the API's settings would refuse to start
+    settings = SettingsWithoutUserSecrets(_env_file=None, **given)
+    assert settings.redis_url == "redis://:fedcba9876543210fedcba9876543210@redis:6379/0"
+    schedule = create_celery(settings).conf.beat_schedule
+    assert settings.scheduler_interval_seconds == 60
+    assert 60 in {entry["schedule"] for entry in schedule.values()}
 
 
 def test_postgres_archives_every_wal_segment_into_the_backup_repository() -> None:
@@ -877,25 +1097,26 @@ def test_the_runs_settings_in_operations_md_are_the_defaults() -> None:
 
 
 def test_the_chaos_table_is_the_chaos_result() -> None:
-    """The per-fault rows of operations.md are ops/results/chaos.json's, as the harness wrote it."""
+    """The per-fault rows of both guides are ops/results/chaos.json's, as the harness wrote it."""
     result = json.loads((ROOT / "ops" / "results" / "chaos.json").read_text())
-    rows = {
-        match["part"]: match.groups()[1:]
-        for match in re.finditer(
-            r"^\| (?P<part>\w+) \| ([\d.]+) s \| (\d+) \| (\d+) \| ([\d.]+) s \|$",
-            OPERATIONS.read_text(),
-            re.M,
-        )
-    }
-    assert rows == {
-        fault["component"]: (
-            str(fault["down_s"]),
-            str(fault["requests"]),
-            str(fault["errors"]),
-            str(fault["recovered_after_restart_s"]),
-        )
-        for fault in result["faults"]
-    }
+    for guide in (OPERATIONS, DEPLOY_GUIDE):
+        rows = {
+            match["part"]: match.groups()[1:]
+            for match in re.finditer(
+                r"^\| (?P<part>\w+) \| ([\d.]+) s \| (\d+) \| (\d+) \| ([\d.]+) s \|$",
+                guide.read_text(),
+                re.M,
+            )
+        }
+        assert rows == {
+            fault["component"]: (
+                str(fault["down_s"]),
+                str(fault["requests"]),
+                str(fault["errors"]),
+                str(fault["recovered_after_restart_s"]),
+            )
+            for fault in result["faults"]
+        }, guide.name
 
 
 def test_both_guides_say_the_same_about_beat() -> None:
@@ -943,6 +1164,27 @@ def test_two_api_replicas_drain_before_caddys_health_check_misses_them() -> None
     grace = found["api-1"]["stop_grace_period"]
     assert grace.endswith("s")
     assert int(grace[:-1]) > drain + 20
+
+
+async def test_a_failed_request_and_slow_readiness_do_not_take_the_last_replica_out(
+    tmp_path: Path,
+) -> None:
+    """deploy/Caddyfile in front of a replica that is gone (mid-deploy) and one that failed a
+    request while its readiness (PostgreSQL and Redis) answers in 3 s on a busy host: the next
+    request waits for that replica and is answered, never Caddy's 503 (both replicas out for
+    the whole `lb_try_duration`)."""
+    from test_cluster_nodes import StandInNode, the_last_node_stays_in
+    from test_proxy import https_client, start_caddy
+
+    binary = installed("caddy")
+    with StandInNode("/health/ready", slow_health=3) as node:
+        caddy = start_caddy(binary, tmp_path, [free_port(), node.port])
+        try:
+            async with https_client(caddy) as http:
+                await the_last_node_stays_in(http, node)
+        finally:
+            caddy.process.terminate()
+            caddy.process.wait()
 
 
 def test_caddy_adapts_the_caddyfile() -> None:

@@ -13,9 +13,12 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from goaltrack.config import Settings
 
 app = typer.Typer(help="Goaltrack backend.", no_args_is_help=True, add_completion=False)
 
@@ -23,26 +26,27 @@ DEV_DIR = Path(".goaltrack")
 BEAT_SCHEDULE = DEV_DIR / "celerybeat-schedule"
 
 
-def _logging_config() -> dict[str, Any]:
+def _logging_config(settings: Settings | None = None) -> dict[str, Any]:
     """LOG_FORMAT (text in development, json in production), with the request id and the task
     on every record (goaltrack.observability.logs)."""
     from goaltrack.config import Settings
     from goaltrack.observability.logs import logging_config, resolve_log_format
 
     # Not get_settings(): `dev` changes the environment after this, and that one is cached.
-    return logging_config(resolve_log_format(Settings()))
+    return logging_config(resolve_log_format(settings or Settings()))
 
 
-def _configure_logging() -> None:
-    logging.config.dictConfig(_logging_config())
+def _configure_logging(settings: Settings | None = None) -> None:
+    logging.config.dictConfig(_logging_config(settings))
 
 
 @app.command()
 def migrate() -> None:
     """Apply every database migration (alembic upgrade head)."""
+    from goaltrack.config import SettingsWithoutUserSecrets
     from goaltrack.migrations import upgrade
 
-    _configure_logging()
+    _configure_logging(SettingsWithoutUserSecrets())
     upgrade()
 
 
@@ -90,18 +94,20 @@ def serve(
         raise typer.Exit(3)  # uvicorn's own exit code for a failed start-up
 
 
-def _celery(*args: str) -> None:
+def _celery(settings: Settings, *args: str) -> None:
     from goaltrack.celery_app import create_celery
-    from goaltrack.config import get_settings
 
-    _configure_logging()  # Celery leaves a configured root logger alone
-    create_celery(get_settings()).start(argv=list(args))
+    _configure_logging(settings)  # Celery leaves a configured root logger alone
+    create_celery(settings).start(argv=list(args))
 
 
 @app.command()
 def worker(concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2) -> None:
     """Run a Celery worker."""
+    from goaltrack.config import get_settings
+
     _celery(
+        get_settings(),
         "worker",
         "--loglevel=INFO",
         f"--concurrency={concurrency}",
@@ -114,8 +120,10 @@ def worker(concurrency: Annotated[int, typer.Option(help="Worker processes.")] =
 def beat() -> None:
     """Run Celery beat (one per deployment; a second is safe, its jobs claiming rows with SKIP
     LOCKED, but doubles the ticks): it only ticks; PostgreSQL holds the schedule."""
+    from goaltrack.config import SettingsWithoutUserSecrets
+
     DEV_DIR.mkdir(exist_ok=True)
-    _celery("beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}")
+    _celery(SettingsWithoutUserSecrets(), "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}")
 
 
 class HealthRole(StrEnum):
@@ -139,10 +147,11 @@ def health(
     if role is HealthRole.API:
         verdict = healthcheck.check_api(port)
     else:
-        from goaltrack.config import get_settings
+        from goaltrack.config import SettingsWithoutUserSecrets
         from goaltrack.observability.beat import heartbeat_path
 
-        redis_url = get_settings().redis_url
+        # The beat container has no user secret to check (docker-compose.yml).
+        redis_url = SettingsWithoutUserSecrets().redis_url
         verdict = (
             healthcheck.check_worker(redis_url)
             if role is HealthRole.WORKER

@@ -67,6 +67,10 @@ RateLimitSetting = Annotated[str, Field(pattern=r"^\s*[1-9]\d*/(second|minute|ho
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
+    # Production's checks of the secrets that serve users (JWT, mail, S3, Sign in with Apple):
+    # the API's and the worker's. SettingsWithoutUserSecrets turns them off.
+    HOLDS_USER_SECRETS: ClassVar[bool] = True
+
     app_env: AppEnv = AppEnv.development
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/goaltrack"
     database_pool_size: int = 10
@@ -304,7 +308,7 @@ class Settings(BaseSettings):
     def _refuse_weak_secrets_in_production(self) -> Settings:
         if not self.jwt_secret.get_secret_value():
             raise ValueError("JWT_SECRET must not be empty (leave it unset in development)")
-        if self.app_env is AppEnv.production:
+        if self.app_env is AppEnv.production and self.HOLDS_USER_SECRETS:
             secret = self.jwt_secret.get_secret_value()
             if (
                 secret in PLACEHOLDER_SECRETS
@@ -416,6 +420,16 @@ class Settings(BaseSettings):
     @property
     def verification_code_limit(self) -> RateLimit:
         return RateLimit.parse(self.rate_limit_verification_code)
+
+
+class SettingsWithoutUserSecrets(Settings):
+    """The settings of `goaltrack migrate` and `goaltrack beat`, which serve no user: migrate
+    reads DATABASE_URL, beat REDIS_URL and its tick, and docker-compose.yml gives them only those
+    (least privilege: no JWT, mail, S3 or sign-in secret in their environment). Production's
+    checks of those secrets are the API's and the worker's; the fields keep their development
+    defaults here, which these processes never read."""
+
+    HOLDS_USER_SECRETS = False
 
 
 def _driver_dsn(url: str) -> str:

@@ -35,7 +35,14 @@ from goaltrack.dev.localstack import (
 # An API process imports everything and opens its pools first: minutes on a busy machine.
 NODE_START_TIMEOUT_SECONDS = 180.0
 # How long Caddy keeps trying other nodes for a request it could not hand to one (a node that
-# died refuses connections at once), and how often it checks each node.
+# died refuses connections at once, and the next one is tried), and how often it checks each.
+# Caddy answers 503 itself ("no upstreams available") when every node is out for a request's
+# whole lb_try_duration, so neither way out may outlast it on a node that still serves: a request
+# that failed on a node takes it out for fail_duration, a fraction of lb_try_duration (it was
+# 10 s, the whole of it), and a health check counts until health_timeout, longer than a busy
+# host's slowest answer (it was 2 s). With those two, one failed request on the surviving node
+# beside a dead one, and its slow checks, turned the requests behind into 503s
+# (tests/test_cluster_nodes.py, with stand-in nodes).
 CADDYFILE = """{{
 	admin off
 	auto_https off
@@ -47,10 +54,10 @@ CADDYFILE = """{{
 		lb_policy round_robin
 		lb_try_duration 10s
 		lb_try_interval 100ms
-		fail_duration 10s
+		fail_duration 2s
 		health_uri /health
 		health_interval 1s
-		health_timeout 2s
+		health_timeout 5s
 	}}
 }}
 """

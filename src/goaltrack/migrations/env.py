@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from goaltrack.config import get_settings
+from goaltrack.config import SettingsWithoutUserSecrets
 from goaltrack.migrations import MIGRATION_LOCK_KEY
 from goaltrack.models import Base
 
@@ -29,7 +29,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    url = context.config.attributes.get("database_url") or get_settings().database_url
+    # `goaltrack migrate` is given DATABASE_URL and no user secret (docker-compose.yml).
+    url = context.config.attributes.get("database_url") or SettingsWithoutUserSecrets().database_url
     engine = create_async_engine(url)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
