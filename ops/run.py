@@ -145,6 +145,8 @@ def _groups(stack: AppStack) -> dict[str, list[int]]:
     groups = stack.process_groups()
     running = [run.process.pid for run in _LOCUST if run.process.poll() is None]
     groups["locust"] = running
+    # This process: the sampler and the SMTP, FCM and AI fakes' threads (not other work).
+    groups["harness"] = [os.getpid()]
     return groups
 
 
@@ -358,7 +360,7 @@ def capacity(
             "slo": result["slo"],
             "api_cpu_us_per_request": us_per_request(["api"]),
             "stack_cpu_us_per_request": us_per_request(
-                [part for part in per_core if part != "locust"]
+                [part for part in per_core if part not in ("locust", "harness")]
             ),
         },
         "machine": machine,
