@@ -330,6 +330,7 @@ def capacity(
         used = sum(per_core.get(part, 0.0) for part in parts)
         return round(used / 100 * 1e6 / rps) if rps and per_core else None
 
+    stack_us = us_per_request([part for part in per_core if part not in ("locust", "harness")])
     foreign: collections.Counter[str] = collections.Counter()
     for sample in samples:
         foreign.update(label.split(" ", 1)[1] for label in sample.get("other_top", []))
@@ -359,10 +360,16 @@ def capacity(
             "all_p95_ms": steady["all"]["p95_ms"],
             "slo": result["slo"],
             "api_cpu_us_per_request": us_per_request(["api"]),
-            "stack_cpu_us_per_request": us_per_request(
-                [part for part in per_core if part not in ("locust", "harness")]
-            ),
+            "stack_cpu_us_per_request": stack_us,
         },
+        # A bound, not a measurement: the users whose requests (at the steady run's rate per
+        # user) the cores would serve if the stack had them all at 100 %. Comparable between
+        # builds when other work takes part of the cores and the measured figure cannot show it.
+        "cpu_bound_users_per_vps": (
+            round((os.cpu_count() or 1) * 1e6 / (stack_us * rps / result["users"]))
+            if stack_us and rps
+            else None
+        ),
         "machine": machine,
         # The busiest processes not ours (>= 5 % of a core in a sample), with how many samples.
         "other_work": dict(foreign.most_common(6)),
