@@ -135,15 +135,29 @@ def ramp_steps(
         if not windows:
             continue
         summary = summarize(windows, timeline.window_seconds)
-        out.append(
-            {
-                "users": users,
-                "rps": summary["all"]["rps"],
-                "error_rate": summary["all"]["error_rate"],
-                "read_p95_ms": summary["reads"]["p95_ms"],
-                "read_p99_ms": summary["reads"]["p99_ms"],
-                "write_p95_ms": summary["writes"]["p95_ms"],
-                "slo": slo(summary)["pass"],
-            }
-        )
+        out.append({"users": users, **headline(summary), "slo": slo(summary)["pass"]})
     return out
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The figures the SLO is judged on, and the writes' p95."""
+    return {
+        "rps": summary["all"]["rps"],
+        "error_rate": summary["all"]["error_rate"],
+        "read_p95_ms": summary["reads"]["p95_ms"],
+        "read_p99_ms": summary["reads"]["p99_ms"],
+        "write_p95_ms": summary["writes"]["p95_ms"],
+    }
+
+
+def capacity_step(steps: list[dict[str, Any]]) -> int | None:
+    """The highest step within the SLO whose throughput still grew (past the knee more users only
+    queue), up to the first step over it; None when the first is over it."""
+    best = None
+    best_rps = 0.0
+    for step in steps:
+        if not step["slo"]:
+            break
+        if step["rps"] > best_rps * 1.02:
+            best, best_rps = step["users"], step["rps"]
+    return best

@@ -6,6 +6,7 @@ and restarted in turn under load, then a drain and the consistency check)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import csv
 import json
 import os
@@ -34,7 +35,7 @@ DEFAULT_STEPS = (60, 120, 180, 240, 300, 360)
 
 def code_state() -> dict[str, Any]:
     """Which code was measured: the commit, and the uncommitted changes under src/ (others edit
-    the same working tree)."""
+    the same working tree) and ops/."""
     import hashlib
 
     def git(*args: str) -> str:
@@ -52,6 +53,8 @@ def code_state() -> dict[str, Any]:
         "head": git("rev-parse", "--short", "HEAD").strip(),
         "src_files_changed": len(git("diff", "HEAD", "--name-only", "--", "src").split()),
         "src_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None,
+        # Not 0 when a newer harness measures an older build (its ops/ copied over this one's).
+        "ops_files_changed": len(git("diff", "HEAD", "--name-only", "--", "ops/*.py").split()),
     }
 
 
@@ -142,6 +145,8 @@ def _groups(stack: AppStack) -> dict[str, list[int]]:
     groups = stack.process_groups()
     running = [run.process.pid for run in _LOCUST if run.process.poll() is None]
     groups["locust"] = running
+    # This process: the sampler and the SMTP, FCM and AI fakes' threads (not other work).
+    groups["harness"] = [os.getpid()]
     return groups
 
 
@@ -256,27 +261,24 @@ def load_charts(
 
 
 def find_rate(
-    stack: AppStack, accounts: Path, steps: list[int], step_seconds: float
+    stack: AppStack, accounts: Path, steps: list[int], step_seconds: float, sampler: Sampler
 ) -> tuple[int, list[dict[str, Any]]]:
     log(f"ramp: {steps} users, {step_seconds:.0f} s each")
     run = start_locust(stack, "load_ramp", accounts, steps=steps, step_seconds=step_seconds)
     run.wait()
-    found = analysis.ramp_steps(run.timeline(), steps, step_seconds)
+    timeline = run.timeline()
+    found = analysis.ramp_steps(timeline, steps, step_seconds)
     for step in found:
+        # The step's own CPU: a step missed while other work took the cores is not our limit.
+        begin = timeline.start + steps.index(step["users"]) * step_seconds
+        step |= cpu_during(sampler.samples, begin, begin + step_seconds)
         log(
             f"  {step['users']:>4} users: {step['rps']:7.1f} req/s, errors {step['error_rate']:.2%},"
-            f" reads p95 {step['read_p95_ms']} ms p99 {step['read_p99_ms']} ms"
+            f" reads p95 {step['read_p95_ms']} ms p99 {step['read_p99_ms']} ms,"
+            f" API {step.get('api_cpu_pct')} % of a core, other work {step.get('other_cores')} cores"
             f" -> {'ok' if step['slo'] else 'over SLO'}"
         )
-    # The highest step within the SLO whose throughput still grew: past the knee more users only
-    # queue. Below the first passing step, the first step.
-    best = steps[0]
-    best_rps = 0.0
-    for step in found:
-        if not step["slo"]:
-            break
-        if step["rps"] > best_rps * 1.02:
-            best, best_rps = step["users"], step["rps"]
+    best = analysis.capacity_step(found)
     charts.Chart(
         "Ramp: throughput and reads p95 per step",
         "requests/s",
@@ -295,7 +297,83 @@ def find_rate(
         y2_label="ms",
         x_label="concurrent users (step)",
     ).write(CHARTS / "load-ramp.svg")
-    return best, found
+    # Below the first passing step, the first step (its steady run then shows by how much).
+    return best or steps[0], found
+
+
+def cpu_during(samples: list[dict[str, Any]], begin: float, end: float) -> dict[str, Any]:
+    """The API's CPU (% of one core) and the other processes' (cores) in samples taken within
+    [begin, end] (each covers the sampler's interval before it)."""
+    inside = [s for s in samples if begin < s["time"] <= end]
+    if not inside:
+        return {}
+    cores = os.cpu_count() or 1
+    return {
+        "api_cpu_pct": statistics.median(s["cpu_pct"].get("api", 0.0) for s in inside),
+        "other_cores": round(
+            statistics.median(s["other_cpu_pct"] for s in inside) * cores / 100, 2
+        ),
+    }
+
+
+def capacity(
+    result: dict[str, Any], samples: list[dict[str, Any]], highest: int | None
+) -> dict[str, Any]:
+    """Mobile users per VPS (this machine's cores, the whole stack on them as on a 2-vCPU VPS):
+    the ramp's highest step within the SLO, confirmed (or not) by the steady run at it."""
+    steady = result["steady"]
+    rps = steady["all"]["rps"]
+    machine = machine_note(samples)
+    per_core = machine.get("cpu_pct_of_one_core_median", {})
+
+    def us_per_request(parts: list[str]) -> float | None:
+        used = sum(per_core.get(part, 0.0) for part in parts)
+        return round(used / 100 * 1e6 / rps) if rps and per_core else None
+
+    stack_us = us_per_request([part for part in per_core if part not in ("locust", "harness")])
+    foreign: collections.Counter[str] = collections.Counter()
+    for sample in samples:
+        foreign.update(label.split(" ", 1)[1] for label in sample.get("other_top", []))
+    return {
+        "kind": "capacity",
+        "code": result["code"],
+        "finished_at": result["finished_at"],
+        "vps": {
+            "cores": os.cpu_count(),
+            "on_them": "API (2 uvicorn workers), Celery worker (2), beat, PostgreSQL (fsync off,"
+            " in RAM), Redis, SeaweedFS, fakes of SMTP/FCM/AI, and Locust itself",
+        },
+        "slo": {
+            "reads_p95_ms_below": analysis.READ_P95_MS,
+            "reads_p99_ms_below": analysis.READ_P99_MS,
+            "error_rate_below": analysis.ERROR_BUDGET,
+        },
+        "users": "concurrent phones with the app open (think time 1-2 s, the mix of"
+        " ops/locustfile.py)",
+        "users_per_vps": highest,
+        "confirmed": result["users"] == highest and result["slo"]["pass"],
+        "ramp": result["ramp"],
+        "steady": {
+            "users": result["users"],
+            "seconds": steady["seconds"],
+            **analysis.headline(steady),
+            "all_p95_ms": steady["all"]["p95_ms"],
+            "slo": result["slo"],
+            "api_cpu_us_per_request": us_per_request(["api"]),
+            "stack_cpu_us_per_request": stack_us,
+        },
+        # A bound, not a measurement: the users whose requests (at the steady run's rate per
+        # user) the cores would serve if the stack had them all at 100 %. Comparable between
+        # builds when other work takes part of the cores and the measured figure cannot show it.
+        "cpu_bound_users_per_vps": (
+            round((os.cpu_count() or 1) * 1e6 / (stack_us * rps / result["users"]))
+            if stack_us and rps
+            else None
+        ),
+        "machine": machine,
+        # The busiest processes not ours (>= 5 % of a core in a sample), with how many samples.
+        "other_work": dict(foreign.most_common(6)),
+    }
 
 
 def load(
@@ -309,7 +387,7 @@ def load(
         ramp: list[dict[str, Any]] = []
         ramp_started = time.time()
         if users is None:
-            users, ramp = find_rate(stack, accounts, steps, step_seconds)
+            users, ramp = find_rate(stack, accounts, steps, step_seconds, sampler)
         log(f"load: {users} users for {duration:.0f} s")
         run = start_locust(stack, "load", accounts, users=users, duration=duration)
         run.wait()
@@ -345,6 +423,11 @@ def load(
         "pg_connections_max": max((s.get("pg_connections") or 0 for s in main_samples), default=0),
     }
     (RESULTS / "load.json").write_text(json.dumps(result, indent=2))
+    if ramp:
+        steady_samples = [s for s in main_samples if s["time"] > timeline.start + warmup]
+        figure = capacity(result, steady_samples, analysis.capacity_step(ramp))
+        (RESULTS / "capacity.json").write_text(json.dumps(figure, indent=2))
+        log(f"capacity: {figure['users_per_vps']} users per VPS, confirmed {figure['confirmed']}")
     write_series_csv(RESULTS / "load_series.csv", rows, timeline.start)
     write_samples_csv(RESULTS / "load_samples.csv", main_samples, timeline.start)
     if ramp:
