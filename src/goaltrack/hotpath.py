@@ -80,7 +80,9 @@ class _Plan:
 
     __slots__ = ("body", "dependencies", "params", "request_name", "response_name")
 
-    def __init__(self, dependant: Dependant, route: str) -> None:
+    def __init__(self, dependant: Dependant, route: str, *, endpoint: bool = True) -> None:
+        if dependant.body_params and not endpoint:
+            raise HotRouteError(f"{route}: only the endpoint itself may take the body")
         unsupported = (
             dependant.background_tasks_param_name
             or dependant.security_scopes_param_name
@@ -97,7 +99,7 @@ class _Plan:
             if call is None or not (generator or _is_coroutine_function(call)):
                 raise HotRouteError(f"{route}: {call!r} is neither `async def` nor async `yield`")
             context = contextlib.asynccontextmanager(call) if generator else None
-            self.dependencies.append((sub.name, call, _Plan(sub, route), context))
+            self.dependencies.append((sub.name, call, _Plan(sub, route, endpoint=False), context))
         self.params = [
             (_Parameters(fields) if source in _PLAIN_SOURCES else fields, source)
             for fields, source in (
