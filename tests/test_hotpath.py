@@ -31,6 +31,19 @@ async def item_size(size: Annotated[int, Query(ge=1, le=10)] = 3) -> int:
     return size
 
 
+async def transaction(request: Request) -> AsyncIterator[list[str]]:
+    """Stands for the request's session: what happened to it goes to app.state.log."""
+    log: list[str] = request.app.state.log
+    log.append("begin")
+    try:
+        yield log
+    except BaseException as exc:
+        log.append(f"rollback after {type(exc).__name__}")
+        raise
+    else:
+        log.append("commit")
+
+
 def _app() -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
@@ -54,6 +67,18 @@ def _app() -> FastAPI:
         response.headers["ETag"] = '"7"'
         return {"name": name, "size": size}
 
+    @app.post("/items", status_code=201, response_model=Item)
+    @hot
+    async def create_item(
+        item: Item, log: Annotated[list[str], Depends(transaction)], response: Response
+    ) -> Any:
+        log.append(f"insert {item.name}")
+        if item.name == "missing":
+            raise NotFound
+        response.headers["Location"] = f"/items/{item.name}"
+        return item.model_dump()
+
+    app.state.log = []
     build = app.build_middleware_stack
     app.build_middleware_stack = lambda: HotRoutes(build(), fastapi=app)  # type: ignore[method-assign]
     return app
@@ -96,6 +121,50 @@ async def test_a_hot_route_answers_as_fastapi_would(
     assert overridden.headers[SERVED_BY_FASTAPI] == "yes"
 
 
+async def test_a_hot_write_takes_its_json_body_and_closes_its_transaction(
+    hot_client: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = hot_client
+    created = await client.post("/items", json={"name": "cup", "size": 2})
+    assert created.status_code == 201
+    assert SERVED_BY_FASTAPI not in created.headers
+    assert created.content == b'{"name":"cup","size":2}'
+    assert created.headers["location"] == "/items/cup"
+    assert app.state.log == ["begin", "insert cup", "commit"]
+
+    app.state.log.clear()
+    missing = await client.post("/items", json={"name": "missing", "size": 2})
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+    assert SERVED_BY_FASTAPI not in missing.headers
+    assert app.state.log == ["begin", "insert missing", "rollback after NotFound"]
+
+    # A body that does not validate, is not JSON or is not sent as JSON: FastAPI's own answers
+    # (the body the hot path read is handed on).
+    app.state.log.clear()
+    invalid = await client.post("/items", json={"name": "cup", "size": "big"})
+    assert invalid.status_code == 422
+    assert invalid.json()["errors"][0]["loc"] == ["body", "size"]
+    assert invalid.headers[SERVED_BY_FASTAPI] == "yes"
+    assert "commit" not in app.state.log
+    broken = await client.post(
+        "/items", content=b'{"name": "cup",', headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422
+    assert broken.headers[SERVED_BY_FASTAPI] == "yes"
+    as_text = await client.post(
+        "/items", content=b'{"name":"cup","size":1}', headers={"content-type": "text/plain"}
+    )
+    assert as_text.headers[SERVED_BY_FASTAPI] == "yes"
+    charset = await client.post(
+        "/items",
+        content=b'{"name":"mug","size":1}',
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert charset.status_code == 201
+    assert SERVED_BY_FASTAPI not in charset.headers
+
+
 async def test_a_route_before_a_hot_one_that_may_take_its_requests_is_refused() -> None:
     app = _app()
 
@@ -127,8 +196,13 @@ def test_the_apps_hot_routes_are_in_its_document() -> None:
         ("GET", "/notifications"),
         ("GET", "/achievements"),
         ("GET", "/sync"),
+        ("POST", "/goals"),
+        ("PUT", "/goals/{goal_id:goal}/stages/{stage_id:stage}/complete"),
+        ("PUT", "/goals/{goal_id:goal}/stages/{stage_id:stage}/uncomplete"),
     }
     paths = app.openapi()["paths"]
-    for _, path in hot_routes:
-        operation = paths[path.replace(":goal", "")]["get"]
-        assert "$ref" in str(operation["responses"]["200"]["content"]["application/json"])
+    for method, path in hot_routes:
+        operation = paths[path.replace(":goal", "").replace(":stage", "")][method.lower()]
+        answer = operation["responses"]["201" if method == "POST" else "200"]
+        assert "$ref" in str(answer["content"]["application/json"])
+    assert "requestBody" in paths["/goals"]["post"]

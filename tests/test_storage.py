@@ -13,6 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 from botocore.exceptions import ClientError
+from botocore.session import get_session
 
 from goaltrack import storage as storage_module
 from goaltrack.config import Settings, get_settings
@@ -227,6 +228,57 @@ async def test_presigned_url_signed_for_the_public_endpoint(
         assert response.content == b"public"
     finally:
         await same.close()
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://127.0.0.1:8333", "https://files.example.com", "https://Files.Example.com:443/s3/"],
+)
+async def test_presigned_urls_are_botocores(endpoint: str) -> None:
+    """`QuerySigner` signs what botocore's `generate_presigned_url` signs, byte for byte: the
+    same path, query (order included), scope and signature, for an awkward key, file name and
+    type, on endpoints with a port, a default port, capitals and a path."""
+    settings = _settings(s3_public_endpoint_url=endpoint, s3_region="eu-central-1")
+    ours = Storage(settings)
+    botocore = get_session().create_client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        region_name=settings.s3_region,
+        config=storage_module._client_config(),
+    )
+    key = "users/ä b+c~d/file (1).pdf"
+    cases: list[tuple[dict[str, Any], dict[str, str]]] = [
+        ({}, {}),
+        ({"content_type": "image/png"}, {"ResponseContentType": "image/png"}),
+        (
+            {"content_type": "text/html", "download_name": "Résumé & co.html"},
+            {
+                "ResponseContentType": "text/html",
+                "ResponseContentDisposition": "attachment; filename*=UTF-8''R%C3%A9sum%C3%A9%20%26%20co.html",
+            },
+        ),
+        (
+            {"download_name": "a;b=c'd.pdf", "as_attachment": True},
+            {"ResponseContentDisposition": "attachment; filename*=UTF-8''a%3Bb%3Dc%27d.pdf"},
+        ),
+    ]
+    for ours_asks, botocore_params in cases:
+        for _ in range(3):  # both signed within the same second (X-Amz-Date)
+            theirs = botocore.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": settings.s3_bucket, "Key": key, **botocore_params},
+                ExpiresIn=900,
+            )
+            url = await ours.presigned_get(key, expires_in=900, **ours_asks)
+            if _signed_at(url) == _signed_at(theirs):
+                break
+        assert url == theirs, ours_asks
+
+
+def _signed_at(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["X-Amz-Date"][0]
 
 
 async def _assert_all_unavailable(store: Storage) -> None:

@@ -1,7 +1,8 @@
-"""Hot routes: the reads a phone sends most, served without FastAPI's per-request machinery.
+"""Hot routes: the reads a phone sends most, and its most frequent writes (a goal created, a stage
+toggled), served without FastAPI's per-request machinery.
 
 A route is declared hot once, with `@hot` under its router's decorator; it stays an ordinary
-FastAPI route in every other respect (its parameters, `Annotated` dependencies and
+FastAPI route in every other respect (its parameters, `Annotated` dependencies, body and
 `response_model` are its contract in the OpenAPI document). `HotRoutes`, the innermost layer
 around the app's router, answers a request for a hot route itself:
 
@@ -9,41 +10,54 @@ around the app's router, answers a request for a hot route itself:
   other route before one of them could take its requests), not by walking every route;
 - it solves the route's dependencies from a plan compiled once (`_Plan`: each dependency's
   callable, its own parameters, FastAPI's own validation of path, query, header and cookie
-  values), where FastAPI walks the `Dependant` tree, opens exit stacks and builds a temporary
-  response for every request;
+  values and of a JSON body), where FastAPI walks the `Dependant` tree, opens exit stacks and
+  builds a temporary response for every request;
+- a dependency with `yield` (the request's session) is entered as FastAPI enters it and closed
+  once the endpoint has returned or raised, before the response is sent (FastAPI's
+  `scope="function"`): the transaction commits, or rolls back on the error;
 - the endpoint returns its content (rows as the response model lays them out: the rendering is
   held to the model byte for byte by tests/test_reads.py) and it is written with orjson, without
-  validating rows we wrote; a `Response` returned (a 304) is sent as it is;
+  validating rows we wrote; a `Response` returned (a 304, a write's rendered goal) is sent as it
+  is;
 - an exception is answered by the app's own exception handlers, as ExceptionMiddleware would.
 
 Whatever the plan cannot decide alone goes down the ordinary path, which answers exactly as it
-always does: a parameter that fails validation (FastAPI's 422), and every request while
-`app.dependency_overrides` is in use (tests). A hot route may not have a body or a dependency
-with `yield` (a session): `HotRouteError` at the first request.
+always does: a parameter or body that fails validation (FastAPI's 422), a body that is not JSON,
+a request with an Idempotency-Key to a route that claims keys (the claim and its record are the
+route class's: goaltrack.idempotency), and every request while `app.dependency_overrides` is in
+use (tests).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import FastAPI, params
 from fastapi._compat import ModelField, field_annotation_is_sequence, lenient_issubclass
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import request_params_to_args
+from fastapi.dependencies.utils import (
+    _should_embed_body_fields,
+    request_body_to_args,
+    request_params_to_args,
+)
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from goaltrack.idempotency import IDEMPOTENCY_KEY, IdempotentRouteBase
 from goaltrack.reads import json_body
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 _HOT = "goaltrack_hot_route"
+_KEY_HEADER = IDEMPOTENCY_KEY.lower().encode()
 
 
 def hot(endpoint: Endpoint) -> Endpoint:
@@ -64,24 +78,28 @@ class _Plan:
     """A `Dependant` compiled for the hot path: what FastAPI's solve_dependencies decides for
     every request, decided once."""
 
-    __slots__ = ("dependencies", "params", "request_name", "response_name")
+    __slots__ = ("body", "dependencies", "params", "request_name", "response_name")
 
-    def __init__(self, dependant: Dependant, route: str) -> None:
+    def __init__(self, dependant: Dependant, route: str, *, endpoint: bool = True) -> None:
+        if dependant.body_params and not endpoint:
+            raise HotRouteError(f"{route}: only the endpoint itself may take the body")
         unsupported = (
-            dependant.body_params
-            or dependant.background_tasks_param_name
+            dependant.background_tasks_param_name
             or dependant.security_scopes_param_name
             or dependant.websocket_param_name
             or dependant.http_connection_param_name
         )
         if unsupported:
-            raise HotRouteError(f"{route}: a hot route takes no body, background tasks or scopes")
-        self.dependencies: list[tuple[str | None, Callable[..., Any], _Plan]] = []
+            raise HotRouteError(f"{route}: a hot route takes no background tasks or scopes")
+        # (name, callable, its plan, the context manager of a dependency with `yield`)
+        self.dependencies: list[tuple[str | None, Callable[..., Any], _Plan, Any]] = []
         for sub in dependant.dependencies:
             call = sub.call
-            if call is None or not _is_coroutine_function(call):
-                raise HotRouteError(f"{route}: {call!r} is not an `async def` without yield")
-            self.dependencies.append((sub.name, call, _Plan(sub, route)))
+            generator = call is not None and inspect.isasyncgenfunction(call)
+            if call is None or not (generator or _is_coroutine_function(call)):
+                raise HotRouteError(f"{route}: {call!r} is neither `async def` nor async `yield`")
+            context = contextlib.asynccontextmanager(call) if generator else None
+            self.dependencies.append((sub.name, call, _Plan(sub, route, endpoint=False), context))
         self.params = [
             (_Parameters(fields) if source in _PLAIN_SOURCES else fields, source)
             for fields, source in (
@@ -92,20 +110,25 @@ class _Plan:
             )
             if fields
         ]
+        body = dependant.body_params
+        self.body = (body, _should_embed_body_fields(body)) if body else None
         self.request_name = dependant.request_param_name
         self.response_name = dependant.response_param_name
 
-    async def solve(
-        self, request: Request, response: Response, solved: dict[Any, Any]
-    ) -> dict[str, Any]:
+    async def solve(self, request: Request, response: Response, solved: _Solved) -> dict[str, Any]:
         """The keyword arguments of this plan's callable; `solved`: each dependency's value by
         its callable, computed once per request (as FastAPI caches them)."""
         values: dict[str, Any] = {}
-        for name, call, plan in self.dependencies:
-            if call in solved:
-                value = solved[call]
+        for name, call, plan, context in self.dependencies:
+            if call in solved.values:
+                value = solved.values[call]
             else:
-                value = solved[call] = await call(**await plan.solve(request, response, solved))
+                arguments = await plan.solve(request, response, solved)
+                if context is not None:
+                    value = await solved.exits.enter_async_context(context(**arguments))
+                else:
+                    value = await call(**arguments)
+                solved.values[call] = value
             if name is not None:
                 values[name] = value
         for fields, source in self.params:
@@ -117,11 +140,38 @@ class _Plan:
             if errors:
                 raise _Unsolved
             values.update(params)
+        if self.body is not None:
+            fields, embedded = self.body
+            params, errors = await request_body_to_args(fields, await _json(request), embedded)
+            if errors:
+                raise _Unsolved
+            values.update(params)
         if self.request_name is not None:
             values[self.request_name] = request
         if self.response_name is not None:
             values[self.response_name] = response
         return values
+
+
+class _Solved:
+    """One request's solved dependencies, and the exits of those with `yield`."""
+
+    __slots__ = ("exits", "values")
+
+    def __init__(self, exits: contextlib.AsyncExitStack) -> None:
+        self.values: dict[Any, Any] = {}
+        self.exits = exits
+
+
+async def _json(request: Request) -> Any:
+    """The request's JSON body (FastAPI's own path decides anything that is not plain JSON)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        raise _Unsolved
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise _Unsolved from None
 
 
 # Path and query parameters of one value each are read here (headers, cookies, lists and
@@ -182,7 +232,7 @@ def _is_coroutine_function(call: Callable[..., Any]) -> bool:
 
 
 class _HotRoute:
-    __slots__ = ("context", "endpoint", "plan", "route", "status_code")
+    __slots__ = ("claims_keys", "context", "endpoint", "plan", "route", "status_code")
 
     def __init__(self, context: RouteContext) -> None:
         route = context.original_route
@@ -192,6 +242,11 @@ class _HotRoute:
         self.endpoint = route.endpoint
         self.plan = _Plan(context.dependant, f"{sorted(route.methods or ())} {context.path}")
         self.status_code = route.status_code or 200
+        self.claims_keys = isinstance(route, IdempotentRouteBase) and route.idempotent
+
+    def passed_on(self, scope: Scope) -> bool:
+        """A key to claim: the route class's own handler claims it and records the answer."""
+        return self.claims_keys and any(name == _KEY_HEADER for name, _ in scope["headers"])
 
     def matches(self, scope: Scope) -> bool:
         match, child_scope = self.context.matches(scope)
@@ -205,9 +260,10 @@ class _HotRoute:
         # Headers the endpoint sets (an ETag) go on the answer, as FastAPI's `Response`
         # parameter does.
         headers = Response()
-        values = await self.plan.solve(request, headers, {})
-        assert self.endpoint is not None
-        content = await self.endpoint(**values)
+        async with contextlib.AsyncExitStack() as exits:
+            values = await self.plan.solve(request, headers, _Solved(exits))
+            assert self.endpoint is not None
+            content = await self.endpoint(**values)
         if isinstance(content, Response):
             return content
         response = Response(
@@ -240,10 +296,13 @@ class HotRoutes:
         if scope["type"] == "http" and not self._passed_on(scope):
             for hot_route in self._hot_routes():
                 if hot_route.matches(scope):
+                    if hot_route.passed_on(scope):
+                        break
                     request = Request(scope, receive)
                     try:
                         response = await hot_route.respond(request)
                     except _Unsolved:
+                        receive = _replaying(request, receive)
                         break
                     except Exception as exc:
                         response = await self._handle(request, exc)
@@ -264,6 +323,23 @@ class HotRoutes:
         handler = next(handlers[cls] for cls in type(exc).__mro__ if cls in handlers)
         response = handler(request, exc)
         return await response if inspect.isawaitable(response) else response
+
+
+def _replaying(request: Request, receive: Receive) -> Receive:
+    """`receive` for the ordinary path after the hot one gave up: the body it read, first."""
+    body: bytes | None = getattr(request, "_body", None)
+    if body is None:
+        return receive
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def _is_hot(context: RouteContext) -> bool:

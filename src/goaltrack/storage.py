@@ -6,16 +6,20 @@ standard retries (two attempts in all: Celery and the client own any further ret
 Every connection error, timeout or 5xx from S3 is raised as `StorageUnavailable` (503), so a
 route never turns an S3 outage into a 500 and never writes a row without its file.
 Buckets are private: downloads go through short-lived presigned GET URLs, signed for the host
-the clients reach (`S3_PUBLIC_ENDPOINT_URL`) when it differs from the one the API uses.
+the clients reach (`S3_PUBLIC_ENDPOINT_URL`) when it differs from the one the API uses, by
+`QuerySigner` (local computation, no client).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aioboto3
 import aiohttp
@@ -92,24 +96,119 @@ def content_disposition(download_name: str | None, *, as_attachment: bool) -> st
     return disposition if as_attachment else None
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_ALGORITHM = "AWS4-HMAC-SHA256"
+
+
+def _encoded(value: str) -> str:
+    """RFC 3986 percent-encoding, as SigV4 wants it (only `A-Za-z0-9-._~` left as they are)."""
+    return quote(value, safe="")
+
+
+class QuerySigner:
+    """Presigned GET URLs for one endpoint and bucket: AWS Signature Version 4 in the query
+    string, path-style, `UNSIGNED-PAYLOAD` — the URL botocore's `generate_presigned_url` returns,
+    byte for byte (tests/test_storage.py compares them). Computed here because botocore resolves
+    its endpoint ruleset and builds, serialises and prepares a request for every URL (about
+    0.4 ms of CPU each, and a goal's rendering signs one per attachment); here a URL is one
+    SHA-256 and one HMAC, the signing key derived once per day (it depends on the date alone)."""
+
+    def __init__(
+        self, endpoint_url: str, *, bucket: str, region: str, access_key: str, secret_key: str
+    ) -> None:
+        endpoint = urlsplit(endpoint_url)
+        host = endpoint.hostname or ""
+        if ":" in host:  # IPv6
+            host = f"[{host}]"
+        if endpoint.port is not None and endpoint.port != _DEFAULT_PORTS.get(endpoint.scheme):
+            host = f"{host}:{endpoint.port}"
+        self._host = host  # the one signed header, as an HTTP client sends it
+        self._origin = f"{endpoint.scheme}://{endpoint.netloc}"
+        self._bucket_path = f"{endpoint.path.rstrip('/')}/{_encoded(bucket)}/"
+        self._region = region
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._day = ""
+        self._day_key = b""
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"QuerySigner({self._origin + self._bucket_path!r})"
+
+    def _signing_key(self, day: str) -> bytes:
+        if day != self._day:
+            key = f"AWS4{self._secret_key}".encode()
+            for part in (day, self._region, "s3", "aws4_request"):
+                key = hmac.digest(key, part.encode(), "sha256")
+            self._day, self._day_key = day, key
+        return self._day_key
+
+    def url(
+        self,
+        key: str,
+        params: Mapping[str, str],
+        *,
+        expires_in: int,
+        now: datetime | None = None,
+    ) -> str:
+        """A GET of `key` with the query `params` (response-content-type...), valid for
+        `expires_in` seconds from `now` (the system clock's: the S3 server checks it)."""
+        moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+        day = moment[:8]
+        scope = f"{day}/{self._region}/s3/aws4_request"
+        # The operation's parameters first, then the authentication's, as botocore orders them.
+        query = [(_encoded(name), _encoded(value)) for name, value in params.items()]
+        query += [
+            ("X-Amz-Algorithm", _ALGORITHM),
+            ("X-Amz-Credential", _encoded(f"{self._access_key}/{scope}")),
+            ("X-Amz-Date", moment),
+            ("X-Amz-Expires", str(expires_in)),
+            ("X-Amz-SignedHeaders", "host"),
+        ]
+        path = self._bucket_path + quote(key, safe="/~")
+        canonical_request = "\n".join(
+            (
+                "GET",
+                path,
+                "&".join(f"{name}={value}" for name, value in sorted(query)),
+                f"host:{self._host}\n",
+                "host",
+                "UNSIGNED-PAYLOAD",
+            )
+        )
+        digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+        string_to_sign = f"{_ALGORITHM}\n{moment}\n{scope}\n{digest}"
+        signature = hmac.new(
+            self._signing_key(day), string_to_sign.encode(), hashlib.sha256
+        ).hexdigest()
+        encoded_query = "&".join(f"{name}={value}" for name, value in query)
+        return f"{self._origin}{path}?{encoded_query}&X-Amz-Signature={signature}"
+
+
 class Storage:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.bucket = settings.s3_bucket
+        secret_key = settings.s3_secret_access_key.get_secret_value()
         self._session = aioboto3.Session(
             aws_access_key_id=settings.s3_access_key_id,
-            aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+            aws_secret_access_key=secret_key,
             region_name=settings.s3_region,
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
-        self._signer: Any = None
+        self._signer = QuerySigner(
+            settings.s3_public_endpoint_url or settings.s3_endpoint_url,
+            bucket=settings.s3_bucket,
+            region=settings.s3_region,
+            access_key=settings.s3_access_key_id,
+            secret_key=secret_key,
+        )
 
     def __repr__(self) -> str:  # never show credentials
         return f"Storage(endpoint={self._settings.s3_endpoint_url!r}, bucket={self.bucket!r})"
 
     async def start(self) -> None:
-        """Open the long-lived client (and a sign-only one for the public endpoint, if set)."""
+        """Open the long-lived client."""
         if self._stack is not None:
             return
         stack = contextlib.AsyncExitStack()
@@ -119,23 +218,15 @@ class Storage:
                     "s3", endpoint_url=self._settings.s3_endpoint_url, config=_client_config()
                 )
             )
-            public = self._settings.s3_public_endpoint_url
-            if public and public.rstrip("/") != self._settings.s3_endpoint_url.rstrip("/"):
-                # Presigning is local computation: this client never opens a connection.
-                self._signer = await stack.enter_async_context(
-                    self._session.client("s3", endpoint_url=public, config=_client_config())
-                )
-            else:
-                self._signer = self._client
         except BaseException:
             await stack.aclose()
-            self._client = self._signer = None
+            self._client = None
             raise
         self._stack = stack
 
     async def close(self) -> None:
         stack, self._stack = self._stack, None
-        self._client = self._signer = None
+        self._client = None
         if stack is not None:
             await stack.aclose()
 
@@ -295,17 +386,13 @@ class Storage:
         overridable headers are Content-Type, Content-Disposition, Content-Language,
         Content-Encoding, Cache-Control and Expires): the forced type plus the disposition are
         what keep a polyglot from being rendered as something else.
+        Local computation (`QuerySigner`): it needs no connection, nor `start()`.
         """
-        if self._signer is None:
-            raise RuntimeError("Storage.start() has not been awaited")
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        params: dict[str, str] = {}
         if content_type is not None:
-            params["ResponseContentType"] = content_type
+            params["response-content-type"] = content_type
             as_attachment = as_attachment or content_type not in INLINE_CONTENT_TYPES
         disposition = content_disposition(download_name, as_attachment=as_attachment)
         if disposition is not None:
-            params["ResponseContentDisposition"] = disposition
-        url: str = await self._signer.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=expires_in
-        )
-        return url
+            params["response-content-disposition"] = disposition
+        return self._signer.url(key, params, expires_in=expires_in)

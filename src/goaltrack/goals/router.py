@@ -77,7 +77,8 @@ NO_CONTENT = status.HTTP_204_NO_CONTENT
 NOT_FOUND = error_responses(NotFound)
 
 
-# The hot reads (`@hot`: goaltrack.hotpath) return their rows as the response model lays them out.
+# The hot reads (`@hot`: goaltrack.hotpath) return their rows as the response model lays them out;
+# the hot writes (a goal created, a stage toggled) their goal rendered (GoalView).
 async def _goal_list(
     request: Request, reader: PoolReader, caller: AccessClaims, page: Page, *, archived: bool
 ) -> Response:
@@ -118,6 +119,7 @@ async def list_archived_goals(
     # A reminder that waits for the day not done, on a plain goal; more stages than allowed.
     responses=error_responses(NotAHabit, StageLimit, GoalQuota),
 )
+@hot
 async def create_goal(
     body: GoalCreate,
     caller: AccessClaimsDep,
@@ -273,6 +275,7 @@ StageToggleDep = Annotated[StageToggle, Depends(get_stage_toggle)]
 @router.put(
     "/{goal_id:goal}/stages/{stage_id:stage}/complete", response_model=GoalOut, responses=NOT_FOUND
 )
+@hot
 async def complete_stage(toggle: StageToggleDep) -> Response:
     return await toggle(True)
 
@@ -282,6 +285,7 @@ async def complete_stage(toggle: StageToggleDep) -> Response:
     response_model=GoalOut,
     responses=NOT_FOUND,
 )
+@hot
 async def uncomplete_stage(toggle: StageToggleDep) -> Response:
     return await toggle(False)
 
