@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from bench import chart
 from bench.report import cpu_checks, print_checks, print_table, summarise
 
 RESULTS = Path(__file__).parent / "results"
@@ -43,6 +44,8 @@ def combine(documents: list[dict[str, Any]], sources: list[str]) -> dict[str, An
     ]
     return {
         "benchmark": first["benchmark"],
+        "git": " + ".join(dict.fromkeys(document["git"] for document in documents)),
+        "finished_at": documents[-1]["finished_at"],
         "combined_from": [
             {"file": source, "git": document["git"], "finished_at": document["finished_at"]}
             for source, document in zip(sources, documents, strict=True)
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.capacity:
         document["capacity"] = capacity(args.capacity)
     args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    args.json.with_suffix(".svg").write_text(chart.render(document))
     print_table(document["scenarios"])
     print_checks(document["checks"])
     print(f"wrote {args.json}")
