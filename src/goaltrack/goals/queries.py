@@ -314,8 +314,8 @@ def goal_etag(version: int | None, *, habit: bool, today: date) -> str:
     return etag(f"{version or 0}.{today.isoformat()}" if habit else version)
 
 
-# Habit values remembered with their figures (`habit_members`): about 0.5 KB each, so 16,384 (8 MB
-# a worker) hold every habit a worker lists between two of its owners' reads in a busy hour.
+# Habit values remembered with their figures (`habit_members`): about 0.5 KB each (estimated, not
+# measured), so 16,384 are about 8 MB a worker; the least recently listed go first.
 HABIT_MEMBERS_CACHE = 16_384
 # A plain goal's figures (NO_HABIT's members) after a listed goal's `head`.
 PLAIN_MEMBERS = "," + orjson.dumps(NO_HABIT)[1:-1].decode()
