@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,15 @@ from pydantic import SecretStr
 from bench import apps, chart, wrk
 from bench.host import HostLoad
 from bench.plans import PLANS, write_plans
-from bench.report import cpu_checks, disturbed, entry, print_checks, print_table, summarise
+from bench.report import (
+    CPU_CHECKS,
+    cpu_checks,
+    disturbed,
+    entry,
+    print_checks,
+    print_table,
+    summarise,
+)
 from bench.scenarios import Scenario, build
 from bench.seed import REGULAR_USERS, Seeded, asyncpg_dsn, seed
 from bench.sessions import SessionTokens
@@ -506,6 +514,8 @@ class Bench:
     host: HostLoad
     tokens: SessionTokens
     runs: list[dict[str, Any]] = field(default_factory=list)
+    # The checks' alternated runs of our two scenarios (`pair`).
+    pairs: list[dict[str, Any]] = field(default_factory=list)
     # Runs so far per set of entries: a write's every run takes a slice no run took before.
     runs_of: dict[str, int] = field(default_factory=dict)
     served: int = 0  # requests our app served, for the RSS figure
@@ -569,6 +579,58 @@ class Bench:
                 self.served += m["requests"]
             self.runs.append({"scenario": scenario.name, "app": key, "repetition": repetition, **m})
             _say(repetition, self.config, scenario.name, key, m)
+
+    def pair(
+        self, numerator: Scenario, denominator: Scenario, ours: apps.RunningApp, repetition: int
+    ) -> None:
+        """A check's two scenarios on our app, alternated in half-length slices, A B B A (B A A B
+        in every second repetition): whatever drifts on the machine meanwhile (the other
+        hyperthread, the CPU's clock) weighs on both alike, where two runs minutes apart each
+        met their own. The ratio is of the CPU per request over each scenario's two slices."""
+        sliced = replace(self.config, duration=self.config.duration / 2, warmup=0)
+        first, second = (numerator, denominator) if repetition % 2 else (denominator, numerator)
+        order = [first, second, second, first]
+        current = {s.name: self._current(s, {apps.REAL.key: ours}) for s in order[:2]}
+        totals = {s.name: {"cpu_us": 0.0, "requests": 0, "foreign_cores": 0.0} for s in order}
+        for index, scenario in enumerate(order):
+            config = sliced if index >= 2 else replace(sliced, warmup=self.config.warmup)
+            m = run_one(
+                config,
+                ours,
+                current[scenario.name],
+                self.root,
+                self._next_run(scenario),
+                self.tokens,
+                self.host,
+            )
+            total = totals[scenario.name]
+            total["cpu_us"] += m["cpu_us_per_request"] * m["requests"]
+            total["requests"] += m["requests"]
+            total["foreign_cores"] = max(
+                total["foreign_cores"], m.get("foreign_cores", 0.0) + m.get("steal_cores", 0.0)
+            )
+        a, b = (totals[s.name] for s in (numerator, denominator))
+        ratio = (a["cpu_us"] / max(a["requests"], 1)) / (b["cpu_us"] / max(b["requests"], 1))
+        self.pairs.append(
+            {
+                "numerator": numerator.name,
+                "denominator": denominator.name,
+                "repetition": repetition,
+                "order": [s.name for s in order],
+                "numerator_cpu_us_per_request": a["cpu_us"] / max(a["requests"], 1),
+                "denominator_cpu_us_per_request": b["cpu_us"] / max(b["requests"], 1),
+                "ratio": ratio,
+                "foreign_cores": max(a["foreign_cores"], b["foreign_cores"]),
+                "steal_cores": 0.0,
+            }
+        )
+        print(
+            f"  rep {repetition}/{self.config.repetitions}  {numerator.name} ÷ "
+            f"{denominator.name}, alternated: {ratio:.3f} CPU per request "
+            f"({a['cpu_us'] / max(a['requests'], 1):,.0f} ÷ "
+            f"{b['cpu_us'] / max(b['requests'], 1):,.0f} µs)",
+            flush=True,
+        )
 
     def flood(
         self, ours: apps.RunningApp, goals_list: Scenario, emails: list[str], repetition: int
@@ -714,9 +776,17 @@ def main(argv: list[str] | None = None) -> int:
                         check(app, scenario)
             rss["after_start_mib"] = rss_mib(ours.process.pid)
             goals_list = next((s for s in measured_now if s.name == "goals_list"), None)
+            by_name = {s.name: s for s in measured_now}
+            paired = [
+                (by_name[a], by_name[b])
+                for a, b, _ in CPU_CHECKS
+                if a in by_name and b in by_name and not config.smoke
+            ]
             for repetition in range(1, config.repetitions + 1):
                 for scenario in measured_now:
                     bench.measure(scenario, started_apps, repetition)
+                for numerator, denominator in paired:
+                    bench.pair(numerator, denominator, ours, repetition)
                 if goals_list is not None and not config.only:
                     flood.append(bench.flood(ours, goals_list, emails, repetition))
             if goals_list is not None and not (config.smoke or config.only):
@@ -754,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = bench.runs
     summary = summarise(runs, scenarios, flood)
-    checks = cpu_checks(runs)
+    checks = cpu_checks(runs, bench.pairs)
     if tick is not None:
         summary.append(
             entry(
@@ -825,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss": rss,
         "plans": asdict(plan_findings),
         "runs": runs,
+        "paired_runs": bench.pairs,
         "login_flood_runs": flood,
     }
     config.json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ RESULTS = Path(__file__).parent / "results"
 def combine(documents: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     flood: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
     offset = 0
     for document in documents:
         last = max((run["repetition"] for run in document["runs"]), default=0)
@@ -34,6 +35,10 @@ def combine(documents: list[dict[str, Any]], sources: list[str]) -> dict[str, An
         flood += [
             {**run, "repetition": run["repetition"] + offset}
             for run in document.get("login_flood_runs") or []
+        ]
+        pairs += [
+            {**pair, "repetition": pair["repetition"] + offset}
+            for pair in document.get("paired_runs") or []
         ]
         offset += last
     first = documents[0]
@@ -54,12 +59,13 @@ def combine(documents: list[dict[str, Any]], sources: list[str]) -> dict[str, An
         "config": first["config"] | {"repetitions": offset},
         "durable_server": first.get("durable_server"),
         "scenarios": summarise(runs, scenarios, flood),
-        "checks": cpu_checks(runs),
+        "checks": cpu_checks(runs, pairs),
         "per_run": [
             {key: document.get(key) for key in ("git", "habits", "rss", "plans")}
             for document in documents
         ],
         "runs": runs,
+        "paired_runs": pairs,
         "login_flood_runs": flood,
     }
 

@@ -154,33 +154,44 @@ def summarise(
     return summary
 
 
-def cpu_checks(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each check from the runs (as latest.json holds them): the ratio within each repetition
-    (the two scenarios ran minutes apart at most), their median and min–max, and whether the
-    median holds. A check whose scenarios did not both run is left out."""
+def cpu_checks(
+    runs: list[dict[str, Any]], pairs: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Each check from the runs (as latest.json holds them): the ratio within each repetition,
+    their median and min–max, and whether the median holds. Where the check's two scenarios
+    also ran alternated (`paired_runs`, Bench.pair) those ratios are the check's; otherwise the
+    two scenarios' own runs of the repetition (minutes apart at most). A check whose scenarios
+    did not both run is left out."""
     ours = {(r["scenario"], r["repetition"]): r for r in runs if r["app"] == apps.REAL.key}
     checks = []
     for numerator, denominator, limit in CPU_CHECKS:
-        pairs = [
-            (run, ours[denominator, rep])
-            for (name, rep), run in ours.items()
-            if name == numerator
-            and (denominator, rep) in ours
-            and ours[denominator, rep]["cpu_us_per_request"] > 0
+        alternated = [
+            p for p in pairs or () if (p["numerator"], p["denominator"]) == (numerator, denominator)
         ]
-        if pairs:
-            values = [a["cpu_us_per_request"] / b["cpu_us_per_request"] for a, b in pairs]
+        if alternated:
+            values = [p["ratio"] for p in alternated]
+            shaken = [p["repetition"] for p in alternated if disturbed(p)]
+        else:
+            separate = [
+                (run, ours[denominator, rep])
+                for (name, rep), run in ours.items()
+                if name == numerator
+                and (denominator, rep) in ours
+                and ours[denominator, rep]["cpu_us_per_request"] > 0
+            ]
+            values = [a["cpu_us_per_request"] / b["cpu_us_per_request"] for a, b in separate]
+            shaken = [a["repetition"] for a, b in separate if disturbed(a) or disturbed(b)]
+        if values:
             median = statistics.median(values)
             checks.append(
                 {
                     "name": f"{numerator} ÷ {denominator}, CPU µs/request",
                     "limit": limit,
+                    "method": "alternated" if alternated else "separate runs",
                     "median": median,
                     "range": [min(values), max(values)],
                     "holds": median <= limit,
-                    "disturbed_repetitions": sorted(
-                        a["repetition"] for a, b in pairs if disturbed(a) or disturbed(b)
-                    ),
+                    "disturbed_repetitions": sorted(shaken),
                 }
             )
     return checks
@@ -190,7 +201,8 @@ def print_checks(checks: list[dict[str, Any]]) -> None:
     for c in checks:
         shaken = c["disturbed_repetitions"]
         print(
-            f"{c['name']}: {c['median']:.2f} ({c['range'][0]:.2f}–{c['range'][1]:.2f}), "
+            f"{c['name']} ({c.get('method', 'separate runs')}): "
+            f"{c['median']:.2f} ({c['range'][0]:.2f}–{c['range'][1]:.2f}), "
             f"limit {c['limit']:g}: {'holds' if c['holds'] else 'DOES NOT HOLD'}"
             + (f" (disturbed repetitions: {shaken})" if shaken else "")
         )

@@ -181,6 +181,38 @@ async def test_a_route_before_a_hot_one_that_may_take_its_requests_is_refused() 
             await client.get("/items/cup")
 
 
+async def test_a_path_is_given_to_the_first_hot_route_that_takes_it() -> None:
+    """Hot routes are looked up by path (a literal one only among the routes that take it): the
+    answer is still the first route's in the app's order, as the ordinary router would give it."""
+    app = _app()
+
+    @app.get("/items/special")
+    @hot
+    async def special_after() -> dict[str, str]:
+        return {"route": "literal, after the template"}
+
+    @app.get("/things/new")
+    @hot
+    async def new_thing() -> dict[str, str]:
+        return {"route": "literal"}
+
+    @app.get("/things/{name}")
+    @hot
+    async def thing(name: str) -> dict[str, str]:
+        return {"route": f"template {name}"}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        special = await client.get("/items/special")
+        assert special.json() == {"name": "special", "size": 3}  # /items/{name} came first
+        assert SERVED_BY_FASTAPI not in special.headers
+        assert (await client.get("/things/new")).json() == {"route": "literal"}
+        assert (await client.get("/things/old")).json() == {"route": "template old"}
+        unknown = await client.get("/nothing/here")
+        assert unknown.status_code == 404
+        assert unknown.headers[SERVED_BY_FASTAPI] == "yes"
+
+
 def test_the_apps_hot_routes_are_in_its_document() -> None:
     app = create_app()
     hot_routes = {

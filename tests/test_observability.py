@@ -842,3 +842,23 @@ async def test_a_real_prometheus_scrapes_the_app(tmp_path: Path) -> None:
         await serving
         beat.shutdown()
         beat.server_close()
+
+
+def test_fastapis_own_telemetry_is_on_only_where_the_process_exports_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off, FastAPI no longer asks OpenTelemetry's providers on every request; any OTEL_*
+    setting (or FastAPI's auto-configuration) leaves FastAPI's defaults."""
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("FASTAPI_OTEL_AUTO_CONFIGURE", raising=False)
+    quiet = create_app(_settings())
+    assert not quiet._native_telemetry.enabled()
+    assert not any(quiet._telemetry[part] for part in ("tracing", "metrics", "logs"))
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    exporting = create_app(_settings())
+    assert all(exporting._telemetry[part] for part in ("tracing", "metrics", "logs"))
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.setenv("FASTAPI_OTEL_AUTO_CONFIGURE", "true")
+    assert create_app(_settings())._telemetry["tracing"]

@@ -7,7 +7,9 @@ FastAPI route in every other respect (its parameters, `Annotated` dependencies, 
 around the app's router, answers a request for a hot route itself:
 
 - it finds the route among the hot ones alone (in the app's order; `_check_order` makes sure no
-  other route before one of them could take its requests), not by walking every route;
+  other route before one of them could take its requests), not by walking every route, and for a
+  path without parameters (`/goals`, `/notifications`) only among the routes that take that very
+  path (`_RouteIndex`);
 - it solves the route's dependencies from a plan compiled once (`_Plan`: each dependency's
   callable, its own parameters, FastAPI's own validation of path, query, header and cookie
   values and of a JSON body), where FastAPI walks the `Dependant` tree, opens exit stacks and
@@ -47,9 +49,10 @@ from fastapi.dependencies.utils import (
 )
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel
+from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.routing import Match, Route, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from goaltrack.idempotency import IDEMPOTENCY_KEY, IdempotentRouteBase
@@ -283,18 +286,19 @@ class HotRoutes:
         self.app = app
         self.fastapi = fastapi
         self.cross_origin = cross_origin
-        self._routes: list[_HotRoute] | None = None
+        self._index: _RouteIndex | None = None
 
-    def _hot_routes(self) -> list[_HotRoute]:
-        if self._routes is None:  # built at the first request: every router is included then
+    def _hot_routes(self, scope: Scope) -> list[_HotRoute]:
+        """The hot routes that may take this request's path, in the app's order."""
+        if self._index is None:  # built at the first request: every router is included then
             contexts = list(iter_route_contexts(self.fastapi.router.routes))
             _check_order(contexts)
-            self._routes = [_HotRoute(context) for context in contexts if _is_hot(context)]
-        return self._routes
+            self._index = _RouteIndex([_HotRoute(c) for c in contexts if _is_hot(c)])
+        return self._index.candidates(get_route_path(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._passed_on(scope):
-            for hot_route in self._hot_routes():
+            for hot_route in self._hot_routes(scope):
                 if hot_route.matches(scope):
                     if hot_route.passed_on(scope):
                         break
@@ -323,6 +327,27 @@ class HotRoutes:
         handler = next(handlers[cls] for cls in type(exc).__mro__ if cls in handlers)
         response = handler(request, exc)
         return await response if inspect.isawaitable(response) else response
+
+
+class _RouteIndex:
+    """The hot routes by path: a path without parameters is looked up, and only the routes that
+    take it are tried (its own, and any templated one before or after it that also matches it,
+    in order); any other path can only be a templated route's."""
+
+    __slots__ = ("by_path", "templated")
+
+    def __init__(self, routes: list[_HotRoute]) -> None:
+        paths = [(route, route.context.path or "") for route in routes]
+        regexes = [(route, compile_path(path)[0]) for route, path in paths]
+        self.by_path = {
+            path: [route for route, regex in regexes if regex.match(path)]
+            for _, path in paths
+            if "{" not in path
+        }
+        self.templated = [route for route, path in paths if "{" in path]
+
+    def candidates(self, path: str) -> list[_HotRoute]:
+        return self.by_path.get(path, self.templated)
 
 
 def _replaying(request: Request, receive: Receive) -> Receive:

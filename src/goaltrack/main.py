@@ -34,7 +34,7 @@ from goaltrack.goals.router import router as goals_router
 from goaltrack.hotpath import HotRoutes
 from goaltrack.middleware import Edge
 from goaltrack.notifications.router import router as notifications_router
-from goaltrack.observability.install import install_observability
+from goaltrack.observability.install import fastapi_telemetry, install_observability
 from goaltrack.openapi import install_contract, operation_id
 from goaltrack.ratelimit import RateLimiter
 from goaltrack.reads import PoolReader, create_read_pool
@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_on else None,
         generate_unique_id_function=operation_id,
+        telemetry=fastapi_telemetry(),
     )
     install_error_handlers(app, caller_locale=caller_locale)
     if settings.cors_origin_list:  # no CORS headers at all when CORS_ORIGINS is empty

@@ -3,7 +3,7 @@
 One module per concern; import from the module itself (this package re-exports nothing):
 
 - `request_id`: every HTTP response carries `X-Request-ID` (the client's, when it sent a valid
-  one: visible ASCII, at most 128 characters; else a new uuid4 hex). It is bound to the
+  one: visible ASCII, at most 128 characters; else 128 random bits as hex). It is bound to the
   request's context (`current_request_id()`), so every log record of the request has it (through
   `logs.RequestContextFilter`), every problem+json body has it (errors.problem), and every task
   the request queues carries it in its message headers and binds it again in the worker.

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from goaltrack.config import Settings
 from goaltrack.observability.endpoint import (
@@ -104,6 +105,18 @@ def _declare_request_id(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def fastapi_telemetry() -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry only where this process is set up to export it (FastAPI's
+    auto-configuration, or any OTEL_* setting, as `opentelemetry-instrument` reads them): left
+    on, FastAPI asks OpenTelemetry's global providers on every request whether one has been
+    configured meanwhile, about 4 µs, some 1.5 % of a hot read's CPU."""
+    if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true" or any(
+        name.startswith("OTEL_") for name in os.environ
+    ):
+        return {}
+    return {"tracing": False, "metrics": False, "logs": False}
 
 
 def _check_opentelemetry() -> None:
