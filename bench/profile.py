@@ -123,13 +123,16 @@ class _Walk:
 class Driven:
     cpu_us: float  # per request
     p50_ms: float
+    p90_ms: float
     p99_ms: float
+    max_ms: float
     gen2_collections: int
 
     def __str__(self) -> str:
         return (
             f"{self.cpu_us:8.0f} µs CPU per request, latency p50 {self.p50_ms:6.1f} ms "
-            f"p99 {self.p99_ms:6.1f} ms, {self.gen2_collections} full GC collections"
+            f"p90 {self.p90_ms:6.1f} ms p99 {self.p99_ms:6.1f} ms max {self.max_ms:6.1f} ms, "
+            f"{self.gen2_collections} full GC collections"
         )
 
 
@@ -156,7 +159,9 @@ async def _drive(app: ASGIApp, walk: _Walk, requests: int, concurrency: int) -> 
     return Driven(
         cpu_us=cpu * 1e6,
         p50_ms=latencies[len(latencies) // 2] * 1e3,
+        p90_ms=latencies[int(len(latencies) * 0.9)] * 1e3,
         p99_ms=latencies[int(len(latencies) * 0.99)] * 1e3,
+        max_ms=latencies[-1] * 1e3,
         gen2_collections=gc.get_stats()[2]["collections"] - full_before,
     )
 

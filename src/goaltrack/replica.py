@@ -37,7 +37,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from goaltrack.reads import DRIVER_CONNECTION_ERRORS, PoolReader, PreparedStatement, fetch_on
+from goaltrack.reads import DRIVER_CONNECTION_ERRORS, PoolReader, PreparedStatement
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class ReplicaReader(PoolReader):
     ) -> None:
         super().__init__(primary)
         self.replica = replica
+        self._replica_reads = PoolReader(replica)
         self.redis = redis
         self.floor_ttl = floor_ttl
         self._raise_floor = redis.register_script(_RAISE_FLOOR)
@@ -105,13 +106,13 @@ class ReplicaReader(PoolReader):
     async def fetch(self, statement: PreparedStatement, params: Mapping[str, Any]) -> list[Any]:
         if await self._replica_serves(params):
             try:
-                return await fetch_on(self.replica, statement, params)
+                return await self._replica_reads.fetch(statement, params)
             except REPLICA_FAILURES as exc:
                 logger.warning(
                     "replica read failed (%s): read from the primary", type(exc).__name__
                 )
                 self.replayed = None  # until a sample finds it serving again
-        return await fetch_on(self.pool, statement, params)
+        return await super().fetch(statement, params)
 
     async def remember_write(self, user_id: uuid.UUID) -> None:
         """After a write by `user_id` committed: their floor, the primary's position now."""
