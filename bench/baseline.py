@@ -19,6 +19,7 @@ S3_*, DATABASE_READ_POOL_SIZE, DATABASE_POOL_SIZE).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -222,8 +223,10 @@ def _habit(row: Any) -> bytes:
 
 
 async def _fetch(sql: str, args: list[Any]) -> list[Any]:
+    # First come, first served, as our PoolReader takes them (asyncpg's pool alone lets a new
+    # read take a connection from the waiter woken for it): the best app does it too.
     pool: asyncpg.Pool = state["pool"]
-    async with pool.acquire() as connection:
+    async with state["turns"], pool.acquire() as connection:
         rows: list[Any] = await connection.fetch(sql, *args)
     return rows
 
@@ -546,6 +549,7 @@ async def lifespan(_: Starlette) -> AsyncIterator[None]:
     # The app's pools, configured alike (sizes, codecs, no reset query): the read pool for the
     # hot reads, a pool the size of the engine's (DATABASE_POOL_SIZE) for the writes.
     state["pool"] = await _pool(settings.database_read_pool_size)
+    state["turns"] = asyncio.Semaphore(settings.database_read_pool_size)
     state["write_pool"] = await _pool(settings.database_pool_size)
     state["redis"] = Redis.from_url(settings.redis_url)
     state["storage"] = storage = Storage(settings)

@@ -4,10 +4,12 @@ Pydantic would have sent."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+import asyncpg
 import pytest
 from asyncpg.pgproto import pgproto
 from pydantic import BaseModel, TypeAdapter
@@ -17,10 +19,11 @@ from goaltrack import jsontext
 from goaltrack.achievements.schemas import AchievementList
 from goaltrack.auth.caller import caller_params
 from goaltrack.auth.security import decode_access_token
+from goaltrack.config import get_settings
 from goaltrack.goals.schemas import GoalOut, GoalSummary
 from goaltrack.notifications.schemas import NotificationPage
 from goaltrack.pagination import ListPage
-from goaltrack.reads import PreparedStatement, json_body
+from goaltrack.reads import PoolReader, PreparedStatement, json_body
 from helpers import Account, create_goal, make_image, make_pdf
 
 # What the API stores and JSON must escape or pass through (NUL is refused at the door).
@@ -202,3 +205,29 @@ async def test_the_feeds_unread_count_runs_once_on_its_partial_index(
         )
     assert "ix_notifications_user_id_unread" in plan, plan
     assert "SubPlan" not in plan, plan  # an InitPlan: once per request
+
+
+async def test_hot_reads_take_the_pools_connections_in_the_order_they_asked() -> None:
+    """PoolReader: first come, first served. asyncpg's pool alone hands a connection it gets back
+    to whichever read asks next, before the waiter woken for it runs: under a steady stream of
+    new reads some waiters were passed over again and again (the feed's p99)."""
+    pool = await asyncpg.create_pool(
+        get_settings().database_driver_dsn, min_size=1, max_size=1, reset=None
+    )
+    reader = PoolReader(pool)
+    statement = PreparedStatement(select(bindparam("n", type_=Integer())))
+    served: list[int] = []
+
+    async def read(n: int) -> None:
+        rows = await reader.fetch(statement, {"n": n})
+        served.append(rows[0][0])
+
+    try:
+        reads = []
+        for n in range(60):  # a new read at every turn of the loop, as requests arrive
+            reads.append(asyncio.create_task(read(n)))
+            await asyncio.sleep(0)
+        await asyncio.gather(*reads)
+    finally:
+        await pool.close()
+    assert served == sorted(served)
