@@ -591,7 +591,9 @@ class Bench:
         first, second = (numerator, denominator) if repetition % 2 else (denominator, numerator)
         order = [first, second, second, first]
         current = {s.name: self._current(s, {apps.REAL.key: ours}) for s in order[:2]}
-        totals = {s.name: {"cpu_us": 0.0, "requests": 0, "foreign_cores": 0.0} for s in order}
+        cpu_us = dict.fromkeys(current, 0.0)
+        requests = dict.fromkeys(current, 0)
+        foreign = steal = 0.0
         for index, scenario in enumerate(order):
             config = sliced if index >= 2 else replace(sliced, warmup=self.config.warmup)
             m = run_one(
@@ -603,32 +605,28 @@ class Bench:
                 self.tokens,
                 self.host,
             )
-            total = totals[scenario.name]
-            total["cpu_us"] += m["cpu_us_per_request"] * m["requests"]
-            total["requests"] += m["requests"]
-            total["foreign_cores"] = max(
-                total["foreign_cores"], m.get("foreign_cores", 0.0) + m.get("steal_cores", 0.0)
-            )
-        a, b = (totals[s.name] for s in (numerator, denominator))
-        ratio = (a["cpu_us"] / max(a["requests"], 1)) / (b["cpu_us"] / max(b["requests"], 1))
+            cpu_us[scenario.name] += m["cpu_us_per_request"] * m["requests"]
+            requests[scenario.name] += m["requests"]
+            foreign = max(foreign, m.get("foreign_cores", 0.0))
+            steal = max(steal, m.get("steal_cores", 0.0))
+        a, b = (cpu_us[s.name] / max(requests[s.name], 1) for s in (numerator, denominator))
         self.pairs.append(
             {
                 "numerator": numerator.name,
                 "denominator": denominator.name,
                 "repetition": repetition,
                 "order": [s.name for s in order],
-                "numerator_cpu_us_per_request": a["cpu_us"] / max(a["requests"], 1),
-                "denominator_cpu_us_per_request": b["cpu_us"] / max(b["requests"], 1),
-                "ratio": ratio,
-                "foreign_cores": max(a["foreign_cores"], b["foreign_cores"]),
-                "steal_cores": 0.0,
+                "numerator_cpu_us_per_request": a,
+                "denominator_cpu_us_per_request": b,
+                "ratio": a / b,
+                # The busiest slice's, as `disturbed` reads a run's.
+                "foreign_cores": foreign,
+                "steal_cores": steal,
             }
         )
         print(
             f"  rep {repetition}/{self.config.repetitions}  {numerator.name} ÷ "
-            f"{denominator.name}, alternated: {ratio:.3f} CPU per request "
-            f"({a['cpu_us'] / max(a['requests'], 1):,.0f} ÷ "
-            f"{b['cpu_us'] / max(b['requests'], 1):,.0f} µs)",
+            f"{denominator.name}, alternated: {a / b:.3f} CPU per request ({a:,.0f} ÷ {b:,.0f} µs)",
             flush=True,
         )
 

@@ -211,6 +211,9 @@ async def test_hot_reads_take_the_pools_connections_in_the_order_they_asked() ->
     """PoolReader: first come, first served. asyncpg's pool alone hands a connection it gets back
     to whichever read asks next, before the waiter woken for it runs: under a steady stream of
     new reads some waiters were passed over again and again (the feed's p99)."""
+    # A pool of its own, one connection open from the start and no reset on release: built by
+    # create_read_pool (lazy connections, its reset function) this small stream of reads did
+    # not make asyncpg's pool pass a waiter over, so it could not tell the two apart.
     pool = await asyncpg.create_pool(
         get_settings().database_driver_dsn, min_size=1, max_size=1, reset=None
     )
