@@ -111,7 +111,7 @@ def fastapi_telemetry() -> TelemetryConfig:
     """FastAPI's own OpenTelemetry only where this process is set up to export it (FastAPI's
     auto-configuration, or any OTEL_* setting, as `opentelemetry-instrument` reads them): left
     on, FastAPI asks OpenTelemetry's global providers on every request whether one has been
-    configured meanwhile, about 4 µs, some 1.5 % of a hot read's CPU."""
+    configured meanwhile, about 3 µs (0.08 µs off; timeit, two runs), some 1 % of a hot read's CPU."""
     if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true" or any(
         name.startswith("OTEL_") for name in os.environ
     ):
