@@ -1,8 +1,9 @@
 """The ceiling: the best app that sends our SQL. Starlette + raw asyncpg + orjson, with
 PostgreSQL writing the JSON.
 
-For every hot read it runs the app's own compiled statement (`PreparedStatement.sql`) as a
-subquery whose outer SELECT only formats: each row's JSON text is built by PostgreSQL (uuids and
+For every hot read it runs the app's own compiled statement (`PreparedStatement.sql`), where it
+does not write its rows' JSON itself (the feed's does) as a subquery whose outer SELECT only
+formats: each row's JSON text is built by PostgreSQL (uuids and
 numbers as PostgreSQL writes them, timestamps formatted in SQL as our responses write them, a
 goal's stages and reminders reformatted from the statement's own JSON) and passed through with
 `orjson.Fragment`; Python adds only what SQL cannot do: a habit's figures on the user's date,
@@ -151,13 +152,6 @@ DETAIL_SQL = _formatted(
     f"{_array('q.reminders', instants=CHILD_INSTANTS)} AS reminders, "
     f"{_value('q.ai_error')} AS ai_error",
 )
-# Our feed statement writes each notification's JSON around its `data`; here `data` too.
-FEED_COLUMNS = (
-    "q.id, q.created_at, q.unread_count, "
-    f"q.head || {_compact('q.data', jsonb=True)} || q.tail AS item"
-)
-FEED_SQL = _formatted(FEED, FEED_COLUMNS)
-FEED_AFTER_SQL = _formatted(FEED_AFTER, FEED_COLUMNS)
 # An achievement up to `earned_at`, unclosed: its share of users follows (Redis, Python).
 # An achievement's members from `icon` on, unbraced: its code, title and description (the
 # message catalogue's, by code and locale) go before them, its share of users (Redis) after.
@@ -320,11 +314,12 @@ async def list_notifications(request: Request) -> Response:
         return UNAUTHORIZED
     limit, after = _page(request)
     values = {**_caller_args(caller), "limit": limit + 1}
-    statement, sql = FEED, FEED_SQL
+    # Our statement writes each notification's JSON itself: the ceiling runs it as it is.
+    statement = FEED
     if after is not None:
-        statement, sql = FEED_AFTER, FEED_AFTER_SQL
+        statement = FEED_AFTER
         values |= {"after_created_at": after.created_at, "after_id": after.id}
-    rows = await _fetch(sql, _args(statement, values))
+    rows = await _fetch(statement.sql, _args(statement, values))
     if not rows:
         return UNAUTHORIZED
     page, next_cursor = _cut([row for row in rows if row["id"] is not None], limit)

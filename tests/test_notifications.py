@@ -22,7 +22,7 @@ from goaltrack.achievements.models import Achievement
 from goaltrack.clock import utcnow
 from goaltrack.defer import send_deferred
 from goaltrack.devices.models import Device
-from goaltrack.notifications.kinds import DigestData, GoalCompletedData
+from goaltrack.notifications.kinds import DigestData, GoalCompletedData, NotificationData
 from goaltrack.notifications.models import PushDelivery
 from goaltrack.notifications.service import PUSH, notify
 from goaltrack.worker.outbox import OUTBOX_LEASE, OutboxTask, defer_durably
@@ -545,3 +545,14 @@ async def test_direct_notify_pushes_data_as_strings(
         "goal_id": str(goal_id),
     }
     assert record["message"]["notification"] == {"title": "Done", "body": "All of it"}
+
+
+def test_every_kinds_data_is_an_object_of_scalars() -> None:
+    """The feed's statement writes `data` with jsontext.flat_object, which leaves a member that
+    holds an object or an array in jsonb's spaced text: a kind with one needs another writer."""
+    scalars = (str, int, bool, uuid.UUID, datetime, type(None))
+    for kind in NotificationData.__subclasses__():
+        for name, field in kind.model_fields.items():
+            annotation = field.annotation
+            members = getattr(annotation, "__args__", (annotation,))
+            assert all(member in scalars for member in members), (kind.__name__, name)

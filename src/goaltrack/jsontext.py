@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Text, case, cast, func, literal_column
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ColumnElement, DateTime, Text, case, cast, func, literal_column, select
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 
 
 def constant(text: str) -> ColumnElement[str]:
@@ -44,8 +44,30 @@ def value(column: ColumnElement[Any]) -> ColumnElement[str]:
     if isinstance(column.type, DateTime):
         return instant(column)
     if isinstance(column.type, JSONB):
-        raise TypeError("jsonb is written with spaces: render it in Python")
+        raise TypeError("jsonb's own text has spaces: write a flat object with flat_object")
     return func.coalesce(cast(func.to_json(column), Text), NULL)
+
+
+def flat_object(column: ColumnElement[Any]) -> ColumnElement[str]:
+    """A jsonb object whose members are scalars, compact (jsonb's own text puts a space after
+    each `:` and `,`), its members in the order jsonb keeps them, which is the order orjson reads
+    them back in; `null` for SQL NULL. A member holding an object or an array would keep jsonb's
+    spaces: only for objects of scalars (a notification's `data`, tests/test_notifications.py)."""
+    member = (
+        func.jsonb_each(column)
+        .table_valued("key", "value", with_ordinality="n")
+        .render_derived("member")
+    )
+    pair = cast(func.to_json(member.c.key), Text) + constant(":") + cast(member.c.value, Text)
+    joined = (
+        select(func.string_agg(pair, aggregate_order_by(constant(","), member.c.n)))
+        .select_from(member)
+        .scalar_subquery()
+    )
+    return case(
+        (column.is_(None), NULL),
+        else_=constant("{") + func.coalesce(joined, constant("")) + constant("}"),
+    )
 
 
 def members(columns: Mapping[str, ColumnElement[Any]]) -> ColumnElement[str]:

@@ -46,7 +46,7 @@ def _encode_json(value: Any) -> str:
 
 
 async def _decode_json(connection: asyncpg.Connection) -> None:
-    # json and jsonb values arrive decoded (json_agg arrays, a notification's data), as they do
+    # json and jsonb values arrive decoded (json_agg arrays, jsonb columns), as they do
     # on SQLAlchemy's connections.
     for type_name in ("json", "jsonb"):
         await connection.set_type_codec(

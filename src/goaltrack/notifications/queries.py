@@ -30,26 +30,25 @@ COLUMNS = (
 
 
 FIELDS = tuple(NotificationFields.model_fields)
-# A notification as JSON text written by PostgreSQL (goaltrack.jsontext) around its `data`, which
-# Python writes: jsonb's own text has spaces, and its keys come back as the app stored them.
-HEAD = (
-    jsontext.object_head(
-        {name: Notification.__table__.c[name] for name in FIELDS[: FIELDS.index("data")]}
-    )
+DATA_AT = FIELDS.index("data")
+COLUMN = Notification.__table__.c
+# A notification as JSON text written by PostgreSQL (goaltrack.jsontext), its `data` too: no value
+# is decoded into Python only to be encoded again. Decoding `data` in the driver and encoding it
+# here cost the feed's p99 most of its gap to the ceiling's (1.35 / 1.62 × on pages 1 / 500, then
+# 1.18 / 1.17 ×, bench/).
+ITEM = (
+    jsontext.object_head({name: COLUMN[name] for name in FIELDS[:DATA_AT]})
     + jsontext.constant(',"data":')
-).label("head")
-TAIL = (
-    jsontext.constant(",")
-    + jsontext.members(
-        {name: Notification.__table__.c[name] for name in FIELDS[FIELDS.index("data") + 1 :]}
-    )
+    + jsontext.flat_object(COLUMN.data)
+    + jsontext.constant(",")
+    + jsontext.members({name: COLUMN[name] for name in FIELDS[DATA_AT + 1 :]})
     + jsontext.constant("}")
-).label("tail")
+).label("item")
 
 
 def _feed_statement(*, after_cursor: bool) -> Any:
     page = (
-        select(Notification.id, Notification.created_at, Notification.data, HEAD, TAIL)
+        select(Notification.id, Notification.created_at, ITEM)
         .where(Notification.user_id == bindparam("user_id"))
         .order_by(Notification.created_at.desc(), Notification.id.desc())
         .limit(bindparam("limit"))
@@ -89,10 +88,5 @@ async def feed(reader: Reader, caller: AccessClaims, page: Page) -> dict[str, An
     if not rows:
         raise NotAuthenticated
     listed, next_cursor = page.cut([row for row in rows if row["id"] is not None])
-    items = [
-        orjson.Fragment(
-            b"".join((row["head"].encode(), orjson.dumps(row["data"]), row["tail"].encode()))
-        )
-        for row in listed
-    ]
+    items = [orjson.Fragment(row["item"]) for row in listed]
     return {"items": items, "next_cursor": next_cursor, "unread_count": rows[0]["unread_count"]}
