@@ -36,29 +36,43 @@ def _processes() -> dict[int, tuple[int, float]]:
     return found
 
 
-def _ours(roots: set[int]) -> float:
-    """CPU seconds of the `roots` (this process, the benchmark's PostgreSQL) and their live
-    descendants, plus this process's reaped children's (each wrk run)."""
+def _ours(roots: set[int]) -> tuple[dict[int, float], float]:
+    """CPU seconds of the `roots` (this process, the benchmark's PostgreSQL) and of each of their
+    live descendants, by pid, and of this process's reaped children (each wrk run)."""
     processes = _processes()
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in processes.items():
         children.setdefault(parent, []).append(pid)
-    total, stack, seen = 0.0, [pid for pid in roots if pid in processes], set()
+    found: dict[int, float] = {}
+    stack = [pid for pid in roots if pid in processes]
     while stack:
         pid = stack.pop()
-        if pid not in seen:
-            seen.add(pid)
-            total += processes[pid][1]
+        if pid not in found:
+            found[pid] = processes[pid][1]
             stack.extend(children.get(pid, ()))
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return total + reaped.ru_utime + reaped.ru_stime
+    return found, reaped.ru_utime + reaped.ru_stime
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the processes spent between two readings by pid. One that ended meanwhile (a
+    PostgreSQL backend whose idle connection its pool closed) is left out: taking its lifetime's
+    CPU away once put 3.1 cores of "other work" on a 2-core machine. What it spent in the window
+    before it ended then counts as other work, as does nothing else of ours. A pid used again
+    by a new process counts from 0."""
+    total = 0.0
+    for pid, cpu in after.items():
+        earlier = before.get(pid, 0.0)
+        total += cpu - earlier if cpu >= earlier else cpu
+    return total
 
 
 @dataclass(frozen=True, slots=True)
 class Mark:
     busy: float
     steal: float
-    ours: float
+    ours: dict[int, float]
+    reaped: float
 
 
 class HostLoad:
@@ -75,13 +89,14 @@ class HostLoad:
 
     def mark(self) -> Mark:
         busy, steal = _machine()
-        return Mark(busy, steal, _ours(self._roots()))
+        return Mark(busy, steal, *_ours(self._roots()))
 
     def since(self, mark: Mark, seconds: float) -> dict[str, float]:
         busy, steal = _machine()
-        ours = _ours(self._roots())
+        now, reaped = _ours(self._roots())
+        ours = spent(mark.ours, now) + reaped - mark.reaped
         return {
             # Cores' worth of CPU the machine spent on other work meanwhile (of os.cpu_count()).
-            "foreign_cores": max(0.0, (busy - mark.busy) - (ours - mark.ours)) / seconds,
+            "foreign_cores": max(0.0, (busy - mark.busy) - ours) / seconds,
             "steal_cores": (steal - mark.steal) / seconds,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -129,7 +130,10 @@ class VerifiedTokens:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: dict[str, tuple[Verified, str, str]] = {}
+        # An OrderedDict, not a dict: a dict finds its first key by walking past every slot
+        # deleted at its front since it last resized, so a full cache of 32,768 paid 29 µs an
+        # add (two such walks) against 0.7 µs here (two runs, 120,000 adds each).
+        self._entries: OrderedDict[str, tuple[Verified, str, str]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -145,7 +149,7 @@ class VerifiedTokens:
     def add(self, token: str, secret: str, issuer: str, verified: Verified, *, now: float) -> None:
         entries = self._entries
         while entries and (len(entries) >= self.capacity or _expired(entries, now)):
-            del entries[next(iter(entries))]
+            entries.popitem(last=False)
         entries[token] = (verified, secret, issuer)
 
     def counters(self) -> dict[str, int]:
@@ -157,7 +161,7 @@ class VerifiedTokens:
         }
 
 
-def _expired(entries: dict[str, tuple[Verified, str, str]], now: float) -> bool:
+def _expired(entries: OrderedDict[str, tuple[Verified, str, str]], now: float) -> bool:
     """Whether the oldest entry's token has expired."""
     return entries[next(iter(entries))][0][1] <= now
 
