@@ -1,9 +1,9 @@
 """The ceiling: the best app that sends our SQL. Starlette + raw asyncpg + orjson, with
 PostgreSQL writing the JSON.
 
-For every hot read it runs the app's own compiled statement (`PreparedStatement.sql`), where it
-does not write its rows' JSON itself (the feed's does) as a subquery whose outer SELECT only
-formats: each row's JSON text is built by PostgreSQL (uuids and
+For every hot read it runs the app's own compiled statement (`PreparedStatement.sql`): as it is
+where the statement writes its rows' JSON itself (the goal list's, the feed's), otherwise as a
+subquery whose outer SELECT only formats: each row's JSON text is built by PostgreSQL (uuids and
 numbers as PostgreSQL writes them, timestamps formatted in SQL as our responses write them, a
 goal's stages and reminders reformatted from the statement's own JSON) and passed through with
 `orjson.Fragment`; Python adds only what SQL cannot do: a habit's figures on the user's date,

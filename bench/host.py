@@ -21,8 +21,9 @@ def _machine() -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
 
 
-def _processes() -> dict[int, tuple[int, float]]:
-    """Every live process: its parent and its CPU seconds (user + system)."""
+def _processes() -> dict[int, tuple[int, float, int]]:
+    """Every live process: its parent, its CPU seconds (user + system) and when it started (clock
+    ticks since boot: a pid used again is another process)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -32,46 +33,46 @@ def _processes() -> dict[int, tuple[int, float]]:
             found[int(entry.name)] = (
                 int(fields[1]),
                 (int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
+                int(fields[19]),
             )
     return found
 
 
-def _ours(roots: set[int]) -> tuple[dict[int, float], float]:
+Process = tuple[int, int]  # pid, start
+
+
+def _ours(roots: set[int]) -> tuple[dict[Process, float], float]:
     """CPU seconds of the `roots` (this process, the benchmark's PostgreSQL) and of each of their
-    live descendants, by pid, and of this process's reaped children (each wrk run)."""
+    live descendants, and of this process's reaped children (each wrk run)."""
     processes = _processes()
     children: dict[int, list[int]] = {}
-    for pid, (parent, _) in processes.items():
+    for pid, (parent, _, _) in processes.items():
         children.setdefault(parent, []).append(pid)
-    found: dict[int, float] = {}
+    found: dict[Process, float] = {}
     stack = [pid for pid in roots if pid in processes]
     while stack:
         pid = stack.pop()
-        if pid not in found:
-            found[pid] = processes[pid][1]
+        _, cpu, start = processes[pid]
+        if (pid, start) not in found:
+            found[pid, start] = cpu
             stack.extend(children.get(pid, ()))
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     return found, reaped.ru_utime + reaped.ru_stime
 
 
-def spent(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds the processes spent between two readings by pid. One that ended meanwhile (a
+def spent(before: dict[Process, float], after: dict[Process, float]) -> float:
+    """CPU seconds the processes spent between two readings. One that ended meanwhile (a
     PostgreSQL backend whose idle connection its pool closed) is left out: taking its lifetime's
-    CPU away once put 3.1 cores of "other work" on a 2-core machine. What it spent in the window
-    before it ended then counts as other work, as does nothing else of ours. A pid used again
-    by a new process counts from 0."""
-    total = 0.0
-    for pid, cpu in after.items():
-        earlier = before.get(pid, 0.0)
-        total += cpu - earlier if cpu >= earlier else cpu
-    return total
+    CPU away once put 3.1 cores of "other work" on a 2-core machine; what it spent in the window
+    before it ended counts as other work. A process that started meanwhile counts whole."""
+    return sum(cpu - before.get(process, 0.0) for process, cpu in after.items())
 
 
 @dataclass(frozen=True, slots=True)
 class Mark:
     busy: float
     steal: float
-    ours: dict[int, float]
+    ours: dict[Process, float]
     reaped: float
 
 

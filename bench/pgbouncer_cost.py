@@ -59,7 +59,7 @@ def cpu_of(pids: set[int]) -> float:
     """CPU seconds of `pids` and their live descendants."""
     processes = _processes()
     children: dict[int, list[int]] = {}
-    for pid, (parent, _) in processes.items():
+    for pid, (parent, _, _) in processes.items():
         children.setdefault(parent, []).append(pid)
     total, stack = 0.0, [pid for pid in pids if pid in processes]
     while stack:

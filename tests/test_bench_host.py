@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-Spent = Callable[[dict[int, float], dict[int, float]], float]
+Spent = Callable[[dict[tuple[int, int], float], dict[tuple[int, int], float]], float]
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +23,13 @@ def spent() -> Spent:
 def test_a_process_that_ended_during_the_run_takes_nothing_away(spent: Spent) -> None:
     """A PostgreSQL backend closed mid-run had 19 s of CPU behind it: subtracting its lifetime made
     the rest of the machine's work look like 3 cores of someone else's."""
-    before = {1: 10.0, 2: 19.0}
-    after = {1: 11.5}  # pid 2 ended
+    before = {(1, 100): 10.0, (2, 100): 19.0}
+    after = {(1, 100): 11.5}  # pid 2 ended
     assert spent(before, after) == pytest.approx(1.5)
 
 
-def test_new_processes_count_whole_and_a_reused_pid_counts_from_zero(spent: Spent) -> None:
-    before = {1: 10.0, 2: 5.0}
-    after = {1: 10.25, 2: 0.5, 3: 2.0}  # pid 2 is a new process with an old number
-    assert spent(before, after) == pytest.approx(0.25 + 0.5 + 2.0)
+def test_a_new_process_counts_whole_even_under_an_old_pid(spent: Spent) -> None:
+    before = {(1, 100): 10.0, (2, 100): 5.0}
+    # pid 2 ended and a new process took its number (it started later); pid 3 is new.
+    after = {(1, 100): 10.25, (2, 900): 6.0, (3, 950): 2.0}
+    assert spent(before, after) == pytest.approx(0.25 + 6.0 + 2.0)

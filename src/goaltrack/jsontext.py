@@ -9,11 +9,11 @@ byte by tests/test_reads.py (escaped text, timestamps with and without microseco
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Text, case, cast, func, literal_column, select
-from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
+from sqlalchemy import ColumnElement, DateTime, Text, case, cast, func, literal_column
+from sqlalchemy.dialects.postgresql import JSONB
 
 
 def constant(text: str) -> ColumnElement[str]:
@@ -44,30 +44,21 @@ def value(column: ColumnElement[Any]) -> ColumnElement[str]:
     if isinstance(column.type, DateTime):
         return instant(column)
     if isinstance(column.type, JSONB):
-        raise TypeError("jsonb's own text has spaces: write a flat object with flat_object")
+        raise TypeError("jsonb's own text has spaces: write its members with jsonb_members")
     return func.coalesce(cast(func.to_json(column), Text), NULL)
 
 
-def flat_object(column: ColumnElement[Any]) -> ColumnElement[str]:
-    """A jsonb object whose members are scalars, compact (jsonb's own text puts a space after
-    each `:` and `,`), its members in the order jsonb keeps them, which is the order orjson reads
-    them back in; `null` for SQL NULL. A member holding an object or an array would keep jsonb's
-    spaces: only for objects of scalars (a notification's `data`, tests/test_notifications.py)."""
-    member = (
-        func.jsonb_each(column)
-        .table_valued("key", "value", with_ordinality="n")
-        .render_derived("member")
-    )
-    pair = cast(func.to_json(member.c.key), Text) + constant(":") + cast(member.c.value, Text)
-    joined = (
-        select(func.string_agg(pair, aggregate_order_by(constant(","), member.c.n)))
-        .select_from(member)
-        .scalar_subquery()
-    )
-    return case(
-        (column.is_(None), NULL),
-        else_=constant("{") + func.coalesce(joined, constant("")) + constant("}"),
-    )
+def jsonb_members(column: ColumnElement[Any], names: Sequence[str]) -> ColumnElement[str]:
+    """`{"name":value,...}`: the members `names` of a jsonb object, in that order (a model's: jsonb
+    keeps its keys shortest first), each a scalar as jsonb writes it (a string escaped as orjson
+    escapes it), a missing one `null`. jsonb's own text of the object would have spaces; a member
+    holding an object or an array would still have them (tests/test_notifications.py keeps a
+    notification's `data` to scalars)."""
+    text = constant("{")
+    for index, name in enumerate(names):
+        member = cast(column.op("->")(constant(name)), Text)
+        text = text + constant(f'{"," if index else ""}"{name}":') + func.coalesce(member, NULL)
+    return text + constant("}")
 
 
 def members(columns: Mapping[str, ColumnElement[Any]]) -> ColumnElement[str]:
