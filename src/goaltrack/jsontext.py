@@ -9,7 +9,7 @@ byte by tests/test_reads.py (escaped text, timestamps with and without microseco
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import ColumnElement, DateTime, Text, case, cast, func, literal_column
@@ -48,7 +48,7 @@ def value(column: ColumnElement[Any]) -> ColumnElement[str]:
     return func.coalesce(cast(func.to_json(column), Text), NULL)
 
 
-def jsonb_members(column: ColumnElement[Any], names: Sequence[str]) -> ColumnElement[str]:
+def jsonb_members(column: ColumnElement[Any], names: Iterable[str]) -> ColumnElement[str]:
     """`{"name":value,...}`: the members `names` of a jsonb object, in that order (a model's: jsonb
     keeps its keys shortest first), each a scalar as jsonb writes it (a string escaped as orjson
     escapes it), a missing one `null`. jsonb's own text of the object would have spaces; a member

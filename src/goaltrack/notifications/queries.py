@@ -37,16 +37,17 @@ COLUMN = Notification.__table__.c
 # written: every writer goes through a kind) would still be valid JSON: jsonb's own text.
 DATA = case(
     *(
-        (COLUMN.type == jsontext.constant(kind.type), jsontext.jsonb_members(COLUMN.data, fields))
+        (
+            COLUMN.type == jsontext.constant(kind.type),
+            jsontext.jsonb_members(COLUMN.data, kind.model_fields),
+        )
         for kind in NotificationData.__subclasses__()
-        for fields in (tuple(kind.model_fields),)
     ),
     else_=cast(COLUMN.data, Text),
 )
 # A notification as JSON text written by PostgreSQL (goaltrack.jsontext), its `data` too: no value
 # is decoded into Python only to be encoded again. Decoding `data` in the driver and encoding it
-# here cost the feed most of its p99 gap to the ceiling's (pages 1 / 500: 1.35 / 1.62 × in a run
-# of the build before, 1.18 / 1.17 × after; 1.29 / 1.21 × in two full runs, bench/).
+# here cost the feed most of its p99 gap to the ceiling's (README, Performance: sixth round).
 ITEM = (
     jsontext.object_head({name: COLUMN[name] for name in FIELDS[:DATA_AT]})
     + jsontext.constant(',"data":')
